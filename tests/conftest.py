@@ -1,0 +1,28 @@
+"""Fixtures: every test talks to real redis-servers started by greenredis.server."""
+
+import pytest
+
+from greenredis.server import RedisServer
+
+
+@pytest.fixture
+def redis_server():
+    """A fresh private redis-server for one test."""
+    with RedisServer(debug=True) as server:
+        yield server
+
+
+@pytest.fixture
+def make_server():
+    """Start more servers: ``make_server(password="pw", ...)``; all are closed after the test."""
+    servers = []
+
+    def make(**kwargs):
+        kwargs.setdefault("debug", True)
+        server = RedisServer(**kwargs).start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.close()
