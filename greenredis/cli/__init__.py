@@ -1,0 +1,40 @@
+"""The ``greenredis`` command. Each subcommand lives in a module of this package
+that defines ``add_arguments(parser)`` and ``run(args)``; the module's docstring
+is the subcommand's help."""
+
+import argparse
+import importlib
+import sys
+
+# subcommand name -> module in this package
+COMMANDS = {
+    "bench": "bench",
+    "nodes": "nodes",
+    "replica": "replica",
+    "link-status": "link_status",
+    "web": "web",
+    "demo": "demo",
+}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="greenredis")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    modules = {}
+    for name, module_name in COMMANDS.items():
+        try:
+            module = importlib.import_module(f"{__name__}.{module_name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{module_name}":
+                raise
+            continue  # not built yet
+        doc = (module.__doc__ or "").strip()
+        p = sub.add_parser(name, help=doc.splitlines()[0] if doc else None, description=doc)
+        module.add_arguments(p)
+        modules[name] = module
+    args = parser.parse_args(argv)
+    return modules[args.command].run(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
