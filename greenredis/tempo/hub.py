@@ -1,0 +1,361 @@
+"""The websocket fan-out hub as a pure object: no sockets, no greenlets, no Redis.
+
+Viewers send JSON requests; the hub validates them, tracks who watches what, and
+answers with *effects* the shell carries out (subscribe a Redis channel when its
+first viewer arrives, unsubscribe after its last leaves, read history). Redis
+messages come in through ``publish``; each is encoded once and queued on every
+watching viewer. Each viewer has a bounded queue: when it is full the oldest
+message is dropped and counted, and the viewer is told before its next messages.
+
+Wire format (server -> browser): every websocket frame is a JSON array of
+messages, each an object with a ``type``:
+
+``history``  ``{"type": "history", "instance": i, "metrics": {m: [[ts, value], ...]}}``
+``point``    ``{"type": "point", "instance": i, "metric": m, "ts": t, "value": v}``
+``backlog``  ``{"type": "backlog", "instance": i, "lines": [...]}`` (oldest first)
+``log``      ``{"type": "log", "instance": i, "line": s}``
+``grid``     ``{"type": "grid", "stale": bool, "nodes": [{"name", "meta", "health", "metrics"}]}``
+``dropped``  ``{"type": "dropped", "count": n, "total": n}``: messages lost by this viewer
+``error``    ``{"type": "error", "error": code, "message": text}`` (+ the request's ``id``)
+``pong``     answer to ``{"op": "ping"}``
+
+Requests (browser -> server), one JSON object per message:
+``{"op": "watch" | "unwatch", "kind": "stats" | "logs", "instance": "web.1"}``,
+``{"op": "watch" | "unwatch", "kind": "grid"}``, ``{"op": "ping"}``; any may carry an ``id``.
+"""
+
+import collections
+import itertools
+import json
+
+from .. import channels
+
+__all__ = ["Hub", "Viewer", "KINDS", "ERRORS"]
+
+KINDS = ("stats", "logs", "grid")
+GRID = ("grid", None)
+
+#: error code -> meaning; codes are stable, for clients to switch on.
+ERRORS = {
+    "too_large": "message larger than the size cap",
+    "bad_json": "message is not JSON",
+    "bad_message": "message is not a JSON object with an 'op'",
+    "unknown_op": "op is not one of watch, unwatch, ping",
+    "bad_kind": "kind is not one of stats, logs, grid",
+    "bad_instance": "instance is not a valid instance name",
+    "unknown_instance": "no such instance in the grid or in the stats",
+    "too_many": "this socket watches too many things",
+    "unavailable": "Redis is unavailable; retry later",
+    "forbidden": "missing, expired or bad token, or a foreign Origin",
+}
+
+
+def dumps(obj):
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+class Viewer:
+    """One websocket's state: its bounded outgoing queue and what it watches."""
+
+    __slots__ = ("id", "queue", "maxlen", "dropped", "dropped_unreported", "watching",
+                 "wakeup", "closed", "_logsync")
+
+    def __init__(self, vid, maxlen, wakeup=None):
+        self.id = vid
+        self.queue = collections.deque()
+        self.maxlen = maxlen
+        self.dropped = 0             # total messages this viewer lost
+        self.dropped_unreported = 0  # lost since the last "dropped" notice
+        self.watching = set()        # topics: (kind, instance)
+        self.wakeup = wakeup or (lambda: None)
+        self.closed = False
+        self._logsync = {}           # instance -> _LogSync while joining a log
+
+    def push(self, text):
+        """Queue one encoded message; drops the oldest when full."""
+        if self.closed:
+            return
+        if len(self.queue) >= self.maxlen:
+            self.queue.popleft()
+            self.dropped += 1
+            self.dropped_unreported += 1
+        self.queue.append(text)
+        self.wakeup()
+
+    def send(self, obj):
+        self.push(dumps(obj))
+
+    def take(self, limit=1000):
+        """Pop up to ``limit`` queued messages as one frame's text (a JSON array),
+        led by a ``dropped`` notice if messages were lost; None if nothing queued."""
+        if not self.queue and not self.dropped_unreported:
+            return None
+        items = []
+        if self.dropped_unreported:
+            items.append(dumps({"type": "dropped", "count": self.dropped_unreported,
+                                "total": self.dropped}))
+            self.dropped_unreported = 0
+        q = self.queue
+        for _ in range(min(limit, len(q))):
+            items.append(q.popleft())
+        return "[" + ",".join(items) + "]"
+
+
+class _LogSync:
+    """A viewer joining a log: live lines before its marker are in its backlog;
+    lines after the marker wait until the backlog has been queued."""
+
+    __slots__ = ("mark", "seen_mark", "backlog_sent", "held")
+
+    def __init__(self, mark):
+        self.mark = mark
+        self.seen_mark = False
+        self.backlog_sent = False
+        self.held = []
+
+
+class Hub:
+    """Subscriptions and fan-out for every websocket of one process.
+
+    ``queue_size``: messages queued per viewer before the oldest are dropped;
+    ``max_message``: size cap of a request in bytes; ``max_watch``: topics per
+    viewer; ``is_known(instance)``: whether an instance may be watched.
+
+    Effects returned by ``receive``/``disconnect``/``resync``, for the shell:
+    ``("subscribe", channel)``, ``("unsubscribe", channel)``,
+    ``("history", [viewers], instance)``: read the stats history once, ``history()`` each;
+    ``("backlog", viewer, instance, mark)``: read the log backlog and publish
+    ``mark`` on its channel in one transaction, then call ``backlog()``;
+    ``("grid", viewer)``: queue a grid snapshot.
+    """
+
+    def __init__(self, queue_size=256, max_message=4096, max_watch=256, is_known=None):
+        self.queue_size = queue_size
+        self.max_message = max_message
+        self.max_watch = max_watch
+        self.is_known = is_known or (lambda instance: True)
+        self.viewers = {}
+        self.topics = {}             # topic -> set of viewers
+        self._ids = itertools.count(1)
+        self._marks = itertools.count(1)
+        self.stats = collections.Counter()   # published, delivered, bad_payload, errors
+
+    # -- viewers -------------------------------------------------------------
+    def connect(self, wakeup=None):
+        """A new viewer; ``wakeup()`` is called whenever its queue gets a message."""
+        viewer = Viewer(next(self._ids), self.queue_size, wakeup)
+        self.viewers[viewer.id] = viewer
+        return viewer
+
+    def disconnect(self, viewer):
+        """Forget a viewer; returns the unsubscribe effects."""
+        viewer.closed = True
+        self.viewers.pop(viewer.id, None)
+        effects = []
+        for topic in list(viewer.watching):
+            effects += self._unwatch(viewer, topic)
+        viewer.queue.clear()
+        return effects
+
+    def error(self, viewer, code, message=None, request_id=None):
+        self.stats["errors"] += 1
+        msg = {"type": "error", "error": code, "message": message or ERRORS[code]}
+        if request_id is not None:
+            msg["id"] = request_id
+        viewer.send(msg)
+
+    # -- requests ------------------------------------------------------------
+    def receive(self, viewer, text):
+        """Handle one request (str or bytes); errors are queued to the viewer."""
+        if isinstance(text, (bytes, bytearray)):
+            if len(text) > self.max_message:
+                self.error(viewer, "too_large", f"message larger than {self.max_message} bytes")
+                return []
+            try:
+                text = bytes(text).decode("utf-8")
+            except UnicodeDecodeError:
+                self.error(viewer, "bad_json")
+                return []
+        if len(text.encode("utf-8")) > self.max_message:
+            self.error(viewer, "too_large", f"message larger than {self.max_message} bytes")
+            return []
+        try:
+            req = json.loads(text)
+        except ValueError:
+            self.error(viewer, "bad_json")
+            return []
+        if not isinstance(req, dict) or not isinstance(req.get("op"), str):
+            self.error(viewer, "bad_message")
+            return []
+        rid = req.get("id")
+        if not isinstance(rid, (str, int)) or isinstance(rid, bool):
+            rid = None
+        op = req["op"]
+        if op == "ping":
+            viewer.send({"type": "pong"} if rid is None else {"type": "pong", "id": rid})
+            return []
+        if op not in ("watch", "unwatch"):
+            self.error(viewer, "unknown_op", request_id=rid)
+            return []
+        kind = req.get("kind")
+        if kind not in KINDS:
+            self.error(viewer, "bad_kind", request_id=rid)
+            return []
+        if kind == "grid":
+            topic = GRID
+        else:
+            instance = req.get("instance")
+            try:
+                channels.check_instance(instance)
+            except ValueError:
+                self.error(viewer, "bad_instance", request_id=rid)
+                return []
+            topic = (kind, instance)
+        if op == "unwatch":
+            return self._unwatch(viewer, topic)
+        if topic not in viewer.watching:
+            if len(viewer.watching) >= self.max_watch:
+                self.error(viewer, "too_many", request_id=rid)
+                return []
+            if topic != GRID and not self.is_known(topic[1]):
+                self.error(viewer, "unknown_instance", request_id=rid)
+                return []
+        return self._watch(viewer, topic)
+
+    def _watch(self, viewer, topic):
+        """Watching again re-sends the history/backlog: that is how a page fills a gap."""
+        effects = []
+        watchers = self.topics.setdefault(topic, set())
+        if not watchers and topic != GRID:
+            effects.append(("subscribe", self.channel(topic)))
+        watchers.add(viewer)
+        viewer.watching.add(topic)
+        kind, instance = topic
+        if kind == "stats":
+            effects.append(("history", [viewer], instance))
+        elif kind == "logs":
+            mark = f"{channels.FOLLOW_MARK}tempo:{next(self._marks)}:{id(self):x}"
+            viewer._logsync[instance] = _LogSync(mark.encode())
+            effects.append(("backlog", viewer, instance, mark))
+        else:
+            effects.append(("grid", viewer))
+        return effects
+
+    def _unwatch(self, viewer, topic):
+        viewer.watching.discard(topic)
+        if topic[0] == "logs":
+            viewer._logsync.pop(topic[1], None)
+        watchers = self.topics.get(topic)
+        if watchers is None or viewer not in watchers:
+            return []
+        watchers.discard(viewer)
+        if watchers:
+            return []
+        del self.topics[topic]
+        return [] if topic == GRID else [("unsubscribe", self.channel(topic))]
+
+    @staticmethod
+    def channel(topic):
+        kind, instance = topic
+        if kind == "stats":
+            return channels.stats_channel(instance)
+        return channels.log_channel(channels.log_key(instance))
+
+    def channels(self):
+        """Every Redis channel some viewer needs."""
+        return [self.channel(t) for t in self.topics if t != GRID]
+
+    # -- data from the shell -------------------------------------------------
+    def history(self, viewers, instance, metrics):
+        """Queue ``{metric: [point dicts]}`` as one history message to each viewer
+        (encoded once) that still watches the instance's stats."""
+        text = dumps({"type": "history", "instance": instance,
+                      "metrics": {m: [[p["ts"], p["value"]] for p in pts]
+                                  for m, pts in metrics.items()}})
+        for viewer in viewers:
+            if not viewer.closed and ("stats", instance) in viewer.watching:
+                viewer.push(text)
+
+    def backlog(self, viewer, instance, lines):
+        """Queue a log's backlog (oldest first), then any live lines held meanwhile."""
+        sync = viewer._logsync.get(instance)
+        if viewer.closed or sync is None:
+            return
+        viewer.send({"type": "backlog", "instance": instance, "lines": lines})
+        sync.backlog_sent = True
+        if sync.seen_mark:
+            for text in sync.held:
+                viewer.push(text)
+            del viewer._logsync[instance]
+
+    def broadcast(self, topic, obj):
+        """Queue one message to every viewer of ``topic``; returns how many."""
+        watchers = self.topics.get(topic, ())
+        text = dumps(obj)
+        for viewer in watchers:
+            viewer.push(text)
+        return len(watchers)
+
+    def publish(self, channel, data):
+        """A Redis message arrived: encode it once and queue it on every watcher.
+
+        Returns how many viewers got it. Malformed stats payloads are counted in
+        ``stats["bad_payload"]`` and dropped.
+        """
+        parsed = channels.instance_of_channel(channel)
+        if parsed is None:
+            return 0
+        kind, instance = parsed
+        watchers = self.topics.get((kind, instance))
+        if not watchers:
+            return 0
+        self.stats["published"] += 1
+        if kind == "stats":
+            try:
+                p = channels.decode_point(data)
+            except ValueError:
+                self.stats["bad_payload"] += 1
+                return 0
+            text = dumps({"type": "point", "instance": instance, "metric": p["metric"],
+                          "ts": p["ts"], "value": p["value"]})
+            for viewer in watchers:
+                viewer.push(text)
+            self.stats["delivered"] += len(watchers)
+            return len(watchers)
+        # logs
+        if data.startswith(channels.FOLLOW_MARK.encode()):
+            for viewer in watchers:
+                sync = viewer._logsync.get(instance)
+                if sync is not None and data == sync.mark:
+                    sync.seen_mark = True
+                    if sync.backlog_sent:
+                        del viewer._logsync[instance]
+            return 0
+        text = dumps({"type": "log", "instance": instance,
+                      "line": data.decode("utf-8", "replace")})
+        n = 0
+        for viewer in watchers:
+            sync = viewer._logsync.get(instance)
+            if sync is None:
+                viewer.push(text)
+                n += 1
+            elif sync.seen_mark:          # after the marker, before the backlog went out
+                if len(sync.held) < viewer.maxlen:
+                    sync.held.append(text)
+                else:
+                    viewer.dropped += 1
+                    viewer.dropped_unreported += 1
+            # before the marker: the line is in this viewer's backlog
+        self.stats["delivered"] += n
+        return n
+
+    def resync(self):
+        """After the Redis subscription had a gap: effects that refill every viewer."""
+        effects = []
+        for (kind, instance), watchers in list(self.topics.items()):
+            if kind == "stats":
+                effects.append(("history", list(watchers), instance))
+            elif kind == "logs":
+                for viewer in list(watchers):
+                    effects += self._watch(viewer, ("logs", instance))
+        return effects
