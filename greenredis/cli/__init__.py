@@ -14,10 +14,14 @@ COMMANDS = {
     "link-status": "link_status",
     "web": "web",
     "demo": "demo",
+    "dashboard": "dashboard",
 }
 
 
 def main(argv=None):
+    # The command line is a script: make every socket in it cooperative first.
+    from gevent import monkey
+    monkey.patch_all()
     parser = argparse.ArgumentParser(prog="greenredis")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     modules = {}

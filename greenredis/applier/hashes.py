@@ -1,0 +1,172 @@
+"""Hash commands, with hash field expiry (Redis 7.4: HPEXPIREAT/HPERSIST as propagated)."""
+
+from .base import INT64_MAX, INT64_MIN, ApplyError, Core, incr_long_double, now_ms, parse_int
+
+
+class HashesMixin(Core):
+
+    def _hash(self, key):
+        value = self.data.get(key)
+        if value is not None and type(value) is not dict:
+            self._wrongtype(key, value, "hash")
+        return value
+
+    def cmd_hset(self, argv):
+        n = len(argv)
+        if n < 4 or n % 2:
+            raise ApplyError("HSET: wrong number of arguments")
+        key = argv[1]
+        h = self._hash(key)
+        if h is None:
+            h = {}
+            self._put(key, h)
+        if n == 4:
+            h[argv[2]] = argv[3]
+        else:
+            it = iter(argv[2:])
+            h.update(zip(it, it))
+        if self.fexp:
+            fields = self.fexp.get(key)
+            if fields:  # a value written by HSET has no TTL
+                for i in range(2, n, 2):
+                    fields.pop(argv[i], None)
+                if not fields:
+                    del self.fexp[key]
+        return [(self.db, key)]
+
+    cmd_hmset = cmd_hset
+
+    def cmd_hsetnx(self, argv):
+        if len(argv) != 4:
+            raise ApplyError("HSETNX: wrong number of arguments")
+        h = self._hash(argv[1])
+        if h is not None and argv[2] in h:
+            return []
+        return self.cmd_hset(argv)
+
+    def _drop_fields(self, key, h, fields):
+        """Remove ``fields`` from hash ``h`` (with their TTLs); deletes an emptied key."""
+        removed = 0
+        for f in fields:
+            if h.pop(f, None) is not None:
+                removed += 1
+        ttl = self.fexp.get(key) if self.fexp else None
+        if ttl:
+            for f in fields:
+                ttl.pop(f, None)
+            if not ttl:
+                del self.fexp[key]
+        if not h:
+            self._delete(key)
+        return removed
+
+    def cmd_hdel(self, argv):
+        if len(argv) < 3:
+            raise ApplyError("HDEL: wrong number of arguments")
+        key = argv[1]
+        h = self._hash(key)
+        if h is None:
+            return []
+        return [(self.db, key)] if self._drop_fields(key, h, argv[2:]) else []
+
+    def cmd_hincrby(self, argv):
+        if len(argv) != 4:
+            raise ApplyError("HINCRBY: wrong number of arguments")
+        key, field = argv[1], argv[2]
+        by = parse_int(argv[3], "increment")
+        h = self._hash(key)
+        old = None if h is None else h.get(field)
+        value = by if old is None else parse_int(old, "hash value") + by
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise ApplyError("increment or decrement would overflow")
+        if h is None:
+            h = {}
+            self._put(key, h)
+        h[field] = b"%d" % value
+        return [(self.db, key)]
+
+    def cmd_hincrbyfloat(self, argv):
+        if len(argv) != 4:
+            raise ApplyError("HINCRBYFLOAT: wrong number of arguments")
+        key, field = argv[1], argv[2]
+        h = self._hash(key)
+        old = None if h is None else h.get(field)
+        value = incr_long_double(b"0" if old is None else old, argv[3])
+        if h is None:
+            h = {}
+            self._put(key, h)
+        h[field] = value
+        return [(self.db, key)]
+
+    # ---- hash field expiry (Redis 7.4+) ----
+
+    def _fields_arg(self, argv, i):
+        if i + 1 >= len(argv) or argv[i].upper() != b"FIELDS":
+            raise ApplyError(f"{argv[0].upper().decode()}: missing FIELDS")
+        count = parse_int(argv[i + 1], "numfields")
+        fields = argv[i + 2:]
+        if count <= 0 or count != len(fields):
+            raise ApplyError(f"{argv[0].upper().decode()}: numfields does not match the fields")
+        return fields
+
+    def _hexpire(self, argv, base, unit):
+        key = argv[1]
+        when = parse_int(argv[2], "expire time") * unit + base
+        i = 3
+        cond = None
+        if i < len(argv) and argv[i].upper() in (b"NX", b"XX", b"GT", b"LT"):
+            cond = argv[i].upper()
+            i += 1
+        fields = self._fields_arg(argv, i)
+        h = self._hash(key)
+        if h is None:
+            return []
+        ttl = self.fexp.get(key)
+        if ttl is None:
+            ttl = {}
+        changed = False
+        for f in fields:
+            if f not in h:
+                continue
+            current = ttl.get(f)
+            if cond == b"NX" and current is not None:
+                continue
+            if cond == b"XX" and current is None:
+                continue
+            if cond == b"GT" and (current is None or when <= current):
+                continue
+            if cond == b"LT" and current is not None and when >= current:
+                continue
+            ttl[f] = when  # a replica keeps a field whose time has passed: HDEL follows
+            changed = True
+        if ttl:
+            self.fexp[key] = ttl
+        return [(self.db, key)] if changed else []
+
+    def cmd_hpexpireat(self, argv):
+        return self._hexpire(argv, 0, 1)
+
+    def cmd_hexpireat(self, argv):
+        return self._hexpire(argv, 0, 1000)
+
+    def cmd_hpexpire(self, argv):
+        return self._hexpire(argv, now_ms(), 1)
+
+    def cmd_hexpire(self, argv):
+        return self._hexpire(argv, now_ms(), 1000)
+
+    def cmd_hpersist(self, argv):
+        key = argv[1]
+        fields = self._fields_arg(argv, 2)
+        if self._hash(key) is None:
+            return []
+        ttl = self.fexp.get(key)
+        if not ttl:
+            return []
+        changed = False
+        for f in fields:
+            if ttl.pop(f, None) is not None:
+                changed = True
+        if not ttl:
+            del self.fexp[key]
+        return [(self.db, key)] if changed else []

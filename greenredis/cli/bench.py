@@ -1,0 +1,149 @@
+"""Benchmark the pipelined client against redis-py on one server, in one run.
+
+Rows (the two tables of the original redo talk): ``sync N``: one greenlet, N
+sequential GETs; ``async N C``: C greenlets share one client, N GETs in all
+(redis-py gets a pool of up to C connections); ``batch N``: one ``cmd`` with N
+GETs vs redis-py's ``pipeline(transaction=False)``. Prints req/s, the ratio,
+and p50/p99 per-call latency for the async rows. Uses a private redis-server
+unless ``--url`` or ``REDIS_URL`` names one.
+"""
+
+import os
+import platform
+import sys
+import time
+
+import gevent
+
+import greenredis
+from greenredis.server import RedisServer
+
+
+def add_arguments(parser):
+    parser.add_argument("--url", default=os.environ.get("REDIS_URL"),
+                        help="server to measure against (default: a private redis-server)")
+    parser.add_argument("--sync", type=int, default=20000, metavar="N")
+    parser.add_argument("--async", dest="async_", type=int, nargs=2, default=[200000, 1000],
+                        metavar=("N", "C"))
+    parser.add_argument("--batch", type=int, default=100000, metavar="N")
+    parser.add_argument("--rounds", type=int, default=3, help="best of this many runs per cell")
+
+
+def _percentile(sorted_values, q):
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def _rate(fn, rounds):
+    best = None
+    for _ in range(rounds):
+        result = fn()
+        if best is None or result[0] > best[0]:
+            best = result
+    return best
+
+
+def _sync(get, n):
+    t = time.perf_counter()
+    for _ in range(n):
+        get("key")
+    return (n / (time.perf_counter() - t), None)
+
+
+def _async(get, n, c):
+    per = n // c
+    latencies = []
+
+    def worker():
+        lat = []
+        clock = time.perf_counter
+        for _ in range(per):
+            t0 = clock()
+            get("key")
+            lat.append(clock() - t0)
+        latencies.extend(lat)
+
+    t = time.perf_counter()
+    gevent.joinall([gevent.spawn(worker) for _ in range(c)], raise_error=True)
+    rate = per * c / (time.perf_counter() - t)
+    latencies.sort()
+    return (rate, (_percentile(latencies, 0.5), _percentile(latencies, 0.99)))
+
+
+def _progress(text):
+    sys.stderr.write(f"\r\033[K{text}")
+    sys.stderr.flush()
+
+
+def run(args):
+    import redis  # redis-py, the baseline
+
+    server = None
+    url = args.url
+    if not url:
+        server = RedisServer().start()
+        url = server.url
+    try:
+        g = greenredis.Redis.from_url(url)
+        g.cmd(["SET", "key", "abc"])
+        n_async, c = args.async_
+        pool = redis.BlockingConnectionPool.from_url(url, max_connections=c, timeout=None)
+        p = redis.Redis(connection_pool=pool)
+
+        def g_get(k):
+            return g.cmd(["GET", k])
+
+        rows = []
+        steps = [
+            ("sync", f"sync {args.sync}", lambda: _rate(lambda: _sync(g_get, args.sync), args.rounds),
+             lambda: _rate(lambda: _sync(p.get, args.sync), args.rounds)),
+            ("async", f"async {n_async} {c}", lambda: _rate(lambda: _async(g_get, n_async, c), args.rounds),
+             lambda: _rate(lambda: _async(p.get, n_async, c), args.rounds)),
+            ("batch", f"batch {args.batch}",
+             lambda: _rate(lambda: _batch_g(g, args.batch), args.rounds),
+             lambda: _rate(lambda: _batch_p(p, args.batch), args.rounds)),
+        ]
+        for i, (_, label, run_g, run_p) in enumerate(steps, 1):
+            _progress(f"[{i}/{len(steps)}] {label}: greenredis ...")
+            gr = run_g()
+            _progress(f"[{i}/{len(steps)}] {label}: redis-py ...")
+            pr = run_p()
+            rows.append((label, gr, pr))
+        _progress("")
+        print(_table(rows))
+        print(f"\n{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}, "
+              f"gevent {gevent.__version__}, redis-py {redis.__version__}, "
+              f"{time.strftime('%Y-%m-%d')}; best of {args.rounds} runs per cell")
+        g.close()
+        pool.disconnect()
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _batch_g(g, n):
+    cmds = [["GET", "key"]] * n
+    t = time.perf_counter()
+    replies = g.cmd(cmds)
+    assert len(replies) == n
+    return (n / (time.perf_counter() - t), None)
+
+
+def _batch_p(p, n):
+    t = time.perf_counter()
+    pipe = p.pipeline(transaction=False)
+    for _ in range(n):
+        pipe.get("key")
+    replies = pipe.execute()
+    assert len(replies) == n
+    return (n / (time.perf_counter() - t), None)
+
+
+def _table(rows):
+    def lat(r):
+        return "" if r[1] is None else f"{r[1][0] * 1e3:.2f} / {r[1][1] * 1e3:.2f}"
+
+    lines = ["| benchmark | greenredis req/s | redis-py req/s | ratio | greenredis p50/p99 ms | redis-py p50/p99 ms |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for label, gr, pr in rows:
+        lines.append(f"| {label} | {gr[0]:,.0f} | {pr[0]:,.0f} | {gr[0] / pr[0]:.1f}x | {lat(gr)} | {lat(pr)} |")
+    return "\n".join(lines)

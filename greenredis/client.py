@@ -1,0 +1,271 @@
+"""``Redis``: the pipelined client. Every greenlet that shares one ``Redis``
+shares one connection; ``cmd`` takes a command or a list of commands."""
+
+from time import monotonic
+
+from gevent.lock import Semaphore
+
+from .connection import open_connection, pack
+from .errors import ConnectionError, ReplyError
+from .url import ConnectionParams, parse_url
+
+__all__ = ["Redis", "Dedicated"]
+
+_DEFAULT = object()
+
+# These would stall or break a connection that other callers share.
+BLOCKING = frozenset(b"BLPOP BRPOP BRPOPLPUSH BLMOVE BLMPOP BZPOPMIN BZPOPMAX BZMPOP WAIT WAITAOF".split())
+_BLOCK_IF_ARG = frozenset((b"XREAD", b"XREADGROUP"))  # only with BLOCK
+_STATEFUL = {
+    b"MULTI": "use transaction([...]) or a dedicated() connection",
+    b"EXEC": "use transaction([...]) or a dedicated() connection",
+    b"DISCARD": "use transaction([...]) or a dedicated() connection",
+    b"WATCH": "WATCH needs a connection of its own: use `with r.dedicated() as c:`",
+    b"UNWATCH": "WATCH needs a connection of its own: use `with r.dedicated() as c:`",
+    b"SUBSCRIBE": "use r.subscribe(...)",
+    b"PSUBSCRIBE": "use r.psubscribe(...)",
+    b"SSUBSCRIBE": "sharded pub/sub is not supported; use r.subscribe(...)",
+    b"UNSUBSCRIBE": "use the Subscription's unsubscribe()",
+    b"PUNSUBSCRIBE": "use the Subscription's punsubscribe()",
+    b"MONITOR": "use r.monitor()",
+    b"SELECT": "the db is fixed per client: Redis(db=N) or redis://host/N",
+    b"RESET": "RESET would drop the shared connection's AUTH and SELECT",
+    b"HELLO": "the client speaks RESP2",
+    b"QUIT": "use r.close()",
+}
+_MAX_IDLE_DEDICATED = 8
+
+
+def _both(names):
+    """The names as bytes and as str, so lookups need no encoding."""
+    return frozenset(names) | frozenset(n.decode() for n in names)
+
+
+_BLOCKING = _both(BLOCKING)
+_MAYBE_BLOCKING = _both(_BLOCK_IF_ARG)
+_REFUSED = {**_STATEFUL, **{k.decode(): v for k, v in _STATEFUL.items()}}
+_SPECIAL = _BLOCKING | _MAYBE_BLOCKING | frozenset(_REFUSED)
+
+
+def _blocks(name, command):
+    if name in _BLOCKING:
+        return True
+    return name in _MAYBE_BLOCKING and any(
+        a.__class__ in (str, bytes) and a.upper() in ("BLOCK", b"BLOCK") for a in command[1:])
+
+
+class _Commands:
+    """``cmd`` and ``transaction`` over the connection ``_conn()`` gives."""
+
+    timeout = None
+
+    def cmd(self, command, timeout=_DEFAULT):
+        """Run one command (``["GET", "k"]``) and return its reply, raising ``ReplyError``;
+        or run a list of commands in one round trip and return their replies, with
+        errors in place as ``ReplyError`` instances."""
+        if timeout is _DEFAULT:
+            timeout = self.timeout
+        first = _first(command)
+        if first.__class__ is list or first.__class__ is tuple:
+            return self._conn().call_many([self._pack_in_batch(c) for c in command], timeout)
+        reply = self._call_one(first, command, timeout)
+        if reply.__class__ is ReplyError:
+            raise reply
+        return reply
+
+    def transaction(self, commands, timeout=_DEFAULT):
+        """Run commands inside MULTI/EXEC as one contiguous write; return EXEC's replies
+        (errors in place). Raises ``ReplyError`` if Redis refused to queue one (EXECABORT)."""
+        if timeout is _DEFAULT:
+            timeout = self.timeout
+        if _first(commands).__class__ not in (list, tuple):
+            raise ValueError("transaction() takes a list of commands")
+        packed = [self._pack_in_batch(c) for c in commands]
+        replies = self._conn().call_many([_MULTI, *packed, _EXEC], timeout)
+        result = replies[-1]
+        if result.__class__ is ReplyError:
+            queued = [f"command {i}: {r}" for i, r in enumerate(replies[1:-1]) if r.__class__ is ReplyError]
+            raise ReplyError(f"{result} ({'; '.join(queued)})" if queued else str(result))
+        if result is None:
+            raise ReplyError("EXEC aborted: a WATCHed key changed")
+        return result
+
+    def _pack_in_batch(self, command):
+        return pack(command)
+
+    def _call_one(self, first, command, timeout):
+        return self._conn().call(pack(command), timeout)
+
+
+def _first(command):
+    try:
+        return command[0]
+    except (IndexError, TypeError, KeyError):
+        raise ValueError(f"a command is a non-empty list of arguments, not {command!r}") from None
+
+
+_MULTI = pack(("MULTI",))
+_EXEC = pack(("EXEC",))
+
+
+class Redis(_Commands):
+    """A Redis client for gevent: all greenlets share one pipelined connection.
+
+    ``Redis(host=, port=, db=, username=, password=, ssl=, ssl_ca_certs=,
+    unix_socket_path=, timeout=, connect_timeout=, dead_after=, client_name=)``
+    or ``Redis.from_url(url, **same)``. ``timeout`` is the default per-call timeout
+    (None: wait while the connection lives; a connection with replies outstanding
+    and silent for ``dead_after`` seconds is declared dead).
+    """
+
+    def __init__(self, host="127.0.0.1", port=6379, db=0, username=None, password=None,
+                 ssl=False, ssl_ca_certs=None, unix_socket_path=None, timeout=None,
+                 connect_timeout=5.0, dead_after=30.0, client_name=None, *, params=None):
+        self.params = params or ConnectionParams(
+            host=host, port=port, db=db, username=username, password=password, ssl=ssl,
+            ssl_ca_certs=ssl_ca_certs, unix_socket_path=unix_socket_path, timeout=timeout,
+            connect_timeout=connect_timeout, dead_after=dead_after, client_name=client_name)
+        self.timeout = self.params.timeout
+        self._shared = None
+        self._connecting = Semaphore()
+        self._failures = 0
+        self._retry_at = 0.0
+        self._last_error = None
+        self._idle = []  # dedicated connections kept for blocking commands
+        self.closed = False
+
+    @classmethod
+    def from_url(cls, url=None, **options):
+        """``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` or ``unix:///path``;
+        ``url`` defaults to ``$REDIS_URL``. Keyword options override the URL's."""
+        return cls(params=parse_url(url, **options))
+
+    def __repr__(self):
+        return f"<Redis {self.params.address} db={self.params.db}>"
+
+    # -- routing ---------------------------------------------------------
+
+    def _call_one(self, first, command, timeout):
+        packed = pack(command)
+        if first.__class__ is str or first.__class__ is bytes:
+            name = first.upper()
+            if name in _SPECIAL:
+                if _blocks(name, command):
+                    return self._blocking_call(packed, timeout)
+                if name in _REFUSED:
+                    raise ValueError(f"{first} cannot run on the shared connection: {_REFUSED[name]}")
+        return self._conn().call(packed, timeout)
+
+    def _pack_in_batch(self, command):
+        packed = pack(command)
+        name = command[0].upper() if command[0].__class__ in (str, bytes) else None
+        if name in _SPECIAL and (_blocks(name, command) or name in _REFUSED):
+            raise ValueError(f"{command[0]} cannot run in a batch on the shared connection")
+        return packed
+
+    # -- connections -----------------------------------------------------
+
+    def _conn(self):
+        conn = self._shared
+        if conn is not None and conn.error is None:
+            return conn
+        with self._connecting:
+            conn = self._shared
+            if conn is None or conn.error is not None:
+                conn = self._shared = self._open()
+        return conn
+
+    def _open(self, on_push=None):
+        """A new connection, honouring the reconnect backoff after failures."""
+        if self.closed:
+            raise ConnectionError("client is closed")
+        wait = self._retry_at - monotonic()
+        if wait > 0:
+            raise ConnectionError(f"{self.params.address} unreachable, next attempt in {wait:.2f}s "
+                                  f"(last error: {self._last_error})")
+        try:
+            conn = open_connection(self.params, on_push=on_push)
+        except ConnectionError as e:
+            self._failures += 1
+            self._last_error = e
+            self._retry_at = monotonic() + min(2.0, 0.05 * 2 ** (self._failures - 1))
+            raise
+        self._failures = 0
+        self._retry_at = 0.0
+        return conn
+
+    def _blocking_call(self, packed, timeout):
+        conn = self._idle.pop() if self._idle else self._open()
+        try:
+            reply = conn.call(packed, timeout)
+        except BaseException:
+            conn.close()  # it may still be blocked server-side: never reuse it
+            raise
+        if conn.error is None and len(self._idle) < _MAX_IDLE_DEDICATED and not self.closed:
+            self._idle.append(conn)
+        else:
+            conn.close()
+        return reply
+
+    def dedicated(self):
+        """A connection of its own, for WATCH/MULTI/EXEC and other stateful use:
+        ``with r.dedicated() as c: c.cmd(["WATCH", "k"]) ...``. Closed on exit."""
+        return Dedicated(self)
+
+    def subscribe(self, *channels, maxsize=10000):
+        """A ``Subscription`` to channels, on its own connection; iterate it in a greenlet."""
+        from .pubsub import Subscription
+        return Subscription(self, channels=channels, maxsize=maxsize)
+
+    def psubscribe(self, *patterns, maxsize=10000):
+        """A ``Subscription`` to glob-style patterns, on its own connection."""
+        from .pubsub import Subscription
+        return Subscription(self, patterns=patterns, maxsize=maxsize)
+
+    def monitor(self, maxsize=10000):
+        """An iterator over MONITOR lines (bytes), on its own connection."""
+        from .pubsub import Monitor
+        return Monitor(self, maxsize=maxsize)
+
+    def close(self):
+        """Close every connection; callers still waiting get ConnectionError."""
+        self.closed = True
+        if self._shared is not None:
+            self._shared.close()
+        for conn in self._idle:
+            conn.close()
+        self._idle.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Dedicated(_Commands):
+    """A connection used by one greenlet at a time: any command goes, MULTI and WATCH included."""
+
+    def __init__(self, redis):
+        self.redis = redis
+        self.timeout = redis.timeout
+        self._connection = None
+
+    def _conn(self):
+        conn = self._connection
+        if conn is None:
+            conn = self._connection = self.redis._open()
+        elif conn.error is not None:
+            # Its state (WATCH, MULTI, SELECT) is gone with it: say so, never reconnect silently.
+            raise type(conn.error)(*conn.error.args)
+        return conn
+
+    def close(self):
+        if self._connection is not None:
+            self._connection.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,89 @@
+"""Where and how to connect: ``ConnectionParams`` and ``parse_url``."""
+
+import os
+from dataclasses import dataclass, replace
+from urllib.parse import parse_qs, unquote, urlsplit
+
+__all__ = ["ConnectionParams", "parse_url", "DEFAULT_URL"]
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+
+
+@dataclass(frozen=True)
+class ConnectionParams:
+    host: str = "127.0.0.1"
+    port: int = 6379
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    ssl: bool = False
+    ssl_ca_certs: str | None = None
+    ssl_check_hostname: bool = False
+    unix_socket_path: str | None = None
+    timeout: float | None = None         # per-call default; None waits as long as the connection lives
+    connect_timeout: float = 5.0
+    dead_after: float = 30.0             # in-flight commands with no byte from the server for this long: dead
+    client_name: str | None = None
+
+    def replace(self, **changes):
+        return replace(self, **changes)
+
+    @property
+    def address(self):
+        return self.unix_socket_path or f"{self.host}:{self.port}"
+
+
+_FLOAT_OPTIONS = {"timeout", "connect_timeout", "dead_after"}
+
+
+def parse_url(url=None, **overrides):
+    """Parse ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS) or
+    ``unix://[[user]:password@]/path?db=N``.
+
+    ``url`` defaults to ``$REDIS_URL``, then to ``redis://127.0.0.1:6379/0``. Query
+    options (``timeout``, ``connect_timeout``, ``client_name``, ``ssl_ca_certs``, ``db``)
+    and keyword ``overrides`` win over what the URL says.
+    """
+    url = url or os.environ.get("REDIS_URL") or DEFAULT_URL
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"unsupported URL scheme {parts.scheme!r} in {url!r}: "
+                         "use redis://, rediss:// or unix://")
+    kw = {
+        "username": unquote(parts.username) if parts.username else None,
+        "password": unquote(parts.password) if parts.password is not None else None,
+    }
+    if scheme == "unix":
+        if not parts.path:
+            raise ValueError(f"unix URL without a socket path: {url!r}")
+        kw["unix_socket_path"] = unquote(parts.path)
+    else:
+        kw["host"] = parts.hostname or "127.0.0.1"
+        try:
+            kw["port"] = parts.port or 6379
+        except ValueError as e:
+            raise ValueError(f"bad port in {url!r}") from e
+        kw["ssl"] = scheme == "rediss"
+        path = parts.path.strip("/")
+        if path:
+            kw["db"] = _int("db", path, url)
+    for name, values in parse_qs(parts.query).items():
+        value = values[-1]
+        if name == "db":
+            kw["db"] = _int("db", value, url)
+        elif name in _FLOAT_OPTIONS:
+            kw[name] = float(value)
+        elif name in ("client_name", "ssl_ca_certs"):
+            kw[name] = value
+        else:
+            raise ValueError(f"unknown URL option {name!r} in {url!r}")
+    kw.update({k: v for k, v in overrides.items() if v is not None})
+    return ConnectionParams(**kw)
+
+
+def _int(name, text, url):
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"bad {name} {text!r} in {url!r}") from None
