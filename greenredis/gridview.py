@@ -234,16 +234,27 @@ class GridView:
     def touch_self(self, now):
         self._nodes[self.self_name].last_seen = now
 
-    def seen(self, name, meta, now):
-        """A registration was fetched (HGETALL of its key): join or update."""
+    def seen(self, name, meta, now, score=None):
+        """A registration was fetched (HGETALL of its key): join or update.
+
+        score: its index score when the fetch came from a reconcile.
+        """
         if name == self.self_name:
             return []
         s = self._nodes.get(name)
+        if score is not None and (s is None or s.gone_at is not None or s.score is None):
+            s_score, indexed = score, True
+        else:
+            s_score, indexed = None, False
         if s is None or s.gone_at is not None:
             reason = "joined" if s is None else "rejoined"
             s = self._nodes[name] = _Node(dict(meta), now)
+            if indexed:
+                s.indexed, s.score = True, s_score
             return [GridEvent("join", name, dict(meta), reason)]
         s.last_seen = max(s.last_seen, now)
+        if indexed:
+            s.indexed, s.score = True, s_score
         if s.meta != meta:
             s.meta = dict(meta)
             return [GridEvent("update", name, dict(meta), "updated")]
