@@ -1,0 +1,165 @@
+"""Apply the write commands a Redis master propagates to a local ``Keyspace``.
+
+``Applier(keyspace).apply(argv)`` changes the data exactly as a Redis replica would, for
+the forms a Redis 7 master propagates (SET ... PXAT, PEXPIREAT, XCLAIM ... FORCE, effects of
+scripts inside MULTI/EXEC, ...) and the client forms older masters send where they can be
+replayed. What cannot be applied exactly raises ``ApplyError``: the replica must then
+resync in full rather than serve a wrong value. Keys are never expired here; a master
+sends DEL/UNLINK for them.
+
+Dispatch is one dict lookup from the command name to a bound method; each command
+family lives in its own module as a mixin of ``Applier``.
+"""
+
+from ..keyspace import Keyspace
+from .base import ApplyError, copy_value
+from .hashes import HashesMixin
+from .keys import KeysMixin
+from .lists import ListsMixin
+from .sets import SetsMixin
+from .sort import SortMixin
+from .streams import StreamsMixin
+from .strings import StringsMixin
+from .zsets import ZSetsMixin
+
+__all__ = ["Applier", "ApplyError", "commands"]
+
+_ARG_ERRORS = (IndexError, ValueError, TypeError, OverflowError, UnicodeDecodeError)
+
+
+class Applier(KeysMixin, StringsMixin, ListsMixin, SetsMixin, HashesMixin, ZSetsMixin,
+              StreamsMixin, SortMixin):
+    """Applies replicated commands to ``keyspace`` (a new ``Keyspace`` by default).
+
+    ``apply(argv)`` takes one command as a list of bytes and returns the ``(db, key)``
+    pairs it changed. ``db`` is the selected database. ``applied`` counts commands.
+    """
+
+    def __init__(self, keyspace=None):
+        self.keyspace = keyspace if keyspace is not None else Keyspace()
+        self.applied = 0
+        self._queue = None  # list of (handler, argv) between MULTI and EXEC
+        self._handlers = {}
+        for name in dir(type(self)):
+            if name.startswith("cmd_"):
+                handler = getattr(self, name)
+                command = name[4:].encode()
+                self._handlers[command.upper()] = handler
+                self._handlers[command] = handler  # most masters send upper case; lower is cheap too
+        for command in (b"MULTI", b"EXEC", b"DISCARD"):
+            self._handlers[command] = self._handlers[command.lower()] = getattr(
+                self, "_" + command.lower().decode())
+        self.select(0)
+
+    def reset(self, keyspace=None):
+        """Start over on ``keyspace`` (after a full resync): db 0, no open transaction."""
+        self.keyspace = keyspace if keyspace is not None else Keyspace()
+        self._queue = None
+        self.select(0)
+
+    def select(self, index):
+        self.db = index
+        self._bind()
+
+    def _bind(self):
+        db = self.keyspace.db(self.db)
+        self.data = db.data
+        self.expires = db.expires
+        self.fexp = db.field_expires
+
+    def apply(self, argv):
+        """Apply one propagated command; returns ``[(db, key), ...]`` it changed."""
+        try:
+            handler = self._handlers[argv[0]]
+        except KeyError:
+            handler = self._handlers.get(argv[0].upper()) if argv else None
+            if handler is None:
+                raise ApplyError(f"unknown or unsupported command {argv[:1]!r}") from None
+        if self._queue is not None and handler.__name__ not in ("_exec", "_discard", "_multi"):
+            self._queue.append((handler, argv))
+            return []
+        self.applied += 1
+        try:
+            return handler(argv)
+        except _ARG_ERRORS as e:
+            raise ApplyError(f"cannot apply {argv[0]!r}: {type(e).__name__}: {e}") from e
+
+    @staticmethod
+    def commands():
+        """The command names (upper-case bytes) the applier knows."""
+        return commands()
+
+    # ---- transactions ----
+
+    def _multi(self, argv):
+        if self._queue is not None:
+            raise ApplyError("MULTI calls can not be nested")
+        self._queue = []
+        return []
+
+    def _discard(self, argv):
+        if self._queue is None:
+            raise ApplyError("DISCARD without MULTI")
+        self._queue = None
+        return []
+
+    def _exec(self, argv):
+        """Apply the queued commands all or nothing: on an error the data is rolled back."""
+        queue = self._queue
+        if queue is None:
+            raise ApplyError("EXEC without MULTI")
+        self._queue = None
+        undo = _Snapshot(self, queue)
+        touched = []
+        try:
+            for handler, args in queue:
+                self.applied += 1
+                touched += handler(args)
+        except BaseException as e:
+            undo.restore()
+            if isinstance(e, _ARG_ERRORS):
+                raise ApplyError(f"cannot apply {args[0]!r} in EXEC: {type(e).__name__}: {e}") from e
+            raise
+        return list(dict.fromkeys(touched))
+
+
+class _Snapshot:
+    """Enough of the data to undo a transaction: the Db dicts, and a copy of every
+    existing value whose key appears among the queued arguments, in every db."""
+
+    def __init__(self, applier, queue):
+        self.applier = applier
+        self.db = applier.db
+        ks = applier.keyspace
+        self.dbs = dict(ks.dbs)
+        self.dicts = {n: (d.data, d.expires, d.field_expires) for n, d in ks.dbs.items()}
+        self.saved = []
+        names = {arg for _, args in queue for arg in args[1:]}
+        for data, expires, fexp in self.dicts.values():
+            for key in names:
+                value = data.get(key)
+                fields = fexp.get(key)
+                self.saved.append((data, expires, fexp, key,
+                                   None if value is None else copy_value(value),
+                                   expires.get(key), None if fields is None else dict(fields)))
+
+    def restore(self):
+        ks = self.applier.keyspace
+        ks.dbs.clear()
+        ks.dbs.update(self.dbs)
+        for n, (data, expires, fexp) in self.dicts.items():
+            db = ks.dbs[n]
+            db.data, db.expires, db.field_expires = data, expires, fexp
+        for data, expires, fexp, key, value, ttl, fields in self.saved:
+            for d, v in ((data, value), (expires, ttl), (fexp, fields)):
+                if v is None:
+                    d.pop(key, None)
+                else:
+                    d[key] = v
+        self.applier.select(self.db)
+
+
+def commands():
+    """The command names (upper-case bytes) the applier knows."""
+    names = {name[4:].upper().encode() for name in dir(Applier) if name.startswith("cmd_")}
+    return sorted(names | {b"MULTI", b"EXEC", b"DISCARD"})
