@@ -95,6 +95,7 @@ class Connection:
         self._wbytes = 0             # queued + partially written bytes
         self._out = None             # memoryview of a partial write in progress
         self._flush_scheduled = False
+        self._paused = False
         self._drained = Event()
         self._drained.set()
         self._last_rx = monotonic()
@@ -138,12 +139,15 @@ class Connection:
         self._queue_write(packed)
 
     def pause_reading(self):
-        """Stop reading the socket (flow control for ``on_push`` consumers)."""
+        """Stop handing out replies and reading the socket (flow control for ``on_push``)."""
+        self._paused = True
         self._rw.stop()
 
     def resume_reading(self):
+        self._paused = False
         if self.error is None:
             self._rw.start(self._on_readable)
+            self._loop.run_callback(self._dispatch)  # replies already read and parsed
 
     def _wait(self, waiter, timeout):
         timer = Timeout._start_new_or_dummy(
@@ -156,7 +160,7 @@ class Connection:
     def _enqueue(self, packed, entry, n=1):
         if self.error is not None:
             raise type(self.error)(*self.error.args)
-        if self._wbytes > MAX_WRITE_BUFFER:
+        while self._wbytes > MAX_WRITE_BUFFER:  # backpressure: wait for the socket
             self._drained.wait()
             self._check_usable()
         pending = self._pending
@@ -245,12 +249,15 @@ class Connection:
             self._fail(ConnectionError(f"{self.params.address} closed the connection"))
             return
         self._last_rx = monotonic()
-        reader = self._reader
-        reader.feed(data)
+        self._reader.feed(data)
+        self._dispatch()
+
+    def _dispatch(self):
+        """Hand every complete reply to its waiter (or to ``on_push``)."""
         pending = self._pending
         push = self.on_push
-        gets = reader.gets
-        while True:
+        gets = self._reader.gets
+        while not self._paused:
             try:
                 reply = gets()
             except ProtocolError as e:
@@ -390,16 +397,36 @@ class _TLS:
         return n
 
     def recv(self, size):
+        """All the plaintext that has arrived (the fd is level-triggered, OpenSSL's buffer is not)."""
+        eof = False
+        try:
+            while True:
+                data = self.sock.recv(size)
+                if not data:
+                    eof = True
+                    break
+                self._in.write(data)
+                if len(data) < size:
+                    break
+        except BlockingIOError:
+            pass
+        chunks = []
         while True:
             try:
-                return self.tls.read(size)
+                chunk = self.tls.read(size)
             except ssl.SSLWantReadError:
-                data = self.sock.recv(size)  # BlockingIOError when nothing is there
-                if not data:
-                    return b""
-                self._in.write(data)
+                break
             except ssl.SSLZeroReturnError:
-                return b""
+                eof = True
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        if chunks:
+            return b"".join(chunks)
+        if eof:
+            return b""
+        raise BlockingIOError(errno.EAGAIN, "no complete TLS record yet")
 
     def close(self):
         self.sock.close()
