@@ -72,26 +72,30 @@ class Grid:
     views within ``ttl`` seconds; ``ttl`` must exceed ``2 * interval``.
 
     Callbacks ``on_join``, ``on_leave``, ``on_update`` are called with
-    ``(name, meta)``; ``events()`` iterates ``GridEvent``s. Neither Redis going
+    ``(name, meta)``; ``events()`` iterates ``GridEvent``s. ``observe=True``
+    watches the grid without joining it (no key, no ping, no leave). Neither Redis going
     away nor bad data under a grid key stops the grid: it keeps its view, sets
     ``stale`` / ``stale_since`` and retries.
     """
 
     def __init__(self, redis=None, name=None, meta=None, ttl=60, interval=10, domain=None,
-                 version=None, ip=None, timeout=None):
+                 version=None, ip=None, timeout=None, observe=False):
         if redis is None or isinstance(redis, str):
             self.redis, self._own_redis = Redis.from_url(redis), True
         else:
             self.redis, self._own_redis = redis, False
-        self.name = name or default_name()
-        if not valid_name(self.name):
+        self.observe = observe
+        self.name = None if observe else (name or default_name())
+        if not observe and not valid_name(self.name):
             raise ValueError(f"bad node name {self.name!r}: 1..255 printable chars, no spaces")
         self.layout = Layout(os.environ.get("DOMAIN", "") if domain is None else domain,
                              os.environ.get("VERSION", "") if version is None else version)
-        self.key = self.layout.key(self.name)
+        self.key = None if observe else self.layout.key(self.name)
         meta = _check_meta(dict(meta or {}))
-        ip = ip or os.environ.get("LOCAL_IP") or meta.get("ip") or _routed_ip(self.redis.params)
-        self._meta = {"ip": str(ip), **{k: v for k, v in meta.items() if k != "ip"}}
+        if not observe:
+            ip = ip or os.environ.get("LOCAL_IP") or meta.get("ip") or _routed_ip(self.redis.params)
+            meta = {"ip": str(ip), **{k: v for k, v in meta.items() if k != "ip"}}
+        self._meta = meta
         self.ttl, self.interval = float(ttl), float(interval)
         self.view = GridView(self.name, self._meta, ttl, interval, now=time.time())
         self.timeout = timeout or max(1.0, min(self.interval, 5.0))
@@ -100,9 +104,8 @@ class Grid:
                       "events_dropped": 0}
         self._announced = None    # meta last registered in Redis, None before the first time
         self._published = set()   # meta fields written (removed ones are HDEL'd)
-        self._need_register = True
+        self._need_register = self._need_ping = not observe
         self._need_full = True
-        self._need_ping = True
         self._answer_ping = False
         self._trim = None
         self._next_beat = 0.0
@@ -159,6 +162,8 @@ class Grid:
     def update_meta(self, meta=None, **fields):
         """Merge fields into this node's meta (a value of None removes the field);
         peers see the change within one round trip."""
+        if self.observe:
+            raise RuntimeError("an observing Grid has no meta of its own")
         changes = {**(meta or {}), **fields}
         new = dict(self._meta)
         for k, v in changes.items():
@@ -196,7 +201,7 @@ class Grid:
         gevent.killall(self._greenlets)
         if self._sub is not None:
             self._sub.close()
-        if self.started:
+        if self.started and not self.observe:
             try:
                 self._batch([["DEL", self.key], ["ZREM", self.layout.index, self.name],
                              ["PUBLISH", self.layout.channel, self.layout.message("leave", self.name)]],
@@ -281,7 +286,8 @@ class Grid:
                     log.warning("grid %s: Redis unreachable (%s); keeping the view, retrying",
                                 self.name, e)
                 self.view.mark_stale(time.time())
-                self._need_register = self._need_full = self._need_ping = True
+                self._need_full = True
+                self._need_register = self._need_ping = not self.observe
                 gevent.sleep(min(0.05 * 2 ** failures, 2.0, self.interval))
                 continue
             failures = 0
@@ -303,7 +309,9 @@ class Grid:
         full = self._need_full
         meta = dict(self._meta)
         cmds = []
-        if register:
+        if self.observe:
+            pass
+        elif register:
             gone = self._published - meta.keys()
             if gone:
                 cmds.append(["HDEL", key, *gone])
@@ -331,9 +339,12 @@ class Grid:
         if self.view.stale:
             log.warning("grid %s: Redis is back; re-registering", self.name)
             self.view.recover(time.time())
-        self.view.touch_self(now)
+        if not self.observe:
+            self.view.touch_self(now)
         self._trim = None
-        if register:
+        if self.observe:
+            pass
+        elif register:
             self._announced, self._published = meta, set(meta)
             self.stats["pings_answered"] += answered
         elif replies[0] == 0:  # PEXPIRE on a missing key: Redis lost it; register again
@@ -392,7 +403,8 @@ class Grid:
         fetch, events = [], []
         for kind, _channel, data in batch:
             if kind == b"gap":  # messages were lost: re-register, reconcile all, ping
-                self._need_register = self._need_full = self._need_ping = True
+                self._need_full = True
+                self._need_register = self._need_ping = not self.observe
                 self._wake.set()
                 continue
             try:
@@ -401,7 +413,7 @@ class Grid:
                 self.view.bad_data("message", e)
                 continue
             if what == "ping":
-                self._answer_ping = True
+                self._answer_ping = not self.observe
                 self._wake.set()
                 continue
             evs, need = self.view.on_message(what, name, now)

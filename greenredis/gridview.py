@@ -164,13 +164,13 @@ class GridView:
     """The nodes one grid member knows, and when it last heard of each.
 
     Every feeding method returns a list of GridEvent. ``self_name`` is always in
-    the view and never expires. A node not heard of within ``ttl`` expires
+    the view and never expires (None: an observer that is not a node). A node not heard of within ``ttl`` expires
     (``tick``); while the view is ``stale`` (Redis unreachable) nothing expires,
     and on ``recover`` every node gets ``grace`` seconds to show up again.
     """
 
     def __init__(self, self_name, meta, ttl=60.0, interval=10.0, now=0.0, keep_gone=None):
-        if not valid_name(self_name):
+        if self_name is not None and not valid_name(self_name):
             raise ValueError(f"bad node name {self_name!r}: 1..255 printable chars, no spaces")
         if not ttl > 2 * interval > 0:
             raise ValueError(f"ttl ({ttl}) must be more than twice the interval ({interval})")
@@ -182,7 +182,7 @@ class GridView:
         self.grace = min(self.ttl, 2 * self.interval + 1.0)
         self.stale_since = None
         self.counters = {"bad_data": 0, "bad_messages": 0, "expired": 0, "left": 0}
-        self._nodes = {self_name: _Node(dict(meta), now)}
+        self._nodes = {} if self_name is None else {self_name: _Node(dict(meta), now)}
 
     # -- reading ------------------------------------------------------------
 
@@ -246,6 +246,8 @@ class GridView:
             s_score, indexed = score, True
         else:
             s_score, indexed = None, False
+        if indexed:
+            now = min(now, score)  # it was alive at its heartbeat, maybe not since
         if s is None or s.gone_at is not None:
             reason = "joined" if s is None else "rejoined"
             s = self._nodes[name] = _Node(dict(meta), now)

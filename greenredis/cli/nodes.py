@@ -1,0 +1,81 @@
+"""Show the nodes of a grid (greenredis.Grid / redgrid) as a table.
+
+Watches without joining: reads the grid's index and keys, and with ``--watch``
+prints joins, leaves and updates as they happen (Ctrl-C to stop). The grid is
+``redgrid:<domain>:<version>``; domain and version default to ``$DOMAIN`` and
+``$VERSION``, the server to ``$REDIS_URL``.
+"""
+
+import os
+import sys
+import time
+
+import gevent
+
+from greenredis.grid import Grid
+
+
+def add_arguments(parser):
+    parser.add_argument("--url", default=os.environ.get("REDIS_URL"),
+                        help="Redis URL (default: $REDIS_URL, else redis://127.0.0.1:6379)")
+    parser.add_argument("--domain", default=None, help="grid domain (default: $DOMAIN or empty)")
+    parser.add_argument("--version", dest="grid_version", default=None,
+                        help="grid version (default: $VERSION or empty)")
+    parser.add_argument("--watch", action="store_true",
+                        help="keep running and print joins, leaves and updates")
+    parser.add_argument("--interval", type=float, default=10.0,
+                        help="reconcile period in seconds while watching (default 10)")
+    parser.add_argument("--ttl", type=float, default=60.0,
+                        help="forget nodes not heard of for this long (default 60, as the nodes')")
+    parser.add_argument("--timeout", type=float, default=5.0,
+                        help="give up if Redis does not answer within this many seconds")
+
+
+def _meta_text(meta):
+    return " ".join(f"{k}={v}" for k, v in sorted(meta.items()) if k != "ip")
+
+
+def format_table(health, now):
+    """Rows NAME IP STATE SEEN META for ``Grid.health()``, sorted by name."""
+    rows = [("NAME", "IP", "STATE", "SEEN", "META")]
+    for name in sorted(health):
+        h = health[name]
+        age = max(0.0, now - h["last_seen"])
+        rows.append((name, h["meta"].get("ip", "?"), h["state"], f"{age:.1f}s ago",
+                     _meta_text(h["meta"])))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[4]
+                     for r in rows).rstrip() + "\n"
+
+
+def _print_event(event, out):
+    parts = [time.strftime("%H:%M:%S"), f"{event.kind:<6}", event.name,
+             f"ip={event.meta.get('ip', '?')}", _meta_text(event.meta), f"({event.reason})"]
+    out.write(" ".join(p for p in parts if p) + "\n")
+    out.flush()
+
+
+def run(args, out=None):
+    out = out or sys.stdout
+    grid = Grid(args.url, observe=True, ttl=args.ttl, interval=args.interval,
+                domain=args.domain, version=args.grid_version,
+                timeout=min(args.timeout, args.interval))
+    grid.start()
+    try:
+        if not grid.wait(args.timeout):
+            sys.stderr.write(f"greenredis nodes: no answer from {grid.redis.params.address} "
+                             f"within {args.timeout}s\n")
+            return 1
+        gevent.sleep(0)  # let fetches already under way land
+        health = {n: h for n, h in grid.health().items() if h["state"] != "gone"}
+        out.write(f"grid {grid.layout.channel}: {len(health)} node(s)\n")
+        out.write(format_table(health, time.time()))
+        out.flush()
+        if args.watch:
+            for event in grid.events():
+                _print_event(event, out)
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        grid.stop()
