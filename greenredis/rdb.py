@@ -29,8 +29,8 @@ from greenredis.keyspace import (Consumer, ConsumerGroup, Keyspace, PendingEntry
                                  StreamID, ZSet)
 from greenredis.lzf import LZFError
 from greenredis.lzf import decompress as _lzf_decompress
-from greenredis.rdb_encodings import (EncodingError, intset_members, listpack_entries,
-                                      ziplist_entries, zipmap_pairs)
+from greenredis.rdb_encodings import (EncodingError, intset_members, listpack_dict,
+                                      listpack_entries, ziplist_entries, zipmap_pairs)
 
 __all__ = ["RDBParser", "RDBError", "decode_dump", "load_file", "MAX_RDB_VERSION",
            "VALKEY_RDB_VERSION"]
@@ -621,6 +621,24 @@ class RDBParser:
                         value, i = _rstr(buf, i)
                         self._commit(key, value, None)
                         continue
+                if t == 16:                          # hash listpack: common, kept inline
+                    kl = buf[i + 1]
+                    if kl < 64:
+                        j = i + 2 + kl
+                        key = buf[i + 2:j]
+                    else:
+                        key, j = _rstr(buf, i + 1)
+                    blob, i = _rstr(buf, j)
+                    value = listpack_dict(blob)
+                    db = self._db
+                    if (db is not None and self._expire is None and self.on_key is None
+                            and self.idle is None and self.freq is None and self.store
+                            and key not in db.data and value):
+                        db.data[key] = value
+                        self.keys_loaded += 1
+                    else:
+                        self._commit(key, value, None)
+                    continue
                 if t < 0xF3:
                     if t not in _KNOWN_TYPES:
                         raise _Bad(f"unknown RDB value type {t}")
@@ -895,7 +913,7 @@ class RDBParser:
 
     def _h_hash_listpack(self, buf, i):
         blob, i = _rstr(buf, i)
-        return (_pairs_dict(listpack_entries(blob)), None), i
+        return (listpack_dict(blob), None), i
 
     def _h_hash_listpack_ex(self, buf, i, relative=False):
         blob, i = _rstr(buf, i)
@@ -942,10 +960,12 @@ _SKIPPED = object()
 
 
 def _pairs_dict(flat):
-    if len(flat) % 2:
+    n = len(flat)
+    if n & 1:
         raise _Bad("odd number of hash elements")
-    value = dict(zip(flat[0::2], flat[1::2]))
-    if len(value) * 2 != len(flat):
+    it = iter(flat)
+    value = dict(zip(it, it))
+    if len(value) * 2 != n:
         raise _Bad("duplicate hash fields")
     return value
 

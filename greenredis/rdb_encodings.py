@@ -11,7 +11,7 @@ without slowing the common path.
 
 from array import array
 
-__all__ = ["EncodingError", "listpack_entries", "ziplist_entries", "intset_members",
+__all__ = ["EncodingError", "listpack_entries", "listpack_dict", "ziplist_entries", "intset_members",
            "zipmap_pairs"]
 
 
@@ -49,13 +49,14 @@ def listpack_entries(lp):
     try:
         while True:
             b = lp[i]
-            if b < 0x80:                      # 7-bit unsigned int
-                append(b"%d" % b)
-                i += 2
-            elif b < 0xC0:                    # string, 6-bit length
-                j = i + 1 + (b & 0x3F)
-                append(lp[i + 1:j])
-                i = j + 1
+            if b < 0xC0:
+                if b >= 0x80:                 # string, 6-bit length: the common case
+                    j = i + b - 127           # i + 1 + (b & 0x3F)
+                    append(lp[i + 1:j])
+                    i = j + 1
+                else:                         # 7-bit unsigned int
+                    append(b"%d" % b)
+                    i += 2
             elif b < 0xE0:                    # 13-bit signed int
                 v = ((b & 0x1F) << 8) | lp[i + 1]
                 append(b"%d" % (v - 8192 if v >= 4096 else v))
@@ -88,6 +89,45 @@ def listpack_entries(lp):
     if declared != 65535 and declared != len(out):
         raise EncodingError(f"listpack header says {declared} elements, found {len(out)}")
     return out
+
+
+def listpack_dict(lp):
+    """A listpack of (field, value) pairs as a dict.
+
+    Fast path for listpacks made only of short strings (the usual small hash);
+    anything else, or anything odd (duplicates, bad counts), goes through
+    ``listpack_entries``, which decodes every encoding and raises on corruption.
+    """
+    end = len(lp) - 1
+    d = {}
+    i = 6
+    try:
+        while i < end:
+            b = lp[i]
+            if not 0x80 <= b < 0xC0:
+                break
+            j = i + b - 127               # field: 6-bit string at i, data up to j
+            f = lp[i + 1:j]
+            b = lp[j + 1]
+            if not 0x80 <= b < 0xC0:
+                break
+            i = j + b - 126               # value: 6-bit string at j + 1
+            d[f] = lp[j + 2:i]
+            i += 1
+        else:
+            if (i == end and lp[end] == 0xFF and (lp[4] | (lp[5] << 8)) == 2 * len(d)
+                    and int.from_bytes(lp[0:4], "little") == end + 1):
+                return d
+    except IndexError:
+        pass
+    flat = listpack_entries(lp)
+    if len(flat) & 1:
+        raise EncodingError("odd number of elements in a listpack of pairs")
+    it = iter(flat)
+    d = dict(zip(it, it))
+    if 2 * len(d) != len(flat):
+        raise EncodingError("duplicate fields in a listpack of pairs")
+    return d
 
 
 def ziplist_entries(zl):
