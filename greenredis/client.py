@@ -195,7 +195,13 @@ class Redis(_Commands):
         return conn
 
     def _blocking_call(self, packed, timeout):
-        conn = self._idle.pop() if self._idle else self._open()
+        conn = None
+        while self._idle and conn is None:
+            conn = self._idle.pop()
+            if conn.error is not None:  # died while idle (server restart, idle timeout)
+                conn = None
+        if conn is None:
+            conn = self._open()
         try:
             reply = conn.call(packed, timeout)
         except BaseException:

@@ -103,12 +103,14 @@ class Connection:
         loop = hub.loop
         self._loop = loop
         fd = transport.fileno()
-        self._rw = loop.io(fd, 1)
+        # An idle connection must not keep gevent's loop alive (gevent.wait() would hang),
+        # so the read watcher holds a reference only while replies are awaited.
+        self._rw = loop.io(fd, 1, ref=False)
         self._ww = loop.io(fd, 2)
         self._rw.start(self._on_readable)
         self._watchdog = None
         if params.dead_after:
-            self._watchdog = loop.timer(params.dead_after / 4, params.dead_after / 4)
+            self._watchdog = loop.timer(params.dead_after / 4, params.dead_after / 4, ref=False)
             self._watchdog.start(self._check_alive)
 
     # -- callers' side ---------------------------------------------------
@@ -165,6 +167,8 @@ class Connection:
             self._check_usable()
         pending = self._pending
         idle = not pending
+        if idle and self.on_push is None:
+            self._rw.ref = True
         if n == 1:
             pending.append(entry)
         else:
@@ -264,6 +268,8 @@ class Connection:
                 self._fail(ProtocolError(f"{self.params.address} sent bytes that are not RESP: {e}"))
                 return
             if reply is False:
+                if not pending and push is None:
+                    self._rw.ref = False
                 return
             if push is not None:
                 push(reply)
@@ -498,4 +504,6 @@ def open_connection(params, on_push=None, on_close=None):
         conn.close()
         raise
     conn.on_push = on_push
+    if on_push is not None:
+        conn._rw.ref = True  # a subscriber is waiting for whatever arrives
     return conn
