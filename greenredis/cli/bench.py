@@ -27,6 +27,7 @@ def add_arguments(parser):
                         metavar=("N", "C"))
     parser.add_argument("--batch", type=int, default=100000, metavar="N")
     parser.add_argument("--rounds", type=int, default=3, help="best of this many runs per cell")
+    parser.add_argument("--svg", metavar="FILE", help="also draw the table as a bar chart (SVG)")
 
 
 def _percentile(sorted_values, q):
@@ -110,6 +111,10 @@ def run(args):
             rows.append((label, gr, pr))
         _progress("")
         print(_table(rows))
+        if args.svg:
+            with open(args.svg, "w") as f:
+                f.write(_svg(rows))
+            print(f"chart: {args.svg}")
         print(f"\n{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}, "
               f"gevent {gevent.__version__}, redis-py {redis.__version__}, "
               f"{time.strftime('%Y-%m-%d')}; best of {args.rounds} runs per cell")
@@ -147,3 +152,39 @@ def _table(rows):
     for label, gr, pr in rows:
         lines.append(f"| {label} | {gr[0]:,.0f} | {pr[0]:,.0f} | {gr[0] / pr[0]:.1f}x | {lat(gr)} | {lat(pr)} |")
     return "\n".join(lines)
+
+
+def _svg(rows):
+    """Horizontal bars of req/s on a log scale, greenredis above redis-py, per benchmark."""
+    import math
+
+    width, left, bar, gap = 760, 170, 22, 18
+    top_rate = max(max(g[0], p[0]) for _, g, p in rows)
+    decades = math.ceil(math.log10(top_rate))
+    scale = (width - left - 90) / decades
+
+    def x(rate):
+        return left + max(0.0, math.log10(max(rate, 1.0))) * scale
+
+    height = 40 + len(rows) * (2 * bar + gap) + 30
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           'font-family="sans-serif" font-size="13">',
+           f'<rect width="{width}" height="{height}" fill="white"/>',
+           '<text x="10" y="22" font-size="15" font-weight="bold">requests/s (log scale): '
+           '<tspan fill="#2a7d4f">greenredis</tspan> vs <tspan fill="#8a8a8a">redis-py</tspan></text>']
+    for d in range(decades + 1):
+        gx = left + d * scale
+        out.append(f'<line x1="{gx:.0f}" y1="34" x2="{gx:.0f}" y2="{height - 24}" stroke="#e4e4e4"/>')
+        out.append(f'<text x="{gx:.0f}" y="{height - 8}" text-anchor="middle" fill="#666">1e{d}</text>')
+    y = 40
+    for label, g, p in rows:
+        out.append(f'<text x="10" y="{y + bar + 4}">{label}</text>')
+        for rate, colour in ((g[0], "#2a7d4f"), (p[0], "#8a8a8a")):
+            out.append(f'<rect x="{left}" y="{y}" width="{x(rate) - left:.0f}" height="{bar - 3}" fill="{colour}"/>')
+            out.append(f'<text x="{x(rate) + 5:.0f}" y="{y + bar - 8}">{rate:,.0f}</text>')
+            y += bar
+        out.append(f'<text x="{width - 10}" y="{y - bar + 4}" text-anchor="end" font-weight="bold">'
+                   f'{g[0] / p[0]:.1f}x</text>')
+        y += gap
+    out.append("</svg>")
+    return "\n".join(out)
