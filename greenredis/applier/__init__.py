@@ -57,12 +57,21 @@ class Applier(KeysMixin, StringsMixin, ListsMixin, SetsMixin, HashesMixin, ZSets
         self._queue = None
         self.select(0)
 
+    @property
+    def db(self):
+        """The selected db; setting it is SELECT."""
+        return self._db
+
+    @db.setter
+    def db(self, index):
+        self.select(index)
+
     def select(self, index):
-        self.db = index
+        self._db = index
         self._bind()
 
     def _bind(self):
-        db = self.keyspace.db(self.db)
+        db = self.keyspace.db(self._db)
         self.data = db.data
         self.expires = db.expires
         self.fexp = db.field_expires
@@ -129,7 +138,7 @@ class _Snapshot:
 
     def __init__(self, applier, queue):
         self.applier = applier
-        self.db = applier.db
+        self.db = applier._db
         ks = applier.keyspace
         self.dbs = dict(ks.dbs)
         self.dicts = {n: (d.data, d.expires, d.field_expires) for n, d in ks.dbs.items()}

@@ -112,9 +112,9 @@ def incr_long_double(current, increment):
 class Core:
     """State and key helpers shared by the command mixins (see ``Applier``)."""
 
-    # Set by Applier._bind(): the selected Db's dicts.
+    # Set by Applier._bind(): the selected db's number and dicts.
     data = expires = fexp = None
-    db = 0
+    _db = 0
 
     def _delete(self, key):
         """Remove ``key`` with its TTL and field TTLs; True if it existed."""

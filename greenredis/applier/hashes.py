@@ -32,7 +32,7 @@ class HashesMixin(Core):
                     fields.pop(argv[i], None)
                 if not fields:
                     del self.fexp[key]
-        return [(self.db, key)]
+        return [(self._db, key)]
 
     cmd_hmset = cmd_hset
 
@@ -67,7 +67,7 @@ class HashesMixin(Core):
         h = self._hash(key)
         if h is None:
             return []
-        return [(self.db, key)] if self._drop_fields(key, h, argv[2:]) else []
+        return [(self._db, key)] if self._drop_fields(key, h, argv[2:]) else []
 
     def cmd_hincrby(self, argv):
         if len(argv) != 4:
@@ -83,7 +83,7 @@ class HashesMixin(Core):
             h = {}
             self._put(key, h)
         h[field] = b"%d" % value
-        return [(self.db, key)]
+        return [(self._db, key)]
 
     def cmd_hincrbyfloat(self, argv):
         if len(argv) != 4:
@@ -96,7 +96,7 @@ class HashesMixin(Core):
             h = {}
             self._put(key, h)
         h[field] = value
-        return [(self.db, key)]
+        return [(self._db, key)]
 
     # ---- hash field expiry (Redis 7.4+) ----
 
@@ -141,7 +141,7 @@ class HashesMixin(Core):
             changed = True
         if ttl:
             self.fexp[key] = ttl
-        return [(self.db, key)] if changed else []
+        return [(self._db, key)] if changed else []
 
     def cmd_hpexpireat(self, argv):
         return self._hexpire(argv, 0, 1)
@@ -169,4 +169,4 @@ class HashesMixin(Core):
                 changed = True
         if not ttl:
             del self.fexp[key]
-        return [(self.db, key)] if changed else []
+        return [(self._db, key)] if changed else []

@@ -15,7 +15,7 @@ class KeysMixin(Core):
     def cmd_del(self, argv):
         if len(argv) < 2:
             raise ApplyError("DEL: wrong number of arguments")
-        db = self.db
+        db = self._db
         delete = self._delete
         return [(db, key) for key in argv[1:] if delete(key)]
 
@@ -54,7 +54,7 @@ class KeysMixin(Core):
             return []
         # A replica keeps a key whose time has passed: the master sends its DEL.
         self.expires[key] = when
-        return [(self.db, key)]
+        return [(self._db, key)]
 
     def cmd_pexpireat(self, argv):
         return self._expire(argv, 0, 1)
@@ -72,7 +72,7 @@ class KeysMixin(Core):
         if len(argv) != 2:
             raise ApplyError("PERSIST: wrong number of arguments")
         if argv[1] in self.data and self.expires.pop(argv[1], None) is not None:
-            return [(self.db, argv[1])]
+            return [(self._db, argv[1])]
         return []
 
     # ---- moving keys around ----
@@ -94,7 +94,7 @@ class KeysMixin(Core):
             self.expires[dst] = ttl
         if fexp is not None:
             self.fexp[dst] = fexp
-        return [(self.db, src), (self.db, dst)]
+        return [(self._db, src), (self._db, dst)]
 
     def cmd_rename(self, argv):
         return self._rename(argv, False)
@@ -106,7 +106,7 @@ class KeysMixin(Core):
         if len(argv) < 3:
             raise ApplyError("COPY: wrong number of arguments")
         src, dst = argv[1], argv[2]
-        target = self.db
+        target = self._db
         replace = False
         i = 3
         while i < len(argv):
@@ -121,7 +121,7 @@ class KeysMixin(Core):
             i += 1
         if target < 0:
             raise ApplyError("COPY: DB index is out of range")
-        if target == self.db and src == dst:
+        if target == self._db and src == dst:
             raise ApplyError("COPY: source and destination objects are the same")
         value = self.data.get(src)
         if value is None:
@@ -145,7 +145,7 @@ class KeysMixin(Core):
         target = parse_int(argv[2], "db index")
         if target < 0:
             raise ApplyError("MOVE: DB index is out of range")
-        if target == self.db:
+        if target == self._db:
             raise ApplyError("MOVE: source and destination objects are the same")
         to = self.keyspace.db(target)
         if key not in self.data or key in to.data:
@@ -159,7 +159,7 @@ class KeysMixin(Core):
             to.expires[key] = ttl
         if fexp is not None:
             to.field_expires[key] = fexp
-        return [(self.db, key), (target, key)]
+        return [(self._db, key), (target, key)]
 
     def cmd_swapdb(self, argv):
         if len(argv) != 3:
@@ -216,7 +216,7 @@ class KeysMixin(Core):
             self.expires[key] = ttl if absttl else now_ms() + ttl
         if fields:
             self.fexp[key] = fields
-        return [(self.db, key)]
+        return [(self._db, key)]
 
     # ---- databases ----
 
@@ -236,7 +236,7 @@ class KeysMixin(Core):
 
     def cmd_flushdb(self, argv):
         self._flush_mode(argv)
-        touched = self._flush(self.db)
+        touched = self._flush(self._db)
         self._bind()
         return touched
 

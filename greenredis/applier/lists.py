@@ -27,7 +27,7 @@ class ListsMixin(Core):
             lst.extendleft(argv[2:])
         else:
             lst.extend(argv[2:])
-        return [(self.db, key)]
+        return [(self._db, key)]
 
     def cmd_lpush(self, argv):
         return self._push(argv, True, False)
@@ -61,7 +61,7 @@ class ListsMixin(Core):
             count = parse_int(argv[2], "count")
             if count < 0:
                 raise ApplyError("POP: count must be positive")
-        return [(self.db, argv[1])] if self._pop(argv[1], left, count) else []
+        return [(self._db, argv[1])] if self._pop(argv[1], left, count) else []
 
     def cmd_lpop(self, argv):
         return self._pop_cmd(argv, True)
@@ -84,7 +84,7 @@ class ListsMixin(Core):
             target.appendleft(value)
         else:
             target.append(value)
-        return [(self.db, src), (self.db, dst)]
+        return [(self._db, src), (self._db, dst)]
 
     def cmd_rpoplpush(self, argv):
         if len(argv) != 3:
@@ -103,7 +103,7 @@ class ListsMixin(Core):
             lst = self._list(key)
             if lst:
                 self._pop(key, left, 1)
-                return [(self.db, key)]
+                return [(self._db, key)]
         return []
 
     def cmd_blpop(self, argv):
@@ -141,7 +141,7 @@ class ListsMixin(Core):
         for key in keys:
             if self._list(key):
                 self._pop(key, left, count)
-                return [(self.db, key)]
+                return [(self._db, key)]
         return []
 
     def cmd_lmpop(self, argv):
@@ -162,7 +162,7 @@ class ListsMixin(Core):
         if not -len(lst) <= index < len(lst):
             raise ApplyError("LSET: index out of range")
         lst[index] = argv[3]
-        return [(self.db, argv[1])]
+        return [(self._db, argv[1])]
 
     def cmd_linsert(self, argv):
         if len(argv) != 5:
@@ -178,7 +178,7 @@ class ListsMixin(Core):
         except ValueError:
             return []
         lst.insert(index if where == b"BEFORE" else index + 1, argv[4])
-        return [(self.db, argv[1])]
+        return [(self._db, argv[1])]
 
     def cmd_lrem(self, argv):
         if len(argv) != 4:
@@ -213,7 +213,7 @@ class ListsMixin(Core):
             lst.extend(kept)
         else:
             self._delete(key)
-        return [(self.db, key)]
+        return [(self._db, key)]
 
     def cmd_ltrim(self, argv):
         if len(argv) != 4:
@@ -231,7 +231,7 @@ class ListsMixin(Core):
             end = n + end
         if start > end or start >= n:
             self._delete(key)
-            return [(self.db, key)]
+            return [(self._db, key)]
         end = min(end, n - 1)
         left, right = start, n - 1 - end
         if not left and not right:
@@ -240,7 +240,7 @@ class ListsMixin(Core):
             lst.popleft()
         for _ in range(right):
             lst.pop()
-        return [(self.db, key)]
+        return [(self._db, key)]
 
 
 def _side(arg):

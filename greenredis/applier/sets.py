@@ -18,10 +18,10 @@ class SetsMixin(Core):
         members = self._set(key)
         if members is None:
             self._put(key, set(argv[2:]))
-            return [(self.db, key)]
+            return [(self._db, key)]
         size = len(members)
         members.update(argv[2:])
-        return [(self.db, key)] if len(members) != size else []
+        return [(self._db, key)] if len(members) != size else []
 
     def cmd_srem(self, argv):
         if len(argv) < 3:
@@ -34,7 +34,7 @@ class SetsMixin(Core):
         members.difference_update(argv[2:])
         if not members:
             self._delete(key)
-        return [(self.db, key)] if len(members) != size else []
+        return [(self._db, key)] if len(members) != size else []
 
     def cmd_smove(self, argv):
         if len(argv) != 4:
@@ -53,7 +53,7 @@ class SetsMixin(Core):
             self._put(dst, {member})
         else:
             target.add(member)
-        return [(self.db, src), (self.db, dst)]
+        return [(self._db, src), (self._db, dst)]
 
     def cmd_spop(self, argv):
         raise ApplyError("SPOP: a client-form SPOP picks at random and cannot be replayed "
@@ -65,8 +65,8 @@ class SetsMixin(Core):
     def _store(self, dest, result):
         if result:
             self._put(dest, result)
-            return [(self.db, dest)]
-        return [(self.db, dest)] if self._delete(dest) else []
+            return [(self._db, dest)]
+        return [(self._db, dest)] if self._delete(dest) else []
 
     def cmd_sinterstore(self, argv):
         if len(argv) < 3:

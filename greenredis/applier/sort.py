@@ -104,8 +104,8 @@ class SortMixin(Core):
             result.extend(picked)
         if result:
             self._put(store, result)
-            return [(self.db, store)]
-        return [(self.db, store)] if self._delete(store) else []
+            return [(self._db, store)]
+        return [(self._db, store)] if self._delete(store) else []
 
     def _sorted(self, items, by, alpha, desc):
         sign = -1 if desc else 1

@@ -141,7 +141,7 @@ class StreamsMixin(Core):
             s.first_id = sid
         if trim is not None:
             _trim(s, trim)
-        return [(self.db, key)]
+        return [(self._db, key)]
 
     def cmd_xtrim(self, argv):
         key = argv[1]
@@ -151,7 +151,7 @@ class StreamsMixin(Core):
         s = self._stream(key)
         if s is None:
             return []
-        return [(self.db, key)] if _trim(s, trim) else []
+        return [(self._db, key)] if _trim(s, trim) else []
 
     def cmd_xdel(self, argv):
         if len(argv) < 3:
@@ -170,7 +170,7 @@ class StreamsMixin(Core):
         if not deleted:
             return []
         s.first_id = next(iter(s.entries)) if s.entries else _ZERO
-        return [(self.db, key)]
+        return [(self._db, key)]
 
     def cmd_xsetid(self, argv):
         if len(argv) < 3:
@@ -206,7 +206,7 @@ class StreamsMixin(Core):
             s.entries_added = added
         if max_deleted != _ZERO:
             s.max_deleted_id = max_deleted
-        return [(self.db, key)]
+        return [(self._db, key)]
 
     def cmd_xgroup(self, argv):
         if len(argv) < 4:
@@ -248,7 +248,7 @@ class StreamsMixin(Core):
                 s = Stream()
                 self._put(key, s)
             s.groups[name] = ConsumerGroup(name, sid, entries_read)
-            return [(self.db, key)]
+            return [(self._db, key)]
         if group is None:
             raise ApplyError(f"NOGROUP No such consumer group {name!r} for key name {key!r}")
         if sub == b"SETID":
@@ -256,22 +256,22 @@ class StreamsMixin(Core):
                 raise ApplyError("XGROUP SETID: wrong number of arguments")
             group.last_id = s.last_id if argv[4] == b"$" else parse_id(argv[4], strict=False)
             group.entries_read = entries_read
-            return [(self.db, key)]
+            return [(self._db, key)]
         if sub == b"DESTROY" and len(argv) == 4:
             del s.groups[name]
-            return [(self.db, key)]
+            return [(self._db, key)]
         if sub == b"CREATECONSUMER" and len(argv) == 5:
             if argv[4] in group.consumers:
                 return []
             group.consumers[argv[4]] = Consumer(argv[4], now_ms())
-            return [(self.db, key)]
+            return [(self._db, key)]
         if sub == b"DELCONSUMER" and len(argv) == 5:
             consumer = group.consumers.pop(argv[4], None)
             if consumer is None:
                 return []
             for sid in consumer.pending:
                 group.pending.pop(sid, None)
-            return [(self.db, key)]
+            return [(self._db, key)]
         raise ApplyError(f"XGROUP {argv[1]!r}: unknown subcommand or wrong number of arguments")
 
     def cmd_xack(self, argv):
@@ -291,7 +291,7 @@ class StreamsMixin(Core):
                 consumer = group.consumers.get(nack.consumer)
                 if consumer is not None:
                     consumer.pending.discard(sid)
-        return [(self.db, key)] if acked else []
+        return [(self._db, key)] if acked else []
 
     def cmd_xclaim(self, argv):
         if len(argv) < 6:
@@ -377,7 +377,7 @@ class StreamsMixin(Core):
                 nack.delivery_count = retrycount
             elif not justid:
                 nack.delivery_count += 1
-        return [(self.db, key)]
+        return [(self._db, key)]
 
     def _not_replayable(self, argv):
         raise ApplyError(f"{argv[0].upper().decode()}: the client form depends on the master's "

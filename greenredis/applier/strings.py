@@ -31,7 +31,7 @@ class StringsMixin(Core):
         key = argv[1]
         if len(argv) == 3:  # the hot path
             self._put(key, argv[2])
-            return [(self.db, key)]
+            return [(self._db, key)]
         nx = xx = get = keepttl = False
         expire = None
         i = 3
@@ -65,7 +65,7 @@ class StringsMixin(Core):
             self._put(key, argv[2])
         if expire is not None:
             self.expires[key] = expire
-        return [(self.db, key)]
+        return [(self._db, key)]
 
     def cmd_setnx(self, argv):
         key = argv[1]
@@ -74,7 +74,7 @@ class StringsMixin(Core):
         if key in self.data:
             return []
         self._put(key, argv[2])
-        return [(self.db, key)]
+        return [(self._db, key)]
 
     def _setex(self, argv, option):
         if len(argv) != 4:
@@ -83,7 +83,7 @@ class StringsMixin(Core):
         key = argv[1]
         self._put(key, argv[3])
         self.expires[key] = when
-        return [(self.db, key)]
+        return [(self._db, key)]
 
     def cmd_setex(self, argv):
         return self._setex(argv, b"EX")
@@ -97,7 +97,7 @@ class StringsMixin(Core):
         touched = []
         for i in range(1, len(argv), 2):
             self._put(argv[i], argv[i + 1])
-            touched.append((self.db, argv[i]))
+            touched.append((self._db, argv[i]))
         return touched
 
     def cmd_msetnx(self, argv):
@@ -113,7 +113,7 @@ class StringsMixin(Core):
             raise ApplyError("GETSET: wrong number of arguments")
         self._string(argv[1])
         self._put(argv[1], argv[2])
-        return [(self.db, argv[1])]
+        return [(self._db, argv[1])]
 
     def cmd_getdel(self, argv):
         if len(argv) != 2:
@@ -121,7 +121,7 @@ class StringsMixin(Core):
         if self._string(argv[1]) is None:
             return []
         self._delete(argv[1])
-        return [(self.db, argv[1])]
+        return [(self._db, argv[1])]
 
     def cmd_getex(self, argv):
         key = argv[1]
@@ -145,7 +145,7 @@ class StringsMixin(Core):
                 return []
         else:
             self.expires[key] = expire
-        return [(self.db, key)]
+        return [(self._db, key)]
 
     def cmd_append(self, argv):
         if len(argv) != 3:
@@ -158,7 +158,7 @@ class StringsMixin(Core):
             if len(old) + len(argv[2]) > MAX_STRING:
                 raise ApplyError("APPEND: string exceeds maximum allowed size")
             self.data[key] = old + argv[2]
-        return [(self.db, key)]
+        return [(self._db, key)]
 
     def cmd_setrange(self, argv):
         if len(argv) != 4:
@@ -178,7 +178,7 @@ class StringsMixin(Core):
             if len(old) < offset:
                 old += b"\0" * (offset - len(old))
             self.data[key] = old[:offset] + value + old[offset + len(value):]
-        return [(self.db, key)]
+        return [(self._db, key)]
 
     # ---- counters ----
 
@@ -194,7 +194,7 @@ class StringsMixin(Core):
             self._put(key, b"%d" % value)
         else:
             self.data[key] = b"%d" % value  # keeps the TTL
-        return [(self.db, key)]
+        return [(self._db, key)]
 
     def cmd_incr(self, argv):
         if len(argv) != 2:
@@ -229,7 +229,7 @@ class StringsMixin(Core):
             self._put(key, value)
         else:
             self.data[key] = value
-        return [(self.db, key)]
+        return [(self._db, key)]
 
     # ---- bits ----
 
@@ -256,7 +256,7 @@ class StringsMixin(Core):
             self._put(key, bytes(buf))
         else:
             self.data[key] = bytes(buf)
-        return [(self.db, key)]
+        return [(self._db, key)]
 
     def cmd_bitfield(self, argv):
         key = argv[1]
@@ -312,7 +312,7 @@ class StringsMixin(Core):
             self._put(key, bytes(buf))
         else:
             self.data[key] = bytes(buf)
-        return [(self.db, key)]
+        return [(self._db, key)]
 
     def cmd_bitop(self, argv):
         if len(argv) < 4:
@@ -339,9 +339,9 @@ class StringsMixin(Core):
         else:
             raise ApplyError(f"BITOP: unknown operation {argv[1]!r}")
         if not result:
-            return [(self.db, dest)] if self._delete(dest) else []
+            return [(self._db, dest)] if self._delete(dest) else []
         self._put(dest, result)
-        return [(self.db, dest)]
+        return [(self._db, dest)]
 
     # ---- HyperLogLog: a string in Redis's HLL format, which we do not implement ----
 

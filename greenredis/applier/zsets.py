@@ -137,13 +137,13 @@ class ZSetsMixin(Core):
         if incr and len(rest) != 2:
             raise ApplyError("ZADD: INCR option supports a single increment-element pair")
         pairs = [(parse_float(rest[j], "score"), rest[j + 1]) for j in range(0, len(rest), 2)]
-        return [(self.db, key)] if self._zadd(key, pairs, nx, xx, gt, lt, incr) else []
+        return [(self._db, key)] if self._zadd(key, pairs, nx, xx, gt, lt, incr) else []
 
     def cmd_zincrby(self, argv):
         if len(argv) != 4:
             raise ApplyError("ZINCRBY: wrong number of arguments")
         pairs = [(parse_float(argv[2], "increment"), argv[3])]
-        return [(self.db, argv[1])] if self._zadd(argv[1], pairs, incr=True) else []
+        return [(self._db, argv[1])] if self._zadd(argv[1], pairs, incr=True) else []
 
     def _zremove(self, key, z, members):
         n = 0
@@ -160,7 +160,7 @@ class ZSetsMixin(Core):
         z = self._zset(argv[1])
         if z is None:
             return []
-        return [(self.db, argv[1])] if self._zremove(argv[1], z, argv[2:]) else []
+        return [(self._db, argv[1])] if self._zremove(argv[1], z, argv[2:]) else []
 
     def cmd_zremrangebyscore(self, argv):
         if len(argv) != 4:
@@ -171,7 +171,7 @@ class ZSetsMixin(Core):
         if z is None:
             return []
         doomed = [m for m, s in z.items() if _in_score(s, lo, lo_ex, hi, hi_ex)]
-        return [(self.db, argv[1])] if self._zremove(argv[1], z, doomed) else []
+        return [(self._db, argv[1])] if self._zremove(argv[1], z, doomed) else []
 
     def cmd_zremrangebyrank(self, argv):
         if len(argv) != 4:
@@ -185,7 +185,7 @@ class ZSetsMixin(Core):
         if start > stop or start >= len(z):
             return []
         doomed = [m for m, _ in z.ordered()[start:stop + 1]]
-        return [(self.db, argv[1])] if self._zremove(argv[1], z, doomed) else []
+        return [(self._db, argv[1])] if self._zremove(argv[1], z, doomed) else []
 
     def cmd_zremrangebylex(self, argv):
         if len(argv) != 4:
@@ -196,7 +196,7 @@ class ZSetsMixin(Core):
         if z is None:
             return []
         doomed = [m for m, _ in _lex_slice(z.ordered(), lo, lo_ex, hi, hi_ex)]
-        return [(self.db, argv[1])] if self._zremove(argv[1], z, doomed) else []
+        return [(self._db, argv[1])] if self._zremove(argv[1], z, doomed) else []
 
     def _zpop(self, key, count, maximum):
         z = self._zset(key)
@@ -220,7 +220,7 @@ class ZSetsMixin(Core):
             count = parse_int(argv[2], "count")
             if count < 0:
                 raise ApplyError("ZPOP: value is out of range, must be positive")
-        return [(self.db, argv[1])] if self._zpop(argv[1], count, maximum) else []
+        return [(self._db, argv[1])] if self._zpop(argv[1], count, maximum) else []
 
     def cmd_zpopmin(self, argv):
         return self._zpop_cmd(argv, False)
@@ -232,7 +232,7 @@ class ZSetsMixin(Core):
         for key in argv[1:-1]:
             if self._zset(key):
                 self._zpop(key, 1, maximum)
-                return [(self.db, key)]
+                return [(self._db, key)]
         return []
 
     def cmd_bzpopmin(self, argv):
@@ -260,7 +260,7 @@ class ZSetsMixin(Core):
         for key in keys:
             if self._zset(key):
                 self._zpop(key, count, where == b"MAX")
-                return [(self.db, key)]
+                return [(self._db, key)]
         return []
 
     def cmd_zmpop(self, argv):
@@ -274,8 +274,8 @@ class ZSetsMixin(Core):
     def _zstore(self, dest, z):
         if z:
             self._put(dest, z)
-            return [(self.db, dest)]
-        return [(self.db, dest)] if self._delete(dest) else []
+            return [(self._db, dest)]
+        return [(self._db, dest)] if self._delete(dest) else []
 
     def _zsource(self, key):
         """A *STORE input: zset, or set (every score 1), or empty when missing."""
@@ -439,7 +439,7 @@ class ZSetsMixin(Core):
             lon = parse_float(rest[j], "longitude")
             lat = parse_float(rest[j + 1], "latitude")
             pairs.append((float(geohash(lon, lat)), rest[j + 2]))
-        return [(self.db, key)] if self._zadd(key, pairs, nx, xx) else []
+        return [(self._db, key)] if self._zadd(key, pairs, nx, xx) else []
 
     def _geostore(self, argv):
         raise ApplyError(f"{argv[0].upper().decode()}: geo searches with STORE are not supported "
