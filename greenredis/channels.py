@@ -42,19 +42,20 @@ INSTANCES = "stats:instances"
 FOLLOW_MARK = "\x00follow:"
 
 MAX_NAME = 200
-# printable, no whitespace, no braces (they delimit the name inside keys)
-_INSTANCE_RE = re.compile(r"[^\s{}\x00-\x1f\x7f]{1,%d}" % MAX_NAME)
+# printable, no whitespace, no braces (they delimit the name inside keys), no
+# slash (a name is one segment of the dashboard's URLs)
+_INSTANCE_RE = re.compile(r"[^\s{}/\x00-\x1f\x7f]{1,%d}" % MAX_NAME)
 _METRIC_RE = re.compile(r"[A-Za-z0-9_.:/%-]{1,100}")
 
 
 def check_instance(name):
     """Return ``name`` if it is a valid instance name, else raise ValueError.
 
-    Valid: 1-200 printable characters without whitespace or ``{}``.
+    Valid: 1-200 printable characters without whitespace, ``{}`` or ``/``.
     """
     if not isinstance(name, str) or not _INSTANCE_RE.fullmatch(name):
         raise ValueError(f"bad instance name {name!r}: 1-{MAX_NAME} printable "
-                         "characters, no whitespace or braces")
+                         "characters, no whitespace, braces or slash")
     return name
 
 

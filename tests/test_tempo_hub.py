@@ -30,7 +30,7 @@ def test_channel_layout_is_unambiguous_and_validated():
     assert channels.instance_of_channel(b"stats:{host:12}") == ("stats", "host:12")
     assert channels.instance_of_channel("logs:{web.1}") == ("logs", "web.1")
     assert channels.instance_of_channel("other") is None
-    for bad in ["", "a b", "a{b", "x}", "a\nb", "x" * 201, None, 3]:
+    for bad in ["", "a b", "a{b", "x}", "a/b", "a\nb", "x" * 201, None, 3]:
         with pytest.raises(ValueError):
             channels.check_instance(bad)
     for bad in ["", "a b", "<script>", "x" * 101]:
@@ -50,9 +50,9 @@ def test_watch_subscribes_once_and_fans_out():
     hub = Hub()
     a, b = hub.connect(), hub.connect()
     eff = hub.receive(a, '{"op":"watch","kind":"stats","instance":"web.1"}')
-    assert eff == [("subscribe", "stats:{web.1}"), ("history", [a], "web.1")]
-    eff = hub.receive(b, '{"op":"watch","kind":"stats","instance":"web.1"}')
-    assert eff == [("history", [b], "web.1")]          # no second subscription
+    assert eff == [("subscribe", "stats:{web.1}"), ("history", [a], "web.1", None)]
+    eff = hub.receive(b, '{"op":"watch","kind":"stats","instance":"web.1","history":5}')
+    assert eff == [("history", [b], "web.1", 5)]          # no second subscription
     assert hub.channels() == ["stats:{web.1}"]
     assert hub.publish(b"stats:{web.1}", point("rps", 10.0, 3)) == 2
     assert hub.publish(b"stats:{web.2}", point("rps", 10.0, 3)) == 0
@@ -80,6 +80,7 @@ def test_history_goes_only_to_current_watchers():
     ('{"op":"watch","kind":"channel","instance":"x"}', "bad_kind"),
     ('{"op":"watch","kind":"stats","instance":"a b"}', "bad_instance"),
     ('{"op":"watch","kind":"stats","instance":"ghost"}', "unknown_instance"),
+    ('{"op":"watch","kind":"stats","instance":"w","history":-1}', "bad_message"),
     ('{"op":"watch","kind":"stats","instance":"' + "x" * 5000 + '"}', "too_large"),
     (b"\xff\xfe", "bad_json"),
 ])

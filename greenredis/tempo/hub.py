@@ -20,7 +20,8 @@ messages, each an object with a ``type``:
 ``pong``     answer to ``{"op": "ping"}``
 
 Requests (browser -> server), one JSON object per message:
-``{"op": "watch" | "unwatch", "kind": "stats" | "logs", "instance": "web.1"}``,
+``{"op": "watch" | "unwatch", "kind": "stats" | "logs", "instance": "web.1"}``
+(a stats watch may add ``"history": n``, the points per metric to start with),
 ``{"op": "watch" | "unwatch", "kind": "grid"}``, ``{"op": "ping"}``; any may carry an ``id``.
 """
 
@@ -123,7 +124,8 @@ class Hub:
 
     Effects returned by ``receive``/``disconnect``/``resync``, for the shell:
     ``("subscribe", channel)``, ``("unsubscribe", channel)``,
-    ``("history", [viewers], instance)``: read the stats history once, ``history()`` each;
+    ``("history", [viewers], instance, n)``: read the newest ``n`` points (None: the
+    default) of each metric once, then ``history()``;
     ``("backlog", viewer, instance, mark)``: read the log backlog and publish
     ``mark`` on its channel in one transaction, then call ``backlog()``;
     ``("grid", viewer)``: queue a grid snapshot.
@@ -213,6 +215,12 @@ class Hub:
             topic = (kind, instance)
         if op == "unwatch":
             return self._unwatch(viewer, topic)
+        depth = req.get("history")
+        if depth is not None and (not isinstance(depth, int) or isinstance(depth, bool)
+                                  or not 0 <= depth <= 100000):
+            self.error(viewer, "bad_message", "history must be an int from 0 to 100000",
+                       request_id=rid)
+            return []
         if topic not in viewer.watching:
             if len(viewer.watching) >= self.max_watch:
                 self.error(viewer, "too_many", request_id=rid)
@@ -220,9 +228,9 @@ class Hub:
             if topic != GRID and not self.is_known(topic[1]):
                 self.error(viewer, "unknown_instance", request_id=rid)
                 return []
-        return self._watch(viewer, topic)
+        return self._watch(viewer, topic, depth)
 
-    def _watch(self, viewer, topic):
+    def _watch(self, viewer, topic, depth=None):
         """Watching again re-sends the history/backlog: that is how a page fills a gap."""
         effects = []
         watchers = self.topics.setdefault(topic, set())
@@ -232,7 +240,7 @@ class Hub:
         viewer.watching.add(topic)
         kind, instance = topic
         if kind == "stats":
-            effects.append(("history", [viewer], instance))
+            effects.append(("history", [viewer], instance, depth))
         elif kind == "logs":
             mark = f"{channels.FOLLOW_MARK}tempo:{next(self._marks)}:{id(self):x}"
             viewer._logsync[instance] = _LogSync(mark.encode())
@@ -354,7 +362,7 @@ class Hub:
         effects = []
         for (kind, instance), watchers in list(self.topics.items()):
             if kind == "stats":
-                effects.append(("history", list(watchers), instance))
+                effects.append(("history", list(watchers), instance, None))
             elif kind == "logs":
                 for viewer in list(watchers):
                     effects += self._watch(viewer, ("logs", instance))

@@ -1,0 +1,226 @@
+"""The gevent shell around ``Hub``: one Redis subscription per channel per process,
+one reader and one writer greenlet per websocket.
+
+The reader (the request's own greenlet) feeds requests to the hub and carries out
+the effects; the writer is the only greenlet that ever writes the socket (data,
+pongs, the close frame). A pump greenlet reads the process's single
+``Subscription`` and hands each message to ``Hub.publish``.
+"""
+
+import logging
+import socket
+
+import gevent
+import gevent.event
+import gevent.lock
+from geventwebsocket.exceptions import WebSocketError
+
+from .. import channels
+from ..errors import RedisError, ReplyError
+from ..stats import read_history
+from .hub import ERRORS, Hub, dumps
+from .websocket import CappedWebSocket, MessageTooLarge
+
+__all__ = ["Live"]
+
+log = logging.getLogger("greenredis.tempo")
+
+
+class Live:
+    """Everything live in one web process.
+
+    ``queue_size``: messages queued per socket before the oldest are dropped;
+    ``max_message``: size cap of a request (bytes); ``send_timeout``: a socket
+    that cannot take one frame in this many seconds is closed; ``history``:
+    points per metric sent on watch; ``log_backlog``: log lines sent on watch.
+    """
+
+    def __init__(self, redis, registry, queue_size=256, max_message=4096, send_timeout=30.0,
+                 history=600, log_backlog=1000):
+        self.redis = redis
+        self.registry = registry
+        self.hub = Hub(queue_size=queue_size, max_message=max_message,
+                       is_known=registry.is_known)
+        self.max_message = max_message
+        self.send_timeout = send_timeout
+        self.history = history
+        self.log_backlog = log_backlog
+        self._sub = None
+        self._lock = gevent.lock.Semaphore()
+        self._pump = None
+        self._closed = False
+
+    # -- process-wide ------------------------------------------------------
+    def start(self):
+        """Start the registry and the subscription pump (idempotent)."""
+        if self._pump is None:
+            self.registry.on_change = self._grid_changed
+            self.registry.start()
+            self._pump = gevent.spawn(self._run_pump)
+        return self
+
+    def stop(self):
+        self._closed = True
+        self.registry.stop()
+        if self._pump is not None:
+            self._pump.kill()
+        if self._sub is not None:
+            self._sub.close()
+
+    def _grid_changed(self, snapshot):
+        self.hub.broadcast(("grid", None), {"type": "grid", **snapshot})
+
+    def _subscription(self):
+        if self._sub is None:
+            self._sub = self.redis.subscribe()
+        return self._sub
+
+    def _run_pump(self):
+        delay = 0.1
+        while not self._closed:
+            try:
+                with self._lock:
+                    sub = self._subscription()
+                self._reconcile()
+            except RedisError as e:
+                log.warning("tempo: cannot subscribe (%s); retrying", e)
+                gevent.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.1
+            for kind, channel, data in sub:
+                if kind == b"message":
+                    self.hub.publish(channel, data)
+                elif kind == b"gap":   # lost messages while reconnecting: refill every page
+                    gevent.spawn(self.run_effects, self.hub.resync())
+            if self._closed:
+                return
+
+    def _reconcile(self):
+        """Make the subscription's channels the hub's, under a lock: the order of
+        concurrent watch/unwatch calls cannot leave a needed channel unsubscribed."""
+        with self._lock:
+            sub = self._subscription()
+            want = {c.encode() for c in self.hub.channels()}
+            add, drop = want - sub.channels, sub.channels - want
+            if add:
+                sub.subscribe(*add)
+            if drop:
+                sub.unsubscribe(*drop)
+
+    def subscribed(self):
+        """The channels this process is subscribed to."""
+        return set() if self._sub is None else {c.decode() for c in self._sub.channels}
+
+    # -- effects -----------------------------------------------------------
+    def run_effects(self, effects):
+        if any(e[0] in ("subscribe", "unsubscribe") for e in effects):
+            try:
+                self._reconcile()
+            except RedisError as e:
+                log.warning("tempo: subscribe failed: %s", e)
+        for effect in effects:
+            kind = effect[0]
+            if kind == "history":
+                self._send_history(*effect[1:])
+            elif kind == "backlog":
+                self._send_backlog(*effect[1:])
+            elif kind == "grid":
+                effect[1].send(self.registry.message())
+
+    def _send_history(self, viewers, instance, depth=None):
+        try:
+            names = [m.decode() for m in self.redis.cmd(
+                ["SMEMBERS", channels.metrics_key(instance)])]
+            depth = self.history if depth is None else min(depth, self.history)
+            metrics = (read_history(self.redis, instance, sorted(names), depth) if depth
+                       else {n: [] for n in names})
+        except (RedisError, ValueError) as e:
+            for v in viewers:
+                self.hub.error(v, "unavailable", f"cannot read the history: {e}")
+            return
+        self.hub.history(viewers, instance, metrics)
+
+    def _send_backlog(self, viewer, instance, mark):
+        key = channels.log_key(instance)
+        try:
+            lines, _ = self.redis.transaction([["LRANGE", key, 0, self.log_backlog - 1],
+                                               ["PUBLISH", channels.log_channel(key), mark]])
+            if isinstance(lines, ReplyError):
+                lines = []
+        except RedisError as e:
+            self.hub.error(viewer, "unavailable", f"cannot read the log: {e}")
+            return
+        self.hub.backlog(viewer, instance,
+                         [x.decode("utf-8", "replace") for x in reversed(lines)])
+
+    # -- one websocket -----------------------------------------------------
+    def reject(self, ws, code, message=None):
+        """Refuse a websocket: one error message, then close 1008 (policy)."""
+        try:
+            ws.send("[" + dumps({"type": "error", "error": code,
+                                 "message": message or ERRORS[code]}) + "]")
+            ws.close(1008, code)
+        except (WebSocketError, OSError):
+            pass
+
+    def serve(self, ws):
+        """Run one websocket until it closes. Returns the viewer (for its counters)."""
+        self.start()
+        wake = gevent.event.Event()
+        control = []
+        ws = CappedWebSocket.wrap(ws, self.max_message)
+
+        def on_control(opcode, payload):
+            if len(control) < 16:
+                control.append((payload, opcode))
+                wake.set()
+
+        ws.on_control = on_control
+        viewer = self.hub.connect(wakeup=wake.set)
+        state = {"close": None}
+        writer = gevent.spawn(self._write_loop, ws, viewer, wake, control, state)
+        try:
+            while not writer.dead:
+                try:
+                    msg = ws.receive()
+                except MessageTooLarge as e:
+                    self.hub.error(viewer, "too_large", str(e))
+                    continue
+                if msg is None:
+                    break
+                self.run_effects(self.hub.receive(viewer, msg))
+        finally:
+            effects = self.hub.disconnect(viewer)
+            if effects:
+                gevent.spawn(self.run_effects, effects)
+            state["close"] = ws.close_code or 1000
+            wake.set()
+            writer.join(self.send_timeout + 1)
+            writer.kill()
+        return viewer
+
+    def _write_loop(self, ws, viewer, wake, control, state):
+        try:
+            while True:
+                wake.wait()
+                wake.clear()
+                with gevent.Timeout(self.send_timeout):
+                    while control:
+                        ws.send_frame(*control.pop(0))
+                    while True:
+                        text = viewer.take()
+                        if text is None:
+                            break
+                        ws.send(text)
+                    if state["close"] is not None:
+                        code = state["close"]
+                        ws.close(code if code in (1000, 1001, 1002, 1003, 1007, 1008, 1009,
+                                                  1011) or 3000 <= code < 5000 else 1000)
+                        return
+        except (WebSocketError, OSError, gevent.Timeout, AttributeError, TypeError):
+            # the peer is gone or hopelessly slow: stop the reader too
+            try:
+                ws.handler.socket.shutdown(socket.SHUT_RDWR)
+            except (OSError, AttributeError):
+                pass

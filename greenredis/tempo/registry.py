@@ -1,0 +1,172 @@
+"""The instances Tempo shows: the grid's registry merged with who publishes stats.
+
+``merge`` is pure: it turns the grid's health map, the stats instances and
+their metric names into the snapshot the pages show. ``Registry`` is the
+gevent shell: it re-reads the stats side from Redis every ``refresh`` seconds
+(the grid side is local, no I/O), wakes up early on grid events, and calls
+``on_change(snapshot)`` when the snapshot changed.
+"""
+
+import logging
+import time
+
+import gevent
+import gevent.event
+
+from .. import channels
+from ..errors import RedisError
+from ..stats import instance_metrics
+
+__all__ = ["Registry", "merge"]
+
+log = logging.getLogger("greenredis.tempo")
+
+HEALTH = ("up", "stale", "gone")
+
+
+def merge(health, stats_seen, metrics, now, grid_stale=False, redis_ok=True,
+          up_within=15.0, stale_within=60.0):
+    """The snapshot: ``{"stale", "redis", "nodes": [...]}``, nodes sorted by name.
+
+    health: ``Grid.health()`` (``{name: {"state", "meta", ...}}``) or None without a
+    grid; stats_seen: ``{instance: unix time of its last point}``; metrics:
+    ``{instance: [names]}``. Grid nodes take their state from the grid. An
+    instance that only publishes stats is "up" if its last point is newer than
+    ``up_within`` seconds, "stale" within ``stale_within``, else "gone".
+    """
+    nodes = {}
+    for name, h in (health or {}).items():
+        nodes[name] = {"name": name, "meta": dict(h.get("meta") or {}),
+                       "health": h.get("state", "up"), "grid": True,
+                       "last_seen": h.get("last_seen")}
+    for name, ts in stats_seen.items():
+        node = nodes.get(name)
+        if node is None:
+            age = now - ts
+            state = "up" if age <= up_within else "stale" if age <= stale_within else "gone"
+            node = nodes[name] = {"name": name, "meta": {}, "health": state, "grid": False,
+                                  "last_seen": ts}
+        node["last_point"] = ts
+    for name, node in nodes.items():
+        node["metrics"] = list(metrics.get(name, ()))
+        node.setdefault("last_point", None)
+        if node["health"] not in HEALTH:
+            node["health"] = "up"
+    return {"stale": bool(grid_stale) or not redis_ok, "redis": bool(redis_ok),
+            "nodes": [nodes[n] for n in sorted(nodes)]}
+
+
+class Registry:
+    """What ``/`` lists, kept current in a greenlet. ``grid``: a started ``Grid``
+    (or None: instances come from the stats alone). ``recent``: how far back a
+    stats-only instance is still listed (seconds)."""
+
+    def __init__(self, redis, grid=None, refresh=2.0, recent=3600.0, max_instances=1000):
+        self.redis = redis
+        self.grid = grid
+        self.refresh = refresh
+        self.recent = recent
+        self.max_instances = max_instances
+        self.on_change = None
+        self._stats_seen = {}
+        self._metrics = {}
+        self._redis_ok = True
+        self._snapshot = merge({}, {}, {}, time.time())
+        self._wake = gevent.event.Event()
+        self._greenlets = []
+
+    def start(self):
+        if not self._greenlets:
+            self._update(read=True)
+            self._greenlets.append(gevent.spawn(self._loop))
+            if self.grid is not None:
+                self._greenlets.append(gevent.spawn(self._grid_events))
+        return self
+
+    def stop(self):
+        gevent.killall(self._greenlets)
+        self._greenlets = []
+
+    def snapshot(self):
+        """The latest snapshot (no I/O)."""
+        return self._snapshot
+
+    def message(self):
+        return {"type": "grid", **self._snapshot}
+
+    def is_known(self, name):
+        """Whether ``name`` is in the grid or has published stats (asks Redis if unsure)."""
+        if self.grid is not None and name in self.grid.nodes():
+            return True
+        if name in self._stats_seen:
+            return True
+        try:
+            return self.redis.cmd(["ZSCORE", channels.INSTANCES, name]) is not None
+        except (RedisError, ValueError):
+            return False
+
+    def _grid_events(self):
+        for _event in self.grid.events():
+            self._wake.set()
+
+    def _loop(self):
+        next_read = time.monotonic() + self.refresh
+        while True:
+            self._wake.wait(max(0.0, min(1.0, next_read - time.monotonic())))
+            self._wake.clear()
+            read = time.monotonic() >= next_read
+            if read:
+                next_read = time.monotonic() + self.refresh
+            try:
+                self._update(read)
+            except Exception:  # noqa: BLE001 - the dashboard must keep going
+                log.exception("tempo registry update failed")
+
+    def _update(self, read):
+        if read:
+            try:
+                since = time.time() - self.recent
+                reply = self.redis.cmd(["ZRANGE", channels.INSTANCES, "+inf", since, "BYSCORE",
+                                        "REV", "LIMIT", 0, self.max_instances, "WITHSCORES"])
+                seen = {}
+                for i in range(0, len(reply), 2):
+                    name = reply[i].decode("utf-8", "replace")
+                    try:
+                        channels.check_instance(name)
+                    except ValueError:
+                        continue
+                    seen[name] = float(reply[i + 1])
+                names = set(seen) | set(self.grid.nodes() if self.grid is not None else ())
+                names = {n for n in names if _valid(n)}
+                self._metrics = instance_metrics(self.redis, sorted(names))
+                self._stats_seen = seen
+                self._redis_ok = True
+            except RedisError as e:
+                if self._redis_ok:
+                    log.warning("tempo: cannot read the stats instances: %s", e)
+                self._redis_ok = False
+        health = self.grid.health() if self.grid is not None else None
+        snap = merge(health, self._stats_seen, self._metrics, time.time(),
+                     grid_stale=self.grid is not None and self.grid.stale,
+                     redis_ok=self._redis_ok)
+        if _comparable(snap) != _comparable(self._snapshot):
+            self._snapshot = snap
+            if self.on_change is not None:
+                self.on_change(snap)
+        else:
+            self._snapshot = snap
+
+
+def _valid(name):
+    try:
+        channels.check_instance(name)
+        return True
+    except ValueError:
+        return False
+
+
+def _comparable(snap):
+    # last_seen / last_point move every second; health changes are what matter
+    return (snap["stale"], snap["redis"],
+            [(n["name"], n["health"], sorted(n["meta"].items()), n["metrics"])
+             for n in snap["nodes"]])
