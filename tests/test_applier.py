@@ -213,6 +213,7 @@ def _assert_same_stream(where, key, s, r, replica):
 
 import random  # noqa: E402
 import threading  # noqa: E402
+from collections import deque  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -680,3 +681,105 @@ def test_random_workload_matches_master(master, make_server, seed):
     finally:
         link.close()
         rr.close()
+
+
+def _blocked(port, *argv):
+    """Run a blocking command on its own connection in a thread; returns the thread."""
+    def run():
+        c = raw_client(port)
+        try:
+            out.append(c.execute_command(*argv))
+        finally:
+            c.close()
+    out = []
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.out = out
+    return t
+
+
+def _wait_blocked(r, n):
+    deadline = time.monotonic() + 10
+    while int(_info(r, "clients")["blocked_clients"]) < n:
+        assert time.monotonic() < deadline, "clients did not block"
+        time.sleep(0.01)
+
+
+def test_blocked_clients_served_later(master, make_server):
+    """A blocked client served by a later write: the master propagates the pop it did."""
+    server, r = master
+    link = MasterStream(server.port)
+    applier = Applier()
+    r.execute_command("XGROUP", "CREATE", "x", "g", "$", "MKSTREAM")
+    threads = [
+        _blocked(server.port, "BLPOP", "l1", 0),
+        _blocked(server.port, "BLMOVE", "l2", "l3", "RIGHT", "LEFT", 0),
+        _blocked(server.port, "BRPOPLPUSH", "l4", "l5", 0),
+        _blocked(server.port, "BLMPOP", 0, 2, "nol", "l6", "LEFT", "COUNT", 2),
+        _blocked(server.port, "BZPOPMIN", "z1", 0),
+        _blocked(server.port, "BZMPOP", 0, 1, "z2", "MAX", "COUNT", 2),
+        _blocked(server.port, "XREADGROUP", "GROUP", "g", "c1", "BLOCK", 0, "STREAMS", "x", ">"),
+    ]
+    _wait_blocked(r, len(threads))
+    r.execute_command("RPUSH", "l1", "a", "b")
+    r.execute_command("RPUSH", "l2", "a", "b")
+    r.execute_command("RPUSH", "l4", "a", "b")
+    r.execute_command("RPUSH", "l6", "a", "b", "c")
+    r.execute_command("ZADD", "z1", 1, "a", 2, "b")
+    r.execute_command("ZADD", "z2", 1, "a", 2, "b", 3, "c")
+    r.execute_command("XADD", "x", "*", "f", "v")
+    for t in threads:
+        t.join(10)
+        assert t.out, "blocked client was not served"
+    commands = link.commands(r)
+    names = {c[0].upper() for c in commands}
+    assert {b"LPOP", b"LMOVE", b"RPOPLPUSH", b"ZPOPMIN", b"ZPOPMAX", b"XCLAIM"} <= names, names
+    apply_all(applier, commands)
+    assert applier.keyspace.db(0).data[b"l1"] == deque([b"b"])
+    assert applier.keyspace.db(0).data[b"l6"] == deque([b"c"])
+    assert_same_dataset(applier.keyspace, r, dbs=[0])
+    link.close()
+
+
+def test_databases_scripts_and_expiry(master):
+    server, r = master
+    link = MasterStream(server.port)
+    applier = Applier()
+    r1 = raw_client(server.port, 1)
+    r.execute_command("SET", "a", "0")
+    r.execute_command("LPUSH", "l", "x", "y")
+    r1.execute_command("SADD", "s", "m1", "m2")
+    r1.execute_command("SET", "b", "1", "EX", 1000)
+    r.execute_command("SWAPDB", 0, 1)
+    r.execute_command("SET", "c", "in db0 after swap")
+    r.execute_command("COPY", "b", "b2", "DB", 3)
+    r.execute_command("MOVE", "s", 4)
+    # A script that changes databases: replicated as effects with SELECTs inside MULTI/EXEC.
+    r.execute_command("EVAL", "redis.call('SELECT', 5); redis.call('SET', 'k5', 'v');"
+                      "redis.call('SELECT', 6); redis.call('INCRBYFLOAT', 'f', '0.1');"
+                      "redis.call('INCRBYFLOAT', 'f', '0.2'); return 1", 0)
+    r.execute_command("SET", "after-script", "db0")
+    # A key expiring by itself: the master sends its DEL.
+    r.execute_command("SET", "short", "1", "PX", 20)
+    r.execute_command("HSET", "h", "f", "v")
+    r.execute_command("PEXPIRE", "h", 30)
+    deadline = time.monotonic() + 10
+    while r.execute_command("DBSIZE") > 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    r.execute_command("RESTORE", "restored", 0, r1.execute_command("DUMP", "l"))
+    r.execute_command("RESTORE", "restored-ttl", 90000, r1.execute_command("DUMP", "l"))
+    commands = link.commands(r)
+    assert [b"SWAPDB", b"0", b"1"] in commands
+    assert [b"DEL", b"short"] in commands or [b"UNLINK", b"short"] in commands
+    apply_all(applier, commands)
+    ks = applier.keyspace
+    assert ks.db(6).data[b"f"] == b"0.3"
+    assert ks.db(0).data[b"b"] == b"1" and b"b" in ks.db(0).expires
+    assert b"short" not in ks.db(0).data and b"h" not in ks.db(0).data
+    assert ks.db(0).data[b"restored"] == deque([b"y", b"x"])
+    assert_same_dataset(ks, r, dbs=range(8))
+    r.execute_command("FLUSHALL")
+    apply_all(applier, link.commands(r))
+    assert ks.key_count() == 0
+    r1.close()
+    link.close()

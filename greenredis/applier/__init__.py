@@ -80,7 +80,7 @@ class Applier(KeysMixin, StringsMixin, ListsMixin, SetsMixin, HashesMixin, ZSets
         """Apply one propagated command; returns ``[(db, key), ...]`` it changed."""
         try:
             handler = self._handlers[argv[0]]
-        except KeyError:
+        except (KeyError, IndexError):
             handler = self._handlers.get(argv[0].upper()) if argv else None
             if handler is None:
                 raise ApplyError(f"unknown or unsupported command {argv[:1]!r}") from None
