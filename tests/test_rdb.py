@@ -1,0 +1,841 @@
+"""Tests of greenredis.rdb: public fixtures, round trips through a real redis-server,
+incremental feeding, truncation and corruption, DUMP payloads."""
+
+import base64
+import json
+import math
+import os
+import random
+import re
+from collections import deque
+from pathlib import Path
+
+import pytest
+import redis
+
+from greenredis.crc64 import crc64
+from greenredis.keyspace import (Consumer, ConsumerGroup, Keyspace, PendingEntry, Stream,
+                                 StreamID, ZSet)
+from greenredis.rdb import RDBError, RDBParser, decode_dump, load_file
+from greenredis.rdb_encodings import EncodingError, listpack_dict, listpack_entries
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "rdb"
+ALL_RDB = sorted(p.relative_to(FIXTURES).as_posix() for p in FIXTURES.rglob("*.rdb")) \
+    if FIXTURES.is_dir() else []
+
+needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(),
+                                    reason=f"shared RDB fixtures not found at {FIXTURES}")
+
+# Files the MANIFEST marks as broken or unsupported, and the error each must give.
+EXPECTED_ERRORS = {
+    "redis-librdb/future_v19.rdb": "unsupported RDB version 99",
+    "redis-librdb/invalid_chksum_v8.rdb": "checksum mismatch",
+    "redis-librdb/redis_ent_opcode_ram_lru.rdb": "unknown RDB value type 107",
+    "valkey-io-valkey/corrupt_ziplist.rdb": "ziplist",
+    "leonchen83-redis-replicator/module.rdb": r"type 6\)",
+}
+# Synthetic merges by redis-rdb-cli hold the same key twice in a db: redis-server refuses
+# them ("Duplicated key"), so do we, unless asked to let the later record win.
+DUPLICATE_KEY_FILES = {
+    "leonchen83-redis-rdb-cli/rct/all.rdb", "leonchen83-redis-rdb-cli/rdt/12.rdb",
+    "leonchen83-redis-rdb-cli/rdt/34.rdb", "leonchen83-redis-rdb-cli/rdt/89.rdb",
+    "leonchen83-redis-rdb-cli/rdt/dump.rdb", "leonchen83-redis-rdb-cli/rdt/filter.rdb",
+}
+
+
+def parse(data, chunk=None, **kwargs):
+    p = RDBParser(**kwargs)
+    if chunk is None:
+        p.feed(data)
+    else:
+        sizes = chunk if callable(chunk) else (lambda: chunk)
+        i = 0
+        while i < len(data):
+            n = sizes()
+            p.feed(data[i:i + n])
+            i += n
+    return p, p.finish()
+
+
+def fixture(rel):
+    return (FIXTURES / rel).read_bytes()
+
+
+def snapshot(ks):
+    """A comparable plain-data picture of a Keyspace."""
+    out = {}
+    for n, db in ks.dbs.items():
+        data = {}
+        for k, v in db.data.items():
+            data[k] = stream_picture(v) if isinstance(v, Stream) else (type(v).__name__, v)
+        out[n] = (data, dict(db.expires), {k: dict(v) for k, v in db.field_expires.items()})
+    return out, list(ks.functions), dict(ks.aux)
+
+
+def stream_picture(s):
+    groups = {}
+    for name, g in s.groups.items():
+        groups[name] = (g.last_id, g.entries_read,
+                        {i: (e.consumer, e.delivery_time, e.delivery_count)
+                         for i, e in g.pending.items()},
+                        {c.name: (c.seen_time, c.active_time, sorted(c.pending))
+                         for c in g.consumers.values()})
+    return ("stream", list(s.entries.items()), s.last_id, s.first_id, s.max_deleted_id,
+            s.entries_added, groups)
+
+
+# --- text normalisation for expectation files written by other tools ----------------
+
+def same_text(expected, got):
+    """Does the JSON string ``expected`` (from another tool) denote the bytes ``got``?"""
+    if isinstance(expected, dict) and "b64" in expected:
+        return base64.b64decode(expected["b64"]) == got
+    if not isinstance(expected, str):
+        expected = str(expected)
+    if got.decode("utf-8", "replace") == expected or got.decode("latin-1") == expected:
+        return True
+    try:
+        return got.decode("utf-8") == expected
+    except UnicodeDecodeError:
+        # Tools differ in how many U+FFFD they write per invalid sequence.
+        return re.sub("\ufffd+", "?", got.decode("utf-8", "replace")) == \
+            re.sub("\ufffd+", "?", expected)
+
+
+def find_key(db_data, expected_name):
+    for k in db_data:
+        if same_text(expected_name, k):
+            return k
+    raise AssertionError(f"key {expected_name!r} not loaded")
+
+
+def same_score(expected, got):
+    if isinstance(expected, str):
+        expected = float(expected)
+    if math.isnan(got):
+        return math.isnan(expected)
+    return expected == got or math.isclose(expected, got, rel_tol=1e-15)
+
+
+def same_set(expected, got):
+    assert len(expected) == len(got), (len(expected), len(got))
+    remaining = set(got)
+    for e in expected:
+        match = next((g for g in remaining if same_text(e, g)), None)
+        assert match is not None, f"{e!r} not in the loaded set"
+        remaining.discard(match)
+
+
+def same_hash(expected, got):
+    assert len(expected) == len(got)
+    for f, v in expected.items():
+        k = find_key(got, f)
+        assert same_text(v, got[k]), (f, v, got[k])
+
+
+def same_zset(expected, got):
+    """expected: {member: score} in any form."""
+    assert len(expected) == len(got)
+    for m, s in expected.items():
+        k = find_key(got, m)
+        assert same_score(s, got[k]), (m, s, got[k])
+
+
+# --- every fixture ---------------------------------------------------------------------
+
+@needs_fixtures
+def test_fixture_folder_is_complete():
+    assert len(ALL_RDB) >= 140
+    for rel in list(EXPECTED_ERRORS) + list(DUPLICATE_KEY_FILES):
+        assert rel in ALL_RDB, rel
+
+
+@needs_fixtures
+@pytest.mark.parametrize("rel", ALL_RDB)
+def test_fixture(rel):
+    data = fixture(rel)
+    if rel in EXPECTED_ERRORS:
+        with pytest.raises(RDBError, match=EXPECTED_ERRORS[rel]):
+            parse(data)
+        # The same error when fed in pieces (the error is sticky afterwards).
+        p = RDBParser()
+        with pytest.raises(RDBError, match=EXPECTED_ERRORS[rel]):
+            for i in range(0, len(data), 97):
+                p.feed(data[i:i + 97])
+            p.finish()
+        with pytest.raises(RDBError):
+            p.finish()
+        return
+    kwargs = {}
+    if rel in DUPLICATE_KEY_FILES:
+        with pytest.raises(RDBError, match="duplicated key"):
+            parse(data)
+        kwargs["duplicates"] = "replace"
+    p, ks = parse(data, **kwargs)
+    assert p.done and p.version in (*range(1, 13), 80)
+    assert p.bytes_parsed + len(p.trailing) == len(data)
+    if rel in DUPLICATE_KEY_FILES:
+        assert p.duplicates_replaced > 0
+    whole = snapshot(ks)
+    # Incremental feeding gives the very same dataset, whatever the chunking.
+    if len(data) <= 60_000:
+        assert snapshot(parse(data, 1, **kwargs)[1]) == whole
+    rnd = random.Random(rel)
+    assert snapshot(parse(data, lambda: rnd.randint(1, 3000), **kwargs)[1]) == whole
+
+
+@needs_fixtures
+def test_fixture_with_empty_collections_skips_them_like_redis():
+    p, ks = parse(fixture("valkey-io-valkey/corrupt_empty_keys.rdb"))
+    assert ks.key_count() == 0
+    assert p.empty_keys_skipped == 9      # one per record: 8 types, 2 quicklists
+
+
+@needs_fixtures
+def test_fixture_trailing_bytes_are_kept():
+    data = fixture("sripathikrishnan-redis-rdb-tools/redis_40_with_module.rdb")
+    p, ks = parse(data)
+    assert len(p.trailing) == 40
+    assert p.checksum == 0                       # rdbchecksum no
+    assert p.modules_skipped == 1
+
+
+# --- expectation files ------------------------------------------------------------------
+
+GENERATED = ["redis-7.0.15-all-types", "redis-7.0.15-lfu-nocompress-nochecksum",
+             "redis-7.0.15-lru"]
+
+
+def expect_bytes(v):
+    return base64.b64decode(v["b64"]) if isinstance(v, dict) else v.encode()
+
+
+def expect_id(text):
+    ms, seq = text.split("-")
+    return StreamID(int(ms), int(seq))
+
+
+@needs_fixtures
+@pytest.mark.parametrize("name", GENERATED)
+def test_generated_fixture_content(name):
+    expect = json.loads(fixture(f"generated/{name}.json"))
+    p, ks = parse(fixture(f"generated/{name}.rdb"))
+    assert ks.key_count() == len(expect["keys"])
+    for entry in expect["keys"].values():
+        db = ks.dbs[entry["db"]]
+        key = expect_bytes(entry["key"])
+        got = db.data[key]
+        want = entry["value"]
+        assert db.expires.get(key) == entry["expire_ms"], key
+        t = entry["type"]
+        if t == "string":
+            assert got == expect_bytes(want)
+        elif t == "list":
+            assert isinstance(got, deque) and list(got) == [expect_bytes(x) for x in want]
+        elif t == "set":
+            assert isinstance(got, set) and got == {expect_bytes(x) for x in want}
+        elif t == "hash":
+            assert type(got) is dict
+            assert got == {expect_bytes(f): expect_bytes(v) for f, v in want}
+        elif t == "zset":
+            assert isinstance(got, ZSet)
+            assert got.ordered() == [(expect_bytes(m), float(s)) for m, s in want]
+        else:
+            check_stream(got, want)
+    assert sorted(ks.functions) == sorted(f["code"].encode() for f in expect["functions"])
+    assert ks.aux[b"redis-ver"] == b"7.0.15"
+    if "lfu" in name:
+        assert p.checksum == 0
+
+
+def check_stream(got, want):
+    assert isinstance(got, Stream)
+    assert len(got) == want["length"]
+    assert got.last_id == expect_id(want["last_generated_id"])
+    assert got.max_deleted_id == expect_id(want["max_deleted_entry_id"])
+    assert got.entries_added == want["entries_added"]
+    assert got.first_id == expect_id(want["recorded_first_entry_id"])
+    assert list(got.entries.items()) == [
+        (expect_id(i), [(expect_bytes(f), expect_bytes(v)) for f, v in fields])
+        for i, fields in want["entries"]]
+    assert list(got.groups) == [expect_bytes(g["name"]) for g in want["groups"]]
+    for g in want["groups"]:
+        group = got.groups[expect_bytes(g["name"])]
+        assert group.last_id == expect_id(g["last_delivered_id"])
+        assert group.entries_read == (-1 if g["entries_read"] is None else g["entries_read"])
+        assert [(i, e.consumer, e.delivery_time, e.delivery_count)
+                for i, e in group.pending.items()] == [
+            (expect_id(i), expect_bytes(c), t, n) for i, c, t, n in g["pel"]]
+        assert list(group.consumers) == [expect_bytes(c["name"]) for c in g["consumers"]]
+        for c in g["consumers"]:
+            consumer = group.consumers[expect_bytes(c["name"])]
+            assert consumer.seen_time == c["seen_time_ms"]
+            assert consumer.active_time == -1              # RDB v10: not stored
+            assert sorted(consumer.pending) == sorted(expect_id(i) for i, _, _ in c["pel"])
+
+
+@needs_fixtures
+@pytest.mark.parametrize("mode", ["disk", "diskless"])
+def test_generated_fullresync_capture(mode):
+    """The bytes a replica gets after PSYNC: strip the preamble, feed the rest."""
+    raw = fixture(f"generated/redis-7.0.15-all-types.fullresync-{mode}.bin")
+    head_end = raw.index(b"\r\n", raw.index(b"$")) + 2
+    preamble = raw[raw.index(b"$"):head_end]
+    p = RDBParser(on_aux=lambda n, v: None)
+    for i in range(head_end, len(raw), 1000):
+        p.feed(raw[i:i + 1000])
+    ks = p.finish()
+    assert ks.key_count() == 47
+    assert b"repl-id" in ks.aux and b"repl-offset" in ks.aux
+    if mode == "diskless":
+        assert p.trailing == preamble[len(b"$EOF:"):-2]      # the 40-byte EOF mark
+    else:
+        assert int(preamble[1:-2]) == p.bytes_parsed and p.trailing == b""
+
+
+def hdt_files():
+    return sorted(p.stem for p in (FIXTURES / "HDT3213-rdb").glob("*.json")) \
+        if FIXTURES.is_dir() else []
+
+
+@needs_fixtures
+@pytest.mark.parametrize("stem", hdt_files())
+def test_hdt3213_expectations(stem):
+    expect = json.loads(fixture(f"HDT3213-rdb/{stem}.json"))
+    p, ks = parse(fixture(f"HDT3213-rdb/{stem}.rdb"))
+    checked = 0
+    for obj in expect:
+        t = obj["type"]
+        if t == "aux":
+            assert same_text(obj["value"], ks.aux[obj["key"].encode()])
+            continue
+        if t == "functions":
+            assert obj["functionsLua"].encode() in ks.functions
+            continue
+        db = ks.dbs[obj["db"]].data
+        key = find_key(db, obj["key"])
+        got = db[key]
+        if t == "string":
+            assert same_text(obj["value"], got)
+        elif t == "list":
+            assert len(got) == len(obj["values"])
+            assert all(same_text(e, g) for e, g in zip(obj["values"], got))
+        elif t == "set":
+            same_set(obj["members"], got)
+        elif t == "hash":
+            same_hash(obj["hash"], got)
+            fexp = ks.dbs[obj["db"]].field_expires.get(key, {})
+            for f, ms in (obj.get("expire") or {}).items():
+                assert fexp.get(f.encode(), 0) == ms, f
+        elif t == "zset":
+            same_zset({e["member"]: e["score"] for e in obj["entries"]}, got)
+        elif t == "stream":
+            # (len is the stored length; Redis 5.0 RCs could store one that differs)
+            assert str(got.last_id) == obj["lastId"]
+            msgs = [m for node in obj["entries"] for m in node["msgs"] if not m["deleted"]]
+            assert [str(i) for i in got.entries] == [m["id"] for m in msgs]
+            for m in msgs:
+                fields = dict(got.entries[expect_id(m["id"])])
+                same_hash(m["fields"], fields)
+            assert [g.name.decode() for g in got.groups.values()] == \
+                [g["name"] for g in obj.get("groups") or []]
+            for g in obj.get("groups") or []:
+                group = got.groups[g["name"].encode()]
+                assert str(group.last_id) == g["lastId"]
+                assert {str(i): (e.delivery_time, e.delivery_count)
+                        for i, e in group.pending.items()} == \
+                    {e["id"]: (e["deliveryTime"], e["deliveryCount"])
+                     for e in g.get("pending") or []}
+                for c in g.get("consumers") or []:
+                    consumer = group.consumers[c["name"].encode()]
+                    assert consumer.seen_time == c["seenTime"]
+                    assert sorted(str(i) for i in consumer.pending) == sorted(c.get("pending") or [])
+                    if obj.get("version") == 3:    # older types do not store it: -1
+                        assert consumer.active_time == c["activeTime"]
+                    else:
+                        assert consumer.active_time == -1
+        checked += 1
+    assert checked == ks.key_count() or stem == "empty_database"
+
+
+def badboy_files():
+    return sorted(p.stem for p in (FIXTURES / "badboy-rdb-rs" / "json").glob("*.json")) \
+        if FIXTURES.is_dir() else []
+
+
+@needs_fixtures
+@pytest.mark.parametrize("stem", badboy_files())
+def test_badboy_expectations(stem):
+    expect = json.loads(fixture(f"badboy-rdb-rs/json/{stem}.json"))
+    p, ks = parse(fixture(f"badboy-rdb-rs/{stem}.rdb"))
+    dbs = [ks.dbs[n] for n in sorted(ks.dbs) if ks.dbs[n].data]
+    assert len(dbs) == len(expect)
+    for want, db in zip(expect, dbs):
+        assert len(want) == len(db.data)
+        for name, value in want.items():
+            got = db.data[find_key(db.data, name)]
+            if isinstance(got, bytes):
+                assert same_text(value, got)
+            elif isinstance(got, deque):
+                assert len(got) == len(value) and all(map(same_text, value, got))
+            elif isinstance(got, set):
+                same_set(value, got)
+            elif isinstance(got, ZSet):
+                same_zset(value, got)
+            else:
+                same_hash(value, got)
+
+
+LIBRDB_DATA = {
+    "hash_v3": "hash_data", "hash_lp_v11": "hash_lp_v11_data", "hash_zl_v6": "hash_zl_v6_data",
+    "hash_zm_v2": "hash_zm_v2_data", "hash_lp_with_hexpire_v12": "hash_lp_ex_v12_data",
+    "hash_with_expire_v12": "hash_ex_v12_data", "multiple_lists_strings":
+    "multiple_lists_strings_data", "plain_list_v6": "plain_list_v6_data",
+    "plain_set_v6": "plain_set_v6_data", "plain_zset_2_v11": "plain_zset_2_v11_data",
+    "plain_zset_v6": "plain_zset_v6_data", "quicklist": "quicklist_data",
+    "set_is_v11": "set_is_v11_data", "set_lp_v11": "set_lp_v11_data",
+    "single_key": "single_key_data", "quicklist2_v11": "single_list_data",
+    "stream_v11": "stream_data", "ziplist_v3": "ziplist_data", "zset_lp_v11": "zset_lp_v11_data",
+    "zset_zl_v6": "zset_zl_v6_data", "multiple_dbs": "multiple_dbs_data",
+    "string_int_encoded": "string_int_encoded", "set_not_expired_v11": "set_not_expired",
+    "mem_policy_lfu": "mem_policy_lfu", "mem_policy_lru": "mem_policy_lru",
+    "function2": "function2", "cluster_slot_info": "cluster_slot_info",
+}
+
+
+def librdb_json(stem):
+    text = fixture(f"redis-librdb/{stem}.json").decode().strip()
+    if not text.startswith("["):
+        text = "[{" + text.rstrip(",") + "}]"
+    return json.loads(text)
+
+
+@needs_fixtures
+@pytest.mark.parametrize("rdb", sorted(LIBRDB_DATA))
+def test_librdb_expectations(rdb):
+    expect = librdb_json(LIBRDB_DATA[rdb])
+    p, ks = parse(fixture(f"redis-librdb/{rdb}.rdb"))
+    dbs = [ks.dbs[n] for n in sorted(ks.dbs)]
+    assert len([d for d in expect if any(not k.startswith("__") for k in d)]) <= len(dbs)
+    for want, db in zip(expect, dbs):
+        for name, value in want.items():
+            if name == "__aux__":
+                for k, v in value.items():
+                    assert same_text(v, ks.aux[k.encode()])
+                continue
+            if name == "__func__":
+                assert sorted(value.values()) == sorted(f.decode() for f in ks.functions)
+                continue
+            if name.startswith("__"):
+                continue
+            got = db.data[find_key(db.data, name)]
+            if isinstance(got, bytes):
+                assert same_text(value, got)
+            elif isinstance(got, deque):
+                assert len(got) == len(value) and all(map(same_text, value, got))
+            elif isinstance(got, set):
+                same_set(value, got)
+            elif isinstance(got, ZSet):
+                same_zset(value, got)
+            elif isinstance(got, Stream):
+                assert [e["id"] for e in value["entries"]] == [str(i) for i in got.entries]
+                for e in value["entries"]:
+                    same_hash(e["items"], dict(got.entries[expect_id(e["id"])]))
+            else:
+                same_hash(value, got)
+    if rdb == "cluster_slot_info":
+        assert p.slot_info
+
+
+@needs_fixtures
+def test_redis_rdb_cli_type_counts():
+    counts = {"string": 0, "list": 0, "set": 0, "sortedset": 0, "hash": 0, "stream": 0,
+              "module": 0}
+    names = {bytes: "string", deque: "list", set: "set", ZSet: "sortedset", dict: "hash",
+             Stream: "stream"}
+    p = RDBParser(store=False, duplicates="replace",
+                  on_key=lambda db, k, v, e: counts.__setitem__(names[type(v)],
+                                                                counts[names[type(v)]] + 1),
+                  on_module=lambda db, k, name: counts.__setitem__("module",
+                                                                   counts["module"] + 1))
+    p.feed(fixture("leonchen83-redis-rdb-cli/rct/all.rdb"))
+    p.finish()
+    header, values = fixture("leonchen83-redis-rdb-cli/rct/all.rdb.count").decode().split()[:2]
+    want = dict(zip(header.split(","), map(int, values.split(","))))
+    assert counts == {k: want[k] for k in counts}
+    assert sum(counts.values()) == want["summary"]
+
+
+@needs_fixtures
+def test_hash_field_expiry_fixtures():
+    _, ks = parse(fixture("HDT3213-rdb/valkey_hash2_with_hfe.rdb"))
+    assert ks.dbs[0].field_expires[b"hash2-hfe"] == {b"F1": 2715785640000, b"F2": 2400425640000}
+    assert ks.dbs[0].data[b"hash2-hfe"] == {b"F1": b"V1", b"F2": b"V2", b"F3": b"V3"}
+    _, ks = parse(fixture("HDT3213-rdb/hash_with_hfe.rdb"))
+    assert ks.dbs[0].field_expires[b"hash-hfe"] == {
+        b"F1": 2755482424661, b"F2": 2755483429282, b"F3": 2755484433842}
+    for rel in ("redis-librdb/hash_lp_with_hexpire_v12.rdb",
+                "redis-librdb/hash_with_expire_v12.rdb",
+                "leonchen83-redis-replicator/dump-ttlhash.rdb"):
+        _, ks = parse(fixture(rel))
+        assert ks.dbs[0].field_expires, rel
+        for key, fexp in ks.dbs[0].field_expires.items():
+            assert set(fexp) <= set(ks.dbs[0].data[key])
+            assert all(ms > 1_600_000_000_000 for ms in fexp.values())
+
+
+@needs_fixtures
+def test_modules_functions_and_opcodes():
+    seen = []
+    p, ks = parse(fixture("redis-librdb/module.rdb"),
+                  on_module=lambda db, key, name: seen.append((db, key, name)))
+    assert seen == [(0, b"key1", "test__rdb")] and p.modules_skipped == 1
+    assert ks.key_count() == 0
+    seen.clear()
+    p, ks = parse(fixture("redis-librdb/module_aux.rdb"),
+                  on_module=lambda db, key, name: seen.append((key, name)))
+    assert (None, "test__rdb") in seen and ks.key_count() == 1
+    # 7.0 release-candidate functions become loadable 7.0 GA library sources.
+    _, ks = parse(fixture("leonchen83-redis-replicator/function.rdb"))
+    assert [f.split(b"\n")[0] for f in ks.functions] == [b"#!lua name=lib2", b"#!lua name=lib1"]
+    assert b"register_function" in ks.functions[0]
+    for rel, attr in (("redis-librdb/mem_policy_lru.rdb", "idle"),
+                      ("redis-librdb/mem_policy_lfu.rdb", "freq")):
+        meta = []
+        p = RDBParser(on_key=lambda db, k, v, e: meta.append((p.idle, p.freq)))
+        p.feed(fixture(rel))
+        p.finish()
+        assert meta and all((m[0] if attr == "idle" else m[1]) is not None for m in meta)
+        assert p.idle is None and p.freq is None
+    p, _ = parse(fixture("leonchen83-redis-replicator/dump-slot.rdb"))
+    assert p.slot_info
+
+
+# --- hand-made files: what no fixture covers -------------------------------------------
+
+def rdb_bytes(version, body, checksum=True):
+    head = b"REDIS%04d" % version
+    data = head + body + b"\xff"
+    if version >= 5:
+        data += crc64(data).to_bytes(8, "little") if checksum else bytes(8)
+    return data
+
+
+def s(b):
+    assert len(b) < 64
+    return bytes([len(b)]) + b
+
+
+def test_rdb_version_1_and_expiry_in_seconds():
+    body = b"\xfe\x00" + b"\x00" + s(b"k") + s(b"v") + \
+        b"\xfd" + (2_000_000_000).to_bytes(4, "little") + b"\x00" + s(b"t") + s(b"x")
+    for version in (1, 4, 6):
+        _, ks = parse(rdb_bytes(version, body))
+        assert ks.dbs[0].data == {b"k": b"v", b"t": b"x"}
+        assert ks.dbs[0].expires == {b"t": 2_000_000_000_000}
+
+
+def test_int_and_lzf_strings():
+    import lzf
+    raw = b"abcabcabcabcabcabcabcabcabcabc" * 5
+    comp = lzf.compress(raw)
+    body = (b"\xfe\x00"
+            + b"\x00" + s(b"i8") + b"\xc0\x85"                       # -123
+            + b"\x00" + s(b"i16") + b"\xc1" + (-30000).to_bytes(2, "little", signed=True)
+            + b"\x00" + s(b"i32") + b"\xc2" + (2**31 - 1).to_bytes(4, "little", signed=True)
+            + b"\x00" + b"\xc0\x07" + s(b"int key")
+            + b"\x00" + s(b"lzf") + b"\xc3" + bytes([len(comp)]) + b"\x40" + bytes([len(raw)])
+            + comp)
+    _, ks = parse(rdb_bytes(9, body))
+    assert ks.dbs[0].data == {b"i8": b"-123", b"i16": b"-30000", b"i32": b"2147483647",
+                              b"7": b"int key", b"lzf": raw}
+
+
+def test_bad_inputs_give_clear_errors():
+    with pytest.raises(RDBError, match="not an RDB file"):
+        RDBParser().feed(b"HELLO0009\xff")
+    with pytest.raises(RDBError, match="unknown RDB opcode 243"):
+        parse(rdb_bytes(9, b"\xf3\x00"))
+    with pytest.raises(RDBError, match="unknown RDB value type 8"):
+        parse(rdb_bytes(9, b"\x08" + s(b"k")))
+    with pytest.raises(RDBError, match="bad length encoding"):
+        parse(rdb_bytes(9, b"\x01" + s(b"k") + b"\x82"))
+    with pytest.raises(RDBError, match=r"record at byte 9, key b'k'"):
+        parse(rdb_bytes(9, b"\x0d" + s(b"k") + s(b"not a ziplist")))
+    with pytest.raises(RDBError, match="duplicate"):
+        parse(rdb_bytes(9, b"\x02" + s(b"k") + b"\x02" + s(b"a") + s(b"a")))
+    with pytest.raises(RDBError, match="truncated"):
+        RDBParser().finish()
+    p = RDBParser()
+    p.feed(rdb_bytes(9, b"") + b"more")
+    assert p.done and p.trailing == b"more"
+    p.feed(b"!")
+    assert p.trailing == b"more!"
+    with pytest.raises(EncodingError):
+        listpack_entries(b"\x07\x00\x00\x00\x01\x00\xff")
+    assert listpack_dict(b"\x07\x00\x00\x00\x00\x00\xff") == {}
+
+
+# --- round trips through a real redis-server -------------------------------------------
+
+def fill_everything(r):
+    """Every type and encoding redis-server 7.0 writes, small and large."""
+    r.config_set("list-compress-depth", "1")
+    r.set("str:short", "hello")
+    r.set("str:int8", "12")
+    r.set("str:int16", "-1234")
+    r.set("str:int32", "2147483647")
+    r.set("str:int64", "9223372036854775807")
+    r.set("str:lzf", "compress me " * 100)
+    r.set("str:big", os.urandom(100_000))
+    r.set("str:empty", "")
+    r.set(b"bin\x00\xff", b"\r\n\x00")
+    r.rpush("list:small", "a", "b", 1, -2, 300000, "x" * 70)
+    r.rpush("list:big", *[f"element-{i}" for i in range(5000)])
+    r.rpush("list:compressed", *[f"compressible-{i:06d}-" + "z" * 60 for i in range(3000)])
+    r.execute_command("DEBUG", "QUICKLIST-PACKED-THRESHOLD", "100")
+    r.rpush("list:plain", "small", "P" * 500, "tail")
+    r.execute_command("DEBUG", "QUICKLIST-PACKED-THRESHOLD", str(1 << 30))
+    r.sadd("set:intset", 1, 2, 3, -70000, 5_000_000_000)
+    r.sadd("set:ints", *range(1000))
+    r.sadd("set:strings", "a", "b", "c")
+    r.sadd("set:big", *[f"m{i}" for i in range(1000)])
+    r.hset("hash:small", mapping={"f1": "v1", "n": 42, "neg": -7, "e": ""})
+    r.hset("hash:big", mapping={f"field-{i}": f"value-{i}" for i in range(1000)})
+    r.hset("hash:longvalue", mapping={"a": "1", "long": "L" * 100})
+    r.zadd("zset:small", {"a": 1, "b": 2.5, "c": -3.25, "inf": float("inf"),
+                          "ninf": float("-inf"), "tiny": 1e-300, "third": 1 / 3})
+    r.zadd("zset:big", {f"m{i}": i / 7 for i in range(1000)})
+    r.zadd("zset:big", {"top": float("inf"), "bottom": float("-inf")})
+    for i in range(1, 40):
+        r.xadd("stream:s", {"i": i, "payload": "p" * (i % 7)}, id=f"1700000000000-{i}")
+    r.xadd("stream:s", {"other": "fields", "here": "x"}, id="1700000000001-0")
+    r.xdel("stream:s", "1700000000000-5")
+    r.xgroup_create("stream:s", "g1", id="0")
+    r.xgroup_create("stream:s", "g2", id="$")
+    r.xreadgroup("g1", "alice", {"stream:s": ">"}, count=5)
+    r.xreadgroup("g1", "bob", {"stream:s": ">"}, count=3)
+    r.xack("stream:s", "g1", "1700000000000-2")
+    r.xclaim("stream:s", "g1", "bob", 0, ["1700000000000-3"])
+    r.execute_command("XGROUP", "CREATECONSUMER", "stream:s", "g1", "carol")
+    r.xadd("stream:empty", {"a": 1}, id="5-1")
+    r.xdel("stream:empty", "5-1")
+    r.set("ttl:string", "v", pxat=4102444800123)
+    r.rpush("ttl:list", "x")
+    r.pexpireat("ttl:list", 4133980800456)
+    r.select(3)
+    r.set("db3:key", "three")
+    r.hset("db3:hash", "f", "v")
+    r.select(15)
+    r.sadd("db15:set", "z")
+    r.select(0)
+
+
+def read_back(r):
+    """The server's content in the Keyspace model, read with redis-py."""
+    ks = Keyspace()
+    for dbnum in range(16):
+        r.select(dbnum)
+        for key in r.scan_iter(count=1000):
+            t = r.type(key).decode()
+            if t == "string":
+                v = r.get(key)
+            elif t == "list":
+                v = deque(r.lrange(key, 0, -1))
+            elif t == "set":
+                v = set(r.smembers(key))
+            elif t == "hash":
+                v = r.hgetall(key)
+            elif t == "zset":
+                v = ZSet(r.zrange(key, 0, -1, withscores=True))
+            else:
+                v = read_stream(r, key)
+            db = ks.db(dbnum)
+            db.data[key] = v
+            ms = r.pexpiretime(key)
+            if ms > 0:
+                db.expires[key] = ms
+    r.select(0)
+    return ks
+
+
+def read_stream(r, key):
+    s = Stream()
+    for sid, fields in r.xrange(key):
+        s.entries[expect_id(sid.decode())] = list(fields.items())
+    info = r.execute_command("XINFO", "STREAM", key, "FULL", "COUNT", 0)
+    s.last_id = expect_id(info[b"last-generated-id"].decode())
+    s.max_deleted_id = expect_id(info[b"max-deleted-entry-id"].decode())
+    s.entries_added = info[b"entries-added"]
+    s.first_id = expect_id(info[b"recorded-first-entry-id"].decode())
+    for g in info[b"groups"]:
+        group = ConsumerGroup(g[b"name"], expect_id(g[b"last-delivered-id"].decode()),
+                              -1 if g[b"entries-read"] is None else g[b"entries-read"])
+        for sid, consumer, t, n in g[b"pending"]:
+            group.pending[expect_id(sid.decode())] = PendingEntry(consumer, t, n)
+        for c in g[b"consumers"]:
+            group.consumers[c[b"name"]] = Consumer(
+                c[b"name"], c[b"seen-time"], -1, {expect_id(p[0].decode()) for p in c[b"pending"]})
+        s.groups[g[b"name"]] = group
+    return s
+
+
+@pytest.fixture(scope="module")
+def saved_dump():
+    """A redis-server filled with every type, its dump.rdb and what redis-py reads back."""
+    from greenredis.server import RedisServer
+    with RedisServer(debug=True, persist=True) as server:
+        r = redis.Redis(port=server.port)
+        fill_everything(r)
+        dumps = {}
+        for key in [b"str:short", b"str:int8", b"str:lzf", b"str:big", b"list:small",
+                    b"list:big", b"list:compressed", b"list:plain", b"set:intset",
+                    b"set:ints", b"set:strings", b"hash:small", b"hash:big", b"zset:small",
+                    b"zset:big", b"stream:s", b"stream:empty"]:
+            dumps[key] = r.dump(key)
+        expected = read_back(r)
+        r.save()
+        data = Path(server.dir, "dump.rdb").read_bytes()
+        r.close()
+    return data, expected, dumps
+
+
+def test_round_trip_every_type(saved_dump):
+    data, expected, _ = saved_dump
+    p, ks = parse(data)
+    assert p.version == 10 and p.checksum != 0
+    assert sorted(ks.dbs) == sorted(expected.dbs)
+    for n, want in expected.dbs.items():
+        got = ks.dbs[n]
+        assert set(got.data) == set(want.data)
+        for key, value in want.data.items():
+            if isinstance(value, Stream):
+                assert stream_picture(got.data[key]) == stream_picture(value), key
+            else:
+                assert type(got.data[key]) is type(value), key
+                assert got.data[key] == value, key
+        assert got.expires == want.expires
+    assert ks.dbs[0].data[b"zset:small"].ordered()[0] == (b"ninf", float("-inf"))
+    assert ks.dbs[0].data[b"stream:s"].groups[b"g1"].consumers[b"bob"].pending
+
+
+def test_round_trip_incremental_feeding(saved_dump):
+    data, _, _ = saved_dump
+    whole = snapshot(parse(data)[1])
+    rnd = random.Random(7)
+    assert snapshot(parse(data, lambda: rnd.randint(1, 200))[1]) == whole
+    assert snapshot(parse(data, 64 * 1024)[1]) == whole
+    # One byte at a time, over the part of the file with the big collections.
+    p = RDBParser()
+    for i in range(len(data)):
+        p.feed(data[i:i + 1])
+    assert snapshot(p.finish()) == whole
+
+
+def test_truncation_at_many_offsets_is_an_error(saved_dump):
+    data, _, _ = saved_dump
+    rnd = random.Random(3)
+    offsets = set(range(0, 40)) | {len(data) - k for k in range(1, 20)} | \
+        {rnd.randrange(len(data)) for _ in range(120)}
+    for cut in sorted(offsets):
+        p = RDBParser()
+        p.feed(data[:cut])           # a prefix is never an error by itself
+        assert not p.done
+        with pytest.raises(RDBError, match="truncated"):
+            p.finish()
+        assert p.bytes_parsed <= cut
+
+
+def test_flipped_byte_fails_the_checksum(saved_dump):
+    data, expected, _ = saved_dump
+    # A byte inside a string value: the structure stays valid, only the CRC catches it.
+    at = data.index(b"hello") + 1
+    bad = bytearray(data)
+    bad[at] ^= 0x20
+    with pytest.raises(RDBError, match="checksum mismatch"):
+        parse(bytes(bad), 4096)
+    # Anywhere else: always an RDBError, never a wrong dataset or another exception.
+    rnd = random.Random(5)
+    for _ in range(60):
+        bad = bytearray(data)
+        bad[rnd.randrange(9, len(data))] ^= 1 << rnd.randrange(8)
+        with pytest.raises(RDBError):
+            parse(bytes(bad))
+
+
+def test_decode_dump_of_every_type(saved_dump):
+    _, expected, dumps = saved_dump
+    for key, payload in dumps.items():
+        value = decode_dump(payload)
+        want = expected.dbs[0].data[key]
+        if isinstance(want, Stream):
+            assert stream_picture(value) == stream_picture(want)
+        else:
+            assert type(value) is type(want) and value == want, key
+    payload = bytearray(dumps[b"hash:small"])
+    payload[3] ^= 0xFF
+    with pytest.raises(RDBError, match="checksum"):
+        decode_dump(bytes(payload))
+    with pytest.raises(RDBError, match="too short"):
+        decode_dump(b"\x00\x01")
+    with pytest.raises(RDBError, match="truncated"):
+        body = b"\x00\x05ab"
+        decode_dump(body + b"\x0a\x00" + crc64(body + b"\x0a\x00").to_bytes(8, "little"))
+
+
+def test_on_key_callback_and_store_false(saved_dump):
+    data, expected, _ = saved_dump
+    seen = {}
+    p = RDBParser(store=False, on_key=lambda db, k, v, e: seen.__setitem__((db, k), (v, e)))
+    for i in range(0, len(data), 5000):
+        p.feed(data[i:i + 5000])
+    ks = p.finish()
+    assert ks.key_count() == 0
+    assert p.keys_loaded == len(seen) == expected.key_count()
+    assert seen[(0, b"ttl:string")] == (b"v", 4102444800123)
+    assert seen[(3, b"db3:key")] == (b"three", None)
+
+
+def test_load_file_and_huge_values(tmp_path):
+    """A big hashtable set and a big string in tiny chunks: resumed, not restarted."""
+    members = [b"member-%06d" % i for i in range(20000)]
+    body = b"\xfe\x00\x02" + s(b"bigset") + b"\x80" + len(members).to_bytes(4, "big")
+    body += b"".join(s(m) for m in members)
+    big = os.urandom(300_000)
+    body += b"\x00" + s(b"bigstr") + b"\x80" + len(big).to_bytes(4, "big") + big
+    data = rdb_bytes(9, body)
+    p = RDBParser()
+    calls = 0
+    for i in range(0, len(data), 50):
+        p.feed(data[i:i + 50])
+        calls += 1
+    ks = p.finish()
+    assert ks.dbs[0].data[b"bigset"] == set(members)
+    assert ks.dbs[0].data[b"bigstr"] == big
+    path = tmp_path / "x.rdb"
+    path.write_bytes(data)
+    assert load_file(path).dbs[0].data[b"bigstr"] == big
+
+
+def test_resume_is_linear_in_the_size_of_a_big_collection(monkeypatch):
+    """Feeding a 20000-member set in 64-byte chunks decodes each member once (plus the
+    few that straddle a chunk boundary), not once per chunk."""
+    import greenredis.rdb as rdb
+    members = [b"m%05d" % i for i in range(20000)]
+    body = b"\xfe\x00\x02" + s(b"k") + b"\x80" + len(members).to_bytes(4, "big")
+    body += b"".join(s(m) for m in members)
+    data = rdb_bytes(9, body)
+    steps = 0
+    real = rdb._step_set
+
+    def counting(st, buf, i):
+        nonlocal steps
+        steps += 1
+        return real(st, buf, i)
+
+    monkeypatch.setattr(rdb, "_step_set", counting)
+    p = RDBParser()
+    for i in range(0, len(data), 64):
+        p.feed(data[i:i + 64])
+    assert len(p.finish().dbs[0].data[b"k"]) == 20000
+    assert steps < 20000 + len(data) // 64 + 10
