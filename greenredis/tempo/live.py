@@ -157,6 +157,7 @@ class Live:
     # -- one websocket -----------------------------------------------------
     def reject(self, ws, code, message=None):
         """Refuse a websocket: one error message, then close 1008 (policy)."""
+        ws = CappedWebSocket.wrap(ws, self.max_message)
         try:
             ws.send("[" + dumps({"type": "error", "error": code,
                                  "message": message or ERRORS[code]}) + "]")

@@ -1,7 +1,8 @@
 """A small wrapper over gevent-websocket's ``WebSocket`` for Tempo's needs.
 
-gevent-websocket reads a message of any size into memory and answers pings and
-close frames from the reading greenlet. ``CappedWebSocket`` fixes both: a message
+gevent-websocket reads a message of any size into memory, answers pings and
+close frames from the reading greenlet, and leaves the status code out of the
+close frames it sends. ``CappedWebSocket`` fixes all three: a message
 over ``max_size`` is read and discarded in chunks and raises ``MessageTooLarge``
 (the connection stays usable), and pongs and the close reply are handed to
 ``on_control`` so that the socket's one writer greenlet sends them.
@@ -126,6 +127,21 @@ class CappedWebSocket(WebSocket):
             self.on_control(opcode, payload)
         else:
             self.send_frame(payload, opcode)
+
+    def close(self, code=1000, message=b""):
+        """Send a close frame carrying ``code`` (gevent-websocket's ``close`` drops
+        the code and sends only the message) and mark the socket closed."""
+        if self.closed:
+            return
+        reason = message.encode() if isinstance(message, str) else bytes(message or b"")
+        try:
+            self.send_frame(code.to_bytes(2, "big") + reason[:123], self.OPCODE_CLOSE)
+        except (WebSocketError, socket.error, AttributeError, TypeError):
+            pass  # the peer is gone; closing anyway
+        finally:
+            self.closed = True
+            self.stream = self.raw_write = self.raw_read = None
+            self.environ = None
 
     def receive(self):
         """Like ``WebSocket.receive`` but lets ``MessageTooLarge`` through and never
