@@ -280,6 +280,28 @@ def test_failed_exec_rolls_everything_back(ap):
     assert ap.keyspace.db(0).data[b"ok"] == b"1"
 
 
+def test_refused_command_inside_multi_aborts_the_transaction(ap):
+    lib = b"#!lua name=l1\nredis.register_function('f', function() return 1 end)"
+    run(ap, "MULTI")
+    run(ap, "SET", "a", "1")
+    run(ap, "FUNCTION", "LOAD", lib)
+    with pytest.raises(ApplyError):
+        run(ap, "NOSUCHCMD", "x")
+    with pytest.raises(ApplyError):
+        run(ap, "EXEC")
+    assert data(ap) == {} and ap.keyspace.functions == []
+    run(ap, "MULTI")
+    run(ap, "FUNCTION", "LOAD", lib)
+    run(ap, "INCR", "a")
+    run(ap, "PFADD", "a", "x")  # known, refused when run
+    with pytest.raises(ApplyError):
+        run(ap, "EXEC")
+    assert data(ap) == {} and ap.keyspace.functions == []  # rolled back, functions too
+    run(ap, "MULTI")
+    run(ap, "SET", "a", "1")
+    assert run(ap, "EXEC") == [(0, b"a")]
+
+
 def test_transaction_errors(ap):
     with pytest.raises(ApplyError):
         run(ap, "EXEC")
@@ -455,6 +477,9 @@ def test_stream_groups_as_propagated(ap):
     run(ap, "XCLAIM", "x", "g", "c2", 0, "2-0", "JUSTID")  # a claim moves ownership
     assert g.pending[StreamID(2, 0)].consumer == b"c2" and g.consumers[b"c1"].pending == set()
     assert g.pending[StreamID(2, 0)].delivery_count == 1  # JUSTID does not count a delivery
+    run(ap, "XCLAIM", "x", "g", "c1", 0, "3-0", "FORCE", "JUSTID")
+    assert g.pending[StreamID(3, 0)].delivery_count == 1  # a new PEL entry starts at 1
+    run(ap, "XACK", "x", "g", "3-0")
     run(ap, "XDEL", "x", "1-0")
     run(ap, "XCLAIM", "x", "g", "c3", 0, "1-0", "FORCE", "JUSTID")  # deleted entry: PEL entry dropped
     assert list(g.pending) == [StreamID(2, 0)] and b"c3" not in g.consumers

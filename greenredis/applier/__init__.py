@@ -39,6 +39,7 @@ class Applier(KeysMixin, StringsMixin, ListsMixin, SetsMixin, HashesMixin, ZSets
         self.keyspace = keyspace if keyspace is not None else Keyspace()
         self.applied = 0
         self._queue = None  # list of (handler, argv) between MULTI and EXEC
+        self._aborted = False  # a command of the open transaction was refused
         self._handlers = {}
         for name in dir(type(self)):
             if name.startswith("cmd_"):
@@ -46,6 +47,7 @@ class Applier(KeysMixin, StringsMixin, ListsMixin, SetsMixin, HashesMixin, ZSets
                 command = name[4:].encode()
                 self._handlers[command.upper()] = handler
                 self._handlers[command] = handler  # most masters send upper case; lower is cheap too
+        self._handlers[b"RESTORE-ASKING"] = self.cmd_restore  # cluster slot migration
         for command in (b"MULTI", b"EXEC", b"DISCARD"):
             self._handlers[command] = self._handlers[command.lower()] = getattr(
                 self, "_" + command.lower().decode())
@@ -55,6 +57,7 @@ class Applier(KeysMixin, StringsMixin, ListsMixin, SetsMixin, HashesMixin, ZSets
         """Start over on ``keyspace`` (after a full resync): db 0, no open transaction."""
         self.keyspace = keyspace if keyspace is not None else Keyspace()
         self._queue = None
+        self._aborted = False
         self.select(0)
 
     @property
@@ -83,6 +86,8 @@ class Applier(KeysMixin, StringsMixin, ListsMixin, SetsMixin, HashesMixin, ZSets
         except (KeyError, IndexError):
             handler = self._handlers.get(argv[0].upper()) if argv else None
             if handler is None:
+                if self._queue is not None:
+                    self._aborted = True  # the whole transaction cannot be applied
                 raise ApplyError(f"unknown or unsupported command {argv[:1]!r}") from None
         if self._queue is not None and handler.__name__ not in ("_exec", "_discard", "_multi"):
             self._queue.append((handler, argv))
@@ -104,12 +109,14 @@ class Applier(KeysMixin, StringsMixin, ListsMixin, SetsMixin, HashesMixin, ZSets
         if self._queue is not None:
             raise ApplyError("MULTI calls can not be nested")
         self._queue = []
+        self._aborted = False
         return []
 
     def _discard(self, argv):
         if self._queue is None:
             raise ApplyError("DISCARD without MULTI")
         self._queue = None
+        self._aborted = False
         return []
 
     def _exec(self, argv):
@@ -118,6 +125,9 @@ class Applier(KeysMixin, StringsMixin, ListsMixin, SetsMixin, HashesMixin, ZSets
         if queue is None:
             raise ApplyError("EXEC without MULTI")
         self._queue = None
+        if self._aborted:
+            self._aborted = False
+            raise ApplyError("EXEC of a transaction with a command that cannot be applied")
         undo = _Snapshot(self, queue)
         touched = []
         try:
@@ -142,6 +152,7 @@ class _Snapshot:
         ks = applier.keyspace
         self.dbs = dict(ks.dbs)
         self.dicts = {n: (d.data, d.expires, d.field_expires) for n, d in ks.dbs.items()}
+        self.functions = list(ks.functions)
         self.saved = []
         names = {arg for _, args in queue for arg in args[1:]}
         for data, expires, fexp in self.dicts.values():
@@ -156,6 +167,7 @@ class _Snapshot:
         ks = self.applier.keyspace
         ks.dbs.clear()
         ks.dbs.update(self.dbs)
+        ks.functions[:] = self.functions
         for n, (data, expires, fexp) in self.dicts.items():
             db = ks.dbs[n]
             db.data, db.expires, db.field_expires = data, expires, fexp

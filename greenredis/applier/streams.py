@@ -351,7 +351,7 @@ class StreamsMixin(Core):
             if nack is None:
                 if not force:
                     continue
-                nack = PendingEntry(None, now, 0)
+                nack = PendingEntry(None, now, 1)  # as Redis creates one; updated below
                 in_order = not pending or next(reversed(pending)) < sid
                 pending[sid] = nack
                 if not in_order:
