@@ -536,3 +536,27 @@ def test_apply_into_a_given_keyspace():
     assert ks.db(0).data[b"pre"] == b"loaded+more"
     ap.reset(Keyspace())
     assert ap.keyspace is not ks and ap.db == 0
+
+
+def test_sort_store_weights_read_like_strtod(ap, redis_server):
+    r = raw_client(redis_server.port)
+    setup = [["RPUSH", "l", "a", "b", "c", "d", "e", "f", "g"],
+             ["SET", "w:a", ""], ["SET", "w:b", b"7\x00junk"], ["SET", "w:c", "  2.5"], ["SET", "w:d", "0x10"],
+             ["SET", "w:e", "-inf"], ["HSET", "h:a", "n", "3"], ["HSET", "h:b", "n", "1e1"]]
+    for argv in setup:
+        r.execute_command(*argv)
+        run(ap, *argv)
+    for by in ("w:*", "h:*->n", "nosuch:*"):
+        for extra in ([], ["DESC"], ["LIMIT", 1, 3], ["GET", "#", "GET", "w:*", "GET", "h:*->n"]):
+            argv = ["SORT", "l", "BY", by, *extra, "STORE", f"out:{by}:{len(extra)}"]
+            r.execute_command(*argv)
+            run(ap, *argv)
+    assert_same_dataset(ap.keyspace, r, dbs=[0])
+    for bad in ("abc", "1 ", "nan", "1_0"):
+        r.execute_command("SET", "w:a", bad)
+        run(ap, "SET", "w:a", bad)
+        with pytest.raises(Exception):
+            r.execute_command("SORT", "l", "BY", "w:*", "STORE", "bad")
+        with pytest.raises(ApplyError):
+            run(ap, "SORT", "l", "BY", "w:*", "STORE", "bad")
+    r.close()

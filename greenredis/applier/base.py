@@ -45,6 +45,8 @@ def parse_float(arg, what="value"):
         x = float(arg)
     except ValueError:
         try:
+            if arg.lstrip(b"+-")[:2] not in (b"0x", b"0X"):
+                raise ValueError(arg)
             x = float.fromhex(arg.decode())
         except (ValueError, UnicodeDecodeError):
             raise ApplyError(f"{what} is not a valid float: {arg!r}") from None

@@ -113,15 +113,7 @@ class SortMixin(Core):
             scored = []
             for member in items:
                 weight = self._by_pattern(by, member) if by else member
-                if weight is None:
-                    score = 0.0
-                else:
-                    try:
-                        score = float(weight)
-                    except ValueError:
-                        raise ApplyError("One or more scores can't be converted into double") from None
-                    if score != score:
-                        raise ApplyError("One or more scores can't be converted into double")
+                score = 0.0 if weight is None else _strtod(weight)
                 scored.append((score, member))
 
             def cmp(a, b):
@@ -140,3 +132,28 @@ class SortMixin(Core):
                 return sign * c
             return [m for _, m in sorted(keyed, key=functools.cmp_to_key(cmp))]
         return sorted(items, reverse=desc)
+
+
+_C_SPACE = b" \t\n\v\f\r"
+
+
+def _strtod(value):
+    """A SORT weight as Redis reads it: C strtod over the whole C string (up to a NUL)."""
+    text = value.split(b"\0", 1)[0]
+    if not text:
+        return 0.0  # strtod converts nothing and stops at the terminator: accepted as 0
+    body = text.lstrip(_C_SPACE)
+    try:
+        if not body or body[-1:] in _C_SPACE or b"_" in body:
+            raise ValueError(text)
+        try:
+            score = float(body)
+        except ValueError:
+            if body.lstrip(b"+-")[:2] not in (b"0x", b"0X"):
+                raise
+            score = float.fromhex(body.decode("ascii"))
+    except (ValueError, UnicodeDecodeError):
+        raise ApplyError("One or more scores can't be converted into double") from None
+    if score != score:
+        raise ApplyError("One or more scores can't be converted into double")
+    return score
