@@ -16,9 +16,14 @@ Usage::
     keyspace = p.finish()         # raises RDBError unless the end was seen and verified
 
 The parser keeps at most one incomplete record buffered. A record that does not fit
-yet is re-parsed only once the bytes it is known to need have arrived, and the big
-hashtable-encoded collections resume element by element, so loading stays linear
-in the size of the file however it is chunked.
+yet is re-parsed only once the bytes it is known to need have arrived, and big
+collections (hashtable/quicklist encodings, streams down to each PEL entry) resume
+element by element, so loading stays linear in the size of the file however it is
+chunked. (A module value is the one record parsed as a whole.)
+
+Module values cannot be represented without their module: they are skipped, counted
+and reported to ``on_module``. The pre-GA module format of Redis 4.0 RCs (type 6) cannot
+even be skipped and is an RDBError, as it is for redis-server without the module.
 """
 
 import struct
@@ -51,6 +56,14 @@ class _Incomplete(Exception):
     def __init__(self, need, resume=None):
         self.need = need
         self.resume = resume
+
+
+class _CallbackFailed(Exception):
+    """Internal: a user callback raised; carries its exception out of the parse loop
+    (where an IndexError would otherwise read as "need more bytes")."""
+
+    def __init__(self, exc):
+        self.exc = exc
 
 
 class _Bad(Exception):
@@ -215,8 +228,7 @@ def _skip_module_payload(buf, i):
 class _Partial:
     """A collection being loaded element by element (so a huge one can resume)."""
 
-    __slots__ = ("key", "remaining", "count", "value", "step", "tail", "fexp", "extra",
-                 "unique")
+    __slots__ = ("key", "remaining", "count", "value", "step", "fexp", "extra", "unique")
 
     def __init__(self, count, value, step, unique=False):
         self.key = None
@@ -224,7 +236,6 @@ class _Partial:
         self.count = count
         self.value = value
         self.step = step
-        self.tail = None     # (parser, st, buf, i) -> i: fixed part after the elements
         self.fexp = None     # hash field expiry: field -> ms
         self.extra = None
         self.unique = unique  # elements must be distinct (hashtable encodings)
@@ -316,13 +327,107 @@ def _step_quicklist2(st, buf, i):
     return i
 
 
-def _step_stream_listpack(st, buf, i):
-    master, i = _rstr(buf, i)
-    lp, i = _rstr(buf, i)
-    if len(master) != 16:
-        raise _Bad(f"stream node key of {len(master)} bytes (expected 16)")
-    _decode_stream_listpack(st.value.entries, int.from_bytes(master[:8], "big"),
-                            int.from_bytes(master[8:], "big"), listpack_entries(lp))
+class _StreamLoad:
+    """Where a stream load stands: a stack of [unit kind, units left], and the group and
+    consumer being filled. Each unit is small, so a stream with huge listpacks, groups or
+    PELs resumes where the bytes ran out instead of starting over."""
+
+    __slots__ = ("rdbtype", "todo", "group", "consumer")
+
+    def __init__(self, rdbtype, listpacks):
+        self.rdbtype = rdbtype
+        self.todo = [["meta", 1]]
+        if listpacks:
+            self.todo.append(["listpack", listpacks])
+        self.group = None
+        self.consumer = None
+
+
+def _step_stream(st, buf, i):
+    """Load one unit of a stream. Reads everything first, then changes state, so an
+    incomplete unit leaves no trace."""
+    load = st.extra
+    todo = load.todo
+    top = todo[-1]
+    kind = top[0]
+    s = st.value
+    push = None
+    if kind == "listpack":
+        master, i = _rstr(buf, i)
+        lp, i = _rstr(buf, i)
+        if len(master) != 16:
+            raise _Bad(f"stream node key of {len(master)} bytes (expected 16)")
+        _decode_stream_listpack(s.entries, int.from_bytes(master[:8], "big"),
+                                int.from_bytes(master[8:], "big"), listpack_entries(lp))
+    elif kind == "pel":
+        sid, i = _rstream_id(buf, i)
+        delivery_time, i = _rint64(buf, i)
+        count, i = _rlen(buf, i)
+        load.group.pending[sid] = PendingEntry(None, delivery_time, count)
+    elif kind == "consumer_pel":
+        sid, i = _rstream_id(buf, i)
+        entry = load.group.pending.get(sid)
+        if entry is None:
+            raise _Bad(f"consumer {load.consumer.name!r} owns {sid}, not in the group's PEL")
+        entry.consumer = load.consumer.name
+        load.consumer.pending.add(sid)
+    elif kind == "consumer":
+        name, i = _rstr(buf, i)
+        seen, i = _rint64(buf, i)
+        active = -1
+        if load.rdbtype >= 21:
+            active, i = _rint64(buf, i)
+        n, i = _rlen(buf, i)
+        load.consumer = load.group.consumers[name] = Consumer(name, seen, active)
+        if n:
+            push = [["consumer_pel", n]]
+    elif kind == "consumers":
+        n, i = _rlen(buf, i)
+        if n:
+            push = [["consumer", n]]
+    elif kind == "group":
+        name, i = _rstr(buf, i)
+        ms, i = _rlen(buf, i)
+        seq, i = _rlen(buf, i)
+        entries_read = -1
+        if load.rdbtype >= 19:
+            entries_read, i = _rlen(buf, i)
+            if entries_read == (1 << 64) - 1:   # "not known" marker
+                entries_read = -1
+        npel, i = _rlen(buf, i)
+        load.group = s.groups[name] = ConsumerGroup(name, StreamID(ms, seq), entries_read)
+        push = [["consumers", 1]]
+        if npel:
+            push.append(["pel", npel])
+    else:  # "meta": the stream's own fields, then how many groups
+        length, i = _rlen(buf, i)
+        ms, i = _rlen(buf, i)
+        seq, i = _rlen(buf, i)
+        last_id = StreamID(ms, seq)
+        if load.rdbtype >= 19:
+            ms, i = _rlen(buf, i)
+            seq, i = _rlen(buf, i)
+            first_id = StreamID(ms, seq)
+            ms, i = _rlen(buf, i)
+            seq, i = _rlen(buf, i)
+            s.max_deleted_id = StreamID(ms, seq)
+            s.entries_added, i = _rlen(buf, i)
+        else:
+            first_id = next(iter(s.entries)) if s.entries else StreamID(0, 0)
+            s.entries_added = length
+        ngroups, i = _rlen(buf, i)
+        s.last_id = last_id
+        s.first_id = first_id
+        # The stored length is not checked against the entries: Redis 5.0 RCs wrote
+        # streams where they differ (after XTRIM), and Redis loads them as they are.
+        if ngroups:
+            push = [["group", ngroups]]
+    top[1] -= 1
+    if not top[1]:
+        todo.pop()
+    if push:
+        todo.extend(push)
+    st.remaining = 2 if todo else 1     # _run takes one off after each step
     return i
 
 
@@ -354,65 +459,6 @@ def _decode_stream_listpack(entries, base_ms, base_seq, e):
             raise _Bad("stream listpack entry is truncated")
         if not flags & 1:                 # not deleted
             entries[sid] = pairs
-
-
-def _stream_tail(parser, st, buf, i, rdbtype):
-    """The fixed part of a stream after its listpacks: metadata, then consumer groups."""
-    s = st.value
-    s.entries_added, i = _rlen(buf, i)   # the length, overwritten below for v2+
-    length = s.entries_added
-    ms, i = _rlen(buf, i)
-    seq, i = _rlen(buf, i)
-    s.last_id = StreamID(ms, seq)
-    if rdbtype >= 19:
-        ms, i = _rlen(buf, i)
-        seq, i = _rlen(buf, i)
-        s.first_id = StreamID(ms, seq)
-        ms, i = _rlen(buf, i)
-        seq, i = _rlen(buf, i)
-        s.max_deleted_id = StreamID(ms, seq)
-        s.entries_added, i = _rlen(buf, i)
-    elif s.entries:
-        s.first_id = next(iter(s.entries))
-    # The stored length is not checked against the entries: Redis 5.0 RCs wrote streams
-    # where they differ (after XTRIM), and Redis loads those without complaint.
-    ngroups, i = _rlen(buf, i)
-    for _ in range(ngroups):
-        name, i = _rstr(buf, i)
-        ms, i = _rlen(buf, i)
-        seq, i = _rlen(buf, i)
-        entries_read = -1
-        if rdbtype >= 19:
-            entries_read, i = _rlen(buf, i)
-            if entries_read == (1 << 64) - 1:   # SCG_INVALID_ENTRIES_READ
-                entries_read = -1
-        group = ConsumerGroup(name, StreamID(ms, seq), entries_read)
-        npel, i = _rlen(buf, i)
-        pending = group.pending
-        for _ in range(npel):
-            sid, i = _rstream_id(buf, i)
-            delivery_time, i = _rint64(buf, i)
-            count, i = _rlen(buf, i)
-            pending[sid] = PendingEntry(None, delivery_time, count)
-        nconsumers, i = _rlen(buf, i)
-        for _ in range(nconsumers):
-            cname, i = _rstr(buf, i)
-            seen, i = _rint64(buf, i)
-            active = -1
-            if rdbtype >= 21:
-                active, i = _rint64(buf, i)
-            consumer = Consumer(cname, seen, active)
-            n, i = _rlen(buf, i)
-            for _ in range(n):
-                sid, i = _rstream_id(buf, i)
-                entry = pending.get(sid)
-                if entry is None:
-                    raise _Bad(f"consumer {cname!r} owns {sid}, not in the group's PEL")
-                entry.consumer = cname
-                consumer.pending.add(sid)
-            group.consumers[cname] = consumer
-        s.groups[name] = group
-    return i
 
 
 # --- the parser -----------------------------------------------------------------------
@@ -470,7 +516,12 @@ class RDBParser:
     # public API -----------------------------------------------------------------
 
     def feed(self, data):
-        """Parse all complete records in ``data`` (plus what was buffered before)."""
+        """Parse all complete records in ``data`` (plus what was buffered before).
+
+        Raises RDBError on corrupt input; after that (or after a callback raised) the
+        parser is dead and every call raises it again. Bytes fed after the end of the RDB
+        are kept in ``trailing``.
+        """
         if self._error is not None:
             raise self._error
         if self.done:
@@ -489,7 +540,6 @@ class RDBParser:
         self._chunks = []
         self._buffered = 0
         try:
-            pos = 0
             if self.version is None:
                 if len(buf) < 9:
                     self._keep(buf, 0, 9)
@@ -499,6 +549,15 @@ class RDBParser:
             consumed = self._parse(buf, 0)
         except RDBError as exc:
             self._error = exc
+            raise
+        except _CallbackFailed as wrapped:
+            exc = wrapped.exc
+            self._error = RDBError(f"parsing stopped by {type(exc).__name__}: {exc}")
+            raise exc from None
+        except BaseException as exc:
+            # A callback raised (or the process is being interrupted): the buffered bytes
+            # are gone, so this parser cannot go on.
+            self._error = RDBError(f"parsing stopped by {type(exc).__name__}: {exc}")
             raise
         if self.done:
             return
@@ -664,7 +723,7 @@ class RDBParser:
                     value, i = _rstr(buf, i)
                     self.keyspace.aux[name] = value
                     if self.on_aux is not None:
-                        self.on_aux(name, value)
+                        self._call(self.on_aux, name, value)
                 elif t == 0xFF:                      # EOF
                     return self._eof(buf, i)
                 elif t == 0xFD:                      # EXPIRETIME (seconds)
@@ -682,7 +741,7 @@ class RDBParser:
                     i = _skip_module_payload(buf, i)
                     self.modules_skipped += 1
                     if self.on_module is not None:
-                        self.on_module(self._dbnum, None, module_name(module_id))
+                        self._call(self.on_module, self._dbnum, None, module_name(module_id))
                 elif t == 0xF4:                      # SLOT_INFO
                     slot, i = _rlen(buf, i + 1)
                     size, i = _rlen(buf, i)
@@ -774,10 +833,6 @@ class RDBParser:
                 e = i
                 i = step(st, buf, i)
                 st.remaining -= 1
-            if st.tail is not None:
-                e = i
-                i = st.tail(self, st, buf, i)
-                st.tail = None
         except _Incomplete as exc:
             self._partial = st
             exc.resume = e
@@ -819,15 +874,22 @@ class RDBParser:
                 db.field_expires[key] = fexp
         self.keys_loaded += 1
         if self.on_key is not None:
-            self.on_key(self._dbnum, key, value, expire)
+            self._call(self.on_key, self._dbnum, key, value, expire)
         self.idle = self.freq = None
+
+    @staticmethod
+    def _call(callback, *args):
+        try:
+            callback(*args)
+        except Exception as exc:
+            raise _CallbackFailed(exc) from exc
 
     def _skip_key(self, key):
         self._expire = None
         self.idle = self.freq = None
         name, self._module_pending = self._module_pending, None
         if name is not None and self.on_module is not None:
-            self.on_module(self._dbnum, key, name)
+            self._call(self.on_module, self._dbnum, key, name)
 
     # value handlers: (self, buf, i) -> ((value, field_expiry) | _Partial | _SKIPPED, i) ---
 
@@ -945,8 +1007,8 @@ class RDBParser:
 
     def _h_stream(self, buf, i, rdbtype=15):
         n, i = _rlen(buf, i)
-        st = _Partial(n, Stream(), _step_stream_listpack)
-        st.tail = lambda parser, st, buf, i: _stream_tail(parser, st, buf, i, rdbtype)
+        st = _Partial(1, Stream(), _step_stream)
+        st.extra = _StreamLoad(rdbtype, n)
         return st, i
 
     def _h_stream2(self, buf, i):
@@ -1017,16 +1079,17 @@ _VALKEY_HANDLERS = {
 }
 
 
-def decode_dump(payload):
+def decode_dump(payload, with_field_expiry=False):
     """Decode a DUMP / RESTORE payload: one value + 2-byte RDB version + CRC-64 (checked).
 
-    Returns the value in the Keyspace model (bytes, deque, set, dict, ZSet, Stream).
+    Returns the value in the Keyspace model (bytes, deque, set, dict, ZSet, Stream), or
+    ``(value, {field: unix ms})`` with ``with_field_expiry`` (hashes with field TTLs).
     """
     payload = bytes(payload)
     if len(payload) < 11:
         raise RDBError(f"DUMP payload of {len(payload)} bytes is too short")
-    body, trailer = payload[:-8], payload[-8:]
-    stored = int.from_bytes(trailer, "little")
+    body = payload[:-8]
+    stored = int.from_bytes(payload[-8:], "little")
     if stored and crc64(body) != stored:
         raise RDBError("DUMP payload checksum mismatch")
     version = int.from_bytes(payload[-10:-8], "little")
@@ -1037,24 +1100,26 @@ def decode_dump(payload):
     p.version = version
     p.valkey = version == VALKEY_RDB_VERSION
     p.bytes_parsed = 0
-    found = []
-    p.on_key = lambda db, key, value, expire: found.append(value)
-    p.store = False
+    t = buf[0]
     try:
-        end = p._object(buf[0], buf, 1, b"")
-    except _Incomplete:
-        raise RDBError("DUMP payload is truncated") from None
-    except IndexError:
+        if t >= 0xF3 or t not in _KNOWN_TYPES:
+            raise _Bad(f"unknown RDB value type {t}")
+        end = p._object(t, buf, 1, b"")
+    except (_Incomplete, IndexError):
         raise RDBError("DUMP payload is truncated") from None
     except (_Bad, EncodingError) as exc:
         raise RDBError(f"bad DUMP payload: {exc}") from None
     if end != len(buf):
         raise RDBError(f"DUMP payload has {len(buf) - end} unexpected bytes after the value")
-    if not found:
+    db = p.keyspace.db(0)
+    if b"" not in db.data:
         if p.modules_skipped:
             raise RDBError("DUMP payload holds a module value, which cannot be decoded")
         raise RDBError("DUMP payload holds an empty collection")
-    return found[0]
+    value = db.data[b""]
+    if with_field_expiry:
+        return value, db.field_expires.get(b"", {})
+    return value
 
 
 def load_file(path, chunk_size=1 << 20, **kwargs):

@@ -839,3 +839,46 @@ def test_resume_is_linear_in_the_size_of_a_big_collection(monkeypatch):
         p.feed(data[i:i + 64])
     assert len(p.finish().dbs[0].data[b"k"]) == 20000
     assert steps < 20000 + len(data) // 64 + 10
+
+
+def dump_payload(body, version):
+    body += version.to_bytes(2, "little")
+    return body + crc64(body).to_bytes(8, "little")
+
+
+def test_decode_dump_with_field_expiry():
+    # Valkey 9 hash2: [field][value][int64 ms or -1]
+    body = b"\x16\x02" + s(b"a") + s(b"1") + (1_900_000_000_000).to_bytes(8, "little") \
+        + s(b"b") + s(b"2") + (-1).to_bytes(8, "little", signed=True)
+    value, fexp = decode_dump(dump_payload(body, 80), with_field_expiry=True)
+    assert value == {b"a": b"1", b"b": b"2"} and fexp == {b"a": 1_900_000_000_000}
+    # The same type number means Redis 7.4 RC's layout in a Redis payload.
+    body = b"\x16\x02" + b"\x00" + s(b"a") + s(b"1") + b"\x00" + s(b"b") + s(b"2")
+    assert decode_dump(dump_payload(body, 12), with_field_expiry=True) == \
+        ({b"a": b"1", b"b": b"2"}, {})
+    # Redis 7.4 GA: min expiry, then TTLs relative to it (+1; 0 = none).
+    body = b"\x18" + (1_800_000_000_000).to_bytes(8, "little") + b"\x02" \
+        + b"\x0b" + s(b"a") + s(b"1") + b"\x00" + s(b"b") + s(b"2")
+    assert decode_dump(dump_payload(body, 12), with_field_expiry=True) == \
+        ({b"a": b"1", b"b": b"2"}, {b"a": 1_800_000_000_010})
+    with pytest.raises(RDBError, match="unknown RDB value type 24"):
+        decode_dump(dump_payload(body, 80))
+
+
+def test_a_raising_callback_stops_the_parser():
+    data = rdb_bytes(9, b"\xfe\x00\x00" + s(b"k") + s(b"v"))
+
+    calls = []
+
+    def boom(db, key, value, expire):
+        calls.append(key)
+        raise IndexError("from the callback")   # must not pass for "need more bytes"
+
+    p = RDBParser(on_key=boom)
+    with pytest.raises(IndexError, match="from the callback"):
+        p.feed(data)
+    assert calls == [b"k"]
+    with pytest.raises(RDBError, match="stopped by IndexError"):
+        p.feed(b"")
+    with pytest.raises(RDBError, match="stopped by IndexError"):
+        p.finish()
