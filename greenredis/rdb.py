@@ -73,7 +73,6 @@ class _Bad(Exception):
 # --- primitive readers over (buf, i) -> (value, new_i) ------------------------------
 
 _unpack_double = struct.Struct("<d").unpack_from
-_unpack_float = struct.Struct("<f").unpack_from
 
 
 def _rlen(buf, i):
@@ -135,6 +134,10 @@ def _rstr(buf, i):
         clen, i = _rlen(buf, i + 1)
         ulen, i = _rlen(buf, i)
         j = i + clen
+        if ulen > 100 * clen + 64:
+            # LZF expands at most ~90x; a bigger claim is corruption, not a reason to
+            # allocate gigabytes.
+            raise _Bad(f"LZF string claims {ulen} bytes from {clen}")
         if j > len(buf):
             raise _Incomplete(j)
         try:
@@ -181,13 +184,6 @@ def _rdouble_text(buf, i):
         return float(buf[i + 1:j]), j
     except ValueError:
         raise _Bad(f"bad score {buf[i + 1:j]!r}") from None
-
-
-def _as_float(raw):
-    try:
-        return float(raw)
-    except ValueError:
-        raise _Bad(f"bad score {raw!r}") from None
 
 
 def _as_int(raw):
@@ -288,7 +284,7 @@ def _step_hash_ttl_absolute(st, buf, i):
 
 
 def _step_hash_ttl_relative(st, buf, i):
-    """Redis 7.4 GA (type 24): [ttl as length, relative to min expiry + 1; 0 = none][field][value]."""
+    """Redis 7.4 GA (type 24): [ttl: length, min expiry + ttl - 1, or 0 = none][field][value]."""
     ttl, i = _rlen(buf, i)
     f, i = _rstr(buf, i)
     v, i = _rstr(buf, i)

@@ -11,8 +11,8 @@ without slowing the common path.
 
 from array import array
 
-__all__ = ["EncodingError", "listpack_entries", "listpack_dict", "ziplist_entries", "intset_members",
-           "zipmap_pairs"]
+__all__ = ["EncodingError", "listpack_entries", "listpack_dict", "ziplist_entries",
+           "intset_members", "zipmap_pairs"]
 
 
 class EncodingError(ValueError):

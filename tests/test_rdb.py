@@ -349,7 +349,7 @@ def test_hdt3213_expectations(stem):
                 for c in g.get("consumers") or []:
                     consumer = group.consumers[c["name"].encode()]
                     assert consumer.seen_time == c["seenTime"]
-                    assert sorted(str(i) for i in consumer.pending) == sorted(c.get("pending") or [])
+                    assert sorted(map(str, consumer.pending)) == sorted(c.get("pending") or [])
                     if obj.get("version") == 3:    # older types do not store it: -1
                         assert consumer.active_time == c["activeTime"]
                     else:
