@@ -560,3 +560,27 @@ def test_sort_store_weights_read_like_strtod(ap, redis_server):
         with pytest.raises(ApplyError):
             run(ap, "SORT", "l", "BY", "w:*", "STORE", "bad")
     r.close()
+
+
+def test_newer_hash_and_set_forms(ap):
+    fexp = ap.keyspace.db(0).field_expires
+    run(ap, "HSETEX", "h", "PXAT", 9000, "FIELDS", 2, "a", "1", "b", "2")
+    assert data(ap)[b"h"] == {b"a": b"1", b"b": b"2"} and fexp[b"h"] == {b"a": 9000, b"b": 9000}
+    assert run(ap, "HSETEX", "h", "FNX", "FIELDS", 1, "a", "x") == []
+    assert run(ap, "HSETEX", "h", "FXX", "FIELDS", 2, "a", "x", "c", "3") == []
+    run(ap, "HSETEX", "h", "KEEPTTL", "FIELDS", 1, "a", "new")
+    assert fexp[b"h"][b"a"] == 9000 and data(ap)[b"h"][b"a"] == b"new"
+    run(ap, "HSETEX", "h", "FIELDS", 1, "a", "newer")
+    assert fexp[b"h"] == {b"b": 9000}
+    run(ap, "HGETEX", "h", "PXAT", 7000, "FIELDS", 1, "a")
+    assert fexp[b"h"] == {b"a": 7000, b"b": 9000}
+    run(ap, "HGETEX", "h", "PERSIST", "FIELDS", 1, "a")
+    assert fexp[b"h"] == {b"b": 9000}
+    run(ap, "HGETDEL", "h", "FIELDS", 2, "a", "b")
+    assert data(ap) == {} and fexp == {}
+    run(ap, "SET", "k", "v1")
+    assert run(ap, "SET", "k", "v2", "IFEQ", "other") == []
+    run(ap, "SET", "k", "v2", "IFEQ", "v1")
+    assert data(ap)[b"k"] == b"v2"
+    assert run(ap, "SET", "k", "v3", "IFNE", "v2") == []
+    assert run(ap, "SET", "absent", "v", "IFEQ", "x") == [] and b"absent" not in data(ap)

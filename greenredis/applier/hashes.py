@@ -155,6 +155,77 @@ class HashesMixin(Core):
     def cmd_hexpire(self, argv):
         return self._hexpire(argv, now_ms(), 1000)
 
+    def cmd_hsetex(self, argv):
+        """HSETEX key [FNX|FXX] [EX|PX|EXAT|PXAT t|KEEPTTL] FIELDS n field value ... (Redis 8)."""
+        key = argv[1]
+        fnx = fxx = keepttl = False
+        when = None
+        i = 2
+        while i < len(argv) and argv[i].upper() != b"FIELDS":
+            opt = argv[i].upper()
+            if opt == b"FNX":
+                fnx = True
+            elif opt == b"FXX":
+                fxx = True
+            elif opt == b"KEEPTTL":
+                keepttl = True
+            elif opt in (b"EX", b"PX", b"EXAT", b"PXAT") and i + 1 < len(argv):
+                t = parse_int(argv[i + 1], "expire time")
+                unit = 1000 if opt in (b"EX", b"EXAT") else 1
+                when = t * unit + (now_ms() if opt in (b"EX", b"PX") else 0)
+                i += 1
+            else:
+                raise ApplyError(f"HSETEX: syntax error at {argv[i]!r}")
+            i += 1
+        if i + 1 >= len(argv) or (fnx and fxx) or (keepttl and when is not None):
+            raise ApplyError("HSETEX: syntax error")
+        count = parse_int(argv[i + 1], "numfields")
+        pairs = argv[i + 2:]
+        if count <= 0 or len(pairs) != 2 * count:
+            raise ApplyError("HSETEX: numfields does not match the arguments")
+        fields = pairs[::2]
+        h = self._hash(key)
+        present = [h is not None and f in h for f in fields]
+        if (fnx and any(present)) or (fxx and not all(present)):
+            return []
+        if h is None:
+            h = {}
+            self._put(key, h)
+        h.update(zip(fields, pairs[1::2]))
+        ttl = self.fexp.get(key)
+        if when is not None:
+            if ttl is None:
+                ttl = self.fexp[key] = {}
+            ttl.update(dict.fromkeys(fields, when))
+        elif not keepttl and ttl:
+            for f in fields:
+                ttl.pop(f, None)
+            if not ttl:
+                del self.fexp[key]
+        return [(self._db, key)]
+
+    def cmd_hgetdel(self, argv):
+        """HGETDEL key FIELDS n field ... (Redis 8; masters propagate HDEL)."""
+        fields = self._fields_arg(argv, 2)
+        h = self._hash(argv[1])
+        if h is None:
+            return []
+        return [(self._db, argv[1])] if self._drop_fields(argv[1], h, fields) else []
+
+    def cmd_hgetex(self, argv):
+        """HGETEX key [EX|PX|EXAT|PXAT t|PERSIST] FIELDS n field ... (Redis 8)."""
+        key = argv[1]
+        opt = argv[2].upper()
+        if opt == b"FIELDS":
+            return []  # a read
+        if opt == b"PERSIST":
+            return self.cmd_hpersist([b"HPERSIST", key] + argv[3:])
+        if opt not in (b"EX", b"PX", b"EXAT", b"PXAT"):
+            raise ApplyError(f"HGETEX: syntax error at {argv[2]!r}")
+        unit = 1000 if opt in (b"EX", b"EXAT") else 1
+        base = now_ms() if opt in (b"EX", b"PX") else 0
+        return self._hexpire([b"HPEXPIREAT", key, argv[3]] + argv[4:], base, unit)
+
     def cmd_hpersist(self, argv):
         key = argv[1]
         fields = self._fields_arg(argv, 2)

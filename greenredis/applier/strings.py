@@ -33,12 +33,18 @@ class StringsMixin(Core):
             self._put(key, argv[2])
             return [(self._db, key)]
         nx = xx = get = keepttl = False
-        expire = None
+        expire = ifeq = ifne = None
         i = 3
         n = len(argv)
         while i < n:
             opt = argv[i].upper()
-            if opt == b"NX":
+            if opt == b"IFEQ" and i + 1 < n:  # Valkey 8.1, Redis 8.4
+                ifeq = argv[i + 1]
+                i += 1
+            elif opt == b"IFNE" and i + 1 < n:  # Redis 8.4
+                ifne = argv[i + 1]
+                i += 1
+            elif opt == b"NX":
                 nx = True
             elif opt == b"XX":
                 xx = True
@@ -54,8 +60,10 @@ class StringsMixin(Core):
             i += 1
         if (nx and xx) or (keepttl and expire is not None):
             raise ApplyError("SET: syntax error")
-        old = self._string(key) if get else self.data.get(key)
+        old = self._string(key) if (get or ifeq is not None or ifne is not None) else self.data.get(key)
         if (nx and old is not None) or (xx and old is None):
+            return []
+        if (ifeq is not None and old != ifeq) or (ifne is not None and old == ifne):
             return []
         if keepttl:
             self.data[key] = argv[2]
