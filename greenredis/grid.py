@@ -317,10 +317,10 @@ class Grid:
                 cmds.append(["HDEL", key, *gone])
             cmds += [["HSET", key, *[x for kv in meta.items() for x in kv]],
                      ["PEXPIRE", key, int(self.ttl * 1000)],
-                     ["ZADD", lay.index, now, self.name],
-                     ["PUBLISH", lay.channel, lay.message("register", self.name)]]
+                     ["ZADD", lay.index, now, self.name]]
             if meta != self._announced:
-                cmds.append(["PUBLISH", lay.channel, lay.message("update", self.name)])
+                cmds.append(["PUBLISH", lay.channel, lay.message("update", self.name, meta)])
+            cmds.append(["PUBLISH", lay.channel, lay.message("register", self.name)])
         else:
             cmds += [["PEXPIRE", key, int(self.ttl * 1000)], ["ZADD", lay.index, now, self.name]]
         idx = None
@@ -408,7 +408,7 @@ class Grid:
                 self._wake.set()
                 continue
             try:
-                what, name = self.layout.parse_message(data)
+                what, name, meta = self.layout.parse_message(data)
             except GridDataError as e:
                 self.view.bad_data("message", e)
                 continue
@@ -416,11 +416,11 @@ class Grid:
                 self._answer_ping = not self.observe
                 self._wake.set()
                 continue
-            evs, need = self.view.on_message(what, name, now)
+            evs, need = self.view.on_message(what, name, now, meta)
             events += evs
             if need and name not in fetch:
                 fetch.append(name)
-            elif what == "leave" and name in fetch:
+            elif what in ("leave", "update") and name in fetch:
                 fetch.remove(name)
         self._emit(events)
         self._fetch(fetch)

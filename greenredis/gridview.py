@@ -14,7 +14,10 @@ Redis layout (compatible with the original Erlang redgrid, plus an index):
 ``redgrid:<domain>:<version>`` (channel)
     ``<key>``: the node registered (joined, re-registered, or answered a ping);
     ``ping``: a newcomer asks every node to re-register now;
-    ``update <key>``: the node's meta changed (sent after ``<key>``);
+    ``update <key> <json meta>``: the node's meta (with ``ip``) as just written to
+    its key, sent before ``<key>`` on every registration by a greenredis node,
+    so peers need no HGETALL; a plain ``<key>`` from a node known to speak
+    ``update`` is then only a sign of life;
     ``leave <key>``: the node left on purpose; peers drop it at once.
 ``redgrid-index:<domain>:<version>`` (sorted set)
     member: node name, score: unix time of its last heartbeat. Read whole once
@@ -25,6 +28,7 @@ Redis layout (compatible with the original Erlang redgrid, plus an index):
 """
 
 from collections import namedtuple
+import json
 import logging
 
 __all__ = ["Layout", "GridView", "GridEvent", "valid_name", "GridDataError"]
@@ -83,25 +87,43 @@ class Layout:
             raise GridDataError(f"bad node name in key {key[:120]!r}")
         return name
 
-    def message(self, kind, name=None):
-        """The bytes to PUBLISH: kind "register" | "update" | "leave" | "ping"."""
+    def message(self, kind, name=None, meta=None):
+        """The bytes to PUBLISH: kind "register" | "update" (with meta) | "leave" | "ping"."""
         if kind == "ping":
             return b"ping"
         key = self.key(name)
-        return (key if kind == "register" else f"{kind} {key}").encode()
+        if kind == "register":
+            return key.encode()
+        if kind == "update":
+            return f"update {key} {json.dumps(meta, separators=(',', ':'))}".encode()
+        return f"{kind} {key}".encode()
 
     def parse_message(self, data):
-        """A channel message -> (kind, name); kind "register" | "update" | "leave" | "ping".
+        """A channel message -> (kind, name, meta); kind "register" | "update" | "leave" | "ping";
+        meta only for "update".
 
         Raises GridDataError for anything else.
         """
         text = _text(data, "message")
         if text == "ping":
-            return "ping", None
-        verb, sep, rest = text.partition(" ")
-        if sep and verb in ("update", "leave"):
-            return verb, self.name_of(rest)
-        return "register", self.name_of(text)
+            return "ping", None, None
+        if text.startswith("leave "):
+            return "leave", self.name_of(text[6:]), None
+        if text.startswith("update "):
+            rest = text[7:]
+            if not rest.startswith(self.prefix):
+                raise GridDataError(f"update for another grid: {text[:120]!r}")
+            key, _, payload = rest[len(self.prefix):].partition(" ")
+            name = self.name_of(self.prefix + key)
+            try:
+                meta = json.loads(payload)
+            except ValueError:
+                raise GridDataError(f"update with bad meta: {text[:120]!r}") from None
+            if not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())
+                    and "ip" in meta):
+                raise GridDataError(f"update with bad meta: {text[:120]!r}")
+            return "update", name, meta
+        return "register", self.name_of(text), None
 
     def parse_meta(self, reply):
         """An HGETALL reply (flat list or dict) -> meta dict of str, or None if the key is gone.
@@ -149,13 +171,13 @@ class Layout:
 
 
 class _Node:
-    __slots__ = ("meta", "last_seen", "score", "indexed", "gone_at", "reason")
+    __slots__ = ("meta", "last_seen", "score", "ours", "gone_at", "reason")
 
     def __init__(self, meta, last_seen):
         self.meta = meta
         self.last_seen = last_seen  # unix time we last had a sign of life
         self.score = None           # its latest heartbeat score seen in the index
-        self.indexed = False        # seen in the index: a greenredis node that heartbeats there
+        self.ours = False           # speaks greenredis: heartbeats in the index, sends update
         self.gone_at = None         # when it left or expired (kept a while for health())
         self.reason = None
 
@@ -234,10 +256,11 @@ class GridView:
     def touch_self(self, now):
         self._nodes[self.self_name].last_seen = now
 
-    def seen(self, name, meta, now, score=None):
-        """A registration was fetched (HGETALL of its key): join or update.
+    def seen(self, name, meta, now, score=None, ours=False):
+        """A registration was fetched (HGETALL of its key) or announced: join or update.
 
-        score: its index score when the fetch came from a reconcile.
+        score: its index score when the fetch came from a reconcile; ours: it
+        came in an ``update`` message.
         """
         if name == self.self_name:
             return []
@@ -251,32 +274,36 @@ class GridView:
         if s is None or s.gone_at is not None:
             reason = "joined" if s is None else "rejoined"
             s = self._nodes[name] = _Node(dict(meta), now)
+            s.ours = indexed or ours
             if indexed:
-                s.indexed, s.score = True, s_score
+                s.score = s_score
             return [GridEvent("join", name, dict(meta), reason)]
         s.last_seen = max(s.last_seen, now)
+        s.ours = s.ours or indexed or ours
         if indexed:
-            s.indexed, s.score = True, s_score
+            s.score = s_score
         if s.meta != meta:
             s.meta = dict(meta)
             return [GridEvent("update", name, dict(meta), "updated")]
         return []
 
-    def on_message(self, kind, name, now):
+    def on_message(self, kind, name, now, meta=None):
         """A channel message (from Layout.parse_message) -> (events, fetch).
 
         fetch: True when the shell must HGETALL the node's key and call ``seen``.
-        A plain registration of a node we know through the index is only a sign
-        of life (nodes re-register in bulk on every ping); changes come as
-        ``update``. Nodes not in the index (e.g. the original redgrid) are
-        fetched every time, as they announce changes with the plain key.
+        ``update`` carries the meta. A plain registration of a greenredis node
+        we know is only a sign of life (nodes re-register in bulk on every
+        ping). Other nodes (the original redgrid) are fetched every time, as
+        they announce changes with the plain key.
         """
         if kind == "leave":
             return self.leave(name, now), False
         if kind == "ping" or name == self.self_name:
             return [], False
+        if kind == "update" and meta is not None:
+            return self.seen(name, meta, now, ours=True), False
         s = self._nodes.get(name)
-        if kind == "register" and s is not None and s.gone_at is None and s.indexed:
+        if kind == "register" and s is not None and s.gone_at is None and s.ours:
             s.last_seen = max(s.last_seen, now)
             return [], False
         return [], True
@@ -287,7 +314,7 @@ class GridView:
         if name == self.self_name or s is None or s.gone_at is not None:
             return []
         s.gone_at, s.reason = now, reason
-        s.indexed, s.score = False, None
+        s.ours, s.score = False, None
         self.counters[reason] += 1
         return [GridEvent("leave", name, dict(s.meta), reason)]
 
@@ -316,7 +343,7 @@ class GridView:
                 if fresh:
                     fetch.append(name)
                 continue
-            s.indexed = True
+            s.ours = True
             if s.score is None or score > s.score:
                 if s.score is not None or fresh:
                     s.last_seen = max(s.last_seen, min(score, now))
@@ -325,7 +352,7 @@ class GridView:
                 fetch.append(name)
         for name, s in self._nodes.items():
             # Nodes that do not heartbeat in the index (original redgrid): look at their key.
-            if (s.gone_at is None and not s.indexed and name != self.self_name
+            if (s.gone_at is None and not s.ours and name != self.self_name
                     and name not in entries):
                 fetch.append(name)
         return fetch, trim

@@ -175,6 +175,9 @@ def main():
         print(f"{'commands / node / interval':<34} {per_node_interval:11.2f}")
         print(f"{'commands / heartbeat batch':<34} {per_beat:11.2f} {'':>23}  <= 3")
         print(f"# quiet window {elapsed:.1f}s: {mix}")
+        print("# sorted ms: join", [round(x * 1000) for x in sorted(joins)][-8:], "update",
+              [round(x * 1000) for x in sorted(updates)][-8:], "leave",
+              [round(x * 1000) for x in sorted(leaves)][-8:])
         if misses:
             print(f"# {misses} samples not seen everywhere within 10 s")
         for g in survivors:

@@ -26,17 +26,22 @@ def test_layout_names_match_original_redgrid():
     assert lay.message("register", "web.1") == b"redgrid:prod:v2:web.1"
     assert lay.message("ping") == b"ping"
     assert lay.message("leave", "a") == b"leave redgrid:prod:v2:a"
-    assert lay.message("update", "a") == b"update redgrid:prod:v2:a"
+    assert lay.message("update", "a", {"ip": "1.2.3.4"}) == b'update redgrid:prod:v2:a {"ip":"1.2.3.4"}'
 
 
 def test_layout_parses_messages_and_rejects_garbage():
     lay = Layout("d", "1")
-    assert lay.parse_message(b"ping") == ("ping", None)
-    assert lay.parse_message(b"redgrid:d:1:host:42") == ("register", "host:42")
-    assert lay.parse_message(b"leave redgrid:d:1:n") == ("leave", "n")
-    assert lay.parse_message(b"update redgrid:d:1:n") == ("update", "n")
+    assert lay.parse_message(b"ping") == ("ping", None, None)
+    assert lay.parse_message(b"redgrid:d:1:host:42") == ("register", "host:42", None)
+    assert lay.parse_message(b"leave redgrid:d:1:n") == ("leave", "n", None)
+    meta = {"ip": "1.2.3.4", "note": "a {b} c"}
+    assert lay.parse_message(lay.message("update", "n", meta)) == ("update", "n", meta)
+    spaced = Layout("my app", "1")  # a domain with a space still parses
+    assert spaced.parse_message(spaced.message("update", "n", meta)) == ("update", "n", meta)
     for bad in (b"redgrid:d:2:n", b"hello", b"redgrid:d:1:", b"\xff\xfe", b"redgrid:d:1:a b",
-                b"leave redgrid:other:1:n", b"redgrid:d:1:" + b"x" * 300):
+                b"leave redgrid:other:1:n", b"redgrid:d:1:" + b"x" * 300,
+                b"update redgrid:d:1:n", b"update redgrid:d:1:n {bad", b'update redgrid:d:1:n {"a":"b"}',
+                b'update redgrid:d:1:n {"ip":1}', b'update redgrid:d:2:n {"ip":"x"}'):
         with pytest.raises(GridDataError):
             lay.parse_message(bad)
 
@@ -186,11 +191,16 @@ def test_messages():
     v = view()
     assert v.on_message("register", "a", 100) == ([], True)  # unknown: fetch
     v.seen("a", A, 100)
-    assert v.on_message("register", "a", 100)[1] is True     # not indexed yet
+    assert v.on_message("register", "a", 100)[1] is True     # not known to speak greenredis yet
     v.reconcile({"a": 100.0}, 100)
     assert v.on_message("register", "a", 103) == ([], False)  # sign of life only
     assert v.next_deadline() == 109
-    assert v.on_message("update", "a", 103) == ([], True)
+    assert v.on_message("update", "a", 103) == ([], True)     # no meta in it: fetch
+    events, fetch = v.on_message("update", "a", 103, dict(A, w="1"))
+    assert [(e.kind, e.meta["w"]) for e in events] == [("update", "1")] and not fetch
+    events, fetch = v.on_message("update", "b", 103, A)      # a greenredis newcomer
+    assert [e.kind for e in events] == ["join"] and not fetch
+    assert v.on_message("register", "b", 103) == ([], False)
     assert v.on_message("ping", None, 103) == ([], False)
     assert v.on_message("register", "me", 103) == ([], False)
     events, fetch = v.on_message("leave", "a", 104)
