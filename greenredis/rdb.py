@@ -462,10 +462,13 @@ def _decode_stream_listpack(entries, base_ms, base_seq, e):
 class RDBParser:
     """Parse an RDB stream fed in chunks into a ``Keyspace``.
 
-    keyspace: load into this Keyspace (default: a new one); it fills as records arrive,
-    so use it only once ``finish()`` returned (on RDBError, discard it).
-    on_key(db, key, value, expire_ms|None): called for every loaded key (``p.idle`` /
-    ``p.freq`` hold its LRU idle seconds / LFU counter, or None, during the call).
+    keyspace: the Keyspace whose content the RDB replaces (default: a new one). Records
+    load into a private Keyspace (``p.keyspace``); only ``finish()``, after the verified
+    end, moves its databases, functions and AUX fields into this one, so a truncated or
+    corrupt RDB never leaves a half-loaded dataset behind.
+    on_key(db, key, value, expire_ms|None): called for every loaded key as it arrives,
+    before the checksum at the end is verified (``p.idle`` / ``p.freq`` hold its LRU idle
+    seconds / LFU counter, or None, during the call).
     on_aux(name, value): for every AUX field. on_module(db, key|None, module_name): for
     every module value (key) or module AUX (key None); module data is skipped, counted
     in ``modules_skipped``, and never loaded. store=False: only call on_key, keep no data.
@@ -477,7 +480,8 @@ class RDBParser:
                  duplicates="error"):
         if duplicates not in ("error", "replace"):
             raise ValueError("duplicates must be 'error' or 'replace'")
-        self.keyspace = keyspace if keyspace is not None else Keyspace()
+        self.keyspace = Keyspace()
+        self._target = keyspace
         self.on_key = on_key
         self.on_aux = on_aux
         self.on_module = on_module
@@ -573,7 +577,14 @@ class RDBParser:
                 where = "no complete header"
             raise RDBError(f"truncated RDB: {where}, {self._buffered} more buffered, "
                            f"no end-of-file marker")
-        return self.keyspace
+        target = self._target
+        if target is None:
+            return self.keyspace
+        loaded = self.keyspace
+        if target is not loaded:
+            target.dbs, target.functions, target.aux = loaded.dbs, loaded.functions, loaded.aux
+            self.keyspace = target
+        return target
 
     @property
     def db(self):

@@ -882,3 +882,19 @@ def test_a_raising_callback_stops_the_parser():
         p.feed(b"")
     with pytest.raises(RDBError, match="stopped by IndexError"):
         p.finish()
+
+
+def test_given_keyspace_is_replaced_only_after_a_verified_end():
+    ks = Keyspace()
+    ks.db(5).data[b"old"] = b"data"
+    good = rdb_bytes(9, b"\xfe\x00\x00" + s(b"k") + s(b"v"))
+    p = RDBParser(keyspace=ks)
+    p.feed(good[:-3])
+    assert ks.dbs[5].data == {b"old": b"data"}          # untouched while loading
+    with pytest.raises(RDBError, match="truncated"):
+        p.finish()
+    assert ks.dbs[5].data == {b"old": b"data"}          # and after a failed load
+    p = RDBParser(keyspace=ks)
+    p.feed(good)
+    assert p.finish() is ks and p.finish() is ks
+    assert list(ks.dbs) == [0] and ks.dbs[0].data == {b"k": b"v"}
