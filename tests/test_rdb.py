@@ -898,3 +898,16 @@ def test_given_keyspace_is_replaced_only_after_a_verified_end():
     p.feed(good)
     assert p.finish() is ks and p.finish() is ks
     assert list(ks.dbs) == [0] and ks.dbs[0].data == {b"k": b"v"}
+
+
+def test_valkey_header_and_slot_import_opcode():
+    body = b"VALKEY080" + b"\xfa" + s(b"valkey-ver") + s(b"9.0.0") \
+        + b"\xf3" + s(b"j" * 40) + b"\x02" + b"\x00" + b"\x40\x64" + b"\x41\x00" + b"\x41\x10" \
+        + b"\xfe\x00" + b"\x16" + s(b"h") + b"\x01" + s(b"f") + s(b"v") \
+        + (-1).to_bytes(8, "little", signed=True) + b"\xff"
+    data = body + crc64(body).to_bytes(8, "little")
+    p, ks = parse(data, 1)
+    assert p.valkey and p.version == 80
+    assert ks.dbs[0].data == {b"h": {b"f": b"v"}} and ks.dbs[0].field_expires == {}
+    with pytest.raises(RDBError, match="unsupported Valkey RDB version 81"):
+        parse(b"VALKEY081" + data[9:])
