@@ -44,9 +44,11 @@ def make_server(app, host, port, max_connections=10000, access_log=True):
     from gevent.pywsgi import WSGIServer
     from geventwebsocket.handler import WebSocketHandler
 
+    # gevent-websocket's handler logs requests to this logger itself (not to ``log``)
+    logging.getLogger("geventwebsocket.handler").setLevel(
+        logging.INFO if access_log else logging.WARNING)
     return WSGIServer((host, port), app, handler_class=WebSocketHandler,
-                      spawn=Pool(max_connections), backlog=2048,
-                      log=sys.stdout if access_log else None, error_log=sys.stderr)
+                      spawn=Pool(max_connections), backlog=2048, log=None, error_log=sys.stderr)
 
 
 def run(args):

@@ -77,6 +77,8 @@ class Registry:
 
     def start(self):
         if not self._greenlets:
+            if self.grid is not None and hasattr(self.grid, "wait"):
+                self.grid.wait(2.0)     # the first page shows the grid, not a half-loaded view
             self._update(read=True)
             self._greenlets.append(gevent.spawn(self._loop))
             if self.grid is not None:

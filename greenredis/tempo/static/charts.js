@@ -36,6 +36,20 @@ window.TempoCharts = (function () {
 
     latest() { return this.points.length ? this.points[this.points.length - 1] : null; }
 
+    // min / avg / max over the shown window
+    summary() {
+      const last = this.latest();
+      if (!last) return null;
+      let lo = Infinity, hi = -Infinity, sum = 0, n = 0;
+      for (let i = this.points.length - 1; i >= 0 && this.points[i][0] >= last[0] - this.window; i--) {
+        const v = this.points[i][1];
+        if (v < lo) lo = v;
+        if (v > hi) hi = v;
+        sum += v; n++;
+      }
+      return { min: lo, max: hi, avg: sum / n, n: n };
+    }
+
     // Insert keeping order; a point with a known ts replaces it (history and live overlap).
     add(ts, value, live) {
       const pts = this.points;

@@ -47,7 +47,9 @@
       const last = c.chart.latest();
       if (!last) return;
       c.value.textContent = T.fmt(last[1]);
-      c.sub.textContent = "latest at " + T.clock(last[0]) + " · " + c.chart.points.length + " points";
+      const s = c.chart.summary();
+      c.sub.textContent = "at " + T.clock(last[0]) + " · last " + Math.round(c.chart.window / 60) + " min: min " +
+        T.fmt(s.min) + " · avg " + T.fmt(s.avg) + " · max " + T.fmt(s.max);
     }
 
     const sock = new T.Socket(cfg, (m) => {
