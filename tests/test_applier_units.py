@@ -584,3 +584,53 @@ def test_newer_hash_and_set_forms(ap):
     assert data(ap)[b"k"] == b"v2"
     assert run(ap, "SET", "k", "v3", "IFNE", "v2") == []
     assert run(ap, "SET", "absent", "v", "IFEQ", "x") == [] and b"absent" not in data(ap)
+
+
+def test_geo_searches_with_store_match_server(ap, redis_server):
+    """GEOSEARCHSTORE / GEORADIUS STORE are propagated verbatim: replay Redis's search."""
+    r = raw_client(redis_server.port)
+    rnd = random.Random(11)
+    centres = [(13.4, 52.5), (-179.9, 10.0), (179.95, -20.0), (0.0, 84.9), (100.0, -84.0), (0.0, 0.0)]
+
+    def both(*argv):
+        try:
+            r.execute_command(*argv)
+        except Exception:
+            with pytest.raises(ApplyError):
+                run(ap, *argv)
+            return
+        run(ap, *argv)
+
+    for i in range(400):
+        lon0, lat0 = rnd.choice(centres)
+        spread = rnd.choice([0.01, 0.5, 5, 40])
+        lon = max(-180, min(180, lon0 + rnd.uniform(-spread, spread)))
+        lat = max(-85.05, min(85.05, lat0 + rnd.uniform(-spread, spread)))
+        both("GEOADD", "pts", repr(lon), repr(lat), f"m{i}")
+    both("GEOADD", "pts", 13.4, 52.5, "dup1", 13.4, 52.5, "dup2")  # equal distances
+    for i in range(300):
+        lon0, lat0 = rnd.choice(centres)
+        lon = max(-180, min(180, lon0 + rnd.uniform(-1, 1)))
+        lat = max(-85.05, min(85.05, lat0 + rnd.uniform(-1, 1)))
+        unit = rnd.choice(["m", "km", "mi", "ft"])
+        size = {"m": 200000, "km": 300, "mi": 150, "ft": 500000}[unit] * rnd.choice([0.001, 0.1, 1, 5])
+        extra = rnd.choice([[], ["COUNT", 3], ["COUNT", 5, "ANY"], ["DESC"], ["ASC", "COUNT", 2], ["COUNT", 1, "ANY"]])
+        dest = f"out{i % 7}"
+        c = rnd.randint(0, 3)
+        if c == 0:
+            both("GEORADIUS", "pts", repr(lon), repr(lat), size, unit, *extra,
+                 rnd.choice(["STORE", "STOREDIST"]), dest)
+        elif c == 1:
+            both("GEORADIUSBYMEMBER", "pts", f"m{rnd.randint(0, 399)}", size, unit, *extra,
+                 rnd.choice(["STORE", "STOREDIST"]), dest)
+        elif c == 2:
+            both("GEOSEARCHSTORE", dest, "pts", "FROMLONLAT", repr(lon), repr(lat), "BYBOX", size,
+                 size * rnd.choice([0.2, 1, 3]), unit, *extra, *rnd.choice([[], ["STOREDIST"]]))
+        else:
+            both("GEOSEARCHSTORE", dest, "pts", "FROMMEMBER", f"m{rnd.randint(0, 399)}", "BYRADIUS", size,
+                 unit, *extra, *rnd.choice([[], ["STOREDIST"]]))
+    assert_same_dataset(ap.keyspace, r, dbs=[0])
+    assert sum(len(data(ap).get(f"out{i}".encode(), ())) for i in range(7)) > 10  # searches found points
+    both("GEOSEARCHSTORE", "out0", "nosuchkey", "FROMLONLAT", 0, 0, "BYRADIUS", 1, "km")
+    assert b"out0" not in data(ap)
+    r.close()

@@ -13,6 +13,7 @@ family lives in its own module as a mixin of ``Applier``.
 
 from ..keyspace import Keyspace
 from .base import ApplyError, copy_value
+from .geo import GeoMixin
 from .hashes import HashesMixin
 from .keys import KeysMixin
 from .lists import ListsMixin
@@ -28,7 +29,7 @@ _ARG_ERRORS = (IndexError, ValueError, TypeError, OverflowError, UnicodeDecodeEr
 
 
 class Applier(KeysMixin, StringsMixin, ListsMixin, SetsMixin, HashesMixin, ZSetsMixin,
-              StreamsMixin, SortMixin):
+              StreamsMixin, SortMixin, GeoMixin):
     """Applies replicated commands to ``keyspace`` (a new ``Keyspace`` by default).
 
     ``apply(argv)`` takes one command as a list of bytes and returns the ``(db, key)``

@@ -1,4 +1,4 @@
-"""Sorted set commands, their *STORE forms, and GEOADD (a geo set is a sorted set)."""
+"""Sorted set commands and their *STORE forms."""
 
 import heapq
 
@@ -415,58 +415,3 @@ class ZSetsMixin(Core):
             else:
                 picked = picked[offset:] if count < 0 else picked[offset:offset + count]
         return self._zstore(dest, ZSet(picked))
-
-    # ---- geo: GEOADD is a ZADD with 52-bit geohash scores ----
-
-    def cmd_geoadd(self, argv):
-        key = argv[1]
-        nx = xx = False
-        i = 2
-        while i < len(argv):
-            opt = argv[i].upper()
-            if opt == b"NX":
-                nx = True
-            elif opt == b"XX":
-                xx = True
-            elif opt != b"CH":
-                break
-            i += 1
-        rest = argv[i:]
-        if not rest or len(rest) % 3 or (nx and xx):
-            raise ApplyError("GEOADD: syntax error")
-        pairs = []
-        for j in range(0, len(rest), 3):
-            lon = parse_float(rest[j], "longitude")
-            lat = parse_float(rest[j + 1], "latitude")
-            pairs.append((float(geohash(lon, lat)), rest[j + 2]))
-        return [(self._db, key)] if self._zadd(key, pairs, nx, xx) else []
-
-    def _geostore(self, argv):
-        raise ApplyError(f"{argv[0].upper().decode()}: geo searches with STORE are not supported "
-                         "by the applier")
-
-    cmd_geosearchstore = cmd_georadius = cmd_georadiusbymember = _geostore
-
-
-GEO_LAT_MAX = 85.05112878
-GEO_STEP = 26
-
-
-def _spread(v):
-    """Put the 32 bits of ``v`` in the even bit positions of a 64-bit int."""
-    v &= 0xFFFFFFFF
-    v = (v | (v << 16)) & 0x0000FFFF0000FFFF
-    v = (v | (v << 8)) & 0x00FF00FF00FF00FF
-    v = (v | (v << 4)) & 0x0F0F0F0F0F0F0F0F
-    v = (v | (v << 2)) & 0x3333333333333333
-    v = (v | (v << 1)) & 0x5555555555555555
-    return v
-
-
-def geohash(lon, lat):
-    """Redis's 52-bit geohash of a point, as GEOADD stores it as the score."""
-    if not (-180 <= lon <= 180 and -GEO_LAT_MAX <= lat <= GEO_LAT_MAX):
-        raise ApplyError(f"invalid longitude,latitude pair {lon:f},{lat:f}")
-    lat_off = int((lat + GEO_LAT_MAX) / (2 * GEO_LAT_MAX) * (1 << GEO_STEP))
-    lon_off = int((lon + 180) / 360 * (1 << GEO_STEP))
-    return _spread(lat_off) | (_spread(lon_off) << 1)
