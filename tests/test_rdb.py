@@ -535,10 +535,29 @@ def test_rdb_version_1_and_expiry_in_seconds():
         assert ks.dbs[0].expires == {b"t": 2_000_000_000_000}
 
 
+# LZF by hand: a 3-byte literal run, then a 100-byte back reference to 3 bytes back.
+LZF_SAMPLE = (b"\x02abc" + b"\xe0\x5b\x02", (b"abc" * 35)[:103])
+
+
+def test_lzf_decoders():
+    from greenredis import lzf as glzf
+    comp, raw = LZF_SAMPLE
+    assert glzf.decompress(comp, len(raw)) == raw
+    assert glzf._py_decompress(comp, len(raw)) == raw
+    for bad_len in (102, 104):
+        with pytest.raises(glzf.LZFError):
+            glzf.decompress(comp, bad_len)
+        with pytest.raises(glzf.LZFError):
+            glzf._py_decompress(comp, bad_len)
+    with pytest.raises(glzf.LZFError):
+        glzf._py_decompress(b"\x20\x05", 10)           # reference before the start
+    assert crc64(b"123456789") == 0xE9C6D914C4B8D9CA
+    from greenredis import crc64 as gcrc
+    assert gcrc._py_crc64(b"123456789") == 0xE9C6D914C4B8D9CA
+
+
 def test_int_and_lzf_strings():
-    import lzf
-    raw = b"abcabcabcabcabcabcabcabcabcabc" * 5
-    comp = lzf.compress(raw)
+    comp, raw = LZF_SAMPLE
     body = (b"\xfe\x00"
             + b"\x00" + s(b"i8") + b"\xc0\x85"                       # -123
             + b"\x00" + s(b"i16") + b"\xc1" + (-30000).to_bytes(2, "little", signed=True)
@@ -590,7 +609,10 @@ def fill_everything(r):
     r.set("str:big", os.urandom(100_000))
     r.set("str:empty", "")
     r.set(b"bin\x00\xff", b"\r\n\x00")
-    r.rpush("list:small", "a", "b", 1, -2, 300000, "x" * 70)
+    # listpack entries of every encoding: 7-bit uint, 13/16/24/32/64-bit ints, 6/12/32-bit
+    # length strings
+    r.rpush("list:small", "a", "b", 1, -2, 1000, -4000, 30000, 300000, 2147483647,
+            1099511627776, -9223372036854775808, "x" * 70, "y" * 5000)
     r.rpush("list:big", *[f"element-{i}" for i in range(5000)])
     r.rpush("list:compressed", *[f"compressible-{i:06d}-" + "z" * 60 for i in range(3000)])
     r.execute_command("DEBUG", "QUICKLIST-PACKED-THRESHOLD", "100")
