@@ -22,7 +22,7 @@ from gevent.event import Event
 from gevent.queue import Full, Queue
 
 from .client import Redis
-from .errors import RedisError
+from .errors import RedisError, ReplyError
 from .gridview import GridDataError, GridView, Layout, valid_name
 
 __all__ = ["Grid", "default_name"]
@@ -108,6 +108,7 @@ class Grid:
         self._need_full = True
         self._answer_ping = False
         self._trim = None
+        self._clobber = False
         self._next_beat = 0.0
         self._wake = Event()
         self._ready = Event()
@@ -181,6 +182,8 @@ class Grid:
     def events(self, maxsize=10000):
         """Iterate ``GridEvent(kind, name, meta, reason)`` from now until ``stop()``.
         Events beyond ``maxsize`` unread are dropped and counted."""
+        if self.stopped:
+            return
         q = Queue(maxsize)
         self._queues.append(q)
         try:
@@ -198,9 +201,7 @@ class Grid:
         if self.stopped:
             return
         self.stopped = True
-        gevent.killall(self._greenlets)
-        if self._sub is not None:
-            self._sub.close()
+        me = self._kill_greenlets()
         if self.started and not self.observe:
             try:
                 self._batch([["DEL", self.key], ["ZREM", self.layout.index, self.name],
@@ -209,21 +210,29 @@ class Grid:
             except RedisError as e:
                 log.warning("grid %s: could not announce the leave (%s); peers will expire it",
                             self.name, e)
-        for q in list(self._queues):
-            q.put(_STOP)
-        if self._own_redis:
-            self.redis.close()
+        self._close(me)
 
     def kill(self):
         """Stop without leaving, as a crash would (for tests and benchmarks)."""
         self.stopped = True
-        gevent.killall(self._greenlets)
+        self._close(self._kill_greenlets())
+
+    def _kill_greenlets(self):
+        """Kill our greenlets but the current one (stop() called from a callback):
+        returns True if that one is ours, to end it last."""
+        current = gevent.getcurrent()
+        gevent.killall([g for g in self._greenlets if g is not current])
         if self._sub is not None:
             self._sub.close()
+        return current in self._greenlets
+
+    def _close(self, end_current):
         for q in list(self._queues):
             q.put(_STOP)
         if self._own_redis:
             self.redis.close()
+        if end_current:
+            raise gevent.GreenletExit
 
     def __enter__(self):
         return self.start()
@@ -312,6 +321,8 @@ class Grid:
         if self.observe:
             pass
         elif register:
+            if self._clobber:  # our key holds a non-hash someone else wrote
+                cmds.append(["DEL", key])
             gone = self._published - meta.keys()
             if gone:
                 cmds.append(["HDEL", key, *gone])
@@ -342,10 +353,18 @@ class Grid:
         if not self.observe:
             self.view.touch_self(now)
         self._trim = None
+        self._clobber = False
+        for command, reply in zip(cmds, replies):
+            if isinstance(reply, ReplyError):
+                self.stats["errors"] += 1
+                log.warning("grid %s: %s failed: %s", self.name, command[0], reply)
+                if command[0] == "HSET":
+                    self._clobber = self._need_register = True
         if self.observe:
             pass
         elif register:
-            self._announced, self._published = meta, set(meta)
+            if not self._need_register:
+                self._announced, self._published = meta, set(meta)
             self.stats["pings_answered"] += answered
         elif replies[0] == 0:  # PEXPIRE on a missing key: Redis lost it; register again
             self._need_register = True

@@ -389,5 +389,10 @@ class GridView:
 
     def bad_data(self, what, err):
         """Count and log a registration, index entry or message that was skipped."""
-        self.counters["bad_messages" if what == "message" else "bad_data"] += 1
-        log.warning("grid %s: skipped %s: %s", self.self_name, what, err)
+        counter = "bad_messages" if what == "message" else "bad_data"
+        self.counters[counter] += 1
+        n = self.counters[counter]
+        # the first few in full, then one in a thousand: garbage must not flood the log
+        level = logging.WARNING if n <= 10 or n % 1000 == 0 else logging.DEBUG
+        log.log(level, "grid %s: skipped %s (%d %s so far): %s", self.self_name, what, n,
+                counter.replace("_", " "), err)

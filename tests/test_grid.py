@@ -230,6 +230,45 @@ def test_redis_restart_keeps_view_then_recovers(make_server, grids):
     r.close()
 
 
+def test_paused_redis_marks_stale_then_recovers(make_server, grids):
+    server = make_server()
+    a = grids(server.url, name="a", ttl=3, interval=0.5)
+    b = grids(server.url, name="b", ttl=3, interval=0.5)
+    eventually(lambda: set(a.nodes()) == set(b.nodes()) == {"a", "b"}, what="convergence")
+    server.pause()  # sockets stay open, nothing answers: calls time out
+    try:
+        eventually(lambda: a.stale, what="stale")
+        assert set(a.nodes()) == {"a", "b"}  # nodes() never blocks and keeps the view
+    finally:
+        server.resume()
+    eventually(lambda: not a.stale and not b.stale, what="recovery")
+    a.update_meta(after="pause")
+    eventually(lambda: b.nodes()["a"].get("after") == "pause")
+
+
+def test_stop_from_a_callback(redis_server, grids):
+    a = grids(redis_server.url, name="a")
+    b = grids(redis_server.url, name="b")
+    b.on_update = lambda name, meta: b.stop()
+    eventually(lambda: set(a.nodes()) == set(b.nodes()) == {"a", "b"})
+    a.update_meta(bye="1")
+    eventually(lambda: b.stopped and "b" not in a.nodes(), what="leave from a callback")
+    assert a.health()["b"]["reason"] == "left"
+
+
+def test_own_key_overwritten_with_garbage(redis_server, grids):
+    a = grids(redis_server.url, name="a")
+    b = grids(redis_server.url, name="b")
+    eventually(lambda: set(a.nodes()) == set(b.nodes()) == {"a", "b"})
+    r = greenredis.Redis.from_url(redis_server.url)
+    r.cmd(["SET", "redgrid:::a", "junk"])
+    a.update_meta(v="2")
+    eventually(lambda: r.cmd(["TYPE", "redgrid:::a"]) == b"hash", what="key restored")
+    eventually(lambda: r.cmd(["HGET", "redgrid:::a", "v"]) == b"2")
+    eventually(lambda: b.nodes()["a"].get("v") == "2")
+    r.close()
+
+
 def test_redis_down_at_start_then_up(grids):
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
