@@ -25,7 +25,9 @@ from .zsets import ZSetsMixin
 
 __all__ = ["Applier", "ApplyError", "commands"]
 
-_ARG_ERRORS = (IndexError, ValueError, TypeError, OverflowError, UnicodeDecodeError)
+# Anything else a handler raises (bad arguments surface as IndexError, ValueError, ...; a bug
+# as anything) also means the local copy cannot be trusted: it becomes an ApplyError too.
+_ARG_ERRORS = Exception
 
 
 class Applier(KeysMixin, StringsMixin, ListsMixin, SetsMixin, HashesMixin, ZSetsMixin,
@@ -84,8 +86,11 @@ class Applier(KeysMixin, StringsMixin, ListsMixin, SetsMixin, HashesMixin, ZSets
         """Apply one propagated command; returns ``[(db, key), ...]`` it changed."""
         try:
             handler = self._handlers[argv[0]]
-        except (KeyError, IndexError):
-            handler = self._handlers.get(argv[0].upper()) if argv else None
+        except (KeyError, IndexError, TypeError):
+            try:
+                handler = self._handlers.get(bytes(argv[0]).upper()) if argv else None
+            except TypeError:
+                handler = None
             if handler is None:
                 if self._queue is not None:
                     self._aborted = True  # the whole transaction cannot be applied
@@ -96,6 +101,8 @@ class Applier(KeysMixin, StringsMixin, ListsMixin, SetsMixin, HashesMixin, ZSets
         self.applied += 1
         try:
             return handler(argv)
+        except ApplyError:
+            raise
         except _ARG_ERRORS as e:
             raise ApplyError(f"cannot apply {argv[0]!r}: {type(e).__name__}: {e}") from e
 
@@ -137,7 +144,7 @@ class Applier(KeysMixin, StringsMixin, ListsMixin, SetsMixin, HashesMixin, ZSets
                 touched += handler(args)
         except BaseException as e:
             undo.restore()
-            if isinstance(e, _ARG_ERRORS):
+            if isinstance(e, _ARG_ERRORS) and not isinstance(e, ApplyError):
                 raise ApplyError(f"cannot apply {args[0]!r} in EXEC: {type(e).__name__}: {e}") from e
             raise
         return list(dict.fromkeys(touched))
