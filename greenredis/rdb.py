@@ -429,6 +429,13 @@ def _step_stream(st, buf, i):
 
 def _decode_stream_listpack(entries, base_ms, base_seq, e):
     """Add the live entries of one stream listpack node to ``entries``."""
+    try:
+        _decode_stream_entries(entries, base_ms, base_seq, e)
+    except IndexError:  # not "need more bytes": the listpack is complete but malformed
+        raise _Bad("stream listpack entry is truncated") from None
+
+
+def _decode_stream_entries(entries, base_ms, base_seq, e):
     if len(e) < 4:
         raise _Bad("stream listpack node is empty")
     nmaster = _as_int(e[2])
