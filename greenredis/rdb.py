@@ -682,7 +682,7 @@ class RDBParser:
                     except IndexError:
                         pass
                     finally:
-                        self.keys_loaded += count
+                        self.keys_loaded += len(data) - before
                         if len(data) - before != count:
                             if self.duplicates == "error":
                                 raise _Bad("duplicated key (in a run of strings)")

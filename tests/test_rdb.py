@@ -933,3 +933,14 @@ def test_valkey_header_and_slot_import_opcode():
     assert ks.dbs[0].data == {b"h": {b"f": b"v"}} and ks.dbs[0].field_expires == {}
     with pytest.raises(RDBError, match="unsupported Valkey RDB version 81"):
         parse(b"VALKEY081" + data[9:])
+
+
+def test_duplicate_keys():
+    body = b"\xfe\x00" + b"\x00" + s(b"a") + s(b"1") + b"\x00" + s(b"b") + s(b"2") \
+        + b"\x00" + s(b"a") + s(b"3") + b"\xfc" + (5).to_bytes(8, "little") \
+        + b"\x02" + s(b"b") + b"\x01" + s(b"m")
+    with pytest.raises(RDBError, match="duplicated key"):
+        parse(rdb_bytes(9, body))
+    p, ks = parse(rdb_bytes(9, body), duplicates="replace")
+    assert ks.dbs[0].data == {b"a": b"3", b"b": {b"m"}} and ks.dbs[0].expires == {b"b": 5}
+    assert p.duplicates_replaced == 2 and p.keys_loaded == 2
