@@ -107,8 +107,11 @@ class Grid:
         self._need_register = self._need_ping = not observe
         self._need_full = True
         self._answer_ping = False
+        self._answered_at = 0.0
+        self._ping_gap = min(0.5, self.interval / 4)
         self._trim = None
         self._clobber = False
+        self._refused = False
         self._next_beat = 0.0
         self._wake = Event()
         self._ready = Event()
@@ -300,11 +303,16 @@ class Grid:
                 gevent.sleep(min(0.05 * 2 ** failures, 2.0, self.interval))
                 continue
             failures = 0
+            if self._refused:  # Redis refused a command (OOM, ACL...): do not spin on it
+                self._refused = False
+                gevent.sleep(min(1.0, self.interval))
             self._emit(self.view.tick(time.time()))
             now = time.time()
             deadline = min(self._next_beat, self.view.next_deadline() or self._next_beat)
+            if self._answer_ping:
+                deadline = min(deadline, self._answered_at + self._ping_gap)
             self._wake.clear()
-            if not (self._need_register or self._answer_ping):
+            if not (self._need_register or self._need_full):
                 self._wake.wait(max(0.0, deadline - now) + 0.001)
 
     def _step(self):
@@ -312,10 +320,13 @@ class Grid:
         now = time.time()
         lay, key = self.layout, self.key
         beat_due = now >= self._next_beat
-        register = self._need_register or self._answer_ping
-        if not (register or beat_due):
-            return
+        # Pings are answered at once, but at most once per _ping_gap: when many
+        # nodes start together, one registration answers all their pings.
+        answer = self._answer_ping and now >= self._answered_at + self._ping_gap
+        register = self._need_register or answer
         full = self._need_full
+        if not (register or beat_due or full):
+            return
         meta = dict(self._meta)
         cmds = []
         if self.observe:
@@ -340,8 +351,10 @@ class Grid:
             cmds.append(["ZRANGE", lay.index, 0, -1, "WITHSCORES"])
         if self._trim is not None:
             cmds.append(["ZREMRANGEBYSCORE", lay.index, "-inf", f"({self._trim}"])
-        answered = self._answer_ping
-        self._need_register = self._answer_ping = False
+        answered = register and self._answer_ping  # any registration answers pending pings
+        if register:
+            self._need_register = self._answer_ping = False
+            self._answered_at = now if answered else self._answered_at
         try:
             replies = self._batch(cmds)
         except RedisError:
@@ -356,6 +369,7 @@ class Grid:
         self._clobber = False
         for command, reply in zip(cmds, replies):
             if isinstance(reply, ReplyError):
+                self._refused = True
                 self.stats["errors"] += 1
                 log.warning("grid %s: %s failed: %s", self.name, command[0], reply)
                 if command[0] == "HSET":
@@ -377,6 +391,7 @@ class Grid:
         self._ready.set()
 
     def _reconcile(self, reply, full):
+        self._need_full = False
         try:
             entries, bad = self.layout.parse_index(reply)
         except GridDataError as e:
@@ -384,8 +399,11 @@ class Grid:
             return
         self.view.counters["bad_data"] += bad
         fetch, self._trim = self.view.reconcile(entries, time.time(), full=full)
-        self._fetch(fetch, entries)
-        self._need_full = False
+        try:
+            self._fetch(fetch, entries)
+        except RedisError:
+            self._need_full = True
+            raise
 
     # -- the listener greenlet ------------------------------------------------
 
