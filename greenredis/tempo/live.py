@@ -77,6 +77,7 @@ class Live:
 
     def _run_pump(self):
         delay = 0.1
+        failed = False
         while not self._closed:
             try:
                 with self._lock:
@@ -84,10 +85,14 @@ class Live:
                 self._reconcile()
             except RedisError as e:
                 log.warning("tempo: cannot subscribe (%s); retrying", e)
+                failed = True
                 gevent.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
             delay = 0.1
+            if failed:   # viewers that came while Redis was away have no history yet
+                failed = False
+                gevent.spawn(self.run_effects, self.hub.resync())
             for kind, channel, data in sub:
                 if kind == b"message":
                     self.hub.publish(channel, data)
