@@ -25,6 +25,7 @@ apt_install() {   # apt_install COMMAND PACKAGE...
 
 apt_install redis-server redis-server
 apt_install openssl openssl
+apt_install gcc gcc python3-dev   # python-lzf (LZF in C for the RDB parser) builds from source
 [ $want_test = 1 ] && apt_install chromium chromium
 
 PY=${PYTHON:-python3}
