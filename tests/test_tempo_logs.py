@@ -160,3 +160,26 @@ def _reachable(r):
         return True
     except greenredis.RedisError:
         return False
+
+
+def test_log_handler_accepts_records_from_other_threads(r):
+    import threading
+    handler = RedisLogHandler(r, "logs:{t}", cap=100)
+    logger = logging.getLogger("test_tempo_logs.threads")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        threads = [threading.Thread(target=lambda k=k: [logger.warning("t%d %d", k, i)
+                                                        for i in range(10)]) for k in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wait_for(lambda: handler.sent == 30)      # the drainer was woken from those threads
+        lines = CappedLog(r, "logs:{t}").tail()
+        assert sorted(lines) == sorted(f"t{k} {i}" for k in range(3) for i in range(10))
+        for k in range(3):   # each thread's lines in its order
+            assert [x for x in lines if x.startswith(f"t{k} ")] == [f"t{k} {i}" for i in range(10)]
+    finally:
+        logger.removeHandler(handler)
+        handler.close()

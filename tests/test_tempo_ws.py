@@ -227,3 +227,27 @@ def test_token_endpoint_needs_the_password(secured):
     with pytest.raises(urllib.error.HTTPError):
         secured.get_json("/token", auth="x:wrong")
     assert base64  # (basic auth built in tempo_helpers)
+
+
+def test_watch_while_redis_is_down_then_catch_up(make_server):
+    server = make_server()
+    r = greenredis.Redis.from_url(server.url)
+    Stats(r, "w").publish("n", 1, ts=1.0)
+    with WebProcess(server.url) as web:
+        c = Client(web.ws_url, timeout=60)
+        c.send({"op": "ping"})
+        assert c.recv() == {"type": "pong"}
+        server.kill()
+        watch(c, "stats", "w")                 # known from before; Redis is gone now
+        m = c.until(lambda m: m["type"] in ("error", "history"))[-1]
+        assert m == {"type": "error", "error": "unavailable", "message": m["message"]}
+        c.send({"op": "ping"})                  # still usable
+        c.until(lambda m: m["type"] == "pong")
+        server.start()                          # empty: the history was in memory only
+        wait_for(lambda: _numsub(r, "stats:{w}") == 1, timeout=30)
+        Stats(r, "w").publish("n", 2, ts=2.0)
+        got = set()
+        c.until(lambda m: got.add(m["type"] if m["type"] != "point" else m["value"])
+                or {"history", 2} <= got)             # refilled, then live again
+        c.close()
+    r.close()

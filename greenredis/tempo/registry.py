@@ -97,15 +97,18 @@ class Registry:
         return {"type": "grid", **self._snapshot}
 
     def is_known(self, name):
-        """Whether ``name`` is in the grid or has published stats (asks Redis if unsure)."""
+        """Whether ``name`` is in the grid or has published stats (asks Redis if unsure;
+        True when Redis cannot be asked)."""
         if self.grid is not None and name in self.grid.nodes():
             return True
         if name in self._stats_seen:
             return True
         try:
             return self.redis.cmd(["ZSCORE", channels.INSTANCES, name]) is not None
-        except (RedisError, ValueError):
-            return False
+        except RedisError:
+            # Cannot tell while Redis is away: let the page watch (still only this
+            # instance's stats/logs channels); it fills in once Redis is back.
+            return True
 
     def _grid_events(self):
         for _event in self.grid.events():
