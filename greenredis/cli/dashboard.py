@@ -48,6 +48,9 @@ def _wait_http(url, proc, timeout=30.0):
 def run(args):
     from greenredis.server import RedisServer
 
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     server = None
     url = os.environ.get("REDIS_URL")
     if not url:
@@ -76,13 +79,12 @@ def run(args):
                 print(f"\n  Tempo is up: open http://{shown}:{args.port}/   (Ctrl-C to stop)\n",
                       flush=True)
         while all(p.poll() is None for p in children.values()):
-            time.sleep(0.5)
+            if stop.wait(0.5):
+                print("\ndashboard: stopping", flush=True)
+                return 0
         dead = [n for n, p in children.items() if p.poll() is not None]
         print(f"dashboard: {', '.join(dead)} exited; stopping", flush=True)
         return 1
-    except KeyboardInterrupt:
-        print("\ndashboard: stopping", flush=True)
-        return 0
     finally:
         for p in children.values():
             if p.poll() is None:
