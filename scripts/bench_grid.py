@@ -7,9 +7,15 @@ every peer (target: within ttl + 1 s), and the Redis commands per node per
 heartbeat interval (INFO commandstats deltas over a quiet window; target <= 3).
 
     .venv/bin/python scripts/bench_grid.py [--nodes 200] [--samples 30] [--ttl 5] [--interval 2]
+                                           [--gc-freeze]
+
+With 200 nodes in one process every view is in one heap (40,000 node entries),
+so a full garbage collection pauses every node at once for tens of ms; that is
+the tail of the latencies. ``--gc-freeze`` shows them without it.
 """
 
 import argparse
+import gc
 import os
 import platform
 import random
@@ -70,6 +76,20 @@ def commandstats(r):
     return out
 
 
+class GCPauses:
+    """Longest garbage-collector pauses (they land on whatever is being measured)."""
+
+    def __init__(self):
+        self.pauses, self._t = [], None
+        gc.callbacks.append(self._cb)
+
+    def _cb(self, phase, info):
+        if phase == "start":
+            self._t = time.perf_counter()
+        elif self._t is not None:
+            self.pauses.append((time.perf_counter() - self._t, info["generation"]))
+
+
 def settle(seconds=0.3):
     gevent.sleep(seconds)
 
@@ -81,6 +101,8 @@ def main():
     ap.add_argument("--crashes", type=int, default=5)
     ap.add_argument("--ttl", type=float, default=5.0)
     ap.add_argument("--interval", type=float, default=2.0)
+    ap.add_argument("--gc-freeze", action="store_true",
+                    help="gc.freeze() once the grid is up, so collections skip the 200 views")
     ap.add_argument("--quiet-intervals", type=int, default=5,
                     help="heartbeat intervals over which commands are counted")
     args = ap.parse_args()
@@ -106,6 +128,10 @@ def main():
         print(f"# {len(grids)} nodes converged in {time.perf_counter() - t:.1f}s")
         settle(1.0)
 
+        if args.gc_freeze:
+            gc.collect()
+            gc.freeze()
+        gcp = GCPauses()
         joins, leaves, updates, misses = [], [], [], 0
         for k in range(args.samples):
             name = f"new.{k}"
@@ -178,6 +204,10 @@ def main():
         print("# sorted ms: join", [round(x * 1000) for x in sorted(joins)][-8:], "update",
               [round(x * 1000) for x in sorted(updates)][-8:], "leave",
               [round(x * 1000) for x in sorted(leaves)][-8:])
+        worst = sorted(gcp.pauses, reverse=True)[:3]
+        print(f"# GC{' (frozen after start-up)' if args.gc_freeze else ''} during the samples: "
+              f"{len(gcp.pauses)} collections, longest "
+              + ", ".join(f"{d * 1000:.1f} ms (gen {g})" for d, g in worst))
         if misses:
             print(f"# {misses} samples not seen everywhere within 10 s")
         for g in survivors:
