@@ -7,7 +7,7 @@ from collections import deque
 
 import pytest
 
-from greenredis.applier import Applier, ApplyError, commands
+from greenredis.applier import REFUSED, Applier, ApplyError, commands
 from greenredis.applier.base import copy_value
 from greenredis.keyspace import Keyspace, Stream, StreamID, ZSet
 
@@ -55,6 +55,7 @@ def test_case_insensitive_names_and_touched_keys(ap):
     assert run(ap, "SET", "k", "v") == [(2, b"k")]
     assert run(ap, "DEL", "k", "missing") == [(2, b"k")]
     assert b"SET" in commands() and b"XCLAIM" in commands() and b"EXEC" in commands()
+    assert b"PFADD" in REFUSED and b"PFADD" not in commands()
 
 
 def test_wrong_type_and_bad_arguments_raise_and_change_nothing(ap):
