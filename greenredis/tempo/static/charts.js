@@ -13,6 +13,8 @@ window.TempoCharts = (function () {
     return nice * mag;
   }
 
+  function last0(points) { return points.length ? points[points.length - 1][0] : 0; }
+
   const TIME_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600];
 
   function cssVar(name, fallback) {
@@ -36,12 +38,19 @@ window.TempoCharts = (function () {
 
     latest() { return this.points.length ? this.points[this.points.length - 1] : null; }
 
+    // Seconds shown: the data's span while it is shorter than the window (at least a minute).
+    span(tmax) {
+      if (!this.points.length) return this.window;
+      const first = this.points[0][0];
+      return Math.min(this.window, Math.max(60, Math.ceil((tmax - first) / 30) * 30));
+    }
+
     // min / avg / max over the shown window
     summary() {
       const last = this.latest();
       if (!last) return null;
       let lo = Infinity, hi = -Infinity, sum = 0, n = 0;
-      for (let i = this.points.length - 1; i >= 0 && this.points[i][0] >= last[0] - this.window; i--) {
+      for (let i = this.points.length - 1; i >= 0 && this.points[i][0] >= last[0] - this.span(last[0]); i--) {
         const v = this.points[i][1];
         if (v < lo) lo = v;
         if (v > hi) hi = v;
@@ -94,9 +103,9 @@ window.TempoCharts = (function () {
       const ink = cssVar("--muted", "#6b7385"), gridColor = cssVar("--line", "#e3e6ec");
       ctx.font = "11px system-ui, sans-serif";
 
-      const last = this.latest();
-      const tmax = Math.max(last ? last[0] : 0, Date.now() / 1000 - this.skew);
-      const tmin = tmax - this.window;
+      const tmax = Math.max(last0(this.points), Date.now() / 1000 - this.skew);
+      const span = this.span(tmax);
+      const tmin = tmax - span;
       const vis = this.points.filter((p) => p[0] >= tmin);
       if (this.points.length && vis.length < this.points.length) {
         // keep the line entering from the left edge
@@ -128,7 +137,7 @@ window.TempoCharts = (function () {
         ctx.fillText(this.format(Math.abs(v) < step / 1e6 ? 0 : v), x0 - 8, y);
       }
       // x ticks + time labels
-      const tstep = TIME_STEPS.find((s) => (this.window / s) <= 6) || 3600;
+      const tstep = TIME_STEPS.find((s) => (span / s) <= 6) || 3600;
       ctx.textAlign = "center";
       ctx.textBaseline = "top";
       for (let t = Math.ceil(tmin / tstep) * tstep; t <= tmax; t += tstep) {
@@ -142,7 +151,7 @@ window.TempoCharts = (function () {
 
       if (!vis.length) {
         ctx.textAlign = "center"; ctx.textBaseline = "middle"; ctx.fillStyle = ink;
-        ctx.fillText("no data in the last " + Math.round(this.window / 60) + " min", (x0 + x1) / 2, (y0 + y1) / 2);
+        ctx.fillText("no data in the last " + Math.round(span / 60) + " min", (x0 + x1) / 2, (y0 + y1) / 2);
         return;
       }
       // line and area

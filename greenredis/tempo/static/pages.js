@@ -48,7 +48,8 @@
       if (!last) return;
       c.value.textContent = T.fmt(last[1]);
       const s = c.chart.summary();
-      c.sub.textContent = "at " + T.clock(last[0]) + " · last " + Math.round(c.chart.window / 60) + " min: min " +
+      const span = c.chart.span(last[0]);
+      c.sub.textContent = "at " + T.clock(last[0]) + " · last " + (span < 120 ? span + " s" : Math.round(span / 60) + " min") + ": min " +
         T.fmt(s.min) + " · avg " + T.fmt(s.avg) + " · max " + T.fmt(s.max);
     }
 
@@ -87,7 +88,8 @@
     const MAX = 5000;
 
     function add(line) {
-      list.append(T.el("li", null, line));
+      const level = /\b(ERROR|CRITICAL|FATAL)\b/.test(line) ? "lvl-error" : /\bWARN(ING)?\b/.test(line) ? "lvl-warn" : null;
+      list.append(T.el("li", { class: level }, line));
       while (list.childElementCount > MAX) list.firstElementChild.remove();
     }
 

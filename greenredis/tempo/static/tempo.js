@@ -14,8 +14,8 @@ window.Tempo = (function () {
     if (a >= 1e6) return (v / 1e6).toFixed(2) + "M";
     if (a >= 1000) return v.toLocaleString("en-US", { maximumFractionDigits: 0 });
     if (Number.isInteger(v)) return String(v);
-    if (a >= 100) return v.toFixed(1);
-    if (a >= 1) return v.toFixed(2);
+    if (a >= 100) return String(Number(v.toFixed(1)));
+    if (a >= 1) return String(Number(v.toFixed(2)));
     if (a === 0) return "0";
     return v.toPrecision(3);
   }
