@@ -115,6 +115,7 @@ class Grid:
         self._next_beat = 0.0
         self._wake = Event()
         self._ready = Event()
+        self._subscribed = Event()
         self._queues = []
         self._sub = None
         self._greenlets = []
@@ -288,6 +289,8 @@ class Grid:
 
     def _beat(self):
         failures = 0
+        # Listen before registering and reading the index, so nothing falls in between.
+        self._subscribed.wait(self.timeout)
         while True:
             try:
                 self._step()
@@ -417,6 +420,11 @@ class Grid:
                 gevent.sleep(delay)
                 delay = min(delay * 2, 2.0, self.interval)
         sub = self._sub
+        self._subscribed.set()
+        if self._ready.is_set():  # the writer went ahead without us: catch up on what we missed
+            self._need_full = True
+            self._need_ping = not self.observe
+            self._wake.set()
         while True:
             message = sub.get()
             if message is None:
