@@ -550,6 +550,22 @@ class Workload:
                                              ["BY", "nosort", "DESC", "LIMIT", 0, 2], []]),
                    "STORE", self.k("l"))
 
+    def op_geo(self):
+        """2"""
+        rnd = self.rnd
+        # Geo sets of their own: a member scored like "inf" has no position Redis can replay.
+        src, dst = self.k("geo", 2), rnd.choice([self.k("geo", 2), self.k("z")])
+        c = rnd.randint(0, 2)
+        if c == 0:
+            self.x("GEOADD", src, rnd.uniform(13, 14), rnd.uniform(52, 53), rnd.choice("abcdefg"))
+        elif c == 1:
+            self.x("GEOSEARCHSTORE", dst, src, "FROMLONLAT", 13.5, 52.5,
+                   *rnd.choice([["BYRADIUS", 50, "km"], ["BYBOX", 80, 40, "km"]]),
+                   *rnd.choice([[], ["COUNT", 2], ["COUNT", 2, "ANY"], ["DESC", "STOREDIST"]]))
+        else:
+            self.x("GEORADIUSBYMEMBER", src, rnd.choice("abcdefg"), 100, "km",
+                   rnd.choice(["STORE", "STOREDIST"]), dst)
+
     # streams
     def op_xadd(self):
         """6"""

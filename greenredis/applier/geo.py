@@ -232,6 +232,9 @@ class GeoMixin(Core):
         score = z.get(member) if z is not None else None
         if score is None:
             raise ApplyError("could not decode requested zset member")
+        if not 0 <= score < 18446744073709551616.0:
+            # Redis casts the score to uint64: undefined for this value, so not replayable.
+            raise ApplyError(f"member {member!r} has a score that is not a geohash: {score!r}")
         return decode(score)
 
     def _geo_search(self, argv, kind):
