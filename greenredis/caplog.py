@@ -44,11 +44,12 @@ class CappedLog:
         """The log Tempo shows for ``instance`` (key ``logs:{<instance>}``)."""
         return cls(redis, channels.log_key(instance), cap=cap)
 
-    def append(self, *lines):
+    def append(self, *lines, timeout=None):
         """Append lines (str) in one round trip: LPUSH, LTRIM, PUBLISH each, atomically.
 
         Returns the list's length after trimming. The MULTI/EXEC makes every line
         either part of a ``follow`` backlog or one of its live lines, never both.
+        ``timeout``: seconds to wait for Redis (default: the client's).
         """
         if not lines:
             return None
@@ -60,7 +61,8 @@ class CappedLog:
         batch = [["LPUSH", self.key, *lines], ["LTRIM", self.key, 0, self.cap - 1]]
         if self.publish:
             batch += [["PUBLISH", self.channel, line] for line in lines]
-        replies = self.redis.transaction(batch)
+        replies = (self.redis.transaction(batch) if timeout is None
+                   else self.redis.transaction(batch, timeout=timeout))
         for reply in replies:
             if isinstance(reply, ReplyError):
                 raise reply
@@ -144,15 +146,17 @@ class RedisLogHandler(logging.Handler):
 
     ``emit`` never blocks and never raises: it puts the line in a bounded buffer
     (``maxsize`` lines) drained by a greenlet in batches of up to ``batch`` lines,
-    one round trip each. A full buffer drops the new line; a batch that fails
+    one round trip each (given up after ``timeout`` seconds). A full buffer drops the new line; a batch that fails
     (Redis down) is dropped too; both count in ``dropped``. After a failure the
     drainer retries with backoff. ``sent`` counts delivered lines. Records the
     drainer itself causes (the client logging its reconnects) are not sent.
     Thread-safe: ``emit`` from any thread wakes the drainer of the creating thread.
     """
 
-    def __init__(self, redis, key, cap=1000, maxsize=10000, batch=100, level=logging.NOTSET):
+    def __init__(self, redis, key, cap=1000, maxsize=10000, batch=100, timeout=5.0,
+                 level=logging.NOTSET):
         super().__init__(level)
+        self.timeout = timeout
         self.log = CappedLog(redis, key, cap=cap)
         self.maxsize = maxsize
         self.batch = batch
@@ -199,7 +203,7 @@ class RedisLogHandler(logging.Handler):
             while self._buf and len(lines) < self.batch:
                 lines.append(self._buf.popleft())
             try:
-                self.log.append(*lines)
+                self.log.append(*lines, timeout=self.timeout)
             except (RedisError, OSError):
                 self.dropped += len(lines)
                 if self._closed:
