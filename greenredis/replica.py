@@ -433,10 +433,14 @@ class Replica:
             sock = socket.create_connection((p.host, p.port), timeout=p.connect_timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if p.ssl:
-            from gevent import ssl
-            ctx = ssl.create_default_context(cafile=p.ssl_ca_certs)
+            from gevent import ssl   # its SSLContext makes cooperative sockets
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ctx.check_hostname = bool(getattr(p, "ssl_check_hostname", False))
-            if not ctx.check_hostname and p.ssl_ca_certs is None:
+            if p.ssl_ca_certs:
+                ctx.load_verify_locations(cafile=p.ssl_ca_certs)
+            elif ctx.check_hostname:
+                ctx.load_default_certs()
+            else:
                 ctx.verify_mode = ssl.CERT_NONE
             sock = ctx.wrap_socket(sock, server_hostname=p.host)
         sock.settimeout(self.repl_timeout)
@@ -455,11 +459,17 @@ class Replica:
             with self._send_lock:
                 self._sock.sendall(data)
 
+    def _ack_now(self, proto):
+        if proto is self._proto and proto.streaming:
+            try:
+                self._send(proto.ack())
+            except OSError:
+                pass   # the session's own reads will notice
+
     def _acker(self, proto):
         while True:
             gevent.sleep(self.ack_interval)
-            if proto.streaming:
-                self._send(proto.ack())
+            self._ack_now(proto)
 
     def _session(self):
         self._state = CONNECTING
@@ -534,7 +544,7 @@ class Replica:
         from .applier import Applier
         applier = Applier(ks)
         if old is not None:
-            applier.db = old.db
+            applier.select(old.db)   # the master's stream relies on its last SELECT
         return applier
 
     def _start_load(self, event, proto):
@@ -585,6 +595,11 @@ class Replica:
                                  "seconds": seconds})
         self._loaded.set()
         self._went_live("full")
+        # A master starts the stream after a diskless sync on the first ACK it gets once
+        # it has reaped its RDB child; the one sent at the end of the payload can come
+        # too early, and the next regular one is a second away.
+        for delay in (0.1, 0.3):
+            gevent.spawn_later(delay, self._ack_now, proto)
 
     def _apply(self, event):
         from .applier import ApplyError

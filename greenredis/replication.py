@@ -414,6 +414,10 @@ class ReplicaProtocol:
     def _end_rdb(self, events):
         events.append(RdbEnd(self.rdb_received))
         self._start_stream()
+        if self.psync:
+            # an ACK at once, as Redis replicas do: after a diskless transfer the master
+            # holds the stream back until the replica's first ACK
+            self._send("REPLCONF", "ACK", self.offset)
 
     def _start_stream(self):
         self.state = State.STREAM
