@@ -208,14 +208,16 @@ def test_redis_restart_keeps_view_then_recovers(make_server, grids):
     server = make_server()
     a = grids(server.url, name="a", meta={"role": "web"}, ttl=4, interval=0.5)
     b = grids(server.url, name="b", ttl=4, interval=0.5)
+    d = grids(server.url, name="d", ttl=4, interval=0.5)
     expired = []
     a.on_leave = lambda name, meta: expired.append(name)
-    eventually(lambda: set(a.nodes()) == set(b.nodes()) == {"a", "b"}, what="convergence")
+    eventually(lambda: set(a.nodes()) == set(b.nodes()) == {"a", "b", "d"}, what="convergence")
     server.kill()
     eventually(lambda: a.stale and b.stale, what="stale")
     assert a.stale_since is not None and a.stale_since <= time.time()
+    d.kill()  # dies while Redis is down: must go once the others can tell
     gevent.sleep(4.5)  # longer than ttl: a stale view must not expire anybody
-    assert set(a.nodes()) == set(b.nodes()) == {"a", "b"}
+    assert set(a.nodes()) == set(b.nodes()) == {"a", "b", "d"}
     assert a.health()["b"]["state"] == "stale"
     server.start()  # same port, empty data
     eventually(lambda: not a.stale and not b.stale, what="recovery")
@@ -223,12 +225,14 @@ def test_redis_restart_keeps_view_then_recovers(make_server, grids):
     eventually(lambda: r.cmd(["EXISTS", "redgrid:::a", "redgrid:::b"]) == 2, what="re-register")
     eventually(lambda: r.cmd(["ZCARD", "redgrid-index::"]) == 2, what="re-index")
     assert a.stale_since is None
+    eventually(lambda: "d" not in a.nodes() and "d" not in b.nodes(), what="dead node expired")
+    assert expired == ["d"]
     c = grids(server.url, name="c", ttl=4, interval=0.5)
     eventually(lambda: set(c.nodes()) == {"a", "b", "c"}, what="newcomer after restart")
     assert c.nodes()["a"]["role"] == "web"
     eventually(lambda: set(a.nodes()) == {"a", "b", "c"})
     gevent.sleep(4.5)  # over a ttl after recovery: the live nodes' heartbeats kept them
-    assert set(a.nodes()) == {"a", "b", "c"} and expired == []
+    assert set(a.nodes()) == {"a", "b", "c"} and expired == ["d"]
     r.close()
 
 

@@ -44,8 +44,8 @@ def format_table(health, now):
         rows.append((name, h["meta"].get("ip", "?"), h["state"], f"{age:.1f}s ago",
                      _meta_text(h["meta"])))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[4]
-                     for r in rows).rstrip() + "\n"
+    return "".join(("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[4]).rstrip() + "\n"
+                   for r in rows)
 
 
 def _print_event(event, out):
