@@ -178,6 +178,8 @@ class Grid:
                 new.pop(k, None)
             else:
                 new[k] = v
+        if new == self._meta:
+            return
         self._meta = _check_meta(new)
         self.view.set_self(self._meta, time.time())
         self._need_register = True

@@ -15,10 +15,20 @@ Redis layout (compatible with the original Erlang redgrid, plus an index):
     ``<key>``: the node registered (joined, re-registered, or answered a ping);
     ``ping``: a newcomer asks every node to re-register now;
     ``update <key> <json meta>``: the node's meta (with ``ip``) as just written to
-    its key, sent before ``<key>`` on every registration by a greenredis node,
-    so peers need no HGETALL; a plain ``<key>`` from a node known to speak
-    ``update`` is then only a sign of life;
+    its key, sent before ``<key>`` when a greenredis node joins or changes its
+    meta, so peers need no HGETALL; a plain ``<key>`` from a node known to
+    speak ``update`` is then only a sign of life (every node re-registers on
+    each ping), while other nodes' plain keys are fetched (HGETALL) as the
+    original did;
     ``leave <key>``: the node left on purpose; peers drop it at once.
+    An original redgrid peer would HGETALL ``update``/``leave`` messages as
+    keys, find nothing and skip them. A node answers pings at most once per
+    ``min(0.5, interval / 4)`` seconds, so a burst of newcomers costs one
+    answer per node, not one per newcomer.
+
+A heartbeat is one pipelined batch of three commands: ``PEXPIRE`` of the key
+(0 means Redis lost it: register again), ``ZADD`` to the index, and the
+reconcile read ``ZRANGE index 0 -1 WITHSCORES``.
 ``redgrid-index:<domain>:<version>`` (sorted set)
     member: node name, score: unix time of its last heartbeat. Read whole once
     per interval (O(nodes)) to reconcile; entries older than 2 * ttl are trimmed
