@@ -635,3 +635,17 @@ def test_geo_searches_with_store_match_server(ap, redis_server):
     both("GEOSEARCHSTORE", "out0", "nosuchkey", "FROMLONLAT", 0, 0, "BYRADIUS", 1, "km")
     assert b"out0" not in data(ap)
     r.close()
+
+
+def test_copy_of_a_stream_is_independent(ap):
+    run(ap, "XADD", "x", "1-0", "f", "v")
+    run(ap, "XGROUP", "CREATE", "x", "g", "0")
+    run(ap, "XCLAIM", "x", "g", "c", 0, "1-0", "FORCE", "JUSTID")
+    run(ap, "COPY", "x", "y")
+    run(ap, "XADD", "x", "2-0", "f", "v")
+    run(ap, "XCLAIM", "x", "g", "d", 0, "1-0", "RETRYCOUNT", 5)
+    y = data(ap)[b"y"]
+    assert list(y.entries) == [StreamID(1, 0)] and y.last_id == StreamID(1, 0)
+    p = y.groups[b"g"].pending[StreamID(1, 0)]
+    assert (p.consumer, p.delivery_count) == (b"c", 1) and set(y.groups[b"g"].consumers) == {b"c"}
+    assert y.groups[b"g"].consumers[b"c"].pending == {StreamID(1, 0)}
