@@ -493,9 +493,10 @@ class Replica:
 
     def _receive(self, sock, proto):
         recv = sock.recv
-        size = self.chunk_size
         while True:
-            data = recv(size)
+            # big reads for a snapshot; smaller ones while streaming, so that readers
+            # get a turn at least every few milliseconds under a heavy write load
+            data = recv(65536 if proto.streaming else self.chunk_size)
             if not data:
                 raise ConnectionResetError("the master closed the connection")
             self._last_heard = time.time()

@@ -1,0 +1,272 @@
+"""Measure the replica against one local redis-server, in one run.
+
+1. Full sync of N string keys (DEBUG POPULATE) and of M hashes of 10 fields
+   (listpack-encoded): seconds and keys/s for greenredis.Replica (RDB streamed from
+   a disk-based sync, parsed as it arrives), for RDBParser alone on the same file, and
+   for redis-server itself loading that file at startup ("DB loaded from disk: X
+   seconds" in its log).
+2. Memory of the local copy of the N strings (RSS growth of this process) against
+   the master's used_memory.
+3. Stream apply rate (commands/s) while redis-benchmark hammers the master with
+   SET/LPUSH/HSET, and the lag behind the master: master_repl_offset vs our offset,
+   sampled every 0.1 s, in bytes and in seconds until we reached that offset.
+
+Usage: .venv/bin/python scripts/bench_replica.py [--strings 1000000] [--hashes 100000]
+       [--bench-requests 2000000]
+"""
+
+import argparse
+import gc
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import gevent
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from greenredis.client import Redis  # noqa: E402
+from greenredis.rdb import RDBParser  # noqa: E402
+from greenredis.replica import Replica  # noqa: E402
+from greenredis.server import RedisServer  # noqa: E402
+
+
+def rss_bytes():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def info(r, section):
+    out = {}
+    for line in r.cmd(["INFO", section]).decode().splitlines():
+        if ":" in line and not line.startswith("#"):
+            k, v = line.split(":", 1)
+            out[k] = v
+    return out
+
+
+def progress(text):
+    sys.stderr.write("\r" + text.ljust(110))
+    sys.stderr.flush()
+
+
+def redis_own_load(master):
+    """SAVE on the master, start a second redis-server on that file, read its load time."""
+    r = Redis.from_url(master.url, timeout=600)
+    r.cmd(["SAVE"])
+    r.close()
+    d = tempfile.mkdtemp(prefix="greenredis-bench-")
+    src = os.path.join(master.dir, "dump.rdb")
+    shutil.copy(src, os.path.join(d, "dump.rdb"))
+    size = os.path.getsize(src)
+    loader = RedisServer(persist=True, dir=d)
+    try:
+        loader.start(timeout=600)
+        with open(loader.log_path) as f:
+            m = re.search(r"DB loaded from disk: ([0-9.]+) seconds", f.read())
+        seconds = float(m.group(1)) if m else float("nan")
+    finally:
+        loader.stop()
+    return seconds, size, d
+
+
+def parse_file(path):
+    p = RDBParser()
+    t = time.perf_counter()
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(256 * 1024)
+            if not chunk:
+                break
+            p.feed(chunk)
+    ks = p.finish()
+    seconds = time.perf_counter() - t
+    n = ks.key_count()
+    del ks, p
+    gc.collect()
+    return seconds, n
+
+
+def full_sync(master, label, expect):
+    """Start a Replica, time the full sync; returns (replica, seconds, keys)."""
+    rep = Replica(master.url, repl_timeout=600)
+    rep.start(block=False)
+    t0 = time.perf_counter()
+    while not rep.loaded:
+        st = rep.status()
+        if st["state"] == "loading" and st.get("load_seconds"):
+            done, size = st["bytes_loaded"], st["rdb_size"]
+            pct = f"{100.0 * done / size:5.1f}%" if size else "?"
+            rate = st["keys_loaded"] / max(st["load_seconds"], 1e-9)
+            progress(f"{label}: loading {pct} {done / 1e6:.1f} MB, {st['keys_loaded']:,} keys, "
+                     f"{rate:,.0f} keys/s")
+        else:
+            progress(f"{label}: {st['state']} ({time.perf_counter() - t0:.1f}s)")
+        gevent.sleep(0.2)
+    st = rep.status()
+    progress("")
+    sys.stderr.write("\r")
+    assert st["keys"] == expect, (st["keys"], expect)
+    return rep, st["last_full_sync_seconds"], st["keys"]
+
+
+def populate_hashes(r, n, fields=10):
+    batch = []
+    for i in range(n):
+        args = ["HSET", f"hash:{i}"]
+        for f in range(fields):
+            args += [f"field{f}", f"value{f}-{i}"]
+        batch.append(args)
+        if len(batch) == 1000:
+            r.cmd(batch)
+            batch = []
+    if batch:
+        r.cmd(batch)
+
+
+def apply_rate(master, rep, requests, pipeline):
+    """redis-benchmark writes; sample applied commands and lag every 0.1 s."""
+    bench = shutil.which("redis-benchmark")
+    r = Redis.from_url(master.url, timeout=60)
+    start_applied = rep.status()["commands_applied"]
+    pending = []                      # (time, master offset) samples not yet reached
+    max_lag_s, max_lag_bytes, samples = 0.0, 0, 0
+    if bench:
+        proc = subprocess.Popen(
+            [bench, "-h", "127.0.0.1", "-p", str(master.port), "-t", "set,lpush,hset",
+             "-n", str(requests), "-P", str(pipeline), "-r", "100000", "-c", "20", "-q"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        done = lambda: proc.poll() is not None  # noqa: E731
+        writer = f"redis-benchmark -t set,lpush,hset -P {pipeline} -c 20 -r 100000"
+    else:                                       # a gevent writer instead
+        def write():
+            for i in range(0, requests, 300):
+                r.cmd([["SET", f"key:{i + j}", "xxx"] for j in range(300)])
+        g = gevent.spawn(write)
+        done = g.ready
+        writer = "gevent writer (SET x300 batches)"
+    t0 = time.perf_counter()
+    last_count = start_applied
+    while True:
+        now = time.perf_counter()
+        moff = int(info(r, "replication")["master_repl_offset"])
+        st = rep.status()
+        ours = st["offset"]
+        pending.append((now, moff))
+        while pending and ours >= pending[0][1]:
+            max_lag_s = max(max_lag_s, now - pending[0][0])
+            pending.pop(0)
+        if pending:
+            max_lag_s = max(max_lag_s, now - pending[0][0])
+        max_lag_bytes = max(max_lag_bytes, moff - ours)
+        samples += 1
+        applied = st["commands_applied"] - start_applied
+        rate = applied / max(now - t0, 1e-9)
+        progress(f"stream: {applied:,} applied, {rate:,.0f}/s, lag {moff - ours:,} bytes, "
+                 f"max lag {max_lag_s:.2f}s")
+        if done() and ours >= moff:
+            break
+        last_count = applied
+        gevent.sleep(0.1)
+    # from the writer's start until we had applied all it wrote
+    elapsed = time.perf_counter() - t0
+    applied = rep.status()["commands_applied"] - start_applied
+    out = proc.stdout.read().decode() if bench else ""
+    progress("")
+    sys.stderr.write("\r")
+    r.close()
+    del last_count
+    return applied, elapsed, max_lag_s, max_lag_bytes, samples, writer, out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--strings", type=int, default=1_000_000)
+    ap.add_argument("--hashes", type=int, default=100_000)
+    ap.add_argument("--bench-requests", type=int, default=1_000_000,
+                    help="redis-benchmark -n per test (3 tests)")
+    args = ap.parse_args(argv)
+    rows = []
+    master = RedisServer(debug=True, args=["--repl-diskless-sync", "no"]).start()
+    try:
+        r = Redis.from_url(master.url, timeout=600)
+
+        # 1. strings ------------------------------------------------------------------
+        progress(f"populating {args.strings:,} strings")
+        r.cmd(["DEBUG", "POPULATE", args.strings])
+        used = int(info(r, "memory")["used_memory"])
+        startup = int(info(r, "memory")["used_memory_startup"])
+        redis_s, size, d = redis_own_load(master)
+        parse_s, _ = parse_file(os.path.join(d, "dump.rdb"))
+        shutil.rmtree(d, ignore_errors=True)
+        gc.collect()
+        rss0 = rss_bytes()
+        rep, ours_s, n = full_sync(master, "strings", args.strings)
+        gc.collect()
+        rss1 = rss_bytes()
+        rows.append((f"full sync {n:,} strings ({size / 1e6:.0f} MB RDB)", ours_s, n, redis_s, parse_s))
+        mem = (rss1 - rss0, used, used - startup)
+        rep.stop()
+        del rep
+        gc.collect()
+
+        # 2. hashes ---------------------------------------------------------------------
+        r.cmd(["FLUSHALL"])
+        progress(f"populating {args.hashes:,} hashes")
+        populate_hashes(r, args.hashes)
+        enc = r.cmd(["OBJECT", "ENCODING", "hash:0"]).decode()
+        redis_s, size, d = redis_own_load(master)
+        parse_s, _ = parse_file(os.path.join(d, "dump.rdb"))
+        shutil.rmtree(d, ignore_errors=True)
+        rep, ours_s, n = full_sync(master, "hashes", args.hashes)
+        rows.append((f"full sync {n:,} hashes x10 ({enc}, {size / 1e6:.0f} MB)", ours_s, n,
+                     redis_s, parse_s))
+
+        # 3. the command stream -----------------------------------------------------------
+        streams = [apply_rate(master, rep, args.bench_requests, 16),
+                   apply_rate(master, rep, args.bench_requests // 4, 1)]
+        rep.stop()
+    finally:
+        master.close()
+
+    print(f"# greenredis replica benchmark - {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+          f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"redis-server 7.0 on 127.0.0.1 (shared machine: numbers are noisy)")
+    print()
+    print("| full sync | greenredis s | keys/s | parser alone keys/s | redis-server load s | keys/s | redis / greenredis |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for label, ours, n, theirs, parse_s in rows:
+        print(f"| {label} | {ours:.2f} | {n / ours:,.0f} | {n / parse_s:,.0f} | {theirs:.2f} | "
+              f"{n / theirs:,.0f} | {ours / theirs:.2f}x slower |" if theirs > 0 else
+              f"| {label} | {ours:.2f} | {n / ours:,.0f} | {n / parse_s:,.0f} | {theirs} | - | - |")
+    print()
+    rss, used, dataset = mem
+    print(f"| memory, {args.strings:,} strings | bytes | local / master |")
+    print("|---|---:|---:|")
+    print(f"| master used_memory | {used / 1e6:,.1f} MB | |")
+    print(f"| local copy (RSS growth) | {rss / 1e6:,.1f} MB | {rss / used:.2f}x |")
+    print()
+    for applied, elapsed, lag_s, lag_b, samples, writer, bench_out in streams:
+        print(f"| stream: {writer} | value |")
+        print("|---|---:|")
+        print(f"| commands applied (writer start to caught up) | {applied:,} in {elapsed:.2f}s |")
+        print(f"| apply rate | {applied / elapsed:,.0f} commands/s |")
+        print(f"| max lag behind master_repl_offset | {lag_s:.2f} s, {lag_b:,} bytes "
+              f"({samples} samples) |")
+        if bench_out:
+            lines = [ln.strip().split(", p50")[0] for ln in
+                     bench_out.replace("\r", "\n").splitlines() if "requests per second" in ln]
+            print(f"| master write rate (redis-benchmark) | {'; '.join(lines)} |")
+        print()
+
+
+if __name__ == "__main__":
+    main()
