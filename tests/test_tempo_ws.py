@@ -249,3 +249,49 @@ def test_watch_while_redis_is_down_then_catch_up(make_server):
                 or {"history", 2} <= got)             # refilled, then live again
         c.close()
     r.close()
+
+
+def test_log_viewer_joining_mid_stream_sees_every_line_once(redis_server, request):
+    import threading
+    web = WebProcess(redis_server.url, TEMPO_QUEUE_SIZE=1000000).start()   # nothing dropped
+    request.addfinalizer(web.stop)
+    r = greenredis.Redis.from_url(redis_server.url)
+    Stats(r, "w").publish("x", 1)
+    r.close()
+    stop = threading.Event()
+    total = []
+
+    def writer():                     # its own thread, hub and client: appends non-stop
+        w = greenredis.Redis.from_url(redis_server.url)
+        log = CappedLog.for_instance(w, "w", cap=100000)
+        i = 0
+        while not stop.is_set():
+            log.append(f"line {i}")
+            i += 1
+        total.append(i)
+        w.close()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        time.sleep(0.2)
+        clients = [Client(web.ws_url) for _ in range(3)]
+        for c in clients:
+            watch(c, "logs", "w")
+            time.sleep(0.05)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        t.join()
+    last = total[0] - 1
+    for c in clients:
+        backlog = c.recv()
+        assert backlog["type"] == "backlog"
+        lines = list(backlog["lines"])
+        for m in c.until(lambda m: m.get("line") == f"line {last}"):
+            assert m["type"] == "log"
+            lines.append(m["line"])
+        first = int(lines[0].split()[1])         # the backlog is the newest 1000 lines
+        assert len(backlog["lines"]) == 1000 or first == 0
+        assert lines == [f"line {i}" for i in range(first, last + 1)]   # no gap, no duplicate
+        c.close()
