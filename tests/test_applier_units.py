@@ -649,3 +649,101 @@ def test_copy_of_a_stream_is_independent(ap):
     p = y.groups[b"g"].pending[StreamID(1, 0)]
     assert (p.consumer, p.delivery_count) == (b"c", 1) and set(y.groups[b"g"].consumers) == {b"c"}
     assert y.groups[b"g"].consumers[b"c"].pending == {StreamID(1, 0)}
+
+
+def _canon(v):
+    t = type(v)
+    if t is bytes:
+        return v
+    if t is deque:
+        return ("l", tuple(v))
+    if t is set:
+        return ("s", frozenset(v))
+    if t is ZSet:
+        return ("z", tuple(sorted(v.items())))
+    if t is dict:
+        return ("h", tuple(sorted(v.items())))
+    groups = tuple(sorted(
+        (n, g.last_id, g.entries_read,
+         tuple((sid, p.consumer, p.delivery_time, p.delivery_count) for sid, p in g.pending.items()),
+         tuple(sorted((c, frozenset(k.pending)) for c, k in g.consumers.items())))
+        for n, g in v.groups.items()))
+    return ("x", tuple((sid, tuple(f)) for sid, f in v.entries.items()), v.last_id, v.first_id,
+            v.entries_added, v.max_deleted_id, groups)
+
+
+def _state(ks):
+    return {n: ({k: _canon(v) for k, v in db.data.items()}, dict(db.expires),
+                {k: dict(f) for k, f in db.field_expires.items()})
+            for n, db in ks.dbs.items()} , list(ks.functions)
+
+
+def _big_dataset(seed):
+    ap = Applier()
+    rnd = random.Random(seed)
+    for db in (0, 1):
+        ap.select(db)
+        for i in range(3):
+            size = rnd.choice([5, 300, 700])
+            run(ap, "RPUSH", f"l{i}", *[f"e{j}" for j in range(size)])
+            run(ap, "SADD", f"s{i}", *[f"m{j}" for j in range(size)])
+            run(ap, "HSET", f"h{i}", *[x for j in range(size) for x in (f"f{j}", str(j))])
+            run(ap, "ZADD", f"z{i}", *[x for j in range(size) for x in (str(j / 3), f"m{j}")])
+            for j in range(size):
+                run(ap, "XADD", f"x{i}", f"{j + 1}-0", "f", str(j))
+            run(ap, "XGROUP", "CREATE", f"x{i}", "g", "0")
+            run(ap, "SET", f"str{i}", str(i))
+            run(ap, "PEXPIREAT", f"l{i}", 4102444800000 + i)
+            run(ap, "HPEXPIREAT", f"h{i}", 4102444800000, "FIELDS", 1, "f1")
+    ap.select(0)
+    return ap
+
+
+def _random_command(rnd):
+    i = rnd.randint(0, 2)
+    k = lambda p: f"{p}{rnd.randint(0, 2)}"  # noqa: E731
+    return rnd.choice([
+        ["LPUSH", f"l{i}", "a", "b"], ["RPUSH", f"l{i}", "c"], ["LPOP", f"l{i}", rnd.randint(0, 3)],
+        ["RPOP", f"l{i}"], ["LSET", f"l{i}", 0, "z"], ["LTRIM", f"l{i}", 1, -2], ["LPUSHX", f"l{i}", "q"],
+        ["SADD", f"s{i}", "m1", "new"], ["SREM", f"s{i}", "m2", "m3"], ["SINTERSTORE", k("s"), f"s{i}", k("s")],
+        ["HSET", f"h{i}", "f1", "x", "new", "y"], ["HDEL", f"h{i}", "f2"], ["HINCRBY", f"h{i}", "f3", 5],
+        ["ZADD", f"z{i}", "GT", 100, "m1", 1, "new"], ["ZINCRBY", f"z{i}", 2, "m4"], ["ZREM", f"z{i}", "m5"],
+        ["XADD", f"x{i}", f"{10 ** 6 + rnd.randint(0, 10 ** 6)}-0", "f", "v"], ["XDEL", f"x{i}", "3-0"],
+        ["XADD", f"x{i}", "MAXLEN", "=", 100, f"{10 ** 7 + rnd.randint(0, 10 ** 6)}-0", "f", "v"],
+        ["XCLAIM", f"x{i}", "g", "c", 0, "5-0", "TIME", 1000, "FORCE", "JUSTID"],
+        ["PEXPIREAT", k("l"), 4102444800999], ["PERSIST", k("l")], ["DEL", k("l"), k("s")],
+        ["UNLINK", k("z")], ["RENAME", k("h"), k("h")], ["SET", k("str"), "v"], ["INCR", k("str")],
+        ["SELECT", rnd.randint(0, 2)], ["SWAPDB", 0, 1], ["FLUSHDB"], ["MOVE", k("s"), 1],
+        ["COPY", k("z"), k("z"), "DB", 1, "REPLACE"], ["HPEXPIREAT", f"h{i}", 5, "FIELDS", 1, "f2"],
+        ["FUNCTION", "LOAD", "REPLACE", "#!lua name=t\nredis.register_function('f', function() end)"],
+    ])
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_transactions_on_big_values_apply_or_roll_back_exactly(seed):
+    rnd = random.Random(seed)
+    reference, subject = _big_dataset(seed), _big_dataset(seed)
+    for _ in range(15):
+        body = []
+        for _ in range(rnd.randint(1, 8)):
+            argv = A(*_random_command(rnd))
+            try:
+                reference.apply(argv)
+            except ApplyError:
+                continue  # a handler checks before it changes anything
+            body.append(argv)
+        fail = rnd.random() < 0.5
+        before = _state(subject.keyspace), subject.db
+        subject.apply([b"MULTI"])
+        for argv in body:
+            subject.apply(argv)
+        if fail:
+            subject.apply(A("LSET", "nosuchkey", 0, "x"))
+            with pytest.raises(ApplyError):
+                subject.apply([b"EXEC"])
+            assert (_state(subject.keyspace), subject.db) == before
+            for argv in body:  # now without the failure, to stay in step with the reference
+                subject.apply(argv)
+        else:
+            subject.apply([b"EXEC"])
+        assert (_state(subject.keyspace), subject.db) == (_state(reference.keyspace), reference.db)

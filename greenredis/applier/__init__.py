@@ -12,7 +12,7 @@ family lives in its own module as a mixin of ``Applier``.
 """
 
 from ..keyspace import Keyspace
-from .base import ApplyError, copy_value
+from .base import ApplyError
 from .geo import GeoMixin
 from .hashes import HashesMixin
 from .keys import KeysMixin
@@ -21,6 +21,7 @@ from .sets import SetsMixin
 from .sort import SortMixin
 from .streams import StreamsMixin
 from .strings import StringsMixin
+from .txn import Undo
 from .zsets import ZSetsMixin
 
 __all__ = ["Applier", "ApplyError", "commands", "REFUSED"]
@@ -131,56 +132,19 @@ class Applier(KeysMixin, StringsMixin, ListsMixin, SetsMixin, HashesMixin, ZSets
         if self._aborted:
             self._aborted = False
             raise ApplyError("EXEC of a transaction with a command that cannot be applied")
-        undo = _Snapshot(self, queue)
+        undo = Undo(self)
         touched = []
         try:
             for handler, args in queue:
+                undo.before(args)
                 self.applied += 1
                 touched += handler(args)
         except BaseException as e:
-            undo.restore()
+            undo.rollback()
             if isinstance(e, _ARG_ERRORS) and not isinstance(e, ApplyError):
                 raise ApplyError(f"cannot apply {args[0]!r} in EXEC: {type(e).__name__}: {e}") from e
             raise
         return list(dict.fromkeys(touched))
-
-
-class _Snapshot:
-    """Enough of the data to undo a transaction: the Db dicts, and a copy of every
-    existing value whose key appears among the queued arguments, in every db."""
-
-    def __init__(self, applier, queue):
-        self.applier = applier
-        self.db = applier._db
-        ks = applier.keyspace
-        self.dbs = dict(ks.dbs)
-        self.dicts = {n: (d.data, d.expires, d.field_expires) for n, d in ks.dbs.items()}
-        self.functions = list(ks.functions)
-        self.saved = []
-        names = {arg for _, args in queue for arg in args[1:]}
-        for data, expires, fexp in self.dicts.values():
-            for key in names:
-                value = data.get(key)
-                fields = fexp.get(key)
-                self.saved.append((data, expires, fexp, key,
-                                   None if value is None else copy_value(value),
-                                   expires.get(key), None if fields is None else dict(fields)))
-
-    def restore(self):
-        ks = self.applier.keyspace
-        ks.dbs.clear()
-        ks.dbs.update(self.dbs)
-        ks.functions[:] = self.functions
-        for n, (data, expires, fexp) in self.dicts.items():
-            db = ks.dbs[n]
-            db.data, db.expires, db.field_expires = data, expires, fexp
-        for data, expires, fexp, key, value, ttl, fields in self.saved:
-            for d, v in ((data, value), (expires, ttl), (fexp, fields)):
-                if v is None:
-                    d.pop(key, None)
-                else:
-                    d[key] = v
-        self.applier.select(self.db)
 
 
 # Known, and always refused: their effect cannot be reproduced exactly (HyperLogLog's format,
