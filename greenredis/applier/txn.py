@@ -52,10 +52,12 @@ class Undo:
         self.dicts = {n: (d.data, d.expires, d.field_expires) for n, d in ks.dbs.items()}
         self.functions = list(ks.functions)
         self.actions = []   # undo steps, run in reverse order
+        self.mark = 0       # where the steps of the command being applied start
         self.saved = set()  # (id(data dict), key) restored by a copy: nothing more to record
 
     def before(self, argv):
         """Call before applying ``argv`` (it has not changed anything yet)."""
+        self.mark = len(self.actions)
         name = argv[0].upper()
         ap = self.applier
         keys = written_keys(name, argv)
@@ -110,6 +112,9 @@ class Undo:
                                      expires.get(key), None if fields is None else dict(fields)))
 
     def rollback(self):
+        """Undo everything; the command that failed changed nothing (handlers check first),
+        so its inverse steps are dropped rather than run."""
+        self.actions[self.mark:] = [a for a in self.actions[self.mark:] if type(a) is _Restore]
         ks = self.applier.keyspace
         ks.dbs.clear()
         ks.dbs.update(self.dbs)
