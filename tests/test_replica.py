@@ -157,6 +157,7 @@ class Reader:
         self.bad = []
         self.errors = []
         self.seen = set()
+        self.during_load = 0        # reads served while a full sync was loading
         self.greenlet = gevent.spawn(self._run)
 
     def _run(self):
@@ -166,6 +167,7 @@ class Reader:
                 n = self.rep.dbsize()
                 self.rep.keys("d:1*")
                 self.reads += 1
+                self.during_load += self.rep.status()["state"] == "loading"
                 self.seen.add(gen)
                 if self.sizes.get(gen, -1) != n:
                     self.bad.append((gen, n))
@@ -410,6 +412,10 @@ def test_reads_api(make_server, replicas):
     assert lst == [b"a", b"b"]
     lst.append(b"c")
     rep.get("hash")[b"g"] = b"w"
+    st = rep.get("st")
+    st.entries[StreamID(1, 1)].append((b"x", b"y"))
+    st.entries[StreamID(9, 9)] = []
+    assert rep.get("st").entries == {StreamID(1, 1): [(b"f", b"v")]}
     assert rep.get("list") == [b"a", b"b"] and rep.get("hash") == {b"f": b"v"}
     # a logically expired key reads as absent until the master's DEL arrives
     wait_for(caught_up(rep, r), what="streaming")
@@ -448,6 +454,14 @@ def test_password_and_acl_user(make_server, replicas):
     assert "AUTH failed" in bad.status()["last_error"]
     assert bad.status()["state"] in ("down", "connecting") and bad.dbsize() == 0
     r.close()
+
+
+def test_unix_socket(make_server, replicas):
+    server = make_server(unixsocket=True, args=FAST_SYNC)
+    client(server).cmd(["SET", "k", "over a unix socket"])
+    rep = replicas(f"unix://{server.unix_path}")
+    rep.start(timeout=60)
+    assert rep.get("k") == b"over a unix socket" and rep.status()["master"] == server.unix_path
 
 
 def test_tls(make_server, replicas):
@@ -493,7 +507,14 @@ def test_master_killed_and_restarted_mid_stream(make_server, replicas):
     rep = replicas(server.url)
     rep.start(timeout=60)
     reader = Reader(rep, {b"g1": 2001, b"g2": 3001})
-    writer = gevent.spawn(lambda: [r.cmd(["SET", "d:5", "g1-5"]) for _ in iter(int, 1)])
+    def write():
+        try:
+            while True:
+                r.cmd(["SET", "d:5", "g1-5"])
+        except Exception:  # noqa: BLE001 - the master is killed under it
+            pass
+
+    writer = gevent.spawn(write)
     gevent.sleep(0.2)
     server.kill()
     writer.kill()
@@ -571,6 +592,7 @@ def test_cut_mid_rdb_keeps_the_old_dataset(make_server, replicas, proxies, sync_
     assert st["connects"] >= 3
     assert rep.get("gen") == b"g2" and rep.dbsize() == 801 and rep.dbsize(1) == 60000
     assert reader.seen >= {b"g1", b"g2"}
+    assert reader.during_load > 0               # old data was served during the loads
     reader.stop()
     r.close()
 
