@@ -3,6 +3,7 @@ SELECT, and the non-writing commands a master sends (PING, REPLCONF, PUBLISH, ..
 
 import re
 
+from ..rdb import RDBError, decode_dump
 from .base import ApplyError, Core, copy_value, now_ms, parse_int
 
 _LIBRARY_NAME = re.compile(rb"^#!\s*(\w+)\s+(?:.*\s)?name=(\S+)", re.M)
@@ -202,15 +203,10 @@ class KeysMixin(Core):
             raise ApplyError("RESTORE: invalid TTL value, must be >= 0")
         if key in self.data and not replace:
             raise ApplyError(f"BUSYKEY RESTORE: target key {key!r} already exists")
-        from ..rdb import RDBError, decode_dump
         try:
-            value = decode_dump(payload)
+            value, fields = decode_dump(payload, with_field_expiry=True)
         except RDBError as e:
             raise ApplyError(f"RESTORE: bad DUMP payload for {key!r}: {e}") from e
-        if isinstance(value, tuple):  # a hash with field TTLs: (dict, {field: ms})
-            value, fields = value
-        else:
-            fields = None
         self._put(key, value)
         if ttl:
             self.expires[key] = ttl if absttl else now_ms() + ttl
