@@ -174,8 +174,8 @@ def main():
         url = server.url
     port = free_port()
     env = {**os.environ, "REDIS_URL": url, "TEMPO_GRID": "0"}
-    web = subprocess.Popen([sys.executable, "-c", "import sys; from greenredis.cli import main; "
-                            "sys.exit(main(sys.argv[1:]))", "web", "--port", str(port),
+    from greenredis.cli.dashboard import ENTRY
+    web = subprocess.Popen([sys.executable, "-c", ENTRY, "web", "--port", str(port),
                             "--no-access-log"], env=env, cwd=ROOT,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     clients = []

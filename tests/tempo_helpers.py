@@ -10,6 +10,7 @@ import urllib.request
 
 import websocket
 
+from greenredis.cli.dashboard import ENTRY
 from greenredis.server import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,8 +29,7 @@ class WebProcess:
 
     def start(self, timeout=30):
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "import sys; from greenredis.cli import main; "
-             "sys.exit(main(sys.argv[1:]))", "web", "--port", str(self.port), "--no-access-log"],
+            [sys.executable, "-c", ENTRY, "web", "--port", str(self.port), "--no-access-log"],
             env=self.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while True:

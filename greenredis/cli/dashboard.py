@@ -14,12 +14,17 @@ import time
 import urllib.error
 import urllib.request
 
-ENTRY = "import sys; from greenredis.cli import main; sys.exit(main(sys.argv[1:]))"
+# Runs one subcommand module directly (``python -c ENTRY web --port 5000``), so a
+# child does not depend on every other subcommand importing cleanly.
+ENTRY = ("import argparse, importlib, sys; "
+         "m = importlib.import_module('greenredis.cli.' + sys.argv[1]); "
+         "p = argparse.ArgumentParser(prog='greenredis ' + sys.argv[1]); m.add_arguments(p); "
+         "sys.exit(m.run(p.parse_args(sys.argv[2:])) or 0)")
 
 
 def add_arguments(parser):
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 5000)),
-                        help="web port (default $PORT or 5000)")
+    parser.add_argument("--port", type=int, default=None,
+                        help="web port (default $PORT, else 5000, else any free port)")
     parser.add_argument("--host", default="127.0.0.1", help="web address (default 127.0.0.1)")
     parser.add_argument("--no-demo", action="store_true", help="do not run the demo instances")
     parser.add_argument("--web", type=int, default=3, help="demo web instances (default 3)")
@@ -45,6 +50,18 @@ def _wait_http(url, proc, timeout=30.0):
     return False
 
 
+def _port_or_free(host, port):
+    """``port`` if nothing listens there, else a free one."""
+    import socket
+    from greenredis.server import free_port
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+            return port
+        except OSError:
+            return free_port()
+
+
 def run(args):
     from greenredis.server import RedisServer
 
@@ -58,6 +75,8 @@ def run(args):
         url = server.url
         print(f"dashboard: started an embedded redis-server at {url} (set REDIS_URL to use yours)",
               flush=True)
+    if args.port is None:
+        args.port = int(os.environ.get("PORT") or 0) or _port_or_free(args.host, 5000)
     env = {**os.environ, "REDIS_URL": url, "PYTHONUNBUFFERED": "1"}
     procs = {"web": [sys.executable, "-c", ENTRY, "web", "--host", args.host,
                      "--port", str(args.port), "--no-access-log"]}
@@ -74,7 +93,8 @@ def run(args):
             children[name] = p
             threading.Thread(target=_pump, args=(name, p.stdout, width, lock), daemon=True).start()
         shown = "127.0.0.1" if args.host in ("0.0.0.0", "") else args.host
-        if _wait_http(f"http://{shown}:{args.port}/healthz", children["web"]):
+        if (_wait_http(f"http://{shown}:{args.port}/healthz", children["web"])
+                and children["web"].poll() is None):
             with lock:
                 print(f"\n  Tempo is up: open http://{shown}:{args.port}/   (Ctrl-C to stop)\n",
                       flush=True)
