@@ -7,8 +7,9 @@ replayed. What cannot be applied exactly raises ``ApplyError``: the replica must
 resync in full rather than serve a wrong value. Keys are never expired here; a master
 sends DEL/UNLINK for them.
 
-Dispatch is one dict lookup from the command name to a bound method; each command
-family lives in its own module as a mixin of ``Applier``.
+MULTI ... EXEC is queued and applied at EXEC all or nothing (``txn.Undo`` puts the data
+back if a queued command fails). Dispatch is one dict lookup from the command name to a
+bound method; each command family lives in its own module as a mixin of ``Applier``.
 """
 
 from ..keyspace import Keyspace
