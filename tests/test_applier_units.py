@@ -585,6 +585,12 @@ def test_newer_hash_and_set_forms(ap):
     assert data(ap)[b"k"] == b"v2"
     assert run(ap, "SET", "k", "v3", "IFNE", "v2") == []
     assert run(ap, "SET", "absent", "v", "IFEQ", "x") == [] and b"absent" not in data(ap)
+    assert run(ap, "HSETEX", "h2", "XX", "FIELDS", 1, "a", "1") == [] and b"h2" not in data(ap)
+    run(ap, "HSETEX", "h2", "NX", "FIELDS", 1, "a", "1")
+    assert run(ap, "HSETEX", "h2", "NX", "FIELDS", 1, "b", "2") == [] and data(ap)[b"h2"] == {b"a": b"1"}
+    assert run(ap, "DELIFEQ", "k", "other") == [] and run(ap, "DELIFEQ", "k", "v2") == [(0, b"k")]
+    with pytest.raises(ApplyError):
+        run(ap, "DELIFEQ", "h2", "x")
 
 
 def test_geo_searches_with_store_match_server(ap, redis_server):

@@ -156,14 +156,21 @@ class HashesMixin(Core):
         return self._hexpire(argv, now_ms(), 1000)
 
     def cmd_hsetex(self, argv):
-        """HSETEX key [FNX|FXX] [EX|PX|EXAT|PXAT t|KEEPTTL] FIELDS n field value ... (Redis 8)."""
+        """HSETEX key [NX|XX] [FNX|FXX] [EX|PX|EXAT|PXAT t|KEEPTTL] FIELDS n field value ...
+
+        (Redis 8; NX/XX on the key are Valkey 9's.)
+        """
         key = argv[1]
-        fnx = fxx = keepttl = False
+        fnx = fxx = keepttl = nx = xx = False
         when = None
         i = 2
         while i < len(argv) and argv[i].upper() != b"FIELDS":
             opt = argv[i].upper()
-            if opt == b"FNX":
+            if opt == b"NX":
+                nx = True
+            elif opt == b"XX":
+                xx = True
+            elif opt == b"FNX":
                 fnx = True
             elif opt == b"FXX":
                 fxx = True
@@ -177,7 +184,7 @@ class HashesMixin(Core):
             else:
                 raise ApplyError(f"HSETEX: syntax error at {argv[i]!r}")
             i += 1
-        if i + 1 >= len(argv) or (fnx and fxx) or (keepttl and when is not None):
+        if i + 1 >= len(argv) or (fnx and fxx) or (nx and xx) or (keepttl and when is not None):
             raise ApplyError("HSETEX: syntax error")
         count = parse_int(argv[i + 1], "numfields")
         pairs = argv[i + 2:]
@@ -185,6 +192,8 @@ class HashesMixin(Core):
             raise ApplyError("HSETEX: numfields does not match the arguments")
         fields = pairs[::2]
         h = self._hash(key)
+        if (nx and h is not None) or (xx and h is None):
+            return []
         present = [h is not None and f in h for f in fields]
         if (fnx and any(present)) or (fxx and not all(present)):
             return []

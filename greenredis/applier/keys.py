@@ -22,6 +22,20 @@ class KeysMixin(Core):
 
     cmd_unlink = cmd_del
 
+    def cmd_delifeq(self, argv):
+        """DELIFEQ key value (Valkey 9): delete a string key holding exactly ``value``."""
+        if len(argv) != 3:
+            raise ApplyError("DELIFEQ: wrong number of arguments")
+        value = self.data.get(argv[1])
+        if value is None:
+            return []
+        if type(value) is not bytes:
+            self._wrongtype(argv[1], value, "string")
+        if value != argv[2]:
+            return []
+        self._delete(argv[1])
+        return [(self._db, argv[1])]
+
     # ---- expiry ----
 
     def _expire(self, argv, base, unit):
