@@ -70,6 +70,8 @@ class CappedLog:
 
     def tail(self, n=None):
         """The newest ``n`` lines (default: all), newest last."""
+        if n is not None and n <= 0:
+            return []
         stop = -1 if n is None else max(int(n), 1) - 1
         return [_text(x) for x in reversed(self.redis.cmd(["LRANGE", self.key, 0, stop]))]
 
@@ -112,6 +114,9 @@ class CappedLog:
                     return
                 kind, _channel, data = msg
                 if kind == b"gap":
+                    # The marker must not beat the resubscription to Redis: confirm
+                    # it (a round trip on the subscription's connection) first.
+                    sub.subscribe(self.channel)
                     lines, mark = self._backlog_and_mark(None)
                     synced = False
                     for line in _after(lines, list(recent)):

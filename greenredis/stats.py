@@ -77,6 +77,8 @@ def read_history(redis, instance, metrics, n=None):
     metrics = list(metrics)
     if not metrics:
         return {}
+    if n is not None and n <= 0:
+        return {m: [] for m in metrics}
     stop = -1 if n is None else max(int(n), 1) - 1
     replies = redis.cmd([["LRANGE", channels.history_key(instance, m), 0, stop]
                          for m in metrics])

@@ -57,6 +57,7 @@ def test_capped_log_keeps_cap_and_order(r):
     log.append("line 4", "line 5", "line 6")
     assert log.tail() == [f"line {i}" for i in range(2, 7)]      # newest last, capped at 5
     assert log.tail(2) == ["line 5", "line 6"]
+    assert log.tail(0) == []
     assert len(log) == 5
     assert r.cmd(["LINDEX", "logs:{web.1}", 0]) == b"line 6"      # newest first in Redis
     with pytest.raises(ValueError):

@@ -154,6 +154,9 @@ def test_gap_after_redis_restart_is_refilled(redis_server, web):
     c = Client(web.ws_url, timeout=30)
     watch(c, "stats", "w")
     assert c.recv()["metrics"] == {"n": [[1.0, 1]]}
+    logs = Client(web.ws_url, timeout=30)
+    watch(logs, "logs", "w")
+    assert logs.recv() == {"type": "backlog", "instance": "w", "lines": []}
     redis_server.restart()                     # data and subscriptions gone
     wait_for(lambda: _numsub(r, "stats:{w}") == 1, timeout=30)   # resubscribed by itself
     Stats(r, "w").publish("n", 7, ts=5.0)
@@ -162,6 +165,12 @@ def test_gap_after_redis_restart_is_refilled(redis_server, web):
     c.until(lambda m: seen.add(m["type"] if m["type"] == "history" else m.get("value"))
             or {"history", 7} <= seen)
     c.close()
+    wait_for(lambda: _numsub(r, "logs:{w}") == 1, timeout=30)
+    CappedLog.for_instance(r, "w").append("back")   # the log viewer re-synced: not stuck
+    logs.until(lambda m: m.get("line") == "back" or "back" in m.get("lines", ()))
+    CappedLog.for_instance(r, "w").append("live again")
+    logs.until(lambda m: m.get("line") == "live again")
+    logs.close()
     r.close()
 
 

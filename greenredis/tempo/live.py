@@ -97,9 +97,20 @@ class Live:
                 if kind == b"message":
                     self.hub.publish(channel, data)
                 elif kind == b"gap":   # lost messages while reconnecting: refill every page
-                    gevent.spawn(self.run_effects, self.hub.resync())
+                    gevent.spawn(self._refill, sub)
             if self._closed:
                 return
+
+    def _refill(self, sub):
+        # Log markers must not beat the resubscription: confirm it first (a round
+        # trip on the subscription's own connection).
+        try:
+            with self._lock:
+                if sub.channels:
+                    sub.subscribe(*sub.channels)
+        except RedisError as e:
+            log.warning("tempo: resubscribe not confirmed (%s)", e)
+        self.run_effects(self.hub.resync())
 
     def _reconcile(self):
         """Make the subscription's channels the hub's, under a lock: the order of

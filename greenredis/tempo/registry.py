@@ -61,12 +61,15 @@ class Registry:
     (or None: instances come from the stats alone). ``recent``: how far back a
     stats-only instance is still listed (seconds)."""
 
-    def __init__(self, redis, grid=None, refresh=2.0, recent=3600.0, max_instances=1000):
+    def __init__(self, redis, grid=None, refresh=2.0, recent=3600.0, max_instances=1000,
+                 forget_after=86400.0):
         self.redis = redis
         self.grid = grid
         self.refresh = refresh
         self.recent = recent
         self.max_instances = max_instances
+        self.forget_after = forget_after   # drop from stats:instances (Stats' default ttl)
+        self._next_trim = 0.0
         self.on_change = None
         self._stats_seen = {}
         self._metrics = {}
@@ -144,6 +147,11 @@ class Registry:
                 names = set(seen) | set(self.grid.nodes() if self.grid is not None else ())
                 names = {n for n in names if _valid(n)}
                 self._metrics = instance_metrics(self.redis, sorted(names))
+                if time.monotonic() >= self._next_trim:
+                    # instances silent for longer than the history TTL have no keys left
+                    self.redis.cmd(["ZREMRANGEBYSCORE", channels.INSTANCES, "-inf",
+                                    time.time() - self.forget_after])
+                    self._next_trim = time.monotonic() + 60.0
                 self._stats_seen = seen
                 self._redis_ok = True
             except RedisError as e:
