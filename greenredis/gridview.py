@@ -83,6 +83,7 @@ class Layout:
         self.channel = f"redgrid:{self.domain}:{self.version}"
         self.prefix = self.channel + ":"
         self.index = f"redgrid-index:{self.domain}:{self.version}"
+        self._names = {}  # index member (bytes) -> checked node name: the index is read every interval
 
     def key(self, name):
         return self.prefix + name
@@ -168,11 +169,17 @@ class Layout:
             else:
                 pairs = list(zip(reply[::2], reply[1::2]))
         entries, bad = {}, 0
+        names = self._names
         for member, score in pairs:
             try:
-                name = _text(member, "index member")
-                if not valid_name(name):
-                    raise GridDataError(f"bad node name in index: {name[:120]!r}")
+                name = names.get(member)
+                if name is None:
+                    name = _text(member, "index member")
+                    if not valid_name(name):
+                        raise GridDataError(f"bad node name in index: {name[:120]!r}")
+                    if len(names) >= 100_000:  # names come and go: do not grow forever
+                        names.clear()
+                    names[member] = name
                 entries[name] = float(score)
             except (GridDataError, ValueError, TypeError) as e:
                 bad += 1

@@ -16,6 +16,7 @@ the tail of the latencies. ``--gc-freeze`` shows them without it.
 
 import argparse
 import gc
+import math
 import os
 import platform
 import random
@@ -63,8 +64,9 @@ class Watch:
 
 
 def pct(values, q):
+    """Nearest-rank percentile."""
     s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
+    return s[max(0, math.ceil(q * len(s)) - 1)] if s else float("nan")
 
 
 def commandstats(r):
