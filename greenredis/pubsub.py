@@ -75,15 +75,16 @@ class _PushStream:
     def _reconnect(self):
         delay = 0.05
         while not self.closed:
+            while self._confirmations:  # their PINGs died with the old connection
+                self._confirmations.popleft().set()
             try:
                 self._connect()
+                self._confirm(None)  # resubscribed for sure before anyone hears of the gap
             except RedisError as e:
                 log.debug("%s: reconnect failed: %s", self, e)
                 gevent.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
-            while self._confirmations:  # their PINGs died with the old connection
-                self._confirmations.popleft().set()
             self._put(GAP)
             return
 
