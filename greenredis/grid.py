@@ -210,9 +210,9 @@ class Grid:
         me = self._kill_greenlets()
         if self.started and not self.observe:
             try:
+                leave = self.layout.message("leave", self.name)
                 self._batch([["DEL", self.key], ["ZREM", self.layout.index, self.name],
-                             ["PUBLISH", self.layout.channel, self.layout.message("leave", self.name)]],
-                            timeout or self.timeout)
+                             ["PUBLISH", self.layout.channel, leave]], timeout or self.timeout)
             except RedisError as e:
                 log.warning("grid %s: could not announce the leave (%s); peers will expire it",
                             self.name, e)

@@ -83,7 +83,7 @@ class Layout:
         self.channel = f"redgrid:{self.domain}:{self.version}"
         self.prefix = self.channel + ":"
         self.index = f"redgrid-index:{self.domain}:{self.version}"
-        self._names = {}  # index member (bytes) -> checked node name: the index is read every interval
+        self._names = {}  # index member (bytes) -> checked name; the index is read every interval
 
     def key(self, name):
         return self.prefix + name
@@ -202,10 +202,11 @@ class _Node:
 class GridView:
     """The nodes one grid member knows, and when it last heard of each.
 
-    Every feeding method returns a list of GridEvent. ``self_name`` is always in
-    the view and never expires (None: an observer that is not a node). A node not heard of within ``ttl`` expires
-    (``tick``); while the view is ``stale`` (Redis unreachable) nothing expires,
-    and on ``recover`` every node gets ``grace`` seconds to show up again.
+    Feeding methods return lists of GridEvent. ``self_name`` is always in the
+    view and never expires (None: an observer that is not a node). A node not
+    heard of within ``ttl`` expires (``tick``); while the view is ``stale``
+    (Redis unreachable) nothing expires, and on ``recover`` every node gets
+    ``grace`` seconds to show up again.
     """
 
     def __init__(self, self_name, meta, ttl=60.0, interval=10.0, now=0.0, keep_gone=None):

@@ -305,7 +305,7 @@ def test_garbage_under_grid_keys_is_skipped(redis_server, grids):
     for msg in (b"hello", b"\xff", b"redgrid:x:1:junk1", b"update redgrid:x:1:junk2",
                 b"redgrid:x:1:bin\xff", b"leave redgrid:x:1:", b"redgrid:x:1:" + b"y" * 400):
         r.cmd(["PUBLISH", "redgrid:x:1", msg])
-    h = grids(url, name="h", domain="x", version="1")
+    grids(url, name="h", domain="x", version="1")
     eventually(lambda: set(g.nodes()) == {"g", "h"}, what="grid still works")
     eventually(lambda: g.view.counters["bad_messages"] >= 4 and g.view.counters["bad_data"] >= 4)
     assert set(g.nodes()) == {"g", "h"}
@@ -391,7 +391,8 @@ def test_cli_nodes_table_and_watch(redis_server, grids):
             a.update_meta(weight="0")
             b.stop()
             got = []
-            while not (any(" update web.1 " in x for x in got) and any(" leave " in x for x in got)):
+            while not (any(" update web.1 " in x for x in got)
+                       and any(" leave " in x for x in got)):
                 got.append(watch.stdout.readline())
         assert any("leave  web.2" in x and "(left)" in x for x in got)
         assert any("update web.1" in x and "weight=0" in x for x in got)

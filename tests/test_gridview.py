@@ -26,7 +26,8 @@ def test_layout_names_match_original_redgrid():
     assert lay.message("register", "web.1") == b"redgrid:prod:v2:web.1"
     assert lay.message("ping") == b"ping"
     assert lay.message("leave", "a") == b"leave redgrid:prod:v2:a"
-    assert lay.message("update", "a", {"ip": "1.2.3.4"}) == b'update redgrid:prod:v2:a {"ip":"1.2.3.4"}'
+    assert (lay.message("update", "a", {"ip": "1.2.3.4"})
+            == b'update redgrid:prod:v2:a {"ip":"1.2.3.4"}')
 
 
 def test_layout_parses_messages_and_rejects_garbage():
@@ -40,7 +41,8 @@ def test_layout_parses_messages_and_rejects_garbage():
     assert spaced.parse_message(spaced.message("update", "n", meta)) == ("update", "n", meta)
     for bad in (b"redgrid:d:2:n", b"hello", b"redgrid:d:1:", b"\xff\xfe", b"redgrid:d:1:a b",
                 b"leave redgrid:other:1:n", b"redgrid:d:1:" + b"x" * 300,
-                b"update redgrid:d:1:n", b"update redgrid:d:1:n {bad", b'update redgrid:d:1:n {"a":"b"}',
+                b"update redgrid:d:1:n", b"update redgrid:d:1:n {bad",
+                b'update redgrid:d:1:n {"a":"b"}',
                 b'update redgrid:d:1:n {"ip":1}', b'update redgrid:d:2:n {"ip":"x"}'):
         with pytest.raises(GridDataError):
             lay.parse_message(bad)
