@@ -13,6 +13,7 @@ from .server import RedisServer
 # The larger parts load on first use, so `import greenredis` stays light.
 _LAZY = {
     "Grid": ".grid",
+    "GridEvent": ".gridview",
     "Replica": ".replica",
     "Stats": ".stats",
     "CappedLog": ".caplog",
