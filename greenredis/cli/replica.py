@@ -7,6 +7,7 @@ then prints a status line whenever the state, link, replid or last error changes
 (and every --every seconds if given). Ctrl-C stops.
 """
 
+import logging
 import sys
 import time
 
@@ -64,7 +65,8 @@ def status_line(st):
         f"offset={st['offset']}",
         f"keys={st['keys']}",
         f"stale={stale:.1f}s" if stale is not None else "stale=-",
-        f"full_syncs={st['full_syncs']}",
+        f"full_syncs={st['full_syncs']}"
+        + (f" (last {st['last_full_sync_seconds']:.1f}s)" if st.get("last_full_sync_seconds") else ""),
         f"partial={st['partial_resyncs']}",
         f"applied={st['commands_applied']}",
     ]
@@ -80,6 +82,8 @@ def _stamp():
 
 
 def run(args):
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S")
     rep = Replica(args.url, listening_port=args.port)
     rep.start(block=False)
     tty = sys.stdout.isatty()
