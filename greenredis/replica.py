@@ -625,8 +625,10 @@ class Replica:
                     touched = apply(argv)
                     emit("command", {"argv": argv, "offset": offsets[done], "touched": touched})
                     done += 1
-        except ApplyError as e:
+        except Exception as e:  # noqa: BLE001 - ApplyError, or an applier bug: same remedy
             argv = argvs[done]
+            if not isinstance(e, ApplyError):
+                log.exception("replica of %s: applying %s failed", self.master, _show(argv))
             self._emit("apply_error", {"argv": argv, "error": str(e)})
             self._force_full = True
             raise _DataError(f"cannot apply {_show(argv)}: {e}; the local copy may have "

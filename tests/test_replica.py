@@ -529,7 +529,7 @@ def test_master_killed_and_restarted_mid_stream(make_server, replicas):
     wait_for(caught_up(rep, r), what="catching up")
     assert rep.get("gen") == b"g2" and rep.dbsize() == 3001
     reader.stop()
-    assert reader.seen >= {b"g1", b"g2"}
+    wait_for(lambda: reader.seen >= {b"g1", b"g2"}, what="the reader to see both")
     r.close()
 
 
@@ -591,7 +591,7 @@ def test_cut_mid_rdb_keeps_the_old_dataset(make_server, replicas, proxies, sync_
     st = rep.status()
     assert st["connects"] >= 3
     assert rep.get("gen") == b"g2" and rep.dbsize() == 801 and rep.dbsize(1) == 60000
-    assert reader.seen >= {b"g1", b"g2"}
+    wait_for(lambda: reader.seen >= {b"g1", b"g2"}, what="the reader to see both")
     assert reader.during_load > 0               # old data was served during the loads
     reader.stop()
     r.close()
