@@ -439,7 +439,7 @@ def test_glob_matches_redis():
 # -- auth --------------------------------------------------------------------------------
 
 def test_password_and_acl_user(make_server, replicas):
-    server = make_server(password="s3cret", users=["repl on >pw ~* &* +@all"], args=FAST_SYNC)
+    server = make_server(password="s3cret", users=["repl on >pw +psync +replconf +ping"], args=FAST_SYNC)
     r = client(server)
     r.cmd(["SET", "k", "v"])
     rep = replicas(server.url)
@@ -764,3 +764,23 @@ def test_replica_cli_prints_status_lines(make_server, capsys):
     line = cli.progress_line({"bytes_loaded": 500, "rdb_size": 1000, "load_seconds": 1.0,
                               "keys_loaded": 20})
     assert "50.0%" in line and "20 keys" in line and "ETA 1s" in line
+
+
+def test_link_status_cli_on_a_master_and_timeout(make_server):
+    from greenredis.cli import link_status
+
+    master = make_server()
+    lines = []
+
+    class Args:
+        url = master.url
+        interval = 0.05
+        timeout = 0.3
+
+    assert link_status.run(Args, out=lambda s, flush=False: lines.append(s)) == 2
+    assert "role:master (not a replica)" in lines[-1]
+    orphan = make_server(replicaof=("127.0.0.1", 1))     # its master never answers
+    Args.url = orphan.url
+    lines.clear()
+    assert link_status.run(Args, out=lambda s, flush=False: lines.append(s)) == 1
+    assert "gave up" in lines[-1] and "STATUS: master_link_status:down" in lines[0]

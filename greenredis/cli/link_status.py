@@ -11,6 +11,8 @@ import time
 
 import gevent
 
+from greenredis.client import Redis
+
 
 def add_arguments(parser):
     parser.add_argument("url", help="the replica to watch, e.g. redis://127.0.0.1:6380")
@@ -32,12 +34,6 @@ def parse_info(text):
 
 
 def _client(url):
-    try:
-        from greenredis.client import Redis
-    except ImportError:   # before the pipelined client: redis-py (blocking, fine here)
-        import redis
-        r = redis.Redis.from_url(url)
-        return lambda: r.execute_command("INFO", "replication")
     r = Redis.from_url(url, timeout=5.0)
     return lambda: r.cmd(["INFO", "replication"])
 
