@@ -22,7 +22,9 @@ Posing as a replica has side effects on the master, the same as adding a real on
   master configured to need N replicas counts this one;
 - it shows up in the master's ``INFO replication`` (``connected_slaves``, ``slaveN:``
   with the port it announces), in ``ROLE`` and in ``CLIENT LIST TYPE replica``, and the
-  master keeps a replication buffer for it (``client-output-buffer-limit replica``).
+  master keeps a replication buffer for it (``client-output-buffer-limit replica``);
+- Sentinel discovers it from that INFO and finds nothing listening on the announced
+  port, so it reports it as a replica that is down (and never promotes it).
 
 Like a Redis replica, it never expires keys itself: logically expired keys read as
 absent and only the master's DEL removes them.
