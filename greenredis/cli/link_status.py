@@ -43,18 +43,20 @@ def progress(info):
     if info.get("master_sync_in_progress") == "1":
         total = int(info.get("master_sync_total_bytes", "-1") or -1)
         read = int(info.get("master_sync_read_bytes", "0") or 0)
-        left = info.get("master_sync_left_bytes")
         if total > 0:
             return f"syncing: {read}/{total} bytes ({100.0 * read / total:.0f}%)"
-        return f"syncing: {read} bytes read" + (f", {left} left" if left else "")
+        return f"syncing (diskless): {read} bytes read"
     since = info.get("master_link_down_since_seconds")
-    return f"link down for {since}s" if since else ""
+    if since in (None, "", "-1"):
+        return "never connected since it started"
+    return f"link down for {since}s"
 
 
 def run(args, out=print):
     info_of = _client(args.url)
     start = time.monotonic()
     shown = None
+    last_wait, last_wait_at = None, 0.0
 
     def say(text):
         out(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}", flush=True)
@@ -76,8 +78,11 @@ def run(args, out=print):
                 shown = status
             if status == "up":
                 return 0
-            detail = progress(info)
-            say("waiting for master_link_status:up" + (f" ({detail})" if detail else ""))
+            line = f"waiting for master_link_status:up ({progress(info)})"
+            # every change of the sync's state, else a reminder every 5 s
+            if line != last_wait or time.monotonic() - last_wait_at >= 5:
+                say(line)
+                last_wait, last_wait_at = line, time.monotonic()
         if args.timeout is not None and time.monotonic() - start > args.timeout:
             say(f"gave up after {args.timeout:g}s: master_link_status:{shown}")
             return 1
