@@ -185,6 +185,7 @@ class ReplicaProtocol:
         self.replid = replid
         self.offset = offset             # committed: outside any MULTI, as PSYNC/ACK use it
         self.psync = True                # False after falling back to SYNC
+        self.replconf = False            # the master accepted REPLCONF capa (so knows ACK)
         self.state = State.PING
         self.rdb_size = None             # bulk form: payload size; None for the EOF form
         self.rdb_received = 0
@@ -212,9 +213,11 @@ class ReplicaProtocol:
         return out
 
     def ack(self):
-        """``REPLCONF ACK <offset>``: send once a second while streaming (not before, and
-        never after SYNC: old masters do not know it). Returns b"" when not due."""
-        if self.state != State.STREAM or not self.psync:
+        """``REPLCONF ACK <offset>``: send once a second while streaming. Returns b"" when
+        not due: before the stream, or to a master that does not know REPLCONF (one old
+        enough to need SYNC; a newer one refusing PSYNC still gets ACKs, and needs them
+        to start the stream after a diskless transfer)."""
+        if self.state != State.STREAM or not (self.psync or self.replconf):
             return b""
         return encode_command("REPLCONF", "ACK", self.offset)
 
@@ -323,6 +326,7 @@ class ReplicaProtocol:
         self._send("REPLCONF", "capa", "eof", "capa", "psync2")
 
     def _on_capa(self, line, text, events):
+        self.replconf = line[:1] == b"+"
         self.state = State.PSYNC
         if self.replid and self.offset is not None and self.offset >= 0:
             self._send("PSYNC", self.replid, self.offset + 1)
@@ -414,7 +418,7 @@ class ReplicaProtocol:
     def _end_rdb(self, events):
         events.append(RdbEnd(self.rdb_received))
         self._start_stream()
-        if self.psync:
+        if self.psync or self.replconf:
             # an ACK at once, as Redis replicas do: after a diskless transfer the master
             # holds the stream back until the replica's first ACK
             self._send("REPLCONF", "ACK", self.offset)

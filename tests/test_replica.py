@@ -784,3 +784,33 @@ def test_link_status_cli_on_a_master_and_timeout(make_server):
     lines.clear()
     assert link_status.run(Args, out=lambda s, flush=False: lines.append(s)) == 1
     assert "gave up" in lines[-1] and "STATUS: master_link_status:down" in lines[0]
+
+
+def test_sync_fallback_when_psync_is_refused(make_server, replicas):
+    # an ACL user without PSYNC: the master refuses it and the replica falls back to SYNC,
+    # as it would with a master older than 2.8
+    server = make_server(users=["old on >pw +sync +replconf +ping"], args=FAST_SYNC)
+    r = client(server)
+    r.cmd(["SET", "k", "1"])
+    rep = replicas(f"redis://old:pw@127.0.0.1:{server.port}/0")
+    rep.start(timeout=60)
+    assert rep.get("k") == b"1" and rep.status()["replid"] is None
+    r.cmd(["SET", "k", "2"])
+    wait_for(lambda: rep.get("k") == b"2", what="k=2 through the SYNC stream")
+
+
+def test_chained_from_a_replica_waits_for_its_master_link(make_server, replicas):
+    from greenredis.server import free_port
+
+    top = make_server(args=FAST_SYNC)
+    client(top).cmd(["SET", "k", "from the top"])
+    middle = make_server(replicaof=("127.0.0.1", free_port()), args=FAST_SYNC)  # link down
+    rep = replicas(middle.url)
+    rep.start(block=False)
+    wait_for(lambda: "retry later" in (rep.status()["last_error"] or ""), what="-NOMASTERLINK")
+    assert not rep.loaded and rep.status()["state"] in ("down", "connecting")
+    client(middle).cmd(["REPLICAOF", "127.0.0.1", top.port])
+    assert rep.wait_loaded(60)
+    wait_for(lambda: rep.get("k") == b"from the top", what="data through the chain")
+    client(top).cmd(["SET", "k", "streamed down"])
+    wait_for(lambda: rep.get("k") == b"streamed down", what="streamed through the chain")

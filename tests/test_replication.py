@@ -140,13 +140,26 @@ def test_try_later_replies(reply):
 
 def test_old_master_falls_back_to_sync():
     p = ReplicaProtocol()
-    (ev,) = handshake(p, b"-ERR unknown command 'PSYNC'\r\n")
+    p.receive_data(b"+PONG\r\n")
+    p.receive_data(b"-ERR unknown command 'REPLCONF'\r\n")
+    (ev,) = p.receive_data(b"-ERR unknown command 'PSYNC'\r\n")
     assert ev == FullResync(None, None)
-    assert p.data_to_send() == cmd("SYNC")
+    assert p.data_to_send().endswith(cmd("PSYNC", "?", "-1") + cmd("SYNC"))
     events = p.receive_data(b"\n\n$5\r\nREDIS" + cmd("SET", "x", "y"))
     assert rdb_bytes(events) == b"REDIS"
     assert commands(events)[0] == [[b"SET", b"x", b"y"]]
-    assert p.ack() == b""       # no REPLCONF ACK for a pre-PSYNC master
+    assert p.ack() == b""       # no REPLCONF ACK for a master without REPLCONF
+    assert b"ACK" not in p.data_to_send()
+
+
+def test_psync_refused_by_a_master_that_knows_replconf_still_acks():
+    p = ReplicaProtocol()
+    (ev,) = handshake(p, b"-NOPERM this user has no permissions to run the 'psync' command\r\n")
+    assert ev == FullResync(None, None) and p.data_to_send() == cmd("SYNC")
+    p.receive_data(b"$EOF:" + b"m" * 40 + b"\r\nREDIS" + b"m" * 40)
+    assert p.data_to_send() == cmd("REPLCONF", "ACK", 0)   # a diskless master waits for it
+    p.receive_data(cmd("SET", "a", "b"))
+    assert p.ack() == cmd("REPLCONF", "ACK", len(cmd("SET", "a", "b")))
 
 
 def test_keepalive_newlines_before_psync_reply_and_payload():
