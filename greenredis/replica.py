@@ -27,7 +27,9 @@ Posing as a replica has side effects on the master, the same as adding a real on
   port, so it reports it as a replica that is down (and never promotes it).
 
 Like a Redis replica, it never expires keys itself: logically expired keys read as
-absent and only the master's DEL removes them.
+absent and only the master's DEL removes them. Before the first full sync completes
+there is no dataset and reads find nothing (``start()`` blocks until there is one).
+During a full resync the old and the new dataset are both in memory.
 """
 
 import copy
