@@ -39,7 +39,7 @@ import hiredis
 
 __all__ = [
     "ReplicaProtocol", "Event", "FullResync", "Continue", "RdbStart", "RdbData", "RdbEnd",
-    "Commands", "ReplicationError", "State",
+    "Commands", "Error", "ReplicationError", "State", "encode_command", "multibulk_size",
 ]
 
 
