@@ -5,7 +5,7 @@ from collections import deque
 from fractions import Fraction
 
 from ..errors import RedisError
-from ..keyspace import Consumer, ConsumerGroup, PendingEntry, Stream, ZSet
+from ..keyspace import Stream, ZSet
 
 __all__ = ["ApplyError", "Core", "now_ms", "parse_int", "parse_float", "copy_value"]
 
@@ -55,30 +55,13 @@ def parse_float(arg, what="value"):
 
 
 def copy_value(value):
-    """A copy that shares nothing mutable with ``value`` (COPY, transaction snapshots).
-
-    A stream's entries (lists of field/value pairs) are shared: nothing edits an entry in place.
-    """
+    """A copy that shares nothing mutable with ``value`` (COPY, transaction snapshots)."""
     t = type(value)
     if t is bytes:
         return value
     if t is Stream:
-        return _copy_stream(value)
+        return value.copy()
     return t(value)  # deque, set, dict, ZSet
-
-
-def _copy_stream(s):
-    c = Stream()
-    c.entries = dict(s.entries)
-    c.last_id, c.first_id, c.max_deleted_id = s.last_id, s.first_id, s.max_deleted_id
-    c.entries_added = s.entries_added
-    for name, g in s.groups.items():
-        cg = c.groups[name] = ConsumerGroup(g.name, g.last_id, g.entries_read)
-        cg.pending = {sid: PendingEntry(p.consumer, p.delivery_time, p.delivery_count)
-                      for sid, p in g.pending.items()}
-        cg.consumers = {n: Consumer(k.name, k.seen_time, k.active_time, set(k.pending))
-                        for n, k in g.consumers.items()}
-    return c
 
 
 # ---- INCRBYFLOAT / HINCRBYFLOAT: x86-64 long double arithmetic and "%.17Lf" formatting ----
