@@ -13,38 +13,36 @@ __all__ = ["Redis", "Dedicated"]
 
 _DEFAULT = object()
 
-# These would stall or break a connection that other callers share.
-BLOCKING = frozenset(b"BLPOP BRPOP BRPOPLPUSH BLMOVE BLMPOP BZPOPMIN BZPOPMAX BZMPOP WAIT WAITAOF".split())
-_BLOCK_IF_ARG = frozenset((b"XREAD", b"XREADGROUP"))  # only with BLOCK
-_STATEFUL = {
-    b"MULTI": "use transaction([...]) or a dedicated() connection",
-    b"EXEC": "use transaction([...]) or a dedicated() connection",
-    b"DISCARD": "use transaction([...]) or a dedicated() connection",
-    b"WATCH": "WATCH needs a connection of its own: use `with r.dedicated() as c:`",
-    b"UNWATCH": "WATCH needs a connection of its own: use `with r.dedicated() as c:`",
-    b"SUBSCRIBE": "use r.subscribe(...)",
-    b"PSUBSCRIBE": "use r.psubscribe(...)",
-    b"SSUBSCRIBE": "sharded pub/sub is not supported; use r.subscribe(...)",
-    b"UNSUBSCRIBE": "use the Subscription's unsubscribe()",
-    b"PUNSUBSCRIBE": "use the Subscription's punsubscribe()",
-    b"MONITOR": "use r.monitor()",
-    b"SELECT": "the db is fixed per client: Redis(db=N) or redis://host/N",
-    b"RESET": "RESET would drop the shared connection's AUTH and SELECT",
-    b"HELLO": "the client speaks RESP2",
-    b"QUIT": "use r.close()",
-}
 _MAX_IDLE_DEDICATED = 8
 
 
 def _both(names):
-    """The names as bytes and as str, so lookups need no encoding."""
-    return frozenset(names) | frozenset(n.decode() for n in names)
+    """Upper-case names as str and as bytes, so a lookup needs no encoding."""
+    return {**names, **{n.encode(): v for n, v in names.items()}}
 
 
-_BLOCKING = _both(BLOCKING)
-_MAYBE_BLOCKING = _both(_BLOCK_IF_ARG)
-_REFUSED = {**_STATEFUL, **{k.decode(): v for k, v in _STATEFUL.items()}}
-_SPECIAL = _BLOCKING | _MAYBE_BLOCKING | frozenset(_REFUSED)
+# Commands that would stall the shared connection: they run on a dedicated one.
+_BLOCKING = _both(dict.fromkeys(
+    "BLPOP BRPOP BRPOPLPUSH BLMOVE BLMPOP BZPOPMIN BZPOPMAX BZMPOP WAIT WAITAOF".split()))
+_MAYBE_BLOCKING = _both(dict.fromkeys(("XREAD", "XREADGROUP")))  # with BLOCK
+_USE_TRANSACTION = "use transaction([...]) or a dedicated() connection"
+_USE_DEDICATED = "WATCH needs a connection of its own: use `with r.dedicated() as c:`"
+# Commands that would break the shared connection, and what to use instead.
+_REFUSED = _both({
+    "MULTI": _USE_TRANSACTION, "EXEC": _USE_TRANSACTION, "DISCARD": _USE_TRANSACTION,
+    "WATCH": _USE_DEDICATED, "UNWATCH": _USE_DEDICATED,
+    "SUBSCRIBE": "use r.subscribe(...)",
+    "PSUBSCRIBE": "use r.psubscribe(...)",
+    "SSUBSCRIBE": "sharded pub/sub is not supported; use r.subscribe(...)",
+    "UNSUBSCRIBE": "use the Subscription's unsubscribe()",
+    "PUNSUBSCRIBE": "use the Subscription's punsubscribe()",
+    "MONITOR": "use r.monitor()",
+    "SELECT": "the db is fixed per client: Redis(db=N) or redis://host/N",
+    "RESET": "RESET would drop the shared connection's AUTH and SELECT",
+    "HELLO": "the client speaks RESP2",
+    "QUIT": "use r.close()",
+})
+_SPECIAL = frozenset(_BLOCKING) | frozenset(_MAYBE_BLOCKING) | frozenset(_REFUSED)
 
 
 def _blocks(name, command):
