@@ -1,5 +1,7 @@
-"""Bring up the whole Tempo dashboard: Redis (embedded when $REDIS_URL is unset),
-the web app and the demo instances, like ``honcho start`` with the Procfile.
+"""Bring up the whole Tempo dashboard: Redis, the web app and the demo instances.
+
+Redis is embedded when $REDIS_URL is unset; the rest runs like ``honcho start``
+with the Procfile.
 
 The web and demo processes are children with their output prefixed by name;
 the URL to open is printed once the web answers. Ctrl-C stops everything.
