@@ -333,7 +333,8 @@ class Replica:
         and ``offset`` of the dataset being served; ``keys`` in it; ``loaded`` (a first
         dataset exists); ``staleness``: seconds since the master was last heard from
         (None before that; it pings every 10 s while idle); ``last_heard``;
-        ``bytes_loaded``, ``keys_loaded``, ``rdb_size`` (None when diskless) and
+        ``bytes_loaded``, ``keys_loaded``, ``keys_expected`` (the dbs' RESIZEDB hints seen so
+        far, or None), ``rdb_size`` (None when diskless) and
         ``load_seconds`` of the load in progress, else of the last one;
         ``last_full_sync`` (unix time), ``last_full_sync_seconds``, ``full_syncs``;
         ``last_partial_resync``, ``partial_resyncs``; ``last_error`` and
@@ -359,6 +360,9 @@ class Replica:
             parser = load["parser"]
             st["bytes_loaded"] = load["bytes"]
             st["keys_loaded"] = parser.keys_loaded if parser is not None else 0
+            # RESIZEDB's size hints: what a diskless load (no byte size) can show progress by
+            st["keys_expected"] = (sum(k for k, _ in parser.resize_hints.values())
+                                   if parser is not None else 0) or None
             st["rdb_size"] = load["size"]
             st["load_seconds"] = now - load["started"]
         return st

@@ -764,6 +764,32 @@ def test_replica_cli_prints_status_lines(make_server, capsys):
     line = cli.progress_line({"bytes_loaded": 500, "rdb_size": 1000, "load_seconds": 1.0,
                               "keys_loaded": 20})
     assert "50.0%" in line and "20 keys" in line and "ETA 1s" in line
+    diskless = cli.progress_line({"bytes_loaded": 500, "rdb_size": None, "load_seconds": 1.0,
+                                  "keys_loaded": 25, "keys_expected": 100})
+    assert "25.0%" in diskless and "25/100 keys" in diskless and "ETA 3s" in diskless
+
+
+def test_a_diskless_load_reports_the_keys_it_expects(make_server):
+    server = make_server(args=["--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"])
+    Redis.from_url(server.url).cmd(["DEBUG", "POPULATE", 300000])
+    rep = Replica(server.url)
+    seen = []
+
+    def watch():
+        while not rep.status()["loaded"]:
+            st = rep.status()
+            if st["state"] == "loading" and st.get("keys_expected"):
+                seen.append((st["keys_expected"], st["rdb_size"]))
+            gevent.sleep(0.001)
+
+    watcher = gevent.spawn(watch)
+    rep.start(block=True, timeout=60)
+    watcher.get(timeout=10)
+    try:
+        assert seen and seen[-1] == (300000, None)  # no byte size, yet a known key count
+        assert rep.dbsize() == 300000
+    finally:
+        rep.stop()
 
 
 def test_link_status_cli_on_a_master_and_timeout(make_server):

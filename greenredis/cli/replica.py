@@ -2,7 +2,8 @@
 
 Connects to URL as a replica (the master forks for a full sync, and lists this
 process in INFO replication), shows a progress bar while the snapshot loads
-(bytes, keys, rate, ETA; the size is known unless the master sends it diskless),
+(bytes, keys, rate, ETA: by bytes, or for a diskless master by the key counts the
+snapshot announces),
 then prints a status line whenever the state, link, replid or last error changes
 (and every --every seconds if given). Ctrl-C stops.
 """
@@ -39,18 +40,28 @@ def progress_line(st, width=30):
     secs = max(st.get("load_seconds") or 0.0, 1e-6)
     rate = done / secs
     keys = st.get("keys_loaded") or 0
+    expected = st.get("keys_expected")
+
+    def bar(frac):
+        fill = int(frac * width)
+        return f"[{'#' * fill}{'.' * (width - fill)}] {frac * 100:5.1f}%"
+
     parts = []
     if size:
-        frac = min(done / size, 1.0)
-        fill = int(frac * width)
-        parts.append(f"[{'#' * fill}{'.' * (width - fill)}] {frac * 100:5.1f}%")
+        parts.append(bar(min(done / size, 1.0)))
         parts.append(f"{_human(done)}/{_human(size)}")
         eta = (size - done) / rate if rate > 0 else float("inf")
         eta_text = f"ETA {eta:.0f}s" if eta != float("inf") else "ETA ?"
+        parts.append(f"{keys:,} keys")
+    elif expected:  # diskless: no byte size, but RESIZEDB said how many keys to expect
+        parts.append(bar(min(keys / expected, 1.0)))
+        parts.append(f"{keys:,}/{expected:,} keys (diskless) {_human(done)}")
+        key_rate = keys / secs
+        eta_text = f"ETA {(expected - keys) / key_rate:.0f}s" if key_rate > 0 and keys < expected else "ETA ?"
     else:
         parts.append(f"loading (diskless) {_human(done)}")
         eta_text = "ETA ? (size unknown)"
-    parts.append(f"{keys:,} keys")
+        parts.append(f"{keys:,} keys")
     parts.append(f"{_human(rate)}/s {_human(keys / secs, 'keys')}/s")
     parts.append(eta_text)
     return "  ".join(parts)
