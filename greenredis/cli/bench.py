@@ -91,7 +91,11 @@ def _async(get, n, c, warm=None):
 
 
 def _progress(text):
-    sys.stderr.write(f"\r\033[K{text}")
+    """One updating line on a terminal; plain lines elsewhere."""
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\r\033[K{text}")
+    elif text:
+        sys.stderr.write(text + "\n")
     sys.stderr.flush()
 
 
