@@ -42,7 +42,10 @@ _REFUSED = _both({
     "HELLO": "the client speaks RESP2",
     "QUIT": "use r.close()",
 })
-_SPECIAL = frozenset(_BLOCKING) | frozenset(_MAYBE_BLOCKING) | frozenset(_REFUSED)
+_CLIENT = frozenset(("CLIENT", b"CLIENT"))
+_REPLY = frozenset(("REPLY", b"REPLY"))
+_ON = frozenset(("ON", b"ON", "on", b"on"))
+_SPECIAL = frozenset(_BLOCKING) | frozenset(_MAYBE_BLOCKING) | frozenset(_REFUSED) | _CLIENT
 
 
 def _blocks(name, command):
@@ -50,6 +53,27 @@ def _blocks(name, command):
         return True
     return name in _MAYBE_BLOCKING and any(
         a.__class__ in (str, bytes) and a.upper() in ("BLOCK", b"BLOCK") for a in command[1:])
+
+
+def _route(first, command, shared):
+    """True for a command that blocks (it needs a connection of its own); raises
+    ValueError for one that cannot run here (``shared``: on the shared connection)."""
+    if first.__class__ is not str and first.__class__ is not bytes:
+        return False  # pack() says what is wrong with it
+    name = first.upper()
+    if name not in _SPECIAL:
+        return False
+    if name in _CLIENT and len(command) > 2 and command[1].__class__ in (str, bytes) \
+            and command[1].upper() in _REPLY and command[2] not in _ON:
+        raise ValueError("CLIENT REPLY OFF/SKIP would leave callers without their replies: "
+                         "greenredis pairs every command with its reply")
+    if not shared:
+        return False
+    if _blocks(name, command):
+        return True
+    if name in _REFUSED:
+        raise ValueError(f"{first} cannot run on the shared connection: {_REFUSED[name]}")
+    return False
 
 
 class _Commands:
@@ -89,10 +113,14 @@ class _Commands:
         return result
 
     def _pack_in_batch(self, command):
-        return pack(command)
+        packed = pack(command)
+        _route(command[0], command, shared=False)
+        return packed
 
     def _call_one(self, first, command, timeout):
-        return self._conn().call(pack(command), timeout)
+        packed = pack(command)
+        _route(first, command, shared=False)
+        return self._conn().call(packed, timeout)
 
 
 def _first(command):
@@ -129,7 +157,8 @@ class Redis(_Commands):
         self._failures = 0
         self._retry_at = 0.0
         self._last_error = None
-        self._idle = []  # dedicated connections kept for blocking commands
+        self._idle = []     # connections kept for blocking commands
+        self._busy = set()  # connections running a blocking command now
         self.closed = False
 
     @classmethod
@@ -145,20 +174,14 @@ class Redis(_Commands):
 
     def _call_one(self, first, command, timeout):
         packed = pack(command)
-        if first.__class__ is str or first.__class__ is bytes:
-            name = first.upper()
-            if name in _SPECIAL:
-                if _blocks(name, command):
-                    return self._blocking_call(packed, timeout)
-                if name in _REFUSED:
-                    raise ValueError(f"{first} cannot run on the shared connection: {_REFUSED[name]}")
+        if _route(first, command, shared=True):
+            return self._blocking_call(packed, timeout)
         return self._conn().call(packed, timeout)
 
     def _pack_in_batch(self, command):
         packed = pack(command)
-        name = command[0].upper() if command[0].__class__ in (str, bytes) else None
-        if name in _SPECIAL and (_blocks(name, command) or name in _REFUSED):
-            raise ValueError(f"{command[0]} cannot run in a batch on the shared connection")
+        if _route(command[0], command, shared=True):
+            raise ValueError(f"{command[0]} blocks: run it alone with cmd([...]), not in a batch")
         return packed
 
     # -- connections -----------------------------------------------------
@@ -173,8 +196,9 @@ class Redis(_Commands):
                 conn = self._shared = self._open()
         return conn
 
-    def _open(self, on_push=None):
-        """A new connection, honouring the reconnect backoff after failures."""
+    def _open(self, on_push=None, blocking=False):
+        """A new connection, honouring the reconnect backoff after failures. A blocking
+        command's connection has no dead-connection watchdog: silence is its job."""
         if self.closed:
             raise ConnectionError("client is closed")
         wait = self._retry_at - monotonic()
@@ -182,7 +206,8 @@ class Redis(_Commands):
             raise ConnectionError(f"{self.params.address} unreachable, next attempt in {wait:.2f}s "
                                   f"(last error: {self._last_error})")
         try:
-            conn = open_connection(self.params, on_push=on_push)
+            params = self.params.replace(dead_after=None) if blocking else self.params
+            conn = open_connection(params, on_push=on_push)
         except ConnectionError as e:
             self._failures += 1
             self._last_error = e
@@ -199,12 +224,15 @@ class Redis(_Commands):
             if conn.error is not None:  # died while idle (server restart, idle timeout)
                 conn = None
         if conn is None:
-            conn = self._open()
+            conn = self._open(blocking=True)
+        self._busy.add(conn)
         try:
             reply = conn.call(packed, timeout)
         except BaseException:
             conn.close()  # it may still be blocked server-side: never reuse it
             raise
+        finally:
+            self._busy.discard(conn)
         if conn.error is None and len(self._idle) < _MAX_IDLE_DEDICATED and not self.closed:
             self._idle.append(conn)
         else:
@@ -232,11 +260,13 @@ class Redis(_Commands):
         return Monitor(self, maxsize=maxsize)
 
     def close(self):
-        """Close every connection; callers still waiting get ConnectionError."""
+        """Close the shared connection and those of blocking commands; callers still
+        waiting get ConnectionError. Subscriptions end once they find the client closed;
+        ``dedicated()`` connections close with their ``with`` block."""
         self.closed = True
         if self._shared is not None:
             self._shared.close()
-        for conn in self._idle:
+        for conn in [*self._idle, *self._busy]:
             conn.close()
         self._idle.clear()
 

@@ -56,6 +56,7 @@ class _PushStream:
         self._reconnector = None
         self._confirmations = deque()  # Events set when a PING's reply arrives
         self._paused = False
+        self._reconnecting = False
         self._connect()
 
     # -- connection ----------------------------------------------------------
@@ -63,36 +64,52 @@ class _PushStream:
     def _connect(self):
         self._conn = self.redis._open(on_push=self._on_reply)
         self._conn.on_close = self._on_close
+        self._paused = False
         for command in self._setup_commands():
             self._conn.send(pack(command))
 
     def _on_close(self, conn, exc):
-        if self.closed or conn is not self._conn:
+        if self.closed or conn is not self._conn or self._reconnecting:
             return
         log.warning("%s lost its connection (%s); reconnecting", self, exc)
+        self._reconnecting = True
         self._reconnector = gevent.spawn(self._reconnect)
 
     def _reconnect(self):
         delay = 0.05
-        while not self.closed:
-            while self._confirmations:  # their PINGs died with the old connection
-                self._confirmations.popleft().set()
-            try:
-                self._connect()
-                self._confirm(None)  # resubscribed for sure before anyone hears of the gap
-            except RedisError as e:
-                log.debug("%s: reconnect failed: %s", self, e)
-                gevent.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                continue
-            self._put(GAP)
-            return
+        try:
+            while not self.closed:
+                if self.redis.closed:  # nothing to reconnect with: end the iteration
+                    self.close()
+                    return
+                while self._confirmations:  # their PINGs died with the old connection
+                    self._confirmations.popleft().set()
+                try:
+                    self._connect()
+                    self._confirm(None)  # resubscribed for sure before anyone hears of the gap
+                except RedisError as e:
+                    log.debug("%s: reconnect failed: %s", self, e)
+                    if self._conn is not None:
+                        self._conn.close()  # never two connections feeding one queue
+                    gevent.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                self._put(GAP)
+                return
+        finally:
+            self._reconnecting = False
 
     def _confirm(self, timeout):
         """Wait until the server has handled everything sent so far (a PING round trip)."""
         event = Event()
         self._confirmations.append(event)
         self._conn.send(self._ping)
+        self._await(event, timeout)
+
+    def _await(self, event, timeout):
+        if self._paused:  # the reply sits behind unread messages: read on until it comes
+            self._paused = False
+            self._conn.resume_reading()
         if not event.wait(timeout if timeout is not None else self.redis.params.connect_timeout):
             raise ConnectionError(f"{self}: no confirmation from the server")
 
@@ -106,7 +123,7 @@ class _PushStream:
     def _put(self, item):
         self._queue.append(item)
         self._ready.set()
-        if len(self._queue) >= self.maxsize and not self._paused:
+        if len(self._queue) >= self.maxsize and not self._paused and not self._confirmations:
             self._paused = True
             self._conn.pause_reading()  # let Redis hold (or drop) the backlog
 
@@ -228,18 +245,15 @@ class Monitor(_PushStream):
         yield ["MONITOR"]
 
     def _on_reply(self, reply):
-        if reply == b"OK" or reply == b"PONG":
-            # MONITOR's own +OK; our PING's +PONG arrives before MONITOR applies.
-            if self._confirmations and reply == b"OK":
-                self._confirmations.popleft().set()
+        if reply == b"OK" and self._confirmations:  # MONITOR's own +OK (lines never read "OK")
+            self._confirmations.popleft().set()
             return
         self._put(reply)
 
     def _confirm(self, timeout):
-        event = Event()
+        event = Event()  # set by MONITOR's +OK
         self._confirmations.append(event)
-        if not event.wait(timeout or self.redis.params.connect_timeout):
-            raise ConnectionError(f"{self}: MONITOR not confirmed")
+        self._await(event, timeout)
 
     def __repr__(self):
         return f"<Monitor {self.redis.params.address}>"

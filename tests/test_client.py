@@ -64,9 +64,24 @@ def test_bad_input_is_refused_and_the_connection_stays_usable(r):
     for refused in (["MULTI"], ["exec"], ["WATCH", "k"], ["SUBSCRIBE", "c"], ["SELECT", 1], ["MONITOR"]):
         with pytest.raises(ValueError, match="cannot run"):
             r.cmd(refused)
-    with pytest.raises(ValueError, match="cannot run"):
+    with pytest.raises(ValueError, match="blocks"):
         r.cmd([["GET", "a"], ["BLPOP", "q", 0]])
     assert r.cmd(["PING"]) == b"PONG"
+
+
+def test_client_reply_off_is_refused_everywhere(r):
+    # The server would skip replies: every later caller would get its neighbour's.
+    for command in (["CLIENT", "REPLY", "SKIP"], ["client", "reply", "off"]):
+        with pytest.raises(ValueError, match="CLIENT REPLY"):
+            r.cmd(command)
+        with pytest.raises(ValueError, match="CLIENT REPLY"):
+            r.cmd([["GET", "a"], command])
+        with r.dedicated() as c:
+            with pytest.raises(ValueError, match="CLIENT REPLY"):
+                c.cmd(command)
+    r.cmd(["SET", "a", "A"])
+    assert r.cmd(["CLIENT", "REPLY", "ON"]) == b"OK"
+    assert r.cmd([["GET", "a"], ["ECHO", "b"]]) == [b"A", b"b"]
 
 
 def test_thousand_greenlets_each_get_their_own_replies(r):
@@ -139,6 +154,30 @@ def test_blocking_commands_do_not_stall_other_callers(r):
     r.cmd(["XADD", "stream", "*", "f", "v"])
     assert popped.get(timeout=5) == [b"queue", b"job"]
     assert xread.get(timeout=5)[0][0] == b"stream"
+
+
+def test_blocking_commands_outlive_the_dead_connection_watchdog(redis_server):
+    r = greenredis.Redis(port=redis_server.port, dead_after=0.3)
+    popped = gevent.spawn(r.cmd, ["BLPOP", "slow", 2])
+    gevent.sleep(1.0)  # silence on a blocking command's connection is not death
+    assert not popped.ready()
+    r.cmd(["RPUSH", "slow", "late"])
+    assert popped.get(timeout=5) == [b"slow", b"late"]
+    r.close()
+
+
+def test_close_ends_blocking_calls_in_flight(redis_server):
+    r = greenredis.Redis(port=redis_server.port)
+    waiting = [gevent.spawn(r.cmd, ["BLPOP", f"never{i}", 0]) for i in range(3)]
+    gevent.sleep(0.3)
+    r.close()
+    gevent.joinall(waiting, timeout=5)
+    assert all(isinstance(w.exception, greenredis.ConnectionError) for w in waiting)
+    check = redispy.Redis(port=redis_server.port)
+    deadline = gevent.get_hub().loop.now() + 5
+    while check.info("clients")["blocked_clients"] and gevent.get_hub().loop.now() < deadline:
+        gevent.sleep(0.05)
+    assert check.info("clients")["blocked_clients"] == 0
 
 
 def test_timeout_then_late_reply_never_reaches_another_caller(r):

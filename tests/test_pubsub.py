@@ -95,3 +95,34 @@ def test_subscription_errors(redis_server):
     sub.close()
     with pytest.raises(greenredis.ConnectionError):
         sub.subscribe("late")
+
+
+def test_a_failed_reconnect_never_leaves_a_second_connection(redis_server):
+    r = greenredis.Redis(port=redis_server.port, connect_timeout=0.5)
+    sub = r.subscribe("c")
+    check = redispy.Redis(port=redis_server.port)
+    check.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+    redis_server.pause()       # reconnects connect, but their confirmations time out
+    gevent.sleep(2.5)
+    redis_server.resume()
+    assert sub.get(timeout=10) == (b"gap", None, None)
+    assert _wait_for(lambda: check.pubsub_numsub("c") == [(b"c", 1)])
+    gevent.sleep(0.5)          # any leftover connection would have subscribed by now
+    assert check.pubsub_numsub("c") == [(b"c", 1)]
+    check.publish("c", "once")
+    assert sub.get(timeout=5) == (b"message", b"c", b"once")
+    assert sub.get(timeout=0.5) is None  # delivered exactly once
+    sub.close()
+
+
+def test_subscribe_works_while_a_slow_consumer_has_paused_reading(redis_server):
+    r = greenredis.Redis(port=redis_server.port, connect_timeout=2)
+    sub = r.subscribe("a", maxsize=10)
+    r.cmd([["PUBLISH", "a", i] for i in range(100)])
+    assert _wait_for(lambda: len(sub._queue) >= 10)
+    sub.subscribe("b")        # its confirmation sits behind unread messages
+    r.cmd(["PUBLISH", "b", "hello"])
+    got = [sub.get(timeout=5) for _ in range(101)]
+    assert [m[2] for m in got[:100]] == [str(i).encode() for i in range(100)]
+    assert got[100] == (b"message", b"b", b"hello")
+    sub.close()
