@@ -181,7 +181,7 @@ class Grid:
         if new == self._meta:
             return
         self._meta = _check_meta(new)
-        self.view.set_self(self._meta, time.time())
+        self._emit(self.view.set_self(self._meta, time.time()))  # nodes() includes us: so do events
         self._need_register = True
         self._wake.set()
 
@@ -442,6 +442,11 @@ class Grid:
             except RedisError as e:
                 # The fetch failed: the writer notices too; reconcile all when back.
                 log.debug("grid %s: fetch failed (%s)", self.name, e)
+                self._need_full = True
+                self._wake.set()
+            except Exception:  # noqa: BLE001 - nothing a peer publishes may deafen this node
+                log.exception("grid %s: could not handle %d message(s); reconciling instead",
+                              self.name, len(batch))
                 self._need_full = True
                 self._wake.set()
 

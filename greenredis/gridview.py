@@ -128,7 +128,7 @@ class Layout:
             name = self.name_of(self.prefix + key)
             try:
                 meta = json.loads(payload)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
                 raise GridDataError(f"update with bad meta: {text[:120]!r}") from None
             if not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())
                     and "ip" in meta):

@@ -303,7 +303,8 @@ def test_garbage_under_grid_keys_is_skipped(redis_server, grids):
     g = grids(url, name="g", domain="x", version="1")
     assert g.wait(DEADLINE)
     for msg in (b"hello", b"\xff", b"redgrid:x:1:junk1", b"update redgrid:x:1:junk2",
-                b"redgrid:x:1:bin\xff", b"leave redgrid:x:1:", b"redgrid:x:1:" + b"y" * 400):
+                b"redgrid:x:1:bin\xff", b"leave redgrid:x:1:", b"redgrid:x:1:" + b"y" * 400,
+                b"update redgrid:x:1:evil " + b"[" * 100000):   # JSON nested past the recursion limit
         r.cmd(["PUBLISH", "redgrid:x:1", msg])
     grids(url, name="h", domain="x", version="1")
     eventually(lambda: set(g.nodes()) == {"g", "h"}, what="grid still works")
@@ -407,3 +408,22 @@ def test_cli_nodes_unreachable():
                           capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert "no answer" in out.stderr
+
+
+def test_own_meta_changes_are_reported_like_peers(redis_server, grids):
+    g = grids(redis_server.url, name="self", meta={"role": "web"})
+    assert g.wait(DEADLINE)
+    updates = []
+    g.on_update = lambda name, meta: updates.append((name, dict(meta)))
+    g.update_meta(weight="3")
+    assert updates == [("self", {"ip": g.nodes()["self"]["ip"], "role": "web", "weight": "3"})]
+
+
+def test_nodes_table_escapes_control_characters():
+    from greenredis.cli.nodes import format_table
+
+    health = {"evil\x1b[2J": {"last_seen": 0.0, "state": "up",
+                              "meta": {"ip": "10.0.0.1", "role": "\x1b]0;pwned\x07web"}}}
+    table = format_table(health, 1.0)
+    assert "\x1b" not in table and "\x07" not in table
+    assert "evil\\x1b[2J" in table and "role=\\x1b]0;pwned\\x07web" in table

@@ -31,8 +31,14 @@ def add_arguments(parser):
                         help="give up if Redis does not answer within this many seconds")
 
 
+def _safe(text):
+    """Names and meta come from anyone who can write to Redis: no control characters
+    (terminal escape sequences) reach the terminal, they are shown escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _meta_text(meta):
-    return " ".join(f"{k}={v}" for k, v in sorted(meta.items()) if k != "ip")
+    return " ".join(f"{_safe(k)}={_safe(v)}" for k, v in sorted(meta.items()) if k != "ip")
 
 
 def format_table(health, now):
@@ -41,7 +47,7 @@ def format_table(health, now):
     for name in sorted(health):
         h = health[name]
         age = max(0.0, now - h["last_seen"])
-        rows.append((name, h["meta"].get("ip", "?"), h["state"], f"{age:.1f}s ago",
+        rows.append((_safe(name), _safe(h["meta"].get("ip", "?")), h["state"], f"{age:.1f}s ago",
                      _meta_text(h["meta"])))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return "".join(("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[4]).rstrip() + "\n"
@@ -49,8 +55,8 @@ def format_table(health, now):
 
 
 def _print_event(event, out):
-    parts = [time.strftime("%H:%M:%S"), f"{event.kind:<6}", event.name,
-             f"ip={event.meta.get('ip', '?')}", _meta_text(event.meta), f"({event.reason})"]
+    parts = [time.strftime("%H:%M:%S"), f"{event.kind:<6}", _safe(event.name),
+             f"ip={_safe(event.meta.get('ip', '?'))}", _meta_text(event.meta), f"({event.reason})"]
     out.write(" ".join(p for p in parts if p) + "\n")
     out.flush()
 
