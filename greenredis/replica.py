@@ -46,7 +46,7 @@ import gevent.queue
 from gevent import socket
 
 from .applier import Applier, ApplyError
-from .errors import TimeoutError
+from .errors import ConnectionError, TimeoutError
 from .keyspace import Keyspace, Stream, ZSet, type_name
 from .rdb import RDBError, RDBParser
 from .replication import (Commands, Continue, Error, FullResync, RdbData, RdbEnd, RdbStart,
@@ -185,6 +185,7 @@ class Replica:
         self._sock = None
         self._send_lock = gevent.lock.Semaphore()
         self._loaded = gevent.event.Event()
+        self._stopping = gevent.event.Event()
         self._greenlets = []
         self._queue = gevent.queue.Queue(queue_size) if callback else None
         self._stopped = False
@@ -214,13 +215,18 @@ class Replica:
         seconds (the replica keeps trying; ``stop()`` it to give up)."""
         if not self._greenlets:
             self._stopped = False
+            self._stopping.clear()
             self._state = CONNECTING
             self._greenlets.append(gevent.spawn(self._run))
             if self._queue is not None:
                 self._greenlets.append(gevent.spawn(self._callback_worker))
-        if block and not self._loaded.wait(timeout):
-            raise TimeoutError(f"no full sync from {self.master} within {timeout}s"
-                               f" (last error: {self._stats['last_error'] or 'none'})")
+        if block:
+            gevent.wait([self._loaded, self._stopping], timeout=timeout, count=1)
+            if self._stopped and not self._loaded.is_set():
+                raise ConnectionError(f"replica of {self.master} stopped before its first full sync")
+            if not self._loaded.is_set():
+                raise TimeoutError(f"no full sync from {self.master} within {timeout}s"
+                                   f" (last error: {self._stats['last_error'] or 'none'})")
         return self
 
     def wait_loaded(self, timeout=None):
@@ -228,10 +234,13 @@ class Replica:
         return self._loaded.wait(timeout)
 
     def stop(self):
-        """Close the link and stop replicating; the local copy stays readable."""
+        """Close the link and stop replicating; the local copy stays readable.
+        Callable from a callback too."""
         self._stopped = True
+        self._stopping.set()
         greenlets, self._greenlets = self._greenlets, []
-        gevent.killall(greenlets)
+        me = gevent.getcurrent()  # a callback calling stop() runs in the callback worker
+        gevent.killall([g for g in greenlets if g is not me])
         self._close_socket()
         if self._link_up:
             self._set_link(False, "stopped")
@@ -380,7 +389,7 @@ class Replica:
 
     def _callback_worker(self):
         q = self._queue
-        while True:
+        while not self._stopped:
             event, info = q.get()
             try:
                 self.callback(event, info)
@@ -421,8 +430,12 @@ class Replica:
             if self._stopped:
                 break
             self._state = DOWN
-            failures = 0 if self._streamed else failures + 1
+            # A session that ended in a command we cannot apply is no success: each retry is
+            # a full sync (a fork on the master), so back off, up to a minute.
+            failures = 0 if self._streamed and not self._force_full else failures + 1
             first, most = self.backoff
+            if self._force_full:
+                most = max(most, 60.0)
             delay = min(most, first * 2 ** max(failures - 1, 0)) * random.uniform(0.8, 1.2)
             gevent.sleep(delay)
 
@@ -510,11 +523,11 @@ class Replica:
                     self._load_chunk(event.data)
                 else:
                     self._handle(event, proto)
+            if proto.streaming:  # every event of the chunk is handled: PINGs count too
+                self._offset = proto.offset
             out = proto.data_to_send()
             if out:
                 self._send(out)
-            if proto.streaming:
-                self._offset = proto.offset
             gevent.sleep(0)   # let readers in between chunks, during a long load too
 
     def _handle(self, event, proto):
@@ -628,6 +641,8 @@ class Replica:
                              f"diverged, so a full resync follows") from e
         finally:
             self._stats["commands_applied"] += done
+            if done:  # the offset follows what is applied, so a PSYNC never replays a command
+                self._offset = event.offsets[done - 1]
 
 
 class _DataError(Exception):

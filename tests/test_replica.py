@@ -13,6 +13,7 @@ import gevent.server
 import pytest
 from gevent import socket
 
+import greenredis
 from greenredis.client import Redis
 from greenredis.errors import TimeoutError as GreenTimeout
 from greenredis.keyspace import Stream, StreamID, ZSet
@@ -65,6 +66,7 @@ class Proxy:
         self.flip_at = None     # next connection: invert the byte at this position
         self.connections = 0
         self.downstream = None  # the socket toward the replica, latest connection
+        self.append_once = None  # bytes appended to the next chunk toward the replica
 
     def _handle(self, down, addr):
         if self.refuse:
@@ -81,15 +83,17 @@ class Proxy:
         self.socks += [down, up]
         self.downstream = down
         gevent.spawn(self._pipe, down, up, None, None)
-        self._pipe(up, down, cut_after, flip_at)
+        self._pipe(up, down, cut_after, flip_at, toward_replica=True)
 
-    def _pipe(self, src, dst, cut_after, flip_at):
+    def _pipe(self, src, dst, cut_after, flip_at, toward_replica=False):
         n = 0
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
+                if toward_replica and self.append_once is not None:
+                    data, self.append_once = data + self.append_once, None
                 if flip_at is not None and n <= flip_at < n + len(data):
                     i = flip_at - n
                     data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:]
@@ -662,6 +666,53 @@ def test_stream_that_is_not_resp(make_server, replicas, proxies):
     r.cmd(["SET", "k", "2"])
     wait_for(lambda: rep.get("k") == b"2", what="k=2")
     assert rep.status()["full_syncs"] == 1      # the offset was intact: a partial resync
+
+
+def test_commands_before_an_error_in_their_chunk_are_not_replayed(make_server, replicas, proxies):
+    # The master's INCR and a broken frame arrive in one read: the INCR is applied, the
+    # link breaks, and the partial resync must start after the INCR, not before it.
+    server = make_server(args=FAST_SYNC + ["--repl-ping-replica-period", "3600"])
+    r = client(server)
+    r.cmd(["SET", "n", "0"])
+    proxy = proxies(server.port)
+    rep = replicas(proxy.url, backoff=(0.05, 0.5))
+    rep.start(timeout=60)
+    wait_for(lambda: rep.get("n") == b"0", what="n=0")
+    proxy.append_once = b"*2\r\n$3\r\nGET\r\n$x\r\n"
+    r.cmd(["INCR", "n"])
+
+    def master_offset():
+        info = r.cmd(["INFO", "replication"]).decode()
+        return int(info.split("master_repl_offset:")[1].split()[0])
+
+    wait_for(lambda: rep.status()["partial_resyncs"] >= 1 and rep.status()["link"] == "up"
+             and rep.status()["offset"] == master_offset(), what="the partial resync")
+    assert r.cmd(["GET", "n"]) == b"1"
+    assert rep.get("n") == b"1"   # applied once, not replayed by the resync
+    assert rep.status()["full_syncs"] == 1
+
+
+def test_stop_wakes_a_blocked_start_and_works_from_a_callback(make_server):
+    server = make_server()
+    r = client(server)
+    r.cmd(["SET", "k", "v"])
+    rep = Replica("redis://127.0.0.1:1/0", backoff=(0.05, 0.1))   # nothing listens there
+    gevent.spawn_later(0.3, rep.stop)
+    with pytest.raises(greenredis.ConnectionError, match="stopped"):
+        rep.start(block=True, timeout=30)   # returns at the stop, not after 30 s
+    stopped_in_callback = []
+
+    def callback(event, info):
+        if event == "load_done":
+            rep2.stop()
+            stopped_in_callback.append(rep2.status()["state"])
+
+    rep2 = Replica(server.url, callback=callback)
+    rep2.start(timeout=60)
+    wait_for(lambda: stopped_in_callback, what="the callback's stop")
+    assert stopped_in_callback == ["stopped"]
+    assert rep2.status()["state"] == "stopped" and rep2.status()["link"] == "down"
+    assert rep2.get("k") == b"v"   # the copy stays readable
 
 
 def test_command_it_cannot_apply_forces_a_full_resync(make_server, replicas, proxies):
