@@ -120,7 +120,7 @@ def decode_point(data):
     """Parse a point published or stored by ``encode_point``; ValueError if malformed."""
     try:
         point = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:   # "[[[[..." nests too deep
         raise ValueError(f"point is not JSON: {e}") from None
     if not isinstance(point, dict):
         raise ValueError("point is not a JSON object")

@@ -4,8 +4,12 @@ Viewers send JSON requests; the hub validates them, tracks who watches what, and
 answers with *effects* the shell carries out (subscribe a Redis channel when its
 first viewer arrives, unsubscribe after its last leaves, read history). Redis
 messages come in through ``publish``; each is encoded once and queued on every
-watching viewer. Each viewer has a bounded queue: when it is full the oldest
-message is dropped and counted, and the viewer is told before its next messages.
+watching viewer. Each viewer has a queue bounded in messages and in bytes: when
+either cap is reached the oldest messages are dropped and counted, and the viewer
+is told before its next messages. Queued texts are shared between viewers, so a
+viewer's own memory is at most ``queue_bytes`` (plus one message larger than it).
+Watching something already watched re-sends its history/backlog only when none
+is being read or waiting in that viewer's queue (repeats are coalesced).
 
 Wire format (server -> browser): every websocket frame is a JSON array of
 messages, each an object with a ``type``:
@@ -58,30 +62,55 @@ def dumps(obj):
 class Viewer:
     """One websocket's state: its bounded outgoing queue and what it watches."""
 
-    __slots__ = ("id", "queue", "maxlen", "dropped", "dropped_unreported", "watching",
-                 "wakeup", "closed", "_logsync")
+    __slots__ = ("id", "queue", "maxlen", "maxbytes", "bytes", "dropped", "dropped_unreported",
+                 "watching", "wakeup", "closed", "_logsync", "loading", "refills")
 
-    def __init__(self, vid, maxlen, wakeup=None):
+    def __init__(self, vid, maxlen, wakeup=None, maxbytes=4 << 20):
         self.id = vid
-        self.queue = collections.deque()
+        self.queue = collections.deque()   # (text, size, refill topic or None)
         self.maxlen = maxlen
+        self.maxbytes = maxbytes
+        self.bytes = 0               # sum of the queued texts' sizes
         self.dropped = 0             # total messages this viewer lost
         self.dropped_unreported = 0  # lost since the last "dropped" notice
         self.watching = set()        # topics: (kind, instance)
         self.wakeup = wakeup or (lambda: None)
         self.closed = False
         self._logsync = {}           # instance -> _LogSync while joining a log
+        self.loading = set()         # topics whose history/backlog is being read
+        self.refills = collections.Counter()   # topic -> its history/backlog messages queued
 
-    def push(self, text):
-        """Queue one encoded message; drops the oldest when full."""
+    def push(self, text, refill=None):
+        """Queue one encoded message; drops the oldest while over the message or
+        byte cap (the newest message is always kept). ``refill``: the topic whose
+        history/backlog this is."""
         if self.closed:
             return
-        if len(self.queue) >= self.maxlen:
-            self.queue.popleft()
+        size = len(text) if text.isascii() else len(text.encode("utf-8"))
+        q = self.queue
+        while q and (len(q) >= self.maxlen or self.bytes + size > self.maxbytes):
+            self._pop()
             self.dropped += 1
             self.dropped_unreported += 1
-        self.queue.append(text)
+        q.append((text, size, refill))
+        self.bytes += size
+        if refill is not None:
+            self.refills[refill] += 1
         self.wakeup()
+
+    def _pop(self):
+        text, size, refill = self.queue.popleft()
+        self.bytes -= size
+        if refill is not None:
+            self.refills[refill] -= 1
+            if not self.refills[refill]:
+                del self.refills[refill]
+        return text
+
+    def clear(self):
+        self.queue.clear()
+        self.bytes = 0
+        self.refills.clear()
 
     def send(self, obj):
         self.push(dumps(obj))
@@ -96,9 +125,8 @@ class Viewer:
             items.append(dumps({"type": "dropped", "count": self.dropped_unreported,
                                 "total": self.dropped}))
             self.dropped_unreported = 0
-        q = self.queue
-        for _ in range(min(limit, len(q))):
-            items.append(q.popleft())
+        for _ in range(min(limit, len(self.queue))):
+            items.append(self._pop())
         return "[" + ",".join(items) + "]"
 
 
@@ -106,20 +134,21 @@ class _LogSync:
     """A viewer joining a log: live lines before its marker are in its backlog;
     lines after the marker wait until the backlog has been queued."""
 
-    __slots__ = ("mark", "seen_mark", "backlog_sent", "held")
+    __slots__ = ("mark", "seen_mark", "backlog_sent", "held", "held_bytes")
 
     def __init__(self, mark):
         self.mark = mark
         self.seen_mark = False
         self.backlog_sent = False
         self.held = []
+        self.held_bytes = 0
 
 
 class Hub:
     """Subscriptions and fan-out for every websocket of one process.
 
-    ``queue_size``: messages queued per viewer before the oldest are dropped;
-    ``max_message``: size cap of a request in bytes; ``max_watch``: topics per
+    ``queue_size``/``queue_bytes``: messages/bytes (UTF-8) queued per viewer
+    before the oldest are dropped; ``max_message``: size cap of a request in bytes; ``max_watch``: topics per
     viewer; ``is_known(instance)``: whether an instance may be watched.
 
     Effects returned by ``receive``/``disconnect``/``resync``, for the shell:
@@ -131,8 +160,10 @@ class Hub:
     ``("grid", viewer)``: queue a grid snapshot.
     """
 
-    def __init__(self, queue_size=256, max_message=4096, max_watch=256, is_known=None):
+    def __init__(self, queue_size=256, max_message=4096, max_watch=256, is_known=None,
+                 queue_bytes=4 << 20):
         self.queue_size = queue_size
+        self.queue_bytes = queue_bytes
         self.max_message = max_message
         self.max_watch = max_watch
         self.is_known = is_known or (lambda instance: True)
@@ -140,12 +171,13 @@ class Hub:
         self.topics = {}             # topic -> set of viewers
         self._ids = itertools.count(1)
         self._marks = itertools.count(1)
-        self.stats = collections.Counter()   # published, delivered, bad_payload, errors
+        # published, delivered, bad_payload, errors, coalesced, refill_failed
+        self.stats = collections.Counter()
 
     # -- viewers -------------------------------------------------------------
     def connect(self, wakeup=None):
         """A new viewer; ``wakeup()`` is called whenever its queue gets a message."""
-        viewer = Viewer(next(self._ids), self.queue_size, wakeup)
+        viewer = Viewer(next(self._ids), self.queue_size, wakeup, self.queue_bytes)
         self.viewers[viewer.id] = viewer
         return viewer
 
@@ -156,7 +188,7 @@ class Hub:
         effects = []
         for topic in list(viewer.watching):
             effects += self._unwatch(viewer, topic)
-        viewer.queue.clear()
+        viewer.clear()
         return effects
 
     def error(self, viewer, code, message=None, request_id=None):
@@ -183,7 +215,7 @@ class Hub:
             return []
         try:
             req = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):   # RecursionError: "[[[[..." nested too deep
             self.error(viewer, "bad_json")
             return []
         if not isinstance(req, dict) or not isinstance(req.get("op"), str):
@@ -230,9 +262,15 @@ class Hub:
                 return []
         return self._watch(viewer, topic, depth)
 
-    def _watch(self, viewer, topic, depth=None):
-        """Watching again re-sends the history/backlog: that is how a page fills a gap."""
+    def _watch(self, viewer, topic, depth=None, force=False):
+        """Watching again re-sends the history/backlog (how a page fills a gap),
+        unless one is still being read or queued for this viewer (then it is as
+        fresh as a new one): a flood of repeated watches costs no memory."""
         effects = []
+        if (not force and topic != GRID and topic in viewer.watching
+                and (topic in viewer.loading or viewer.refills.get(topic))):
+            self.stats["coalesced"] += 1
+            return effects
         watchers = self.topics.setdefault(topic, set())
         if not watchers and topic != GRID:
             effects.append(("subscribe", self.channel(topic)))
@@ -240,8 +278,10 @@ class Hub:
         viewer.watching.add(topic)
         kind, instance = topic
         if kind == "stats":
+            viewer.loading.add(topic)
             effects.append(("history", [viewer], instance, depth))
         elif kind == "logs":
+            viewer.loading.add(topic)
             mark = f"{channels.FOLLOW_MARK}tempo:{next(self._marks)}:{id(self):x}"
             viewer._logsync[instance] = _LogSync(mark.encode())
             effects.append(("backlog", viewer, instance, mark))
@@ -251,6 +291,7 @@ class Hub:
 
     def _unwatch(self, viewer, topic):
         viewer.watching.discard(topic)
+        viewer.loading.discard(topic)
         if topic[0] == "logs":
             viewer._logsync.pop(topic[1], None)
         watchers = self.topics.get(topic)
@@ -280,16 +321,34 @@ class Hub:
         text = dumps({"type": "history", "instance": instance,
                       "metrics": {m: [[p["ts"], p["value"]] for p in pts]
                                   for m, pts in metrics.items()}})
+        topic = ("stats", instance)
         for viewer in viewers:
-            if not viewer.closed and ("stats", instance) in viewer.watching:
-                viewer.push(text)
+            viewer.loading.discard(topic)
+            if not viewer.closed and topic in viewer.watching:
+                viewer.push(text, refill=topic)
+
+    def refill_failed(self, viewers, kind, instance, message):
+        """A history (``kind`` "stats") or backlog ("logs") read failed: tell each
+        viewer, and let a log's live lines flow again (they were held for it)."""
+        topic = (kind, instance)
+        for viewer in viewers:
+            viewer.loading.discard(topic)
+            if kind == "logs":
+                sync = viewer._logsync.pop(instance, None)
+                if sync is not None:
+                    for text in sync.held:
+                        viewer.push(text)
+            self.stats["refill_failed"] += 1
+            self.error(viewer, "unavailable", message)
 
     def backlog(self, viewer, instance, lines):
         """Queue a log's backlog (oldest first), then any live lines held meanwhile."""
+        viewer.loading.discard(("logs", instance))
         sync = viewer._logsync.get(instance)
         if viewer.closed or sync is None:
             return
-        viewer.send({"type": "backlog", "instance": instance, "lines": lines})
+        viewer.push(dumps({"type": "backlog", "instance": instance, "lines": lines}),
+                    refill=("logs", instance))
         sync.backlog_sent = True
         if sync.seen_mark:
             for text in sync.held:
@@ -321,7 +380,7 @@ class Hub:
         if kind == "stats":
             try:
                 p = channels.decode_point(data)
-            except ValueError:
+            except ValueError:   # decode_point turns every malformation into one
                 self.stats["bad_payload"] += 1
                 return 0
             text = dumps({"type": "point", "instance": instance, "metric": p["metric"],
@@ -348,8 +407,9 @@ class Hub:
                 viewer.push(text)
                 n += 1
             elif sync.seen_mark:          # after the marker, before the backlog went out
-                if len(sync.held) < viewer.maxlen:
+                if len(sync.held) < viewer.maxlen and sync.held_bytes + len(text) <= viewer.maxbytes:
                     sync.held.append(text)
+                    sync.held_bytes += len(text)
                 else:
                     viewer.dropped += 1
                     viewer.dropped_unreported += 1
@@ -362,8 +422,10 @@ class Hub:
         effects = []
         for (kind, instance), watchers in list(self.topics.items()):
             if kind == "stats":
+                for viewer in watchers:
+                    viewer.loading.add((kind, instance))
                 effects.append(("history", list(watchers), instance, None))
             elif kind == "logs":
                 for viewer in list(watchers):
-                    effects += self._watch(viewer, ("logs", instance))
+                    effects += self._watch(viewer, ("logs", instance), force=True)
         return effects

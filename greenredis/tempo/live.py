@@ -29,18 +29,19 @@ log = logging.getLogger("greenredis.tempo")
 class Live:
     """Everything live in one web process.
 
-    ``queue_size``: messages queued per socket before the oldest are dropped;
+    ``queue_size``/``queue_bytes``: messages/bytes queued per socket before the
+    oldest are dropped;
     ``max_message``: size cap of a request (bytes); ``send_timeout``: a socket
     that cannot take one frame in this many seconds is closed; ``history``:
     points per metric sent on watch; ``log_backlog``: log lines sent on watch.
     """
 
     def __init__(self, redis, registry, queue_size=256, max_message=4096, send_timeout=30.0,
-                 history=600, log_backlog=1000):
+                 history=600, log_backlog=1000, queue_bytes=4 << 20):
         self.redis = redis
         self.registry = registry
         self.hub = Hub(queue_size=queue_size, max_message=max_message,
-                       is_known=registry.is_known)
+                       is_known=registry.is_known, queue_bytes=queue_bytes)
         self.max_message = max_message
         self.send_timeout = send_timeout
         self.history = history
@@ -93,13 +94,39 @@ class Live:
             if failed:   # viewers that came while Redis was away have no history yet
                 failed = False
                 gevent.spawn(self.run_effects, self.hub.resync())
-            for kind, channel, data in sub:
-                if kind == b"message":
-                    self.hub.publish(channel, data)
-                elif kind == b"gap":   # lost messages while reconnecting: refill every page
-                    gevent.spawn(self._refill, sub)
+            try:
+                for kind, channel, data in sub:
+                    if kind == b"message":
+                        self._publish(channel, data)
+                    elif kind == b"gap":   # lost messages while reconnecting: refill every page
+                        gevent.spawn(self._refill, sub)
+            except Exception:   # the pump must never die: every viewer depends on it
+                log.exception("tempo: subscription pump failed; restarting it")
+                self._drop_subscription()
+                failed = True
+                gevent.sleep(delay)
+                delay = min(delay * 2, 5.0)
             if self._closed:
                 return
+
+    def _publish(self, channel, data):
+        # One bad message costs only itself: log it (rate-limited) and go on.
+        try:
+            self.hub.publish(channel, data)
+        except Exception:
+            self.hub.stats["pump_errors"] += 1
+            n = self.hub.stats["pump_errors"]
+            if n & (n - 1) == 0:   # the 1st, 2nd, 4th, 8th, ... failure
+                log.exception("tempo: cannot fan out a message on %r (%d so far)", channel, n)
+
+    def _drop_subscription(self):
+        with self._lock:
+            sub, self._sub = self._sub, None
+        if sub is not None:
+            try:
+                sub.close()
+            except Exception:
+                pass
 
     def _refill(self, sub):
         # Log markers must not beat the resubscription: confirm it first (a round
@@ -146,16 +173,29 @@ class Live:
 
     def _send_history(self, viewers, instance, depth=None):
         try:
-            names = [m.decode() for m in self.redis.cmd(
-                ["SMEMBERS", channels.metrics_key(instance)])]
+            names = self._metric_names(instance)
             depth = self.history if depth is None else min(depth, self.history)
-            metrics = (read_history(self.redis, instance, sorted(names), depth) if depth
+            metrics = (read_history(self.redis, instance, names, depth) if depth
                        else {n: [] for n in names})
         except (RedisError, ValueError) as e:
-            for v in viewers:
-                self.hub.error(v, "unavailable", f"cannot read the history: {e}")
+            self.hub.refill_failed(viewers, "stats", instance, f"cannot read the history: {e}")
             return
         self.hub.history(viewers, instance, metrics)
+
+    def _metric_names(self, instance):
+        """The instance's valid metric names, sorted; foreign members of its metrics
+        set are skipped (counted in ``hub.stats["bad_metric"]``), not fatal."""
+        names = []
+        for raw in self.redis.cmd(["SMEMBERS", channels.metrics_key(instance)]):
+            try:
+                names.append(channels.check_metric(raw.decode("utf-8")))
+            except ValueError:
+                self.hub.stats["bad_metric"] += 1
+                n = self.hub.stats["bad_metric"]
+                if n & (n - 1) == 0:   # rate-limited: the 1st, 2nd, 4th, ... time
+                    log.warning("tempo: skipping bad metric name %r of %s (%d so far)",
+                                raw[:120], instance, n)
+        return sorted(names)
 
     def _send_backlog(self, viewer, instance, mark):
         key = channels.log_key(instance)
@@ -165,7 +205,8 @@ class Live:
             if isinstance(lines, ReplyError):
                 lines = []
         except RedisError as e:
-            self.hub.error(viewer, "unavailable", f"cannot read the log: {e}")
+            # the viewer's live lines were held for this backlog: release them
+            self.hub.refill_failed([viewer], "logs", instance, f"cannot read the log: {e}")
             return
         self.hub.backlog(viewer, instance,
                          [x.decode("utf-8", "replace") for x in reversed(lines)])
