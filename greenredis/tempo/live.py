@@ -102,12 +102,14 @@ class Live:
                         gevent.spawn(self._refill, sub)
             except Exception:   # the pump must never die: every viewer depends on it
                 log.exception("tempo: subscription pump failed; restarting it")
-                self._drop_subscription()
-                failed = True
-                gevent.sleep(delay)
-                delay = min(delay * 2, 5.0)
             if self._closed:
                 return
+            # the subscription ended (closed under us, or failed): a new one, after a
+            # pause so that a client that stays closed cannot make this loop spin
+            self._drop_subscription()
+            failed = True
+            gevent.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     def _publish(self, channel, data):
         # One bad message costs only itself: log it (rate-limited) and go on.
