@@ -26,13 +26,38 @@ are the same objects.
 
 import json
 import math
+import os
 import re
 
 __all__ = [
     "INSTANCES", "stats_channel", "metrics_key", "history_key", "log_key",
     "log_channel", "check_instance", "check_metric", "encode_point", "decode_point",
-    "instance_of_channel", "FOLLOW_MARK",
+    "instance_of_channel", "FOLLOW_MARK", "grid_timing", "GRID_TTL", "GRID_INTERVAL",
 ]
+
+#: Default grid timing shared by the instances and Tempo's observer: a node is
+#: gone GRID_TTL seconds after its last beat; it beats every GRID_INTERVAL.
+GRID_TTL = 30.0
+GRID_INTERVAL = 5.0
+
+
+def grid_timing(env=None):
+    """``(ttl, interval)`` from ``$GRID_TTL``/``$GRID_INTERVAL`` (default 30, 5).
+
+    Instances and the dashboard both read this, so a crashed node leaves every
+    view after the same ``ttl``. ValueError unless ``ttl > 2 * interval > 0``.
+    """
+    env = os.environ if env is None else env
+    try:
+        ttl = float(env.get("GRID_TTL") or GRID_TTL)
+        interval = float(env.get("GRID_INTERVAL") or GRID_INTERVAL)
+    except ValueError:
+        raise ValueError(f"GRID_TTL={env.get('GRID_TTL')!r} and GRID_INTERVAL="
+                         f"{env.get('GRID_INTERVAL')!r} must be numbers") from None
+    if not (interval > 0 and math.isfinite(ttl) and ttl > 2 * interval):
+        raise ValueError(f"need GRID_TTL > 2 * GRID_INTERVAL > 0, not ttl={ttl:g} "
+                         f"interval={interval:g}")
+    return ttl, interval
 
 #: zset of every instance that published a point: member = name, score = unix time.
 INSTANCES = "stats:instances"

@@ -2,7 +2,8 @@
 
 Instances ``demo-web.1``.. (requests_per_sec, p95_latency_ms, memory_mb, cpu_percent)
 and ``demo-worker.1``.. (jobs_per_sec, queue_depth, memory_mb) share one Redis
-client. Ctrl-C or SIGTERM makes them leave the grid gracefully.
+client. Ctrl-C or SIGTERM makes them leave the grid gracefully. Grid timing comes
+from ``$GRID_TTL``/``$GRID_INTERVAL`` (default 30 s / 5 s), which Tempo reads too.
 """
 
 import logging
@@ -29,15 +30,16 @@ class SimInstance:
 
     def __init__(self, redis, name, role, seed):
         from greenredis.caplog import RedisLogHandler
-        from greenredis.channels import log_key
+        from greenredis.channels import grid_timing, log_key
         from greenredis.grid import Grid
         from greenredis.stats import Stats
 
         self.name, self.role = name, role
+        ttl, interval = grid_timing()   # the same timing Tempo's observer reads
         self.rng = random.Random(seed)
         self.grid = Grid(redis, name=name, meta={"role": role, "sim": "demo",
                                                  "version": "v%d" % self.rng.randint(40, 60)},
-                         ttl=30, interval=5)
+                         ttl=ttl, interval=interval)
         self.stats = Stats(redis, name)
         self.logger = logging.getLogger(f"demo.{name}")
         self.logger.propagate = False
