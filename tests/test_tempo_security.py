@@ -2,6 +2,8 @@
 
 import base64
 import hashlib
+import json
+import urllib.request
 
 import pytest
 
@@ -90,6 +92,21 @@ def test_websocket_refuses_a_rebound_host(redis_server):
         c = Client(web.ws_url, host=foreign, origin=f"http://{foreign}")
         c.send({"op": "ping"})
         assert c.recv() == {"type": "pong"}
+        c.close()
+
+
+def test_with_a_password_a_public_host_name_needs_no_allowlist(redis_server):
+    # Heroku-style: only TEMPO_PASSWORD set, the app reached by its public name.
+    with WebProcess(redis_server.url, TEMPO_PASSWORD="pw") as web:
+        public = f"myapp.example:{web.port}"
+        req = urllib.request.Request(web.url + "/token", headers={"Host": public, **basic("pw")})
+        token = json.loads(urllib.request.urlopen(req, timeout=5).read())["token"]
+        c = Client(f"{web.ws_url}?token={token}", host=public, origin=f"http://{public}")
+        c.send({"op": "ping"})
+        assert c.recv() == {"type": "pong"}
+        c.close()
+        c = Client(web.ws_url, host=public, origin=f"http://{public}")   # no token: refused
+        assert c.recv()["error"] == "forbidden"
         c.close()
 
 

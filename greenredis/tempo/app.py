@@ -13,11 +13,11 @@ Configuration (arguments of ``create_app`` win over the environment):
                        password, random per process
 ``TEMPO_HOSTS``        host names (``Host`` header; ``name`` or ``name:port``) the app
                        answers besides loopback (``127.0.0.1``, ``localhost``,
-                       ``[::1]``, any port), comma separated; ``*`` allows any. A
-                       public deployment (Heroku: ``myapp.herokuapp.com``) must set
-                       it. Checked for websockets always, and for pages when there
-                       is no password: a DNS-rebinding page controls both ``Host``
-                       and ``Origin``, so matching one against the other is not enough
+                       ``[::1]``, any port), comma separated; ``*`` allows any.
+                       Checked, for pages and websockets, only when there is no
+                       password (with one, basic auth and the signed token guard
+                       them): a DNS-rebinding page controls both ``Host`` and
+                       ``Origin``, so matching one against the other is not enough
 ``TEMPO_ORIGINS``      extra allowed websocket ``Origin`` values, comma separated
                        (the page's own origin is always allowed)
 ``TEMPO_TOKEN_TTL``    token lifetime in seconds (default 60)
@@ -240,7 +240,9 @@ def create_app(redis=None, grid=None, password=None, secret_key=None, origins=No
         return parts.scheme in ("http", "https") and parts.netloc == request.host.lower()
 
     def ws_problem():
-        if not host_ok():
+        # With a password the signed token (only handed out behind basic auth) and the
+        # Origin check stop cross-site and rebinding pages; without one, the Host must be ours.
+        if not password and not host_ok():
             return foreign_host()
         origin = request.headers.get("Origin")
         if origin is not None and not origin_ok(origin):
