@@ -2,6 +2,7 @@
 
 import pytest
 
+import greenredis
 from greenredis.server import RedisServer
 
 
@@ -10,6 +11,14 @@ def redis_server():
     """A fresh private redis-server for one test."""
     with RedisServer(debug=True) as server:
         yield server
+
+
+@pytest.fixture
+def r(redis_server):
+    """A greenredis client of ``redis_server``."""
+    client = greenredis.Redis.from_url(redis_server.url)
+    yield client
+    client.close()
 
 
 @pytest.fixture

@@ -107,3 +107,13 @@ def wait_for(predicate, timeout=20.0, interval=0.05):
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(interval)
+
+
+def frames(viewer):
+    """Every queued message of a hub viewer, decoded, in order."""
+    out = []
+    while True:
+        text = viewer.take()
+        if text is None:
+            return out
+        out += json.loads(text)

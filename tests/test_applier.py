@@ -217,7 +217,7 @@ from collections import deque  # noqa: E402
 
 import pytest  # noqa: E402
 
-from greenredis.applier import Applier, ApplyError  # noqa: E402
+from greenredis.applier import Applier  # noqa: E402
 
 LIB = b"""#!lua name=applib
 redis.register_function('push2', function(keys, args)

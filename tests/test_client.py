@@ -14,12 +14,6 @@ from greenredis import connection as connection_module
 from greenredis.url import parse_url
 
 
-@pytest.fixture
-def r(redis_server):
-    client = greenredis.Redis(port=redis_server.port)
-    yield client
-    client.close()
-
 
 def test_every_reply_type(r):
     assert r.cmd(["SET", "s", "abc"]) == b"OK"                       # status

@@ -6,18 +6,11 @@ import re
 
 import pytest
 
-import greenredis
 from greenredis.grid import Grid
 from greenredis.stats import Stats
 from greenredis.tempo import create_app
 from greenredis.tempo.registry import merge
 
-
-@pytest.fixture
-def r(redis_server):
-    client = greenredis.Redis.from_url(redis_server.url)
-    yield client
-    client.close()
 
 
 def config_of(html):

@@ -13,17 +13,10 @@ from greenredis.stats import Stats
 from greenredis.tempo.hub import Hub
 from greenredis.tempo.live import Live
 from greenredis.tempo.registry import Registry
+from tempo_helpers import frames
 
 DEEP = b"[" * 100000
 
-
-def frames(viewer):
-    out = []
-    while True:
-        text = viewer.take()
-        if text is None:
-            return out
-        out += json.loads(text)
 
 
 def eventually(predicate, timeout=20.0):
@@ -33,12 +26,6 @@ def eventually(predicate, timeout=20.0):
         gevent.sleep(0.02)
     raise AssertionError("condition not met in time")
 
-
-@pytest.fixture
-def r(redis_server):
-    client = greenredis.Redis.from_url(redis_server.url)
-    yield client
-    client.close()
 
 
 @pytest.fixture

@@ -1,21 +1,10 @@
 """The pure fan-out hub and the channel layout: fed directly, no sockets, no Redis."""
 
-import json
-
 import pytest
 
 from greenredis import channels
 from greenredis.tempo.hub import Hub
-
-
-def frames(viewer):
-    """Every queued message of a viewer, decoded, in order."""
-    out = []
-    while True:
-        text = viewer.take()
-        if text is None:
-            return out
-        out += json.loads(text)
+from tempo_helpers import frames
 
 
 def point(metric, ts, value):

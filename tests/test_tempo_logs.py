@@ -20,12 +20,6 @@ def wait_for(predicate, timeout=10.0):
         gevent.sleep(0.01)
 
 
-@pytest.fixture
-def r(redis_server):
-    client = greenredis.Redis.from_url(redis_server.url)
-    yield client
-    client.close()
-
 
 def test_stats_publish_sends_a_point_and_keeps_a_capped_history(r):
     sub = r.subscribe(channels.stats_channel("web.1"))

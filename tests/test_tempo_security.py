@@ -7,7 +7,6 @@ import urllib.request
 
 import pytest
 
-import greenredis
 from greenredis import channels
 from greenredis.cli.demo import SimInstance
 from greenredis.tempo import create_app
@@ -15,12 +14,6 @@ from greenredis.tempo.app import WS_SALT, host_allowed
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from tempo_helpers import Client, WebProcess
 
-
-@pytest.fixture
-def r(redis_server):
-    client = greenredis.Redis.from_url(redis_server.url)
-    yield client
-    client.close()
 
 
 def basic(password):

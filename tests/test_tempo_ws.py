@@ -13,12 +13,6 @@ from greenredis.stats import Stats
 from tempo_helpers import Client, WebProcess, wait_for
 
 
-@pytest.fixture
-def r(redis_server):
-    client = greenredis.Redis.from_url(redis_server.url)
-    yield client
-    client.close()
-
 
 @pytest.fixture
 def web(redis_server):
