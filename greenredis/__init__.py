@@ -1,33 +1,43 @@
 """greenredis: Redis as the glue of a distributed system, for gevent.
 
 Nothing here monkey-patches: scripts and apps call ``gevent.monkey.patch_all()`` first.
+Every tool loads on first use, so ``import greenredis`` stays light and the pure parts
+(``greenredis.replication.rdb``, ``.protocol``, ``.applier``, ``greenredis.grid.view``)
+import without gevent.
 """
 
 import importlib
 
-from .client import Dedicated, Redis
-from .errors import ConnectionError, ProtocolError, RedisError, ReplyError, TimeoutError
-from .pubsub import Message, Monitor, Subscription
-from .server import RedisServer
+from greenredis.errors import ConnectionError, ProtocolError, RedisError, ReplyError, TimeoutError
 
-# The larger parts load on first use, so `import greenredis` stays light.
+__version__ = "0.2.0"
+
+# public name -> the module that defines it
 _LAZY = {
-    "Grid": ".grid",
-    "GridEvent": ".gridview",
-    "Replica": ".replica",
-    "Stats": ".stats",
-    "CappedLog": ".caplog",
-    "RedisLogHandler": ".caplog",
+    "Redis": "greenredis.client",
+    "Dedicated": "greenredis.client",
+    "Subscription": "greenredis.client",
+    "Monitor": "greenredis.client",
+    "Message": "greenredis.client",
+    "RedisServer": "greenredis.server",
+    "Grid": "greenredis.grid",
+    "GridEvent": "greenredis.grid",
+    "Replica": "greenredis.replication",
+    "Stats": "greenredis.telemetry",
+    "CappedLog": "greenredis.telemetry",
+    "RedisLogHandler": "greenredis.telemetry",
 }
 
-__all__ = ["Redis", "Dedicated", "Subscription", "Monitor", "Message", "RedisServer",
-           "RedisError", "ReplyError", "ConnectionError", "TimeoutError", "ProtocolError", *_LAZY]
-__version__ = "0.1.0"
+__all__ = ["RedisError", "ReplyError", "ConnectionError", "TimeoutError", "ProtocolError", *_LAZY]
 
 
 def __getattr__(name):
     if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'greenredis' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

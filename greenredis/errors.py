@@ -12,11 +12,11 @@ class ReplyError(RedisError):
     """
 
 
-class ConnectionError(RedisError):  # noqa: A001 - mirrors redis-py's name
+class ConnectionError(RedisError):
     """The connection could not be made, or broke with the command in flight."""
 
 
-class TimeoutError(RedisError):  # noqa: A001 - mirrors redis-py's name
+class TimeoutError(RedisError):
     """No reply came within the call's timeout; a late reply is discarded."""
 
 

@@ -25,9 +25,7 @@ def find_redis_server():
     """Return the path of ``redis-server`` or raise with what to install."""
     path = shutil.which("redis-server")
     if path is None:
-        raise RuntimeError(
-            "redis-server not found: install it (Debian: apt-get install -y redis-server)"
-        )
+        raise RuntimeError("redis-server not found: install it (Debian: apt-get install -y redis-server)")
     return path
 
 
@@ -49,9 +47,20 @@ class RedisServer:
     pairs as a list of strings.
     """
 
-    def __init__(self, port=None, password=None, users=None, replicaof=None,
-                 masterauth=None, tls=False, unixsocket=False, persist=False,
-                 debug=False, args=(), dir=None):
+    def __init__(
+        self,
+        port=None,
+        password=None,
+        users=None,
+        replicaof=None,
+        masterauth=None,
+        tls=False,
+        unixsocket=False,
+        persist=False,
+        debug=False,
+        args=(),
+        dir=None,
+    ):
         self.port = port or free_port()
         self.password = password
         self.users = list(users or ())
@@ -81,14 +90,36 @@ class RedisServer:
         return os.path.join(self.dir, "ca.crt") if self.tls else None
 
     def command_line(self):
-        argv = [find_redis_server(), "--bind", "127.0.0.1", "--dir", self.dir,
-                "--logfile", self.log_path, "--daemonize", "no",
-                "--appendonly", "no", "--protected-mode", "no"]
+        argv = [
+            find_redis_server(),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            self.dir,
+            "--logfile",
+            self.log_path,
+            "--daemonize",
+            "no",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "no",
+        ]
         if self.tls:
-            argv += ["--port", "0", "--tls-port", str(self.port),
-                     "--tls-cert-file", os.path.join(self.dir, "server.crt"),
-                     "--tls-key-file", os.path.join(self.dir, "server.key"),
-                     "--tls-ca-cert-file", self.ca_file, "--tls-auth-clients", "no"]
+            argv += [
+                "--port",
+                "0",
+                "--tls-port",
+                str(self.port),
+                "--tls-cert-file",
+                os.path.join(self.dir, "server.crt"),
+                "--tls-key-file",
+                os.path.join(self.dir, "server.key"),
+                "--tls-ca-cert-file",
+                self.ca_file,
+                "--tls-auth-clients",
+                "no",
+            ]
         else:
             argv += ["--port", str(self.port)]
         if not self.persist:
@@ -111,19 +142,20 @@ class RedisServer:
         """Start the process and wait until it answers PING."""
         if self.running:
             return self
-        self.proc = subprocess.Popen(self.command_line(), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            self.command_line(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         _running.add(self)
         deadline = time.monotonic() + timeout
         while not self._answers_ping():
             if self.proc.poll() is not None:
                 err = self.proc.stderr.read().decode(errors="replace")
-                raise RuntimeError(f"redis-server exited with {self.proc.returncode}: "
-                                   f"{err.strip() or self.log_tail()}")
+                raise RuntimeError(
+                    f"redis-server exited with {self.proc.returncode}: {err.strip() or self.log_tail()}"
+                )
             if time.monotonic() > deadline:
                 self.kill()
-                raise RuntimeError(f"redis-server did not answer PING in {timeout}s:\n"
-                                   f"{self.log_tail()}")
+                raise RuntimeError(f"redis-server did not answer PING in {timeout}s:\n{self.log_tail()}")
             time.sleep(0.01)
         return self
 
@@ -207,6 +239,7 @@ class RedisServer:
 
     def _tls_ping(self):
         import ssl
+
         ctx = ssl.create_default_context(cafile=self.ca_file)
         ctx.check_hostname = False
         try:
@@ -224,17 +257,56 @@ class RedisServer:
         d = self.dir
 
         def run(*argv):
-            subprocess.run(["openssl", *argv], cwd=d, check=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(
+                ["openssl", *argv], cwd=d, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
 
-        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=greenredis test CA")
-        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key",
-            "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+        run(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-subj",
+            "/CN=greenredis test CA",
+        )
+        run(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        )
         with open(os.path.join(d, "ext.cnf"), "w") as f:
             f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-        run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "2", "-out", "server.crt", "-extfile", "ext.cnf")
+        run(
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            "server.crt",
+            "-extfile",
+            "ext.cnf",
+        )
 
 
 @atexit.register
@@ -242,5 +314,5 @@ def _stop_all():
     for server in list(_running):
         try:
             server.close()
-        except Exception:  # noqa: BLE001 - best effort at interpreter exit
+        except Exception:
             pass

@@ -20,9 +20,9 @@ class ConnectionParams:
     ssl_ca_certs: str | None = None
     ssl_check_hostname: bool = False
     unix_socket_path: str | None = None
-    timeout: float | None = None         # per-call default; None waits as long as the connection lives
+    timeout: float | None = None  # per-call default; None waits as long as the connection lives
     connect_timeout: float = 5.0
-    dead_after: float = 30.0             # in-flight commands with no byte from the server for this long: dead
+    dead_after: float = 30.0  # in-flight commands with no byte from the server for this long: dead
     client_name: str | None = None
 
     def replace(self, **changes):
@@ -48,8 +48,9 @@ def parse_url(url=None, **overrides):
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("redis", "rediss", "unix"):
-        raise ValueError(f"unsupported URL scheme {parts.scheme!r} in {url!r}: "
-                         "use redis://, rediss:// or unix://")
+        raise ValueError(
+            f"unsupported URL scheme {parts.scheme!r} in {url!r}: use redis://, rediss:// or unix://"
+        )
     kw = {
         "username": unquote(parts.username) if parts.username else None,
         "password": unquote(parts.password) if parts.password is not None else None,

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """greenredis vs redis-py: ``python scripts/bench.py --help`` (same as ``greenredis bench``)."""
+
 import sys
 
 from greenredis.cli import main

@@ -13,7 +13,7 @@ import time
 
 import hiredis
 
-from greenredis.applier import Applier
+from greenredis.replication.applier import Applier
 
 
 def rate(label, commands, unit="commands"):
@@ -52,10 +52,12 @@ def main():
     reader = hiredis.Reader()
     start = time.perf_counter()
     for i in range(0, len(blob), 65536):
-        reader.feed(blob[i:i + 65536])
+        reader.feed(blob[i : i + 65536])
         while (argv := reader.gets()) is not False:
             applier.apply(argv)
-    print(f"{'same, parsed by hiredis.Reader first':48s} {n / (time.perf_counter() - start):>12,.0f} commands/s")
+    print(
+        f"{'same, parsed by hiredis.Reader first':48s} {n / (time.perf_counter() - start):>12,.0f} commands/s"
+    )
 
     rate("SET k v PXAT ms", [[b"SET", b"k%d" % i, b"v", b"PXAT", b"4102444800000"] for i in range(n // 2)])
     rate("XADD with explicit ids", [[b"XADD", b"x", b"%d-0" % (i + 1), b"f", b"v"] for i in range(n // 2)])
@@ -72,8 +74,10 @@ def main():
         big.apply([b"MULTI"])
         big.apply([b"LPUSH", b"big", b"y"])
         big.apply([b"EXEC"])
-    print(f"{'MULTI / LPUSH / EXEC on a 100k-item list':48s} "
-          f"{rounds / (time.perf_counter() - start):>12,.0f} transactions/s")
+    print(
+        f"{'MULTI / LPUSH / EXEC on a 100k-item list':48s} "
+        f"{rounds / (time.perf_counter() - start):>12,.0f} transactions/s"
+    )
 
 
 if __name__ == "__main__":

@@ -27,9 +27,9 @@ import gevent
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import greenredis  # noqa: E402
-from greenredis.grid import Grid  # noqa: E402
-from greenredis.server import RedisServer  # noqa: E402
+import greenredis
+from greenredis.grid.node import Grid
+from greenredis.server import RedisServer
 
 
 class Watch:
@@ -46,6 +46,7 @@ class Watch:
     def _recorder(self, kind, me):
         def record(name, meta):
             self.seen.setdefault((kind, name), {}).setdefault(me, time.perf_counter())
+
         return record
 
     def wait_all(self, kind, name, peers, t0, timeout):
@@ -73,7 +74,7 @@ def commandstats(r):
     out = {}
     for line in r.cmd(["INFO", "commandstats"]).decode().splitlines():
         if line.startswith("cmdstat_"):
-            name, rest = line[len("cmdstat_"):].split(":", 1)
+            name, rest = line[len("cmdstat_") :].split(":", 1)
             out[name] = int(rest.split("calls=")[1].split(",")[0])
     return out
 
@@ -103,19 +104,27 @@ def main():
     ap.add_argument("--crashes", type=int, default=5)
     ap.add_argument("--ttl", type=float, default=5.0)
     ap.add_argument("--interval", type=float, default=2.0)
-    ap.add_argument("--gc-freeze", action="store_true",
-                    help="gc.freeze() once the grid is up, so collections skip the 200 views")
-    ap.add_argument("--quiet-intervals", type=int, default=5,
-                    help="heartbeat intervals over which commands are counted")
+    ap.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="gc.freeze() once the grid is up, so collections skip the 200 views",
+    )
+    ap.add_argument(
+        "--quiet-intervals", type=int, default=5, help="heartbeat intervals over which commands are counted"
+    )
     args = ap.parse_args()
     kw = dict(ttl=args.ttl, interval=args.interval, domain="bench", version="1")
     watch = Watch()
     with RedisServer() as server:
         r = greenredis.Redis.from_url(server.url)
-        print(f"# {args.nodes} grid nodes, one process, one redis-server {server.url}; "
-              f"ttl={args.ttl}s interval={args.interval}s")
-        print(f"# {platform.python_implementation()} {platform.python_version()}, "
-              f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+        print(
+            f"# {args.nodes} grid nodes, one process, one redis-server {server.url}; "
+            f"ttl={args.ttl}s interval={args.interval}s"
+        )
+        print(
+            f"# {platform.python_implementation()} {platform.python_version()}, "
+            f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+        )
         t = time.perf_counter()
         grids = []
         for i in range(args.nodes - 1):
@@ -189,27 +198,42 @@ def main():
             lat = watch.wait_all("leave", v.name, survivors, t0, args.ttl * 3)
             crashes.append(lat if lat is not None else float("inf"))
 
-        ms = lambda v: f"{v * 1000:8.1f} ms"  # noqa: E731
+        ms = lambda v: f"{v * 1000:8.1f} ms"
         print()
         print(f"{'measure':<34} {'p50':>11} {'p99':>11} {'max':>11}  target")
-        print(f"{'join: start() -> all peers':<34} {ms(pct(joins, .5))} {ms(pct(joins, .99))} "
-              f"{ms(max(joins, default=float('nan')))}  p99 <= 50 ms  (n={len(joins)})")
-        print(f"{'update_meta() -> all peers':<34} {ms(pct(updates, .5))} {ms(pct(updates, .99))} "
-              f"{ms(max(updates, default=float('nan')))}  p99 <= 50 ms  (n={len(updates)})")
-        print(f"{'stop() -> gone from all peers':<34} {ms(pct(leaves, .5))} {ms(pct(leaves, .99))} "
-              f"{ms(max(leaves, default=float('nan')))}  p99 <= 50 ms  (n={len(leaves)})")
-        print(f"{'crash -> gone from all peers':<34} {pct(crashes, .5):9.2f} s  {'':>10} "
-              f"{max(crashes):9.2f} s   <= ttl + 1 = {args.ttl + 1:.1f} s  (n={len(crashes)})")
+        print(
+            f"{'join: start() -> all peers':<34} {ms(pct(joins, 0.5))} {ms(pct(joins, 0.99))} "
+            f"{ms(max(joins, default=float('nan')))}  p99 <= 50 ms  (n={len(joins)})"
+        )
+        print(
+            f"{'update_meta() -> all peers':<34} {ms(pct(updates, 0.5))} {ms(pct(updates, 0.99))} "
+            f"{ms(max(updates, default=float('nan')))}  p99 <= 50 ms  (n={len(updates)})"
+        )
+        print(
+            f"{'stop() -> gone from all peers':<34} {ms(pct(leaves, 0.5))} {ms(pct(leaves, 0.99))} "
+            f"{ms(max(leaves, default=float('nan')))}  p99 <= 50 ms  (n={len(leaves)})"
+        )
+        print(
+            f"{'crash -> gone from all peers':<34} {pct(crashes, 0.5):9.2f} s  {'':>10} "
+            f"{max(crashes):9.2f} s   <= ttl + 1 = {args.ttl + 1:.1f} s  (n={len(crashes)})"
+        )
         print(f"{'commands / node / interval':<34} {per_node_interval:11.2f}")
         print(f"{'commands / heartbeat batch':<34} {per_beat:11.2f} {'':>23}  <= 3")
         print(f"# quiet window {elapsed:.1f}s: {mix}")
-        print("# sorted ms: join", [round(x * 1000) for x in sorted(joins)][-8:], "update",
-              [round(x * 1000) for x in sorted(updates)][-8:], "leave",
-              [round(x * 1000) for x in sorted(leaves)][-8:])
+        print(
+            "# sorted ms: join",
+            [round(x * 1000) for x in sorted(joins)][-8:],
+            "update",
+            [round(x * 1000) for x in sorted(updates)][-8:],
+            "leave",
+            [round(x * 1000) for x in sorted(leaves)][-8:],
+        )
         worst = sorted(gcp.pauses, reverse=True)[:3]
-        print(f"# GC{' (frozen after start-up)' if args.gc_freeze else ''} during the samples: "
-              f"{len(gcp.pauses)} collections, longest "
-              + ", ".join(f"{d * 1000:.1f} ms (gen {g})" for d, g in worst))
+        print(
+            f"# GC{' (frozen after start-up)' if args.gc_freeze else ''} during the samples: "
+            f"{len(gcp.pauses)} collections, longest "
+            + ", ".join(f"{d * 1000:.1f} ms (gen {g})" for d, g in worst)
+        )
         if misses:
             print(f"# {misses} samples not seen everywhere within 10 s")
         for g in survivors:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark greenredis.rdb.RDBParser against redis-server's own RDB load.
+"""Benchmark greenredis.replication.rdb.RDBParser against redis-server's own RDB load.
 
 Starts a private redis-server, fills it (DEBUG POPULATE for strings; redis-py
 pipelines for hashes), SAVEs, restarts it to read "DB loaded from disk: X seconds"
@@ -16,12 +16,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import redis  # noqa: E402
+import redis
 
-from greenredis.crc64 import HAVE_FAST_CRC  # noqa: E402
-from greenredis.lzf import HAVE_C_LZF  # noqa: E402
-from greenredis.rdb import RDBParser  # noqa: E402
-from greenredis.server import RedisServer  # noqa: E402
+from greenredis.replication.rdb.crc64 import HAVE_FAST_CRC
+from greenredis.replication.rdb.lzf import HAVE_C_LZF
+from greenredis.replication.rdb.parser import RDBParser
+from greenredis.server import RedisServer
 
 CHUNK = 64 * 1024
 
@@ -52,7 +52,7 @@ def parse_seconds(path, repeat):
         t0 = time.perf_counter()
         p = RDBParser()
         for i in range(0, len(data), CHUNK):
-            p.feed(view[i:i + CHUNK])
+            p.feed(view[i : i + CHUNK])
         ks = p.finish()
         elapsed = time.perf_counter() - t0
         best = elapsed if best is None else min(best, elapsed)
@@ -103,18 +103,25 @@ def main():
         progress(f"parsing {os.path.getsize(dump)} bytes with RDBParser")
         ours_s, keys, size = parse_seconds(dump, args.repeat)
         assert keys == args.hashes, (keys, args.hashes)
-        rows.append((f"hashes of {args.fields} fields (listpack), {size / 1e6:.1f} MB",
-                     keys, server_s, ours_s))
+        rows.append(
+            (f"hashes of {args.fields} fields (listpack), {size / 1e6:.1f} MB", keys, server_s, ours_s)
+        )
 
-    print(f"\nRDB load, {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
-          f"C CRC: {HAVE_FAST_CRC}, C LZF: {HAVE_C_LZF}, {time.strftime('%Y-%m-%d')}")
-    print(f"| {'dataset':<42} | {'keys':>9} | {'redis-server s':>14} | {'RDBParser s':>11} "
-          f"| {'RDBParser keys/s':>16} | {'ratio':>5} |")
+    print(
+        f"\nRDB load, {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
+        f"C CRC: {HAVE_FAST_CRC}, C LZF: {HAVE_C_LZF}, {time.strftime('%Y-%m-%d')}"
+    )
+    print(
+        f"| {'dataset':<42} | {'keys':>9} | {'redis-server s':>14} | {'RDBParser s':>11} "
+        f"| {'RDBParser keys/s':>16} | {'ratio':>5} |"
+    )
     print(f"|{'-' * 44}|{'-' * 11}|{'-' * 16}|{'-' * 13}|{'-' * 18}|{'-' * 7}|")
     for name, keys, server_s, ours_s in rows:
         ratio = ours_s / server_s if server_s else float("inf")
-        print(f"| {name:<42} | {keys:>9} | {server_s:>14.3f} | {ours_s:>11.3f} "
-              f"| {keys / ours_s:>16,.0f} | {ratio:>4.1f}x |")
+        print(
+            f"| {name:<42} | {keys:>9} | {server_s:>14.3f} | {ours_s:>11.3f} "
+            f"| {keys / ours_s:>16,.0f} | {ratio:>4.1f}x |"
+        )
 
 
 if __name__ == "__main__":

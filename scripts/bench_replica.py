@@ -30,10 +30,10 @@ import gevent
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from greenredis.client import Redis  # noqa: E402
-from greenredis.rdb import RDBParser  # noqa: E402
-from greenredis.replica import Replica  # noqa: E402
-from greenredis.server import RedisServer  # noqa: E402
+from greenredis.client.redis import Redis
+from greenredis.replication.rdb.parser import RDBParser
+from greenredis.replication.replica import Replica
+from greenredis.server import RedisServer
 
 
 def rss_bytes():
@@ -106,8 +106,9 @@ def full_sync(master, label, expect):
             done, size = st["bytes_loaded"], st["rdb_size"]
             pct = f"{100.0 * done / size:5.1f}%" if size else "?"
             rate = st["keys_loaded"] / max(st["load_seconds"], 1e-9)
-            progress(f"{label}: loading {pct} {done / 1e6:.1f} MB, {st['keys_loaded']:,} keys, "
-                     f"{rate:,.0f} keys/s")
+            progress(
+                f"{label}: loading {pct} {done / 1e6:.1f} MB, {st['keys_loaded']:,} keys, {rate:,.0f} keys/s"
+            )
         else:
             progress(f"{label}: {st['state']} ({time.perf_counter() - t0:.1f}s)")
         gevent.sleep(0.2)
@@ -137,19 +138,39 @@ def apply_rate(master, rep, requests, pipeline):
     bench = shutil.which("redis-benchmark")
     r = Redis.from_url(master.url, timeout=60)
     start_applied = rep.status()["commands_applied"]
-    pending = []                      # (time, master offset) samples not yet reached
+    pending = []  # (time, master offset) samples not yet reached
     max_lag_s, max_lag_bytes, samples = 0.0, 0, 0
     if bench:
         proc = subprocess.Popen(
-            [bench, "-h", "127.0.0.1", "-p", str(master.port), "-t", "set,lpush,hset",
-             "-n", str(requests), "-P", str(pipeline), "-r", "100000", "-c", "20", "-q"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        done = lambda: proc.poll() is not None  # noqa: E731
+            [
+                bench,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(master.port),
+                "-t",
+                "set,lpush,hset",
+                "-n",
+                str(requests),
+                "-P",
+                str(pipeline),
+                "-r",
+                "100000",
+                "-c",
+                "20",
+                "-q",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        done = lambda: proc.poll() is not None
         writer = f"redis-benchmark -t set,lpush,hset -P {pipeline} -c 20 -r 100000"
-    else:                                       # a gevent writer instead
+    else:  # a gevent writer instead
+
         def write():
             for i in range(0, requests, 300):
                 r.cmd([["SET", f"key:{i + j}", "xxx"] for j in range(300)])
+
         g = gevent.spawn(write)
         done = g.ready
         writer = "gevent writer (SET x300 batches)"
@@ -170,8 +191,9 @@ def apply_rate(master, rep, requests, pipeline):
         samples += 1
         applied = st["commands_applied"] - start_applied
         rate = applied / max(now - t0, 1e-9)
-        progress(f"stream: {applied:,} applied, {rate:,.0f}/s, lag {moff - ours:,} bytes, "
-                 f"max lag {max_lag_s:.2f}s")
+        progress(
+            f"stream: {applied:,} applied, {rate:,.0f}/s, lag {moff - ours:,} bytes, max lag {max_lag_s:.2f}s"
+        )
         if done() and ours >= moff:
             break
         last_count = applied
@@ -191,8 +213,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--strings", type=int, default=1_000_000)
     ap.add_argument("--hashes", type=int, default=100_000)
-    ap.add_argument("--bench-requests", type=int, default=1_000_000,
-                    help="redis-benchmark -n per test (3 tests)")
+    ap.add_argument(
+        "--bench-requests", type=int, default=1_000_000, help="redis-benchmark -n per test (3 tests)"
+    )
     args = ap.parse_args(argv)
     rows = []
     master = RedisServer(debug=True, args=["--repl-diskless-sync", "no"]).start()
@@ -206,7 +229,7 @@ def main(argv=None):
         startup = int(info(r, "memory")["used_memory_startup"])
         redis_s, size, d = redis_own_load(master)
         gc.collect()
-        rss0 = rss_bytes()      # first big allocation of this process: RSS growth is the copy
+        rss0 = rss_bytes()  # first big allocation of this process: RSS growth is the copy
         rep, ours_s, n = full_sync(master, "strings", args.strings)
         gc.collect()
         rss1 = rss_bytes()
@@ -227,26 +250,35 @@ def main(argv=None):
         parse_s, _ = parse_file(os.path.join(d, "dump.rdb"))
         shutil.rmtree(d, ignore_errors=True)
         rep, ours_s, n = full_sync(master, "hashes", args.hashes)
-        rows.append((f"full sync {n:,} hashes x10 ({enc}, {size / 1e6:.0f} MB)", ours_s, n,
-                     redis_s, parse_s))
+        rows.append((f"full sync {n:,} hashes x10 ({enc}, {size / 1e6:.0f} MB)", ours_s, n, redis_s, parse_s))
 
         # 3. the command stream -----------------------------------------------------------
-        streams = [apply_rate(master, rep, args.bench_requests, 16),
-                   apply_rate(master, rep, args.bench_requests // 4, 1)]
+        streams = [
+            apply_rate(master, rep, args.bench_requests, 16),
+            apply_rate(master, rep, args.bench_requests // 4, 1),
+        ]
         rep.stop()
     finally:
         master.close()
 
-    print(f"# greenredis replica benchmark - {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-          f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"redis-server 7.0 on 127.0.0.1 (shared machine: numbers are noisy)")
+    print(
+        f"# greenredis replica benchmark - {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"redis-server 7.0 on 127.0.0.1 (shared machine: numbers are noisy)"
+    )
     print()
-    print("| full sync | greenredis s | keys/s | parser alone keys/s | redis-server load s | keys/s | greenredis time / redis time |")
+    print(
+        "| full sync | greenredis s | keys/s | parser alone keys/s | redis-server load s | keys/s "
+        "| greenredis time / redis time |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for label, ours, n, theirs, parse_s in rows:
-        print(f"| {label} | {ours:.2f} | {n / ours:,.0f} | {n / parse_s:,.0f} | {theirs:.2f} | "
-              f"{n / theirs:,.0f} | {ours / theirs:.2f}x |" if theirs > 0 else
-              f"| {label} | {ours:.2f} | {n / ours:,.0f} | {n / parse_s:,.0f} | {theirs} | - | - |")
+        print(
+            f"| {label} | {ours:.2f} | {n / ours:,.0f} | {n / parse_s:,.0f} | {theirs:.2f} | "
+            f"{n / theirs:,.0f} | {ours / theirs:.2f}x |"
+            if theirs > 0
+            else f"| {label} | {ours:.2f} | {n / ours:,.0f} | {n / parse_s:,.0f} | {theirs} | - | - |"
+        )
     print()
     rss, used, dataset = mem
     print(f"| memory, {args.strings:,} strings | bytes | local / master |")
@@ -259,11 +291,13 @@ def main(argv=None):
         print("|---|---:|")
         print(f"| commands applied (writer start to caught up) | {applied:,} in {elapsed:.2f}s |")
         print(f"| apply rate | {applied / elapsed:,.0f} commands/s |")
-        print(f"| max lag behind master_repl_offset | {lag_s:.2f} s, {lag_b:,} bytes "
-              f"({samples} samples) |")
+        print(f"| max lag behind master_repl_offset | {lag_s:.2f} s, {lag_b:,} bytes ({samples} samples) |")
         if bench_out:
-            lines = [ln.strip().split(", p50")[0] for ln in
-                     bench_out.replace("\r", "\n").splitlines() if "requests per second" in ln]
+            lines = [
+                ln.strip().split(", p50")[0]
+                for ln in bench_out.replace("\r", "\n").splitlines()
+                if "requests per second" in ln
+            ]
             print(f"| master write rate (redis-benchmark) | {'; '.join(lines)} |")
         print()
 

@@ -28,9 +28,11 @@ INSTANCE = "bench.1"
 
 # -- viewer process ---------------------------------------------------------------
 
+
 def client_main(host, port, n, seconds_file):
     """Run n viewers; print one JSON line with their results when stdin says stop."""
     from gevent import monkey
+
     monkey.patch_all()
     import gevent
     import gevent.fileobject
@@ -51,9 +53,13 @@ def client_main(host, port, n, seconds_file):
             s = socket.create_connection((host, port))
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             key = base64.b64encode(os.urandom(16)).decode()
-            s.sendall((f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-                       f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                       f"Sec-WebSocket-Version: 13\r\n\r\n").encode())
+            s.sendall(
+                (
+                    f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                    f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                    f"Sec-WebSocket-Version: 13\r\n\r\n"
+                ).encode()
+            )
             f = s.makefile("rb")
             status = f.readline()
             if b" 101 " not in status:
@@ -104,8 +110,16 @@ def client_main(host, port, n, seconds_file):
     for line in stdin:
         cmd = line.strip()
         if cmd == "status":
-            print(json.dumps({"connected": stats["connected"], "histories": stats["histories"],
-                              "errors": stats["errors"]}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "connected": stats["connected"],
+                        "histories": stats["histories"],
+                        "errors": stats["errors"],
+                    }
+                ),
+                flush=True,
+            )
         elif cmd == "measure":
             state["measuring"] = True
             print("{}", flush=True)
@@ -121,11 +135,17 @@ def _pcts(sorted_lat):
     if not sorted_lat:
         return {}
     n = len(sorted_lat)
-    return {"n": n, "p50": sorted_lat[n // 2], "p90": sorted_lat[int(n * 0.9)],
-            "p99": sorted_lat[min(n - 1, int(n * 0.99))], "max": sorted_lat[-1]}
+    return {
+        "n": n,
+        "p50": sorted_lat[n // 2],
+        "p90": sorted_lat[int(n * 0.9)],
+        "p99": sorted_lat[min(n - 1, int(n * 0.99))],
+        "max": sorted_lat[-1],
+    }
 
 
 # -- orchestrator --------------------------------------------------------------
+
 
 def proc_rss_kb(pid):
     with open(f"/proc/{pid}/status") as f:
@@ -165,7 +185,7 @@ def main():
     sys.path.insert(0, ROOT)
     import greenredis
     from greenredis.server import RedisServer, free_port
-    from greenredis.stats import Stats
+    from greenredis.telemetry.stats import Stats
 
     server = None
     url = args.url
@@ -175,15 +195,21 @@ def main():
     port = free_port()
     env = {**os.environ, "REDIS_URL": url, "TEMPO_GRID": "0"}
     from greenredis.cli.dashboard import ENTRY
-    web = subprocess.Popen([sys.executable, "-c", ENTRY, "web", "--port", str(port),
-                            "--no-access-log"], env=env, cwd=ROOT,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    web = subprocess.Popen(
+        [sys.executable, "-c", ENTRY, "web", "--port", str(port), "--no-access-log"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     clients = []
     r = greenredis.Redis.from_url(url)
     try:
         stats = Stats(r, INSTANCE, history=100)
         stats.publish("rps", 0.0)
         import urllib.request
+
         for _ in range(100):
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).read()
@@ -191,14 +217,22 @@ def main():
             except OSError:
                 time.sleep(0.1)
         rss0 = proc_rss_kb(web.pid)
-        per = [args.viewers // args.client_procs + (1 if i < args.viewers % args.client_procs else 0)
-               for i in range(args.client_procs)]
+        per = [
+            args.viewers // args.client_procs + (1 if i < args.viewers % args.client_procs else 0)
+            for i in range(args.client_procs)
+        ]
         t0 = time.time()
         for n in per:
-            clients.append(subprocess.Popen(
-                [sys.executable, os.path.abspath(__file__), "--client", "127.0.0.1", str(port), str(n)],
-                cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                text=True))
+            clients.append(
+                subprocess.Popen(
+                    [sys.executable, os.path.abspath(__file__), "--client", "127.0.0.1", str(port), str(n)],
+                    cwd=ROOT,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
         while True:
             st = [ask(c, "status") for c in clients]
             done = sum(s["histories"] for s in st)
@@ -219,6 +253,7 @@ def main():
         next_t = time.monotonic()
         sent = 0
         import gevent
+
         while time.time() - t_start < args.seconds:
             stats.publish("rps", float(sent))
             sent += 1
@@ -226,23 +261,32 @@ def main():
             gevent.sleep(max(0.0, next_t - time.monotonic()))
         elapsed = time.time() - t_start
         cpu = proc_cpu_s(web.pid) - cpu0
-        gevent.sleep(1.0)          # let the last points arrive
+        gevent.sleep(1.0)  # let the last points arrive
         results = [ask(c, "stop") for c in clients]
         msgs = sum(x["messages"] for x in results)
         dropped = sum(x["dropped"] for x in results)
         # merge latency percentiles conservatively: the worst process's percentile
         lat = {k: max(x["lat"].get(k, 0) for x in results) for k in ("p50", "p90", "p99", "max")}
         expected = sent * (args.viewers - errors)
-        print(f"viewers: {args.viewers} ({errors} failed) in {args.client_procs} client process(es), "
-              f"connected+history in {connect_s:.1f}s")
+        print(
+            f"viewers: {args.viewers} ({errors} failed) in {args.client_procs} client process(es), "
+            f"connected+history in {connect_s:.1f}s"
+        )
         print(f"published: {sent} points in {elapsed:.1f}s ({sent / elapsed:.1f}/s)")
-        print(f"delivered: {msgs} of {expected} ({100.0 * msgs / max(expected, 1):.2f}%), "
-              f"{msgs / elapsed:,.0f} messages/s; dropped (told to viewers): {dropped}")
-        print("latency PUBLISH->receipt: " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in lat.items())
-              + ("  (worst client process)" if len(results) > 1 else ""))
-        print(f"web process: RSS {rss0 / 1024:.1f} MB idle -> {rss1 / 1024:.1f} MB with viewers "
-              f"= {(rss1 - rss0) / max(args.viewers, 1):.1f} KB per viewer; "
-              f"CPU {100 * cpu / elapsed:.0f}% of one core while publishing")
+        print(
+            f"delivered: {msgs} of {expected} ({100.0 * msgs / max(expected, 1):.2f}%), "
+            f"{msgs / elapsed:,.0f} messages/s; dropped (told to viewers): {dropped}"
+        )
+        print(
+            "latency PUBLISH->receipt: "
+            + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in lat.items())
+            + ("  (worst client process)" if len(results) > 1 else "")
+        )
+        print(
+            f"web process: RSS {rss0 / 1024:.1f} MB idle -> {rss1 / 1024:.1f} MB with viewers "
+            f"= {(rss1 - rss0) / max(args.viewers, 1):.1f} KB per viewer; "
+            f"CPU {100 * cpu / elapsed:.0f}% of one core while publishing"
+        )
         print(f"redis subscriptions to stats:{{{INSTANCE}}}: {numsub} (PUBSUB NUMSUB)")
         print(f"machine: {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     finally:

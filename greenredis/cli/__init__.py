@@ -21,6 +21,7 @@ COMMANDS = {
 def main(argv=None):
     # The command line is a script: make every socket in it cooperative first.
     from gevent import monkey
+
     monkey.patch_all()
     argv = sys.argv[1:] if argv is None else list(argv)
     # Import only the module that runs, so one subcommand's imports never break another's.
@@ -31,8 +32,12 @@ def main(argv=None):
     for name in wanted:
         module = importlib.import_module(f"{__name__}.{COMMANDS[name]}")
         doc = (module.__doc__ or "").strip()
-        p = sub.add_parser(name, help=doc.splitlines()[0] if doc else None, description=doc,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name,
+            help=doc.splitlines()[0] if doc else None,
+            description=doc,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         module.add_arguments(p)
         modules[name] = module
     args = parser.parse_args(argv)

@@ -20,11 +20,15 @@ from greenredis.server import RedisServer
 
 
 def add_arguments(parser):
-    parser.add_argument("--url", default=os.environ.get("REDIS_URL"),
-                        help="server to measure against (default: a private redis-server)")
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("REDIS_URL"),
+        help="server to measure against (default: a private redis-server)",
+    )
     parser.add_argument("--sync", type=int, default=20000, metavar="N")
-    parser.add_argument("--async", dest="async_", type=int, nargs=2, default=[200000, 1000],
-                        metavar=("N", "C"))
+    parser.add_argument(
+        "--async", dest="async_", type=int, nargs=2, default=[200000, 1000], metavar=("N", "C")
+    )
     parser.add_argument("--batch", type=int, default=100000, metavar="N")
     parser.add_argument("--rounds", type=int, default=3, help="best of this many runs per cell")
     parser.add_argument("--svg", metavar="FILE", help="also draw the table as a bar chart (SVG)")
@@ -124,17 +128,31 @@ def run(args):
         separate = (lambda: _pin([me, srv], [0, 1])) if srv and (os.cpu_count() or 1) > 1 else (lambda: False)
         one_core = (lambda: _pin([me, srv], [0, 0])) if srv else (lambda: False)
         steps = [
-            (f"sync {args.sync}", separate,
-             (lambda: _sync(g_get, args.sync), lambda: _sync(p.get, args.sync))),
-            (f"sync {args.sync}, one core", one_core,
-             (lambda: _sync(g_get, args.sync), lambda: _sync(p.get, args.sync))),
+            (
+                f"sync {args.sync}",
+                separate,
+                (lambda: _sync(g_get, args.sync), lambda: _sync(p.get, args.sync)),
+            ),
+            (
+                f"sync {args.sync}, one core",
+                one_core,
+                (lambda: _sync(g_get, args.sync), lambda: _sync(p.get, args.sync)),
+            ),
             # Each client meets the server as it would alone: redis-py's pool is filled before
             # its run and closed before ours, so 1,000 idle sockets do not weigh on the other.
-            (f"async {n_async} {c}", separate,
-             (lambda: _async(g_get, n_async, c, warm=pool.disconnect),
-              lambda: _async(p.get, n_async, c, warm=lambda: _async(p.get, c, c)))),
-            (f"batch {args.batch}", separate,
-             (lambda: _batch_g(g, args.batch), lambda: _batch_p(p, args.batch))),
+            (
+                f"async {n_async} {c}",
+                separate,
+                (
+                    lambda: _async(g_get, n_async, c, warm=pool.disconnect),
+                    lambda: _async(p.get, n_async, c, warm=lambda: _async(p.get, c, c)),
+                ),
+            ),
+            (
+                f"batch {args.batch}",
+                separate,
+                (lambda: _batch_g(g, args.batch), lambda: _batch_p(p, args.batch)),
+            ),
         ]
         rows = []
         for i, (label, pin, pair) in enumerate(steps, 1):
@@ -149,9 +167,11 @@ def run(args):
             with open(args.svg, "w") as f:
                 f.write(_svg(rows))
             print(f"chart: {args.svg}")
-        print(f"\n{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}, "
-              f"gevent {gevent.__version__}, redis-py {redis.__version__}, "
-              f"{time.strftime('%Y-%m-%d')}; best of {args.rounds} alternating runs per cell")
+        print(
+            f"\n{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"gevent {gevent.__version__}, redis-py {redis.__version__}, "
+            f"{time.strftime('%Y-%m-%d')}; best of {args.rounds} alternating runs per cell"
+        )
         g.close()
         pool.disconnect()
     finally:
@@ -181,10 +201,15 @@ def _table(rows):
     def lat(r):
         return "" if r[1] is None else f"{r[1][0] * 1e3:.2f} / {r[1][1] * 1e3:.2f}"
 
-    lines = ["| benchmark | greenredis req/s | redis-py req/s | ratio | greenredis p50/p99 ms | redis-py p50/p99 ms |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| benchmark | greenredis req/s | redis-py req/s | ratio "
+        "| greenredis p50/p99 ms | redis-py p50/p99 ms |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for label, gr, pr in rows:
-        lines.append(f"| {label} | {gr[0]:,.0f} | {pr[0]:,.0f} | {gr[0] / pr[0]:.1f}x | {lat(gr)} | {lat(pr)} |")
+        lines.append(
+            f"| {label} | {gr[0]:,.0f} | {pr[0]:,.0f} | {gr[0] / pr[0]:.1f}x | {lat(gr)} | {lat(pr)} |"
+        )
     return "\n".join(lines)
 
 
@@ -201,11 +226,13 @@ def _svg(rows):
         return left + max(0.0, math.log10(max(rate, 1.0))) * scale
 
     height = 40 + len(rows) * (2 * bar + gap) + 30
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           'font-family="sans-serif" font-size="13">',
-           f'<rect width="{width}" height="{height}" fill="white"/>',
-           '<text x="10" y="22" font-size="15" font-weight="bold">requests/s (log scale): '
-           '<tspan fill="#2a7d4f">greenredis</tspan> vs <tspan fill="#8a8a8a">redis-py</tspan></text>']
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        'font-family="sans-serif" font-size="13">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+        '<text x="10" y="22" font-size="15" font-weight="bold">requests/s (log scale): '
+        '<tspan fill="#2a7d4f">greenredis</tspan> vs <tspan fill="#8a8a8a">redis-py</tspan></text>',
+    ]
     for d in range(decades + 1):
         gx = left + d * scale
         out.append(f'<line x1="{gx:.0f}" y1="34" x2="{gx:.0f}" y2="{height - 24}" stroke="#e4e4e4"/>')
@@ -214,11 +241,15 @@ def _svg(rows):
     for label, g, p in rows:
         out.append(f'<text x="10" y="{y + bar + 4}">{label}</text>')
         for rate, colour in ((g[0], "#2a7d4f"), (p[0], "#8a8a8a")):
-            out.append(f'<rect x="{left}" y="{y}" width="{x(rate) - left:.0f}" height="{bar - 3}" fill="{colour}"/>')
+            out.append(
+                f'<rect x="{left}" y="{y}" width="{x(rate) - left:.0f}" height="{bar - 3}" fill="{colour}"/>'
+            )
             out.append(f'<text x="{x(rate) + 5:.0f}" y="{y + bar - 8}">{rate:,.0f}</text>')
             y += bar
-        out.append(f'<text x="{width - 10}" y="{y - bar + 4}" text-anchor="end" font-weight="bold">'
-                   f'{g[0] / p[0]:.1f}x</text>')
+        out.append(
+            f'<text x="{width - 10}" y="{y - bar + 4}" text-anchor="end" font-weight="bold">'
+            f"{g[0] / p[0]:.1f}x</text>"
+        )
         y += gap
     out.append("</svg>")
     return "\n".join(out)

@@ -18,15 +18,18 @@ import urllib.request
 
 # Runs one subcommand module directly (``python -c ENTRY web --port 5000``), so a
 # child does not depend on every other subcommand importing cleanly.
-ENTRY = ("import argparse, importlib, sys; "
-         "m = importlib.import_module('greenredis.cli.' + sys.argv[1]); "
-         "p = argparse.ArgumentParser(prog='greenredis ' + sys.argv[1]); m.add_arguments(p); "
-         "sys.exit(m.run(p.parse_args(sys.argv[2:])) or 0)")
+ENTRY = (
+    "import argparse, importlib, sys; "
+    "m = importlib.import_module('greenredis.cli.' + sys.argv[1]); "
+    "p = argparse.ArgumentParser(prog='greenredis ' + sys.argv[1]); m.add_arguments(p); "
+    "sys.exit(m.run(p.parse_args(sys.argv[2:])) or 0)"
+)
 
 
 def add_arguments(parser):
-    parser.add_argument("--port", type=int, default=None,
-                        help="web port (default $PORT, else 5000, else any free port)")
+    parser.add_argument(
+        "--port", type=int, default=None, help="web port (default $PORT, else 5000, else any free port)"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="web address (default 127.0.0.1)")
     parser.add_argument("--no-demo", action="store_true", help="do not run the demo instances")
     parser.add_argument("--web", type=int, default=3, help="demo web instances (default 3)")
@@ -55,7 +58,9 @@ def _wait_http(url, proc, timeout=30.0):
 def _port_or_free(host, port):
     """``port`` if nothing listens there, else a free one."""
     import socket
+
     from greenredis.server import free_port
+
     with socket.socket() as s:
         try:
             s.bind((host, port))
@@ -75,31 +80,58 @@ def run(args):
     if not url:
         server = RedisServer().start()
         url = server.url
-        print(f"dashboard: started an embedded redis-server at {url} (set REDIS_URL to use yours)",
-              flush=True)
+        print(
+            f"dashboard: started an embedded redis-server at {url} (set REDIS_URL to use yours)", flush=True
+        )
     if args.port is None:
         args.port = int(os.environ.get("PORT") or 0) or _port_or_free(args.host, 5000)
     env = {**os.environ, "REDIS_URL": url, "PYTHONUNBUFFERED": "1"}
-    procs = {"web": [sys.executable, "-c", ENTRY, "web", "--host", args.host,
-                     "--port", str(args.port), "--no-access-log"]}
+    procs = {
+        "web": [
+            sys.executable,
+            "-c",
+            ENTRY,
+            "web",
+            "--host",
+            args.host,
+            "--port",
+            str(args.port),
+            "--no-access-log",
+        ]
+    }
     if not args.no_demo:
-        procs["demo"] = [sys.executable, "-c", ENTRY, "demo", "--web", str(args.web),
-                         "--workers", str(args.workers)]
+        procs["demo"] = [
+            sys.executable,
+            "-c",
+            ENTRY,
+            "demo",
+            "--web",
+            str(args.web),
+            "--workers",
+            str(args.workers),
+        ]
     lock = threading.Lock()
     width = max(map(len, procs))
     children = {}
     try:
         for name, argv in procs.items():
-            p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, start_new_session=True)
+            p = subprocess.Popen(
+                argv,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             children[name] = p
             threading.Thread(target=_pump, args=(name, p.stdout, width, lock), daemon=True).start()
         shown = "127.0.0.1" if args.host in ("0.0.0.0", "") else args.host
-        if (_wait_http(f"http://{shown}:{args.port}/healthz", children["web"])
-                and children["web"].poll() is None):
+        if (
+            _wait_http(f"http://{shown}:{args.port}/healthz", children["web"])
+            and children["web"].poll() is None
+        ):
             with lock:
-                print(f"\n  Tempo is up: open http://{shown}:{args.port}/   (Ctrl-C to stop)\n",
-                      flush=True)
+                print(f"\n  Tempo is up: open http://{shown}:{args.port}/   (Ctrl-C to stop)\n", flush=True)
         while all(p.poll() is None for p in children.values()):
             if stop.wait(0.5):
                 print("\ndashboard: stopping", flush=True)

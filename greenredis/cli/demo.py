@@ -15,8 +15,11 @@ import time
 
 
 def add_arguments(parser):
-    parser.add_argument("--url", default=os.environ.get("REDIS_URL"),
-                        help="Redis URL (default: $REDIS_URL, else redis://127.0.0.1:6379)")
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("REDIS_URL"),
+        help="Redis URL (default: $REDIS_URL, else redis://127.0.0.1:6379)",
+    )
     parser.add_argument("--web", type=int, default=3, help="simulated web instances (default 3)")
     parser.add_argument("--workers", type=int, default=2, help="simulated workers (default 2)")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between points")
@@ -29,24 +32,28 @@ class SimInstance:
     PATHS = ["/apps", "/apps/{id}", "/apps/{id}/dynos", "/account", "/releases/{id}", "/login"]
 
     def __init__(self, redis, name, role, seed):
-        from greenredis.caplog import RedisLogHandler
-        from greenredis.channels import grid_timing, log_key
-        from greenredis.grid import Grid
-        from greenredis.stats import Stats
+        from greenredis.grid.node import Grid
+        from greenredis.grid.timing import grid_timing
+        from greenredis.telemetry.caplog import RedisLogHandler
+        from greenredis.telemetry.names import log_key
+        from greenredis.telemetry.stats import Stats
 
         self.name, self.role = name, role
-        ttl, interval = grid_timing()   # the same timing Tempo's observer reads
+        ttl, interval = grid_timing()  # the same timing Tempo's observer reads
         self.rng = random.Random(seed)
-        self.grid = Grid(redis, name=name, meta={"role": role, "sim": "demo",
-                                                 "version": "v%d" % self.rng.randint(40, 60)},
-                         ttl=ttl, interval=interval)
+        self.grid = Grid(
+            redis,
+            name=name,
+            meta={"role": role, "sim": "demo", "version": f"v{self.rng.randint(40, 60)}"},
+            ttl=ttl,
+            interval=interval,
+        )
         self.stats = Stats(redis, name)
         self.logger = logging.getLogger(f"demo.{name}")
         self.logger.propagate = False
         self.logger.setLevel(logging.INFO)
         self.handler = RedisLogHandler(redis, log_key(name), cap=1000)
-        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-5s %(message)s",
-                                                    "%H:%M:%S"))
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-5s %(message)s", "%H:%M:%S"))
         self.logger.addHandler(self.handler)
         self.t0 = time.time()
         self.memory = 80.0 + self.rng.random() * 40
@@ -63,15 +70,18 @@ class SimInstance:
         r = self.rng
         wave = 1 + 0.35 * math.sin(t / 30.0 + hash(self.name) % 7)
         self.memory += r.uniform(-0.5, 1.2)
-        if self.memory > 220:                       # a GC / restart drops memory
+        if self.memory > 220:  # a GC / restart drops memory
             self.memory = 90 + r.random() * 20
             self.logger.warning("memory high, recycling worker pool")
         if self.role == "web":
             rps = max(0.0, 180 * wave + r.gauss(0, 12))
             p95 = max(5.0, 40 / wave + r.gauss(0, 4) + (120 if r.random() < 0.03 else 0))
-            points = {"requests_per_sec": round(rps, 1), "p95_latency_ms": round(p95, 1),
-                      "memory_mb": round(self.memory, 1),
-                      "cpu_percent": round(min(100.0, rps / 3 + r.gauss(0, 3)), 1)}
+            points = {
+                "requests_per_sec": round(rps, 1),
+                "p95_latency_ms": round(p95, 1),
+                "memory_mb": round(self.memory, 1),
+                "cpu_percent": round(min(100.0, rps / 3 + r.gauss(0, 3)), 1),
+            }
             for _ in range(r.randint(1, 4)):
                 path = r.choice(self.PATHS).format(id=r.randint(1000, 9999))
                 status = r.choices([200, 201, 304, 404, 500], [80, 5, 10, 4, 1])[0]
@@ -82,8 +92,11 @@ class SimInstance:
             done = max(0, int(r.gauss(25 * wave, 5)))
             self.queue = max(0.0, self.queue + r.gauss(24 * wave, 6) - done)
             self.jobs += done
-            points = {"jobs_per_sec": done, "queue_depth": round(self.queue),
-                      "memory_mb": round(self.memory, 1)}
+            points = {
+                "jobs_per_sec": done,
+                "queue_depth": round(self.queue),
+                "memory_mb": round(self.memory, 1),
+            }
             self.logger.info("processed %d jobs (total %d), queue %d", done, self.jobs, self.queue)
         for metric, value in points.items():
             self.stats.publish(metric, value)
@@ -96,23 +109,28 @@ class SimInstance:
 
 def run(args):
     from gevent import monkey
+
     if not monkey.is_module_patched("socket"):
         monkey.patch_all()
     import gevent
     import gevent.event
 
-    from greenredis.client import Redis
+    from greenredis.client.redis import Redis
     from greenredis.errors import RedisError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     redis = Redis.from_url(args.url or "redis://127.0.0.1:6379/0")
     sims = [SimInstance(redis, f"{args.prefix}web.{i + 1}", "web", i) for i in range(args.web)]
-    sims += [SimInstance(redis, f"{args.prefix}worker.{i + 1}", "worker", 100 + i)
-             for i in range(args.workers)]
+    sims += [
+        SimInstance(redis, f"{args.prefix}worker.{i + 1}", "worker", 100 + i) for i in range(args.workers)
+    ]
     for s in sims:
         s.start()
-    print(f"demo: {len(sims)} instances publishing every {args.interval:g}s: "
-          + ", ".join(s.name for s in sims), flush=True)
+    print(
+        f"demo: {len(sims)} instances publishing every {args.interval:g}s: "
+        + ", ".join(s.name for s in sims),
+        flush=True,
+    )
     done = gevent.event.Event()
     gevent.signal_handler(signal.SIGTERM, done.set)
     gevent.signal_handler(signal.SIGINT, done.set)

@@ -11,14 +11,15 @@ import time
 
 import gevent
 
-from greenredis.client import Redis
+from greenredis.client.redis import Redis
 
 
 def add_arguments(parser):
     parser.add_argument("url", help="the replica to watch, e.g. redis://127.0.0.1:6380")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
-    parser.add_argument("--timeout", type=float, default=None,
-                        help="give up after this many seconds (exit 1)")
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="give up after this many seconds (exit 1)"
+    )
 
 
 def parse_info(text):
@@ -64,7 +65,7 @@ def run(args, out=print):
     while True:
         try:
             info = parse_info(info_of())
-        except Exception as e:  # noqa: BLE001 - a restarting replica refuses or is LOADING
+        except Exception as e:
             say(f"cannot read INFO replication: {e}")
             info = None
         if info is not None:
@@ -73,8 +74,10 @@ def run(args, out=print):
                 return 2
             status = info.get("master_link_status", "?")
             if status != shown:
-                say(f"STATUS: master_link_status:{status} "
-                    f"(master {info.get('master_host')}:{info.get('master_port')})")
+                say(
+                    f"STATUS: master_link_status:{status} "
+                    f"(master {info.get('master_host')}:{info.get('master_port')})"
+                )
                 shown = status
             if status == "up":
                 return 0

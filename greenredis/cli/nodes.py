@@ -12,23 +12,34 @@ import time
 
 import gevent
 
-from greenredis.grid import Grid
+from greenredis.grid.node import Grid
 
 
 def add_arguments(parser):
-    parser.add_argument("--url", default=os.environ.get("REDIS_URL"),
-                        help="Redis URL (default: $REDIS_URL, else redis://127.0.0.1:6379)")
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("REDIS_URL"),
+        help="Redis URL (default: $REDIS_URL, else redis://127.0.0.1:6379)",
+    )
     parser.add_argument("--domain", default=None, help="grid domain (default: $DOMAIN or empty)")
-    parser.add_argument("--version", dest="grid_version", default=None,
-                        help="grid version (default: $VERSION or empty)")
-    parser.add_argument("--watch", action="store_true",
-                        help="keep running and print joins, leaves and updates")
-    parser.add_argument("--interval", type=float, default=10.0,
-                        help="reconcile period in seconds while watching (default 10)")
-    parser.add_argument("--ttl", type=float, default=60.0,
-                        help="forget nodes not heard of for this long (default 60, as the nodes')")
-    parser.add_argument("--timeout", type=float, default=5.0,
-                        help="give up if Redis does not answer within this many seconds")
+    parser.add_argument(
+        "--version", dest="grid_version", default=None, help="grid version (default: $VERSION or empty)"
+    )
+    parser.add_argument(
+        "--watch", action="store_true", help="keep running and print joins, leaves and updates"
+    )
+    parser.add_argument(
+        "--interval", type=float, default=10.0, help="reconcile period in seconds while watching (default 10)"
+    )
+    parser.add_argument(
+        "--ttl",
+        type=float,
+        default=60.0,
+        help="forget nodes not heard of for this long (default 60, as the nodes')",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=5.0, help="give up if Redis does not answer within this many seconds"
+    )
 
 
 def _safe(text):
@@ -47,30 +58,51 @@ def format_table(health, now):
     for name in sorted(health):
         h = health[name]
         age = max(0.0, now - h["last_seen"])
-        rows.append((_safe(name), _safe(h["meta"].get("ip", "?")), h["state"], f"{age:.1f}s ago",
-                     _meta_text(h["meta"])))
+        rows.append(
+            (
+                _safe(name),
+                _safe(h["meta"].get("ip", "?")),
+                h["state"],
+                f"{age:.1f}s ago",
+                _meta_text(h["meta"]),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    return "".join(("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[4]).rstrip() + "\n"
-                   for r in rows)
+    return "".join(
+        ("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[4]).rstrip() + "\n" for r in rows
+    )
 
 
 def _print_event(event, out):
-    parts = [time.strftime("%H:%M:%S"), f"{event.kind:<6}", _safe(event.name),
-             f"ip={_safe(event.meta.get('ip', '?'))}", _meta_text(event.meta), f"({event.reason})"]
+    parts = [
+        time.strftime("%H:%M:%S"),
+        f"{event.kind:<6}",
+        _safe(event.name),
+        f"ip={_safe(event.meta.get('ip', '?'))}",
+        _meta_text(event.meta),
+        f"({event.reason})",
+    ]
     out.write(" ".join(p for p in parts if p) + "\n")
     out.flush()
 
 
 def run(args, out=None):
     out = out or sys.stdout
-    grid = Grid(args.url, observe=True, ttl=args.ttl, interval=args.interval,
-                domain=args.domain, version=args.grid_version,
-                timeout=min(args.timeout, args.interval))
+    grid = Grid(
+        args.url,
+        observe=True,
+        ttl=args.ttl,
+        interval=args.interval,
+        domain=args.domain,
+        version=args.grid_version,
+        timeout=min(args.timeout, args.interval),
+    )
     grid.start()
     try:
         if not grid.wait(args.timeout):
-            sys.stderr.write(f"greenredis nodes: no answer from {grid.redis.params.address} "
-                             f"within {args.timeout}s\n")
+            sys.stderr.write(
+                f"greenredis nodes: no answer from {grid.redis.params.address} within {args.timeout}s\n"
+            )
             return 1
         gevent.sleep(0)  # let fetches already under way land
         health = {n: h for n, h in grid.health().items() if h["state"] != "gone"}

@@ -14,17 +14,23 @@ import time
 
 import gevent
 
-from greenredis.replica import Replica
+from greenredis.replication.replica import Replica
 
 
 def add_arguments(parser):
     parser.add_argument("url", help="the master, e.g. redis://:password@127.0.0.1:6379")
-    parser.add_argument("--interval", type=float, default=0.5,
-                        help="seconds between progress updates (default 0.5)")
-    parser.add_argument("--every", type=float, default=0,
-                        help="also print a status line every N seconds (default: only on change)")
-    parser.add_argument("--port", type=int, default=None,
-                        help="port to announce with REPLCONF listening-port")
+    parser.add_argument(
+        "--interval", type=float, default=0.5, help="seconds between progress updates (default 0.5)"
+    )
+    parser.add_argument(
+        "--every",
+        type=float,
+        default=0,
+        help="also print a status line every N seconds (default: only on change)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=None, help="port to announce with REPLCONF listening-port"
+    )
 
 
 def _human(n, unit="B"):
@@ -93,8 +99,9 @@ def _stamp():
 
 
 def run(args):
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
+    )
     rep = Replica(args.url, listening_port=args.port)
     rep.start(block=False)
     tty = sys.stdout.isatty()
@@ -113,8 +120,14 @@ def run(args):
                     last_print = now
                 sys.stdout.flush()
             else:
-                key = (st["state"], st["link"], st["replid"], st["last_error"], st["full_syncs"],
-                       st["partial_resyncs"])
+                key = (
+                    st["state"],
+                    st["link"],
+                    st["replid"],
+                    st["last_error"],
+                    st["full_syncs"],
+                    st["partial_resyncs"],
+                )
                 if key != last_key or (args.every and now - last_print >= args.every):
                     if in_bar:
                         sys.stdout.write("\n")

@@ -14,24 +14,34 @@ import sys
 
 
 def add_arguments(parser):
-    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"),
-                        help="address to bind (default $HOST or 127.0.0.1; 0.0.0.0 on a PaaS)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 5000)),
-                        help="port (default $PORT or 5000)")
-    parser.add_argument("--app", default=None,
-                        help="WSGI app as module:attribute (default: greenredis.tempo.create_app())")
-    parser.add_argument("--max-connections", type=int, default=10000,
-                        help="concurrent connections (websockets included); more wait (default 10000)")
+    parser.add_argument(
+        "--host",
+        default=os.environ.get("HOST", "127.0.0.1"),
+        help="address to bind (default $HOST or 127.0.0.1; 0.0.0.0 on a PaaS)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=int(os.environ.get("PORT", 5000)), help="port (default $PORT or 5000)"
+    )
+    parser.add_argument(
+        "--app", default=None, help="WSGI app as module:attribute (default: greenredis.tempo.create_app())"
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=10000,
+        help="concurrent connections (websockets included); more wait (default 10000)",
+    )
     parser.add_argument("--no-access-log", action="store_true", help="do not log each request")
 
 
 def load_app(spec):
     if spec is None:
         from greenredis.tempo import create_app
+
         return create_app()
     module, _, attr = spec.partition(":")
     attr = attr or "app"
-    call = attr.endswith("()")          # "pkg.mod:factory()" calls the factory
+    call = attr.endswith("()")  # "pkg.mod:factory()" calls the factory
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     obj = getattr(importlib.import_module(module), attr[:-2] if call else attr)
@@ -45,14 +55,21 @@ def make_server(app, host, port, max_connections=10000, access_log=True):
     from geventwebsocket.handler import WebSocketHandler
 
     # gevent-websocket's handler logs requests to this logger itself (not to ``log``)
-    logging.getLogger("geventwebsocket.handler").setLevel(
-        logging.INFO if access_log else logging.WARNING)
-    return WSGIServer((host, port), app, handler_class=WebSocketHandler,
-                      spawn=Pool(max_connections), backlog=2048, log=None, error_log=sys.stderr)
+    logging.getLogger("geventwebsocket.handler").setLevel(logging.INFO if access_log else logging.WARNING)
+    return WSGIServer(
+        (host, port),
+        app,
+        handler_class=WebSocketHandler,
+        spawn=Pool(max_connections),
+        backlog=2048,
+        log=None,
+        error_log=sys.stderr,
+    )
 
 
 def run(args):
     from gevent import monkey
+
     if not monkey.is_module_patched("socket"):
         monkey.patch_all()
     import gevent
@@ -62,8 +79,11 @@ def run(args):
     app = load_app(args.app)
     server = make_server(app, args.host, args.port, args.max_connections, not args.no_access_log)
     server.start()
-    print(f"tempo: serving on http://{args.host}:{server.server_port}/ "
-          f"(redis: {os.environ.get('REDIS_URL') or 'redis://127.0.0.1:6379/0'})", flush=True)
+    print(
+        f"tempo: serving on http://{args.host}:{server.server_port}/ "
+        f"(redis: {os.environ.get('REDIS_URL') or 'redis://127.0.0.1:6379/0'})",
+        flush=True,
+    )
     done = gevent.event.Event()
 
     def stop(*_):

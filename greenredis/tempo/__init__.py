@@ -3,7 +3,7 @@ graphs and logs of the instances in the grid, over one websocket per page fed
 from Redis pub/sub. See ``app`` for configuration, ``hub`` for the wire format.
 """
 
-from .app import create_app
-from .hub import Hub
+from greenredis.tempo.app import create_app
+from greenredis.tempo.hub import Hub
 
 __all__ = ["create_app", "Hub"]

@@ -28,7 +28,7 @@ Configuration (arguments of ``create_app`` win over the environment):
 ``GRID_TTL``           grid timing shared with the instances (``greenredis demo``
 ``GRID_INTERVAL``      reads the same): a node is gone ``GRID_TTL`` seconds after
                        its last beat (default 30, interval 5); see
-                       ``greenredis.channels.grid_timing``
+                       ``greenredis.grid_timing``
 
 ``/healthz`` always answers ``{"ok": true, "redis": bool}`` (for platform health
 checks); viewer and channel counts only with the password (or, without one, from
@@ -46,10 +46,11 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, abort, jsonify, render_template, request, url_for
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
-from .. import channels
-from ..client import Redis
-from .live import Live
-from .registry import Registry
+from greenredis.client.redis import Redis
+from greenredis.grid.timing import grid_timing
+from greenredis.telemetry import names
+from greenredis.tempo.live import Live
+from greenredis.tempo.registry import Registry
 
 __all__ = ["create_app"]
 
@@ -64,8 +65,15 @@ def secret_from_password(password):
     """The token signing key derived from the password: scrypt, so that a leaked
     token makes each offline password guess cost ~0.15 s and 64 MiB. The salt is
     fixed (not random) so every web process derives the same key."""
-    return hashlib.scrypt(password.encode(), salt=b"greenredis.tempo.token-key.v1",
-                          n=2 ** 16, r=8, p=1, maxmem=128 << 20, dklen=32).hex()
+    return hashlib.scrypt(
+        password.encode(),
+        salt=b"greenredis.tempo.token-key.v1",
+        n=2**16,
+        r=8,
+        p=1,
+        maxmem=128 << 20,
+        dklen=32,
+    ).hex()
 
 
 def host_allowed(host, allowed):
@@ -83,7 +91,7 @@ def host_allowed(host, allowed):
 
 def _instance_or_404(live, name):
     try:
-        channels.check_instance(name)
+        names.check_instance(name)
     except ValueError:
         abort(404)
     if not live.registry.is_known(name):
@@ -91,9 +99,20 @@ def _instance_or_404(live, name):
     return name
 
 
-def create_app(redis=None, grid=None, password=None, secret_key=None, origins=None,
-               token_ttl=None, join_grid=None, queue_size=None, max_message=None, hosts=None,
-               queue_bytes=None, **config):
+def create_app(
+    redis=None,
+    grid=None,
+    password=None,
+    secret_key=None,
+    origins=None,
+    token_ttl=None,
+    join_grid=None,
+    queue_size=None,
+    max_message=None,
+    hosts=None,
+    queue_bytes=None,
+    **config,
+):
     """The Tempo app. ``redis``: a ``greenredis.Redis`` or URL (default ``$REDIS_URL``);
     ``grid``: a started ``greenredis.Grid`` to show (default: an observing Grid on
     ``redis``, started on the first request). The Redis client,
@@ -110,7 +129,7 @@ def create_app(redis=None, grid=None, password=None, secret_key=None, origins=No
     if hosts is None:
         hosts = [h.strip() for h in env.get("TEMPO_HOSTS", "").split(",") if h.strip()]
     hosts = frozenset(h.lower().rstrip(".") for h in hosts)
-    grid_ttl, grid_interval = channels.grid_timing(env)
+    grid_ttl, grid_interval = grid_timing(env)
     queue_size = int(queue_size or env.get("TEMPO_QUEUE_SIZE") or 256)
     queue_bytes = int(queue_bytes or env.get("TEMPO_QUEUE_BYTES") or 4 << 20)
     max_message = int(max_message or env.get("TEMPO_MAX_MESSAGE") or 4096)
@@ -128,15 +147,20 @@ def create_app(redis=None, grid=None, password=None, secret_key=None, origins=No
 
     def live():
         if state["live"] is None:
-            r = redis if isinstance(redis, Redis) else Redis.from_url(
-                redis or env.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
+            r = (
+                redis
+                if isinstance(redis, Redis)
+                else Redis.from_url(redis or env.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
+            )
             g = grid
             if g is None and join_grid:
-                from ..grid import Grid
+                from greenredis.grid.node import Grid
+
                 # watch the grid without joining it, timed like the instances
                 g = Grid(r, observe=True, ttl=grid_ttl, interval=grid_interval).start()
-            state["live"] = Live(r, Registry(r, g), queue_size=queue_size,
-                                 max_message=max_message, queue_bytes=queue_bytes)
+            state["live"] = Live(
+                r, Registry(r, g), queue_size=queue_size, max_message=max_message, queue_bytes=queue_bytes
+            )
         return state["live"].start()
 
     app.extensions["tempo"] = live
@@ -159,8 +183,11 @@ def create_app(redis=None, grid=None, password=None, secret_key=None, origins=No
         host = request.host[:200]
         if host not in warned and len(warned) < 100:
             warned.add(host)
-            log.warning("tempo: refusing Host %r: not loopback nor in TEMPO_HOSTS (set "
-                        "TEMPO_HOSTS=%s to serve it)", host, host.rsplit(":", 1)[0])
+            log.warning(
+                "tempo: refusing Host %r: not loopback nor in TEMPO_HOSTS (set TEMPO_HOSTS=%s to serve it)",
+                host,
+                host.rsplit(":", 1)[0],
+            )
         return f"Host {host!r} is not allowed: add it to TEMPO_HOSTS"
 
     @app.before_request
@@ -173,9 +200,12 @@ def create_app(redis=None, grid=None, password=None, secret_key=None, origins=No
             return Response(foreign_host() + "\n", 403, mimetype="text/plain")
         if password_ok():
             return None
-        return Response("Tempo needs a password.\n", 401,
-                        {"WWW-Authenticate": 'Basic realm="Tempo", charset="UTF-8"'},
-                        mimetype="text/plain")
+        return Response(
+            "Tempo needs a password.\n",
+            401,
+            {"WWW-Authenticate": 'Basic realm="Tempo", charset="UTF-8"'},
+            mimetype="text/plain",
+        )
 
     @app.after_request
     def security_headers(resp):
@@ -185,40 +215,44 @@ def create_app(redis=None, grid=None, password=None, secret_key=None, origins=No
         resp.headers.setdefault(
             "Content-Security-Policy",
             "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
-            "style-src 'self'; script-src 'self'; frame-ancestors 'none'")
+            "style-src 'self'; script-src 'self'; frame-ancestors 'none'",
+        )
         return resp
 
     def page_config(**extra):
         # url_for makes a ws:// URL for a websocket rule; the page adds its own host
-        return {"ws": urlsplit(url_for("websocket")).path, "token": make_token() if password else None,
-                "tokenUrl": url_for("token"), "auth": bool(password), **extra}
+        return {
+            "ws": urlsplit(url_for("websocket")).path,
+            "token": make_token() if password else None,
+            "tokenUrl": url_for("token"),
+            "auth": bool(password),
+            **extra,
+        }
 
     @app.route("/")
     def index():
         snap = live().registry.snapshot()
-        return render_template("index.html", snap=snap, cfg=page_config(page="index"),
-                               valid=_valid_instance)
+        return render_template("index.html", snap=snap, cfg=page_config(page="index"), valid=_valid_instance)
 
     @app.route("/instances/<name>")
     def instance(name):
         lv = live()
         _instance_or_404(lv, name)
         node = next((n for n in lv.registry.snapshot()["nodes"] if n["name"] == name), None)
-        return render_template("instance.html", name=name, node=node,
-                               cfg=page_config(page="instance", instance=name))
+        return render_template(
+            "instance.html", name=name, node=node, cfg=page_config(page="instance", instance=name)
+        )
 
     @app.route("/instances/<name>/logs")
     def logs(name):
         lv = live()
         _instance_or_404(lv, name)
-        return render_template("logs.html", name=name,
-                               cfg=page_config(page="logs", instance=name))
+        return render_template("logs.html", name=name, cfg=page_config(page="logs", instance=name))
 
     @app.route("/token")
     def token():
         """A fresh websocket token (pages fetch one before every reconnect)."""
-        return jsonify(token=make_token() if password else None,
-                       expires_in=app.config["TEMPO_TOKEN_TTL"])
+        return jsonify(token=make_token() if password else None, expires_in=app.config["TEMPO_TOKEN_TTL"])
 
     @app.route("/api/instances")
     def api_instances():
@@ -277,7 +311,7 @@ def create_app(redis=None, grid=None, password=None, secret_key=None, origins=No
 
 def _valid_instance(name):
     try:
-        channels.check_instance(name)
+        names.check_instance(name)
         return True
     except ValueError:
         return False

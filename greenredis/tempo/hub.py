@@ -33,7 +33,7 @@ import collections
 import itertools
 import json
 
-from .. import channels
+from greenredis.telemetry import names
 
 __all__ = ["Hub", "Viewer", "KINDS", "ERRORS"]
 
@@ -62,23 +62,36 @@ def dumps(obj):
 class Viewer:
     """One websocket's state: its bounded outgoing queue and what it watches."""
 
-    __slots__ = ("id", "queue", "maxlen", "maxbytes", "bytes", "dropped", "dropped_unreported",
-                 "watching", "wakeup", "closed", "_logsync", "loading", "refills")
+    __slots__ = (
+        "id",
+        "queue",
+        "maxlen",
+        "maxbytes",
+        "bytes",
+        "dropped",
+        "dropped_unreported",
+        "watching",
+        "wakeup",
+        "closed",
+        "_logsync",
+        "loading",
+        "refills",
+    )
 
     def __init__(self, vid, maxlen, wakeup=None, maxbytes=4 << 20):
         self.id = vid
-        self.queue = collections.deque()   # (text, size, refill topic or None)
+        self.queue = collections.deque()  # (text, size, refill topic or None)
         self.maxlen = maxlen
         self.maxbytes = maxbytes
-        self.bytes = 0               # sum of the queued texts' sizes
-        self.dropped = 0             # total messages this viewer lost
+        self.bytes = 0  # sum of the queued texts' sizes
+        self.dropped = 0  # total messages this viewer lost
         self.dropped_unreported = 0  # lost since the last "dropped" notice
-        self.watching = set()        # topics: (kind, instance)
+        self.watching = set()  # topics: (kind, instance)
         self.wakeup = wakeup or (lambda: None)
         self.closed = False
-        self._logsync = {}           # instance -> _LogSync while joining a log
-        self.loading = set()         # topics whose history/backlog is being read
-        self.refills = collections.Counter()   # topic -> its history/backlog messages queued
+        self._logsync = {}  # instance -> _LogSync while joining a log
+        self.loading = set()  # topics whose history/backlog is being read
+        self.refills = collections.Counter()  # topic -> its history/backlog messages queued
 
     def push(self, text, refill=None):
         """Queue one encoded message; drops the oldest while over the message or
@@ -122,8 +135,7 @@ class Viewer:
             return None
         items = []
         if self.dropped_unreported:
-            items.append(dumps({"type": "dropped", "count": self.dropped_unreported,
-                                "total": self.dropped}))
+            items.append(dumps({"type": "dropped", "count": self.dropped_unreported, "total": self.dropped}))
             self.dropped_unreported = 0
         for _ in range(min(limit, len(self.queue))):
             items.append(self._pop())
@@ -160,15 +172,14 @@ class Hub:
     ``("grid", viewer)``: queue a grid snapshot.
     """
 
-    def __init__(self, queue_size=256, max_message=4096, max_watch=256, is_known=None,
-                 queue_bytes=4 << 20):
+    def __init__(self, queue_size=256, max_message=4096, max_watch=256, is_known=None, queue_bytes=4 << 20):
         self.queue_size = queue_size
         self.queue_bytes = queue_bytes
         self.max_message = max_message
         self.max_watch = max_watch
         self.is_known = is_known or (lambda instance: True)
         self.viewers = {}
-        self.topics = {}             # topic -> set of viewers
+        self.topics = {}  # topic -> set of viewers
         self._ids = itertools.count(1)
         self._marks = itertools.count(1)
         # published, delivered, bad_payload, errors, coalesced, refill_failed
@@ -215,7 +226,7 @@ class Hub:
             return []
         try:
             req = json.loads(text)
-        except (ValueError, RecursionError):   # RecursionError: "[[[[..." nested too deep
+        except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
             self.error(viewer, "bad_json")
             return []
         if not isinstance(req, dict) or not isinstance(req.get("op"), str):
@@ -240,7 +251,7 @@ class Hub:
         else:
             instance = req.get("instance")
             try:
-                channels.check_instance(instance)
+                names.check_instance(instance)
             except ValueError:
                 self.error(viewer, "bad_instance", request_id=rid)
                 return []
@@ -248,10 +259,10 @@ class Hub:
         if op == "unwatch":
             return self._unwatch(viewer, topic)
         depth = req.get("history")
-        if depth is not None and (not isinstance(depth, int) or isinstance(depth, bool)
-                                  or not 0 <= depth <= 100000):
-            self.error(viewer, "bad_message", "history must be an int from 0 to 100000",
-                       request_id=rid)
+        if depth is not None and (
+            not isinstance(depth, int) or isinstance(depth, bool) or not 0 <= depth <= 100000
+        ):
+            self.error(viewer, "bad_message", "history must be an int from 0 to 100000", request_id=rid)
             return []
         if topic not in viewer.watching:
             if len(viewer.watching) >= self.max_watch:
@@ -267,8 +278,12 @@ class Hub:
         unless one is still being read or queued for this viewer (then it is as
         fresh as a new one): a flood of repeated watches costs no memory."""
         effects = []
-        if (not force and topic != GRID and topic in viewer.watching
-                and (topic in viewer.loading or viewer.refills.get(topic))):
+        if (
+            not force
+            and topic != GRID
+            and topic in viewer.watching
+            and (topic in viewer.loading or viewer.refills.get(topic))
+        ):
             self.stats["coalesced"] += 1
             return effects
         watchers = self.topics.setdefault(topic, set())
@@ -282,7 +297,7 @@ class Hub:
             effects.append(("history", [viewer], instance, depth))
         elif kind == "logs":
             viewer.loading.add(topic)
-            mark = f"{channels.FOLLOW_MARK}tempo:{next(self._marks)}:{id(self):x}"
+            mark = f"{names.FOLLOW_MARK}tempo:{next(self._marks)}:{id(self):x}"
             viewer._logsync[instance] = _LogSync(mark.encode())
             effects.append(("backlog", viewer, instance, mark))
         else:
@@ -307,8 +322,8 @@ class Hub:
     def channel(topic):
         kind, instance = topic
         if kind == "stats":
-            return channels.stats_channel(instance)
-        return channels.log_channel(channels.log_key(instance))
+            return names.stats_channel(instance)
+        return names.log_channel(names.log_key(instance))
 
     def channels(self):
         """Every Redis channel some viewer needs."""
@@ -318,9 +333,13 @@ class Hub:
     def history(self, viewers, instance, metrics):
         """Queue ``{metric: [point dicts]}`` as one history message to each viewer
         (encoded once) that still watches the instance's stats."""
-        text = dumps({"type": "history", "instance": instance,
-                      "metrics": {m: [[p["ts"], p["value"]] for p in pts]
-                                  for m, pts in metrics.items()}})
+        text = dumps(
+            {
+                "type": "history",
+                "instance": instance,
+                "metrics": {m: [[p["ts"], p["value"]] for p in pts] for m, pts in metrics.items()},
+            }
+        )
         topic = ("stats", instance)
         for viewer in viewers:
             viewer.loading.discard(topic)
@@ -347,8 +366,9 @@ class Hub:
         sync = viewer._logsync.get(instance)
         if viewer.closed or sync is None:
             return
-        viewer.push(dumps({"type": "backlog", "instance": instance, "lines": lines}),
-                    refill=("logs", instance))
+        viewer.push(
+            dumps({"type": "backlog", "instance": instance, "lines": lines}), refill=("logs", instance)
+        )
         sync.backlog_sent = True
         if sync.seen_mark:
             for text in sync.held:
@@ -369,7 +389,7 @@ class Hub:
         Returns how many viewers got it. Malformed stats payloads are counted in
         ``stats["bad_payload"]`` and dropped.
         """
-        parsed = channels.instance_of_channel(channel)
+        parsed = names.instance_of_channel(channel)
         if parsed is None:
             return 0
         kind, instance = parsed
@@ -379,18 +399,25 @@ class Hub:
         self.stats["published"] += 1
         if kind == "stats":
             try:
-                p = channels.decode_point(data)
-            except ValueError:   # decode_point turns every malformation into one
+                p = names.decode_point(data)
+            except ValueError:  # decode_point turns every malformation into one
                 self.stats["bad_payload"] += 1
                 return 0
-            text = dumps({"type": "point", "instance": instance, "metric": p["metric"],
-                          "ts": p["ts"], "value": p["value"]})
+            text = dumps(
+                {
+                    "type": "point",
+                    "instance": instance,
+                    "metric": p["metric"],
+                    "ts": p["ts"],
+                    "value": p["value"],
+                }
+            )
             for viewer in watchers:
                 viewer.push(text)
             self.stats["delivered"] += len(watchers)
             return len(watchers)
         # logs
-        if data.startswith(channels.FOLLOW_MARK.encode()):
+        if data.startswith(names.FOLLOW_MARK.encode()):
             for viewer in watchers:
                 sync = viewer._logsync.get(instance)
                 if sync is not None and data == sync.mark:
@@ -398,15 +425,14 @@ class Hub:
                     if sync.backlog_sent:
                         del viewer._logsync[instance]
             return 0
-        text = dumps({"type": "log", "instance": instance,
-                      "line": data.decode("utf-8", "replace")})
+        text = dumps({"type": "log", "instance": instance, "line": data.decode("utf-8", "replace")})
         n = 0
         for viewer in watchers:
             sync = viewer._logsync.get(instance)
             if sync is None:
                 viewer.push(text)
                 n += 1
-            elif sync.seen_mark:          # after the marker, before the backlog went out
+            elif sync.seen_mark:  # after the marker, before the backlog went out
                 if len(sync.held) < viewer.maxlen and sync.held_bytes + len(text) <= viewer.maxbytes:
                     sync.held.append(text)
                     sync.held_bytes += len(text)

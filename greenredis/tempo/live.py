@@ -15,11 +15,12 @@ import gevent.event
 import gevent.lock
 from geventwebsocket.exceptions import WebSocketError
 
-from .. import channels
-from ..errors import RedisError, ReplyError
-from ..stats import read_history
-from .hub import ERRORS, Hub, dumps
-from .websocket import CappedWebSocket, MessageTooLarge
+from greenredis.backoff import Backoff
+from greenredis.errors import RedisError, ReplyError
+from greenredis.telemetry import names
+from greenredis.telemetry.stats import read_history
+from greenredis.tempo.hub import ERRORS, Hub, dumps
+from greenredis.tempo.websocket import CappedWebSocket, MessageTooLarge
 
 __all__ = ["Live"]
 
@@ -36,12 +37,25 @@ class Live:
     points per metric sent on watch; ``log_backlog``: log lines sent on watch.
     """
 
-    def __init__(self, redis, registry, queue_size=256, max_message=4096, send_timeout=30.0,
-                 history=600, log_backlog=1000, queue_bytes=4 << 20):
+    def __init__(
+        self,
+        redis,
+        registry,
+        queue_size=256,
+        max_message=4096,
+        send_timeout=30.0,
+        history=600,
+        log_backlog=1000,
+        queue_bytes=4 << 20,
+    ):
         self.redis = redis
         self.registry = registry
-        self.hub = Hub(queue_size=queue_size, max_message=max_message,
-                       is_known=registry.is_known, queue_bytes=queue_bytes)
+        self.hub = Hub(
+            queue_size=queue_size,
+            max_message=max_message,
+            is_known=registry.is_known,
+            queue_bytes=queue_bytes,
+        )
         self.max_message = max_message
         self.send_timeout = send_timeout
         self.history = history
@@ -77,7 +91,7 @@ class Live:
         return self._sub
 
     def _run_pump(self):
-        delay = 0.1
+        backoff = Backoff(0.1, 5.0)
         failed = False
         while not self._closed:
             try:
@@ -87,20 +101,19 @@ class Live:
             except RedisError as e:
                 log.warning("tempo: cannot subscribe (%s); retrying", e)
                 failed = True
-                gevent.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                gevent.sleep(backoff.failure())
                 continue
-            delay = 0.1
-            if failed:   # viewers that came while Redis was away have no history yet
+            backoff.reset()
+            if failed:  # viewers that came while Redis was away have no history yet
                 failed = False
                 gevent.spawn(self.run_effects, self.hub.resync())
             try:
                 for kind, channel, data in sub:
                     if kind == b"message":
                         self._publish(channel, data)
-                    elif kind == b"gap":   # lost messages while reconnecting: refill every page
+                    elif kind == b"gap":  # lost messages while reconnecting: refill every page
                         gevent.spawn(self._refill, sub)
-            except Exception:   # the pump must never die: every viewer depends on it
+            except Exception:  # the pump must never die: every viewer depends on it
                 log.exception("tempo: subscription pump failed; restarting it")
             if self._closed:
                 return
@@ -108,8 +121,7 @@ class Live:
             # pause so that a client that stays closed cannot make this loop spin
             self._drop_subscription()
             failed = True
-            gevent.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            gevent.sleep(backoff.failure())
 
     def _publish(self, channel, data):
         # One bad message costs only itself: log it (rate-limited) and go on.
@@ -118,7 +130,7 @@ class Live:
         except Exception:
             self.hub.stats["pump_errors"] += 1
             n = self.hub.stats["pump_errors"]
-            if n & (n - 1) == 0:   # the 1st, 2nd, 4th, 8th, ... failure
+            if n & (n - 1) == 0:  # the 1st, 2nd, 4th, 8th, ... failure
                 log.exception("tempo: cannot fan out a message on %r (%d so far)", channel, n)
 
     def _drop_subscription(self):
@@ -175,10 +187,13 @@ class Live:
 
     def _send_history(self, viewers, instance, depth=None):
         try:
-            names = self._metric_names(instance)
+            metric_names = self._metric_names(instance)
             depth = self.history if depth is None else min(depth, self.history)
-            metrics = (read_history(self.redis, instance, names, depth) if depth
-                       else {n: [] for n in names})
+            metrics = (
+                read_history(self.redis, instance, metric_names, depth)
+                if depth
+                else {n: [] for n in metric_names}
+            )
         except (RedisError, ValueError) as e:
             self.hub.refill_failed(viewers, "stats", instance, f"cannot read the history: {e}")
             return
@@ -187,39 +202,39 @@ class Live:
     def _metric_names(self, instance):
         """The instance's valid metric names, sorted; foreign members of its metrics
         set are skipped (counted in ``hub.stats["bad_metric"]``), not fatal."""
-        names = []
-        for raw in self.redis.cmd(["SMEMBERS", channels.metrics_key(instance)]):
+        metric_names = []
+        for raw in self.redis.cmd(["SMEMBERS", names.metrics_key(instance)]):
             try:
-                names.append(channels.check_metric(raw.decode("utf-8")))
+                metric_names.append(names.check_metric(raw.decode("utf-8")))
             except ValueError:
                 self.hub.stats["bad_metric"] += 1
                 n = self.hub.stats["bad_metric"]
-                if n & (n - 1) == 0:   # rate-limited: the 1st, 2nd, 4th, ... time
-                    log.warning("tempo: skipping bad metric name %r of %s (%d so far)",
-                                raw[:120], instance, n)
-        return sorted(names)
+                if n & (n - 1) == 0:  # rate-limited: the 1st, 2nd, 4th, ... time
+                    log.warning(
+                        "tempo: skipping bad metric name %r of %s (%d so far)", raw[:120], instance, n
+                    )
+        return sorted(metric_names)
 
     def _send_backlog(self, viewer, instance, mark):
-        key = channels.log_key(instance)
+        key = names.log_key(instance)
         try:
-            lines, _ = self.redis.transaction([["LRANGE", key, 0, self.log_backlog - 1],
-                                               ["PUBLISH", channels.log_channel(key), mark]])
+            lines, _ = self.redis.transaction(
+                [["LRANGE", key, 0, self.log_backlog - 1], ["PUBLISH", names.log_channel(key), mark]]
+            )
             if isinstance(lines, ReplyError):
                 lines = []
         except RedisError as e:
             # the viewer's live lines were held for this backlog: release them
             self.hub.refill_failed([viewer], "logs", instance, f"cannot read the log: {e}")
             return
-        self.hub.backlog(viewer, instance,
-                         [x.decode("utf-8", "replace") for x in reversed(lines)])
+        self.hub.backlog(viewer, instance, [x.decode("utf-8", "replace") for x in reversed(lines)])
 
     # -- one websocket -----------------------------------------------------
     def reject(self, ws, code, message=None):
         """Refuse a websocket: one error message, then close 1008 (policy)."""
         ws = CappedWebSocket.wrap(ws, self.max_message)
         try:
-            ws.send("[" + dumps({"type": "error", "error": code,
-                                 "message": message or ERRORS[code]}) + "]")
+            ws.send("[" + dumps({"type": "error", "error": code, "message": message or ERRORS[code]}) + "]")
             ws.close(1008, code)
         except (WebSocketError, OSError):
             pass
@@ -275,8 +290,11 @@ class Live:
                         ws.send(text)
                     if state["close"] is not None:
                         code = state["close"]
-                        ws.close(code if code in (1000, 1001, 1002, 1003, 1007, 1008, 1009,
-                                                  1011) or 3000 <= code < 5000 else 1000)
+                        ws.close(
+                            code
+                            if code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011) or 3000 <= code < 5000
+                            else 1000
+                        )
                         return
         except (WebSocketError, OSError, gevent.Timeout, AttributeError, TypeError):
             # the peer is gone or hopelessly slow: stop the reader too

@@ -13,9 +13,9 @@ import time
 import gevent
 import gevent.event
 
-from .. import channels
-from ..errors import RedisError
-from ..stats import instance_metrics
+from greenredis.errors import RedisError
+from greenredis.telemetry import names
+from greenredis.telemetry.stats import instance_metrics
 
 __all__ = ["Registry", "merge"]
 
@@ -24,8 +24,9 @@ log = logging.getLogger("greenredis.tempo")
 HEALTH = ("up", "stale", "gone")
 
 
-def merge(health, stats_seen, metrics, now, grid_stale=False, redis_ok=True,
-          up_within=15.0, stale_within=60.0):
+def merge(
+    health, stats_seen, metrics, now, grid_stale=False, redis_ok=True, up_within=15.0, stale_within=60.0
+):
     """The snapshot: ``{"stale", "redis", "nodes": [...]}``, nodes sorted by name.
 
     health: ``Grid.health()`` (``{name: {"state", "meta", ...}}``) or None without a
@@ -36,24 +37,30 @@ def merge(health, stats_seen, metrics, now, grid_stale=False, redis_ok=True,
     """
     nodes = {}
     for name, h in (health or {}).items():
-        nodes[name] = {"name": name, "meta": dict(h.get("meta") or {}),
-                       "health": h.get("state", "up"), "grid": True,
-                       "last_seen": h.get("last_seen")}
+        nodes[name] = {
+            "name": name,
+            "meta": dict(h.get("meta") or {}),
+            "health": h.get("state", "up"),
+            "grid": True,
+            "last_seen": h.get("last_seen"),
+        }
     for name, ts in stats_seen.items():
         node = nodes.get(name)
         if node is None:
             age = now - ts
             state = "up" if age <= up_within else "stale" if age <= stale_within else "gone"
-            node = nodes[name] = {"name": name, "meta": {}, "health": state, "grid": False,
-                                  "last_seen": ts}
+            node = nodes[name] = {"name": name, "meta": {}, "health": state, "grid": False, "last_seen": ts}
         node["last_point"] = ts
     for name, node in nodes.items():
         node["metrics"] = list(metrics.get(name, ()))
         node.setdefault("last_point", None)
         if node["health"] not in HEALTH:
             node["health"] = "up"
-    return {"stale": bool(grid_stale) or not redis_ok, "redis": bool(redis_ok),
-            "nodes": [nodes[n] for n in sorted(nodes)]}
+    return {
+        "stale": bool(grid_stale) or not redis_ok,
+        "redis": bool(redis_ok),
+        "nodes": [nodes[n] for n in sorted(nodes)],
+    }
 
 
 class Registry:
@@ -61,14 +68,15 @@ class Registry:
     (or None: instances come from the stats alone). ``recent``: how far back a
     stats-only instance is still listed (seconds)."""
 
-    def __init__(self, redis, grid=None, refresh=2.0, recent=3600.0, max_instances=1000,
-                 forget_after=86400.0):
+    def __init__(
+        self, redis, grid=None, refresh=2.0, recent=3600.0, max_instances=1000, forget_after=86400.0
+    ):
         self.redis = redis
         self.grid = grid
         self.refresh = refresh
         self.recent = recent
         self.max_instances = max_instances
-        self.forget_after = forget_after   # drop from stats:instances (Stats' default ttl)
+        self.forget_after = forget_after  # drop from stats:instances (Stats' default ttl)
         self._next_trim = 0.0
         self.on_change = None
         self._stats_seen = {}
@@ -81,7 +89,7 @@ class Registry:
     def start(self):
         if not self._greenlets:
             if self.grid is not None and hasattr(self.grid, "wait"):
-                self.grid.wait(2.0)     # the first page shows the grid, not a half-loaded view
+                self.grid.wait(2.0)  # the first page shows the grid, not a half-loaded view
             self._update(read=True)
             self._greenlets.append(gevent.spawn(self._loop))
             if self.grid is not None:
@@ -107,7 +115,7 @@ class Registry:
         if name in self._stats_seen:
             return True
         try:
-            return self.redis.cmd(["ZSCORE", channels.INSTANCES, name]) is not None
+            return self.redis.cmd(["ZSCORE", names.INSTANCES, name]) is not None
         except RedisError:
             # Cannot tell while Redis is away: let the page watch (still only this
             # instance's stats/logs channels); it fills in once Redis is back.
@@ -127,30 +135,43 @@ class Registry:
                 next_read = time.monotonic() + self.refresh
             try:
                 self._update(read)
-            except Exception:  # noqa: BLE001 - the dashboard must keep going
+            except Exception:
                 log.exception("tempo registry update failed")
 
     def _update(self, read):
         if read:
             try:
                 since = time.time() - self.recent
-                reply = self.redis.cmd(["ZRANGE", channels.INSTANCES, "+inf", since, "BYSCORE",
-                                        "REV", "LIMIT", 0, self.max_instances, "WITHSCORES"])
+                reply = self.redis.cmd(
+                    [
+                        "ZRANGE",
+                        names.INSTANCES,
+                        "+inf",
+                        since,
+                        "BYSCORE",
+                        "REV",
+                        "LIMIT",
+                        0,
+                        self.max_instances,
+                        "WITHSCORES",
+                    ]
+                )
                 seen = {}
                 for i in range(0, len(reply), 2):
                     name = reply[i].decode("utf-8", "replace")
                     try:
-                        channels.check_instance(name)
+                        names.check_instance(name)
                     except ValueError:
                         continue
                     seen[name] = float(reply[i + 1])
-                names = set(seen) | set(self.grid.nodes() if self.grid is not None else ())
-                names = {n for n in names if _valid(n)}
-                self._metrics = instance_metrics(self.redis, sorted(names))
+                known = set(seen) | set(self.grid.nodes() if self.grid is not None else ())
+                known = {n for n in known if _valid(n)}
+                self._metrics = instance_metrics(self.redis, sorted(known))
                 if time.monotonic() >= self._next_trim:
                     # instances silent for longer than the history TTL have no keys left
-                    self.redis.cmd(["ZREMRANGEBYSCORE", channels.INSTANCES, "-inf",
-                                    time.time() - self.forget_after])
+                    self.redis.cmd(
+                        ["ZREMRANGEBYSCORE", names.INSTANCES, "-inf", time.time() - self.forget_after]
+                    )
                     self._next_trim = time.monotonic() + 60.0
                 self._stats_seen = seen
                 self._redis_ok = True
@@ -159,9 +180,14 @@ class Registry:
                     log.warning("tempo: cannot read the stats instances: %s", e)
                 self._redis_ok = False
         health = self.grid.health() if self.grid is not None else None
-        snap = merge(health, self._stats_seen, self._metrics, time.time(),
-                     grid_stale=self.grid is not None and self.grid.stale,
-                     redis_ok=self._redis_ok)
+        snap = merge(
+            health,
+            self._stats_seen,
+            self._metrics,
+            time.time(),
+            grid_stale=self.grid is not None and self.grid.stale,
+            redis_ok=self._redis_ok,
+        )
         if _comparable(snap) != _comparable(self._snapshot):
             self._snapshot = snap
             if self.on_change is not None:
@@ -172,7 +198,7 @@ class Registry:
 
 def _valid(name):
     try:
-        channels.check_instance(name)
+        names.check_instance(name)
         return True
     except ValueError:
         return False
@@ -180,6 +206,8 @@ def _valid(name):
 
 def _comparable(snap):
     # last_seen / last_point move every second; health changes are what matter
-    return (snap["stale"], snap["redis"],
-            [(n["name"], n["health"], sorted(n["meta"].items()), n["metrics"])
-             for n in snap["nodes"]])
+    return (
+        snap["stale"],
+        snap["redis"],
+        [(n["name"], n["health"], sorted(n["meta"].items()), n["metrics"]) for n in snap["nodes"]],
+    )

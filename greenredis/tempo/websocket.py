@@ -8,8 +8,6 @@ over ``max_size`` is read and discarded in chunks and raises ``MessageTooLarge``
 ``on_control`` so that the socket's one writer greenlet sends them.
 """
 
-import socket
-
 from geventwebsocket.exceptions import FrameTooLargeException, ProtocolError, WebSocketError
 from geventwebsocket.websocket import Header, WebSocket
 
@@ -44,8 +42,8 @@ class CappedWebSocket(WebSocket):
     def __init__(self, environ, stream, handler, max_size=4096, on_control=None):
         super().__init__(environ, stream, handler)
         self.max_size = max_size
-        self.on_control = on_control   # on_control(opcode, payload): send this frame for me
-        self.close_code = None         # set when the peer sent a close frame
+        self.on_control = on_control  # on_control(opcode, payload): send this frame for me
+        self.close_code = None  # set when the peer sent a close frame
 
     @classmethod
     def wrap(cls, ws, max_size=4096):
@@ -54,7 +52,7 @@ class CappedWebSocket(WebSocket):
             ws.max_size = max_size
             return ws
         capped = cls(ws.environ, ws.stream, ws.handler, max_size)
-        ws.closed = True   # the handler must not write a second close frame through it
+        ws.closed = True  # the handler must not write a second close frame through it
         return capped
 
     def _read(self, n):
@@ -136,7 +134,7 @@ class CappedWebSocket(WebSocket):
         reason = message.encode() if isinstance(message, str) else bytes(message or b"")
         try:
             self.send_frame(code.to_bytes(2, "big") + reason[:123], self.OPCODE_CLOSE)
-        except (WebSocketError, socket.error, AttributeError, TypeError):
+        except (OSError, WebSocketError, AttributeError, TypeError):
             pass  # the peer is gone; closing anyway
         finally:
             self.closed = True
@@ -152,7 +150,7 @@ class CappedWebSocket(WebSocket):
             return self.read_message()
         except (ProtocolError, FrameTooLargeException):
             self.close_code = 1002
-        except (WebSocketError, socket.error, AttributeError):
+        except (OSError, WebSocketError, AttributeError):
             # AttributeError: the stream went away under us (closed by the writer)
             pass
         return None

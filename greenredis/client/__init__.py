@@ -1,0 +1,10 @@
+"""The pipelined client: one connection shared by every greenlet.
+
+``connection`` is the pipeline itself (one socket driven from gevent's loop, hiredis as
+its pure parsing half), ``redis`` the user-facing ``Redis``, ``pubsub`` subscriptions.
+"""
+
+from greenredis.client.pubsub import Message, Monitor, Subscription
+from greenredis.client.redis import Dedicated, Redis
+
+__all__ = ["Redis", "Dedicated", "Subscription", "Monitor", "Message"]

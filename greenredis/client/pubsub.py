@@ -1,0 +1,261 @@
+"""Pub/sub and MONITOR, each on a connection of its own.
+
+A ``Subscription`` is an iterator of ``Message`` tuples ``(kind, channel, data)``.
+If the connection drops it reconnects with backoff, subscribes again to
+everything it had, and yields ``(b"gap", None, None)``: what was published in
+between is lost, as Redis pub/sub always loses it. Messages queue up to
+``maxsize``; past that the socket is no longer read, so Redis buffers (and,
+past its ``client-output-buffer-limit``, drops the connection: a gap).
+"""
+
+import logging
+from collections import deque
+
+import gevent
+from gevent.event import Event
+
+from greenredis.backoff import Backoff
+from greenredis.client.connection import pack
+from greenredis.errors import ConnectionError, RedisError
+
+__all__ = ["Subscription", "Monitor", "Message"]
+
+log = logging.getLogger(__name__)
+
+
+class Message(tuple):
+    """``(kind, channel, data)``; kind is ``b"message"``, ``b"pmessage"`` (then
+    ``.pattern`` is the pattern that matched) or ``b"gap"``."""
+
+    pattern = None
+
+    def __new__(cls, kind, channel, data, pattern=None):
+        message = tuple.__new__(cls, (kind, channel, data))
+        if pattern is not None:
+            message.pattern = pattern
+        return message
+
+    kind = property(lambda self: self[0])
+    channel = property(lambda self: self[1])
+    data = property(lambda self: self[2])
+
+
+GAP = Message(b"gap", None, None)
+
+
+class _PushStream:
+    """A connection whose replies are pushed into a bounded local queue, reopened
+    after it breaks. Subclasses say what to send on (re)connect and what to keep."""
+
+    def __init__(self, redis, maxsize):
+        self.redis = redis
+        self.maxsize = maxsize
+        self.closed = False
+        self._queue = deque()
+        self._ready = Event()
+        self._conn = None
+        self._reconnector = None
+        self._confirmations = deque()  # Events set when a PING's reply arrives
+        self._paused = False
+        self._reconnecting = False
+        self._connect()
+
+    # -- connection ----------------------------------------------------------
+
+    def _connect(self):
+        self._conn = self.redis._open(on_push=self._on_reply)
+        self._conn.on_close = self._on_close
+        self._paused = False
+        for command in self._setup_commands():
+            self._conn.send(pack(command))
+
+    def _on_close(self, conn, exc):
+        if self.closed or conn is not self._conn or self._reconnecting:
+            return
+        log.warning("%s lost its connection (%s); reconnecting", self, exc)
+        self._reconnecting = True
+        self._reconnector = gevent.spawn(self._reconnect)
+
+    def _reconnect(self):
+        backoff = Backoff(0.05, 2.0)
+        try:
+            while not self.closed:
+                if self.redis.closed:  # nothing to reconnect with: end the iteration
+                    self.close()
+                    return
+                while self._confirmations:  # their PINGs died with the old connection
+                    self._confirmations.popleft().set()
+                try:
+                    self._connect()
+                    self._confirm(None)  # resubscribed for sure before anyone hears of the gap
+                except RedisError as e:
+                    log.debug("%s: reconnect failed: %s", self, e)
+                    if self._conn is not None:
+                        self._conn.close()  # never two connections feeding one queue
+                    gevent.sleep(backoff.failure())
+                    continue
+                self._put(GAP)
+                return
+        finally:
+            self._reconnecting = False
+
+    def _confirm(self, timeout):
+        """Wait until the server has handled everything sent so far (a PING round trip)."""
+        event = Event()
+        self._confirmations.append(event)
+        self._conn.send(self._ping)
+        self._await(event, timeout)
+
+    def _await(self, event, timeout):
+        if self._paused:  # the reply sits behind unread messages: read on until it comes
+            self._paused = False
+            self._conn.resume_reading()
+        if not event.wait(timeout if timeout is not None else self.redis.params.connect_timeout):
+            raise ConnectionError(f"{self}: no confirmation from the server")
+
+    _ping = pack(("PING",))
+
+    # -- incoming ------------------------------------------------------------
+
+    def _on_reply(self, reply):
+        raise NotImplementedError
+
+    def _put(self, item):
+        self._queue.append(item)
+        self._ready.set()
+        if len(self._queue) >= self.maxsize and not self._paused and not self._confirmations:
+            self._paused = True
+            self._conn.pause_reading()  # let Redis hold (or drop) the backlog
+
+    def _resume_reading(self):
+        if self._paused and len(self._queue) <= self.maxsize // 2:
+            self._paused = False
+            self._conn.resume_reading()
+
+    def get(self, timeout=None):
+        """The next item, or None after ``timeout`` seconds (or when closed)."""
+        while not self._queue:
+            if self.closed:
+                return None
+            self._ready.clear()
+            if not self._ready.wait(timeout):
+                return None
+        item = self._queue.popleft()
+        if self._paused:
+            self._resume_reading()
+        return item
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item = self.get()
+        if item is None:
+            raise StopIteration
+        return item
+
+    def close(self):
+        """Close the connection and end iteration."""
+        self.closed = True
+        if self._reconnector is not None:
+            self._reconnector.kill(block=False)
+        if self._conn is not None:
+            self._conn.close()
+        self._ready.set()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Subscription(_PushStream):
+    """Messages from channels and patterns; made by ``Redis.subscribe``/``psubscribe``.
+
+    ``subscribe``/``psubscribe`` return once Redis has confirmed, so a message
+    published after they return is delivered.
+    """
+
+    def __init__(self, redis, channels=(), patterns=(), maxsize=10000):
+        self.channels = set()
+        self.patterns = set()
+        super().__init__(redis, maxsize)
+        if channels:
+            self.subscribe(*channels)
+        if patterns:
+            self.psubscribe(*patterns)
+
+    def __repr__(self):
+        return (
+            f"<Subscription {self.redis.params.address} channels={sorted(self.channels)} "
+            f"patterns={sorted(self.patterns)}>"
+        )
+
+    def _setup_commands(self):
+        if self.channels:
+            yield ["SUBSCRIBE", *self.channels]
+        if self.patterns:
+            yield ["PSUBSCRIBE", *self.patterns]
+
+    def _change(self, verb, names, target, add, timeout):
+        names = [n.encode() if isinstance(n, str) else n for n in names]
+        if not names and add:
+            raise ValueError(f"{verb} needs at least one name")
+        if self.closed:
+            raise ConnectionError("subscription is closed")
+        (target.update if add else target.difference_update)(names)
+        if not names:  # unsubscribe from all
+            target.clear()
+        self._conn.send(pack([verb, *names]))
+        self._confirm(timeout)
+
+    def subscribe(self, *channels, timeout=None):
+        self._change("SUBSCRIBE", channels, self.channels, True, timeout)
+
+    def unsubscribe(self, *channels, timeout=None):
+        """Unsubscribe from these channels, or from all when none are named."""
+        self._change("UNSUBSCRIBE", channels, self.channels, False, timeout)
+
+    def psubscribe(self, *patterns, timeout=None):
+        self._change("PSUBSCRIBE", patterns, self.patterns, True, timeout)
+
+    def punsubscribe(self, *patterns, timeout=None):
+        self._change("PUNSUBSCRIBE", patterns, self.patterns, False, timeout)
+
+    def _on_reply(self, reply):
+        kind = reply[0] if reply.__class__ is list else None
+        if kind == b"message":
+            self._put(Message(kind, reply[1], reply[2]))
+        elif kind == b"pmessage":
+            self._put(Message(kind, reply[2], reply[3], reply[1]))
+        elif kind == b"pong" or reply == b"PONG":
+            if self._confirmations:
+                self._confirmations.popleft().set()
+        elif kind not in (b"subscribe", b"psubscribe", b"unsubscribe", b"punsubscribe"):
+            log.warning("%s: unexpected reply %r", self, reply)
+
+
+class Monitor(_PushStream):
+    """MONITOR output, one line (bytes) per command the server runs."""
+
+    def __init__(self, redis, maxsize=10000):
+        super().__init__(redis, maxsize)
+        self._confirm(None)
+
+    def _setup_commands(self):
+        yield ["MONITOR"]
+
+    def _on_reply(self, reply):
+        if reply == b"OK" and self._confirmations:  # MONITOR's own +OK (lines never read "OK")
+            self._confirmations.popleft().set()
+            return
+        self._put(reply)
+
+    def _confirm(self, timeout):
+        event = Event()  # set by MONITOR's +OK
+        self._confirmations.append(event)
+        self._await(event, timeout)
+
+    def __repr__(self):
+        return f"<Monitor {self.redis.params.address}>"

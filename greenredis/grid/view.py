@@ -1,0 +1,436 @@
+"""The grid's view of its nodes, as pure code: no sockets, no gevent, no clock.
+
+``Layout`` names the Redis keys and channel of one grid and parses what comes
+back; ``GridView`` holds the nodes and turns what the shell saw (a registration
+fetched, a sign of life, a leave, an index snapshot, the passing of time) into
+``GridEvent``s. ``greenredis.grid.Grid`` feeds it from Redis; tests feed it
+directly. Times are unix seconds (floats) given by the caller.
+
+Redis layout (compatible with the original Erlang redgrid, plus an index):
+
+``redgrid:<domain>:<version>:<node>``
+    hash: ``ip`` and the node's meta, all str; TTL ``ttl``, refreshed every
+    ``interval``.
+``redgrid:<domain>:<version>`` (channel)
+    ``<key>``: the node registered (joined, re-registered, or answered a ping);
+    ``ping``: a newcomer asks every node to re-register now;
+    ``update <key> <json meta>``: the node's meta (with ``ip``) as just written to
+    its key, sent before ``<key>`` when a greenredis node joins or changes its
+    meta, so peers need no HGETALL; a plain ``<key>`` from a node known to
+    speak ``update`` is then only a sign of life (every node re-registers on
+    each ping), while other nodes' plain keys are fetched (HGETALL) as the
+    original did;
+    ``leave <key>``: the node left on purpose; peers drop it at once.
+    An original redgrid peer would HGETALL ``update``/``leave`` messages as
+    keys, find nothing and skip them. A node answers pings at most once per
+    ``min(0.5, interval / 4)`` seconds, so a burst of newcomers costs one
+    answer per node, not one per newcomer.
+
+A heartbeat is one pipelined batch of three commands: ``PEXPIRE`` of the key
+(0 means Redis lost it: register again), ``ZADD`` to the index, and the
+reconcile read ``ZRANGE index 0 -1 WITHSCORES``.
+``redgrid-index:<domain>:<version>`` (sorted set)
+    member: node name, score: unix time of its last heartbeat. Read whole once
+    per interval (O(nodes)) to reconcile; entries older than 2 * ttl are trimmed
+    by whichever node sees them. It lives outside the ``redgrid:`` prefix so it
+    can never clash with a node's key. Scores are wall-clock times: the nodes'
+    clocks should agree within a few seconds (NTP).
+"""
+
+import json
+import logging
+from collections import namedtuple
+
+__all__ = ["Layout", "GridView", "GridEvent", "valid_name", "GridDataError"]
+
+log = logging.getLogger("greenredis.grid")
+
+#: What happened to a node. kind: "join" | "update" | "leave"; meta: a dict copy
+#: (for a leave, the last meta known); reason: "joined", "rejoined", "updated",
+#: "left" (graceful) or "expired" (not heard of within ttl).
+GridEvent = namedtuple("GridEvent", "kind name meta reason")
+
+_MAX_NAME = 255
+
+
+class GridDataError(ValueError):
+    """Data under a grid key that is not a registration (logged and skipped)."""
+
+
+def valid_name(name):
+    """True when ``name`` can be a node name: printable, no spaces, 1..255 chars."""
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= _MAX_NAME
+        and name.isprintable()
+        and not any(c.isspace() for c in name)
+    )
+
+
+def _text(value, what):
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            raise GridDataError(f"{what} is not UTF-8: {value[:60]!r}") from None
+    if isinstance(value, str):
+        return value
+    raise GridDataError(f"{what} is not a string: {value!r:.60}")
+
+
+class Layout:
+    """Key, channel and message names of one grid (domain, version)."""
+
+    def __init__(self, domain="", version=""):
+        self.domain = str(domain)
+        self.version = str(version)
+        self.channel = f"redgrid:{self.domain}:{self.version}"
+        self.prefix = self.channel + ":"
+        self.index = f"redgrid-index:{self.domain}:{self.version}"
+        self._names = {}  # index member (bytes) -> checked name; the index is read every interval
+
+    def key(self, name):
+        return self.prefix + name
+
+    def name_of(self, key):
+        """The node name in a grid key; GridDataError if it is not one of this grid."""
+        key = _text(key, "key")
+        if not key.startswith(self.prefix):
+            raise GridDataError(f"not a key of grid {self.channel!r}: {key[:120]!r}")
+        name = key[len(self.prefix) :]
+        if not valid_name(name):
+            raise GridDataError(f"bad node name in key {key[:120]!r}")
+        return name
+
+    def message(self, kind, name=None, meta=None):
+        """The bytes to PUBLISH: kind "register" | "update" (with meta) | "leave" | "ping"."""
+        if kind == "ping":
+            return b"ping"
+        key = self.key(name)
+        if kind == "register":
+            return key.encode()
+        if kind == "update":
+            return f"update {key} {json.dumps(meta, separators=(',', ':'))}".encode()
+        return f"{kind} {key}".encode()
+
+    def parse_message(self, data):
+        """A channel message -> (kind, name, meta); kind "register" | "update" | "leave" | "ping";
+        meta only for "update".
+
+        Raises GridDataError for anything else.
+        """
+        text = _text(data, "message")
+        if text == "ping":
+            return "ping", None, None
+        if text.startswith("leave "):
+            return "leave", self.name_of(text[6:]), None
+        if text.startswith("update "):
+            rest = text[7:]
+            if not rest.startswith(self.prefix):
+                raise GridDataError(f"update for another grid: {text[:120]!r}")
+            key, _, payload = rest[len(self.prefix) :].partition(" ")
+            name = self.name_of(self.prefix + key)
+            try:
+                meta = json.loads(payload)
+            except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
+                raise GridDataError(f"update with bad meta: {text[:120]!r}") from None
+            if not (
+                isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values()) and "ip" in meta
+            ):
+                raise GridDataError(f"update with bad meta: {text[:120]!r}")
+            return "update", name, meta
+        return "register", self.name_of(text), None
+
+    def parse_meta(self, reply):
+        """An HGETALL reply (flat list or dict) -> meta dict of str, or None if the key is gone.
+
+        GridDataError if it is not a registration (no ``ip``, not UTF-8, an error reply...).
+        """
+        if isinstance(reply, Exception):
+            raise GridDataError(f"not a hash: {reply}")
+        if reply is None or len(reply) == 0:
+            return None
+        if isinstance(reply, dict):
+            pairs = reply.items()
+        elif isinstance(reply, list) and len(reply) % 2 == 0:
+            pairs = zip(reply[::2], reply[1::2])
+        else:
+            raise GridDataError(f"unexpected HGETALL reply: {reply!r:.120}")
+        meta = {_text(k, "meta key"): _text(v, "meta value") for k, v in pairs}
+        if "ip" not in meta:
+            raise GridDataError(f"registration without ip: {meta!r:.120}")
+        return meta
+
+    def parse_index(self, reply):
+        """A ``ZRANGE index 0 -1 WITHSCORES`` reply -> ({name: score}, bad_count)."""
+        if isinstance(reply, Exception):
+            raise GridDataError(f"index is not a sorted set: {reply}")
+        if isinstance(reply, dict):
+            pairs = list(reply.items())
+        else:
+            reply = reply or []
+            if reply and isinstance(reply[0], (list, tuple)):  # RESP3 shape
+                pairs = [tuple(p) for p in reply]
+            else:
+                pairs = list(zip(reply[::2], reply[1::2]))
+        entries, bad = {}, 0
+        names = self._names
+        for member, score in pairs:
+            try:
+                name = names.get(member)
+                if name is None:
+                    name = _text(member, "index member")
+                    if not valid_name(name):
+                        raise GridDataError(f"bad node name in index: {name[:120]!r}")
+                    if len(names) >= 100_000:  # names come and go: do not grow forever
+                        names.clear()
+                    names[member] = name
+                entries[name] = float(score)
+            except (GridDataError, ValueError, TypeError) as e:
+                bad += 1
+                log.warning("grid %s: skipped index entry: %s", self.channel, e)
+        return entries, bad
+
+
+class _Node:
+    __slots__ = ("meta", "last_seen", "score", "ours", "gone_at", "reason")
+
+    def __init__(self, meta, last_seen):
+        self.meta = meta
+        self.last_seen = last_seen  # unix time we last had a sign of life
+        self.score = None  # its latest heartbeat score seen in the index
+        self.ours = False  # speaks greenredis: heartbeats in the index, sends update
+        self.gone_at = None  # when it left or expired (kept a while for health())
+        self.reason = None
+
+
+class GridView:
+    """The nodes one grid member knows, and when it last heard of each.
+
+    Feeding methods return lists of GridEvent. ``self_name`` is always in the
+    view and never expires (None: an observer that is not a node). A node not
+    heard of within ``ttl`` expires (``tick``); while the view is ``stale``
+    (Redis unreachable) nothing expires, and on ``recover`` every node gets
+    ``grace`` seconds to show up again.
+    """
+
+    def __init__(self, self_name, meta, ttl=60.0, interval=10.0, now=0.0, keep_gone=None):
+        if self_name is not None and not valid_name(self_name):
+            raise ValueError(f"bad node name {self_name!r}: 1..255 printable chars, no spaces")
+        if not ttl > 2 * interval > 0:
+            raise ValueError(f"ttl ({ttl}) must be more than twice the interval ({interval})")
+        self.self_name = self_name
+        self.ttl = float(ttl)
+        self.interval = float(interval)
+        self.keep_gone = float(10 * ttl if keep_gone is None else keep_gone)
+        self.stale_after = 2.5 * self.interval  # no sign of life for longer: health says "stale"
+        self.grace = min(self.ttl, 2 * self.interval + 1.0)
+        self.stale_since = None
+        self.counters = {"bad_data": 0, "bad_messages": 0, "expired": 0, "left": 0}
+        self._nodes = {} if self_name is None else {self_name: _Node(dict(meta), now)}
+
+    # -- reading ------------------------------------------------------------
+
+    @property
+    def stale(self):
+        return self.stale_since is not None
+
+    def nodes(self):
+        """{name: meta} of the nodes in the grid (copies), itself included."""
+        return {n: dict(s.meta) for n, s in self._nodes.items() if s.gone_at is None}
+
+    def get(self, name):
+        s = self._nodes.get(name)
+        return None if s is None or s.gone_at is not None else dict(s.meta)
+
+    def health(self, now):
+        """{name: {"state", "last_seen", "meta", "self"}} including nodes gone lately.
+
+        state: "up"; "stale" (the view is stale, or no sign of life for
+        2.5 intervals); "gone" (left or expired; ``reason`` says which).
+        """
+        out = {}
+        for name, s in self._nodes.items():
+            if s.gone_at is not None:
+                state = "gone"
+            elif self.stale or (name != self.self_name and now - s.last_seen > self.stale_after):
+                state = "stale"
+            else:
+                state = "up"
+            out[name] = {
+                "state": state,
+                "last_seen": s.last_seen,
+                "meta": dict(s.meta),
+                "self": name == self.self_name,
+                "gone_at": s.gone_at,
+                "reason": s.reason,
+            }
+        return out
+
+    def next_deadline(self):
+        """The earliest time at which ``tick`` has something to do, or None."""
+        times = [
+            s.last_seen + self.ttl
+            for n, s in self._nodes.items()
+            if s.gone_at is None and n != self.self_name
+        ]
+        times += [s.gone_at + self.keep_gone for s in self._nodes.values() if s.gone_at is not None]
+        return min(times, default=None)
+
+    # -- feeding ------------------------------------------------------------
+
+    def set_self(self, meta, now):
+        """Our own meta changed."""
+        s = self._nodes[self.self_name]
+        s.meta, s.last_seen = dict(meta), now
+        return [GridEvent("update", self.self_name, dict(meta), "updated")]
+
+    def touch_self(self, now):
+        self._nodes[self.self_name].last_seen = now
+
+    def seen(self, name, meta, now, score=None, ours=False):
+        """A registration was fetched (HGETALL of its key) or announced: join or update.
+
+        score: its index score when the fetch came from a reconcile; ours: it
+        came in an ``update`` message.
+        """
+        if name == self.self_name:
+            return []
+        s = self._nodes.get(name)
+        if score is not None and (s is None or s.gone_at is not None or s.score is None):
+            s_score, indexed = score, True
+        else:
+            s_score, indexed = None, False
+        if indexed:
+            now = min(now, score)  # it was alive at its heartbeat, maybe not since
+        if s is None or s.gone_at is not None:
+            reason = "joined" if s is None else "rejoined"
+            s = self._nodes[name] = _Node(dict(meta), now)
+            s.ours = indexed or ours
+            if indexed:
+                s.score = s_score
+            return [GridEvent("join", name, dict(meta), reason)]
+        s.last_seen = max(s.last_seen, now)
+        s.ours = s.ours or indexed or ours
+        if indexed:
+            s.score = s_score
+        if s.meta != meta:
+            s.meta = dict(meta)
+            return [GridEvent("update", name, dict(meta), "updated")]
+        return []
+
+    def on_message(self, kind, name, now, meta=None):
+        """A channel message (from Layout.parse_message) -> (events, fetch).
+
+        fetch: True when the shell must HGETALL the node's key and call ``seen``.
+        ``update`` carries the meta. A plain registration of a greenredis node
+        we know is only a sign of life (nodes re-register in bulk on every
+        ping). Other nodes (the original redgrid) are fetched every time, as
+        they announce changes with the plain key.
+        """
+        if kind == "leave":
+            return self.leave(name, now), False
+        if kind == "ping" or name == self.self_name:
+            return [], False
+        if kind == "update" and meta is not None:
+            return self.seen(name, meta, now, ours=True), False
+        s = self._nodes.get(name)
+        if kind == "register" and s is not None and s.gone_at is None and s.ours:
+            s.last_seen = max(s.last_seen, now)
+            return [], False
+        return [], True
+
+    def leave(self, name, now, reason="left"):
+        """The node left (graceful) or expired: drop it from nodes()."""
+        s = self._nodes.get(name)
+        if name == self.self_name or s is None or s.gone_at is not None:
+            return []
+        s.gone_at, s.reason = now, reason
+        s.ours, s.score = False, None
+        self.counters[reason] += 1
+        return [GridEvent("leave", name, dict(s.meta), reason)]
+
+    def reconcile(self, entries, now, full=False):
+        """An index snapshot {name: score} -> (fetch_names, trim_before).
+
+        A known node whose score went up heartbeated: it is alive as of that
+        score (capped at ``now``). Unknown names with a fresh score are to be
+        fetched; with ``full`` (after a reconnect, when messages may have been
+        lost) every fresh name is. Known nodes missing from the index are not
+        dropped: they expire by ttl, since a restarted Redis forgets the index
+        while the nodes are alive and about to re-register. trim_before: a
+        score below which entries are dead and may be trimmed, or None.
+        """
+        fetch, trim = [], None
+        dead_before = now - 2 * self.ttl
+        for name, score in entries.items():
+            if score < dead_before:
+                trim = dead_before
+                continue
+            if name == self.self_name:
+                continue
+            s = self._nodes.get(name)
+            fresh = now - score < self.ttl
+            if s is None or s.gone_at is not None:
+                if fresh:
+                    fetch.append(name)
+                continue
+            s.ours = True
+            if s.score is None or score > s.score:
+                if s.score is not None or fresh:
+                    s.last_seen = max(s.last_seen, min(score, now))
+                s.score = score
+            if full and fresh:
+                fetch.append(name)
+        for name, s in self._nodes.items():
+            # Nodes that do not heartbeat in the index (original redgrid): look at their key.
+            if s.gone_at is None and not s.ours and name != self.self_name and name not in entries:
+                fetch.append(name)
+        return fetch, trim
+
+    def tick(self, now):
+        """Expire nodes not heard of within ttl; forget long-gone ones."""
+        events = []
+        if self.stale:
+            return events
+        for name, s in list(self._nodes.items()):
+            if name == self.self_name:
+                continue
+            if s.gone_at is None:
+                if now - s.last_seen >= self.ttl:
+                    events += self.leave(name, now, "expired")
+            elif now - s.gone_at >= self.keep_gone:
+                del self._nodes[name]
+        return events
+
+    def mark_stale(self, now):
+        """Redis is unreachable: keep the view, stop expiring nodes."""
+        if self.stale_since is None:
+            self.stale_since = now
+
+    def recover(self, now):
+        """Redis answers again: give every node ``grace`` seconds to re-register."""
+        if self.stale_since is None:
+            return
+        self.stale_since = None
+        floor = now - self.ttl + self.grace
+        for s in self._nodes.values():
+            if s.gone_at is None:
+                s.last_seen = max(s.last_seen, floor)
+
+    def bad_data(self, what, err):
+        """Count and log a registration, index entry or message that was skipped."""
+        counter = "bad_messages" if what == "message" else "bad_data"
+        self.counters[counter] += 1
+        n = self.counters[counter]
+        # the first few in full, then one in a thousand: garbage must not flood the log
+        level = logging.WARNING if n <= 10 or n % 1000 == 0 else logging.DEBUG
+        log.log(
+            level,
+            "grid %s: skipped %s (%d %s so far): %s",
+            self.self_name,
+            what,
+            n,
+            counter.replace("_", " "),
+            err,
+        )

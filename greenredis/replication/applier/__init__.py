@@ -1,0 +1,177 @@
+"""Apply the write commands a Redis master propagates to a local ``Keyspace``.
+
+``Applier(keyspace).apply(argv)`` changes the data exactly as a Redis replica would, for
+the forms a Redis 7 master propagates (SET ... PXAT, PEXPIREAT, XCLAIM ... FORCE, effects of
+scripts inside MULTI/EXEC, ...) and the client forms older masters send where they can be
+replayed. What cannot be applied exactly raises ``ApplyError``: the replica must then
+resync in full rather than serve a wrong value. Keys are never expired here; a master
+sends DEL/UNLINK for them.
+
+MULTI ... EXEC is queued and applied at EXEC all or nothing (``txn.Undo`` puts the data
+back if a queued command fails). Dispatch is one dict lookup from the command name to a
+bound method; each command family lives in its own module as a mixin of ``Applier``.
+"""
+
+from greenredis.replication.applier.base import ApplyError
+from greenredis.replication.applier.geo import GeoMixin
+from greenredis.replication.applier.hashes import HashesMixin
+from greenredis.replication.applier.keys import KeysMixin
+from greenredis.replication.applier.lists import ListsMixin
+from greenredis.replication.applier.sets import SetsMixin
+from greenredis.replication.applier.sort import SortMixin
+from greenredis.replication.applier.streams import StreamsMixin
+from greenredis.replication.applier.strings import StringsMixin
+from greenredis.replication.applier.txn import Undo
+from greenredis.replication.applier.zsets import ZSetsMixin
+from greenredis.replication.keyspace import Keyspace
+
+__all__ = ["Applier", "ApplyError", "commands", "REFUSED"]
+
+# Anything else a handler raises (bad arguments surface as IndexError, ValueError, ...; a bug
+# as anything) also means the local copy cannot be trusted: it becomes an ApplyError too.
+_ARG_ERRORS = Exception
+
+
+class Applier(
+    KeysMixin, StringsMixin, ListsMixin, SetsMixin, HashesMixin, ZSetsMixin, StreamsMixin, SortMixin, GeoMixin
+):
+    """Applies replicated commands to ``keyspace`` (a new ``Keyspace`` by default).
+
+    ``apply(argv)`` takes one command as a list of bytes and returns the ``(db, key)``
+    pairs it changed. ``db`` is the selected database. ``applied`` counts commands.
+    """
+
+    def __init__(self, keyspace=None):
+        self.keyspace = keyspace if keyspace is not None else Keyspace()
+        self.applied = 0
+        self._queue = None  # list of (handler, argv) between MULTI and EXEC
+        self._aborted = False  # a command of the open transaction was refused
+        self._handlers = {}
+        for name in dir(type(self)):
+            if name.startswith("cmd_"):
+                handler = getattr(self, name)
+                command = name[4:].encode()
+                self._handlers[command.upper()] = handler
+                self._handlers[command] = handler  # most masters send upper case; lower is cheap too
+        self._handlers[b"RESTORE-ASKING"] = self.cmd_restore  # cluster slot migration
+        for command in (b"MULTI", b"EXEC", b"DISCARD"):
+            self._handlers[command] = self._handlers[command.lower()] = getattr(
+                self, "_" + command.lower().decode()
+            )
+        self.select(0)
+
+    def reset(self, keyspace=None):
+        """Start over on ``keyspace`` (after a full resync): db 0, no open transaction."""
+        self.keyspace = keyspace if keyspace is not None else Keyspace()
+        self._queue = None
+        self._aborted = False
+        self.select(0)
+
+    @property
+    def db(self):
+        """The selected db; setting it is SELECT."""
+        return self._db
+
+    @db.setter
+    def db(self, index):
+        self.select(index)
+
+    def select(self, index):
+        self._db = index
+        self._bind()
+
+    def _bind(self):
+        db = self.keyspace.db(self._db)
+        self.data = db.data
+        self.expires = db.expires
+        self.fexp = db.field_expires
+
+    def apply(self, argv):
+        """Apply one propagated command; returns ``[(db, key), ...]`` it changed."""
+        try:
+            handler = self._handlers[argv[0]]
+        except (KeyError, IndexError, TypeError):
+            try:
+                handler = self._handlers.get(bytes(argv[0]).upper()) if argv else None
+            except TypeError:
+                handler = None
+            if handler is None:
+                if self._queue is not None:
+                    self._aborted = True  # the whole transaction cannot be applied
+                raise ApplyError(f"unknown or unsupported command {argv[:1]!r}") from None
+        if self._queue is not None and handler.__name__ not in ("_exec", "_discard", "_multi"):
+            self._queue.append((handler, argv))
+            return []
+        self.applied += 1
+        try:
+            return handler(argv)
+        except ApplyError:
+            raise
+        except _ARG_ERRORS as e:
+            raise ApplyError(f"cannot apply {argv[0]!r}: {type(e).__name__}: {e}") from e
+
+    # ---- transactions ----
+
+    def _multi(self, argv):
+        if self._queue is not None:
+            raise ApplyError("MULTI calls can not be nested")
+        self._queue = []
+        self._aborted = False
+        return []
+
+    def _discard(self, argv):
+        if self._queue is None:
+            raise ApplyError("DISCARD without MULTI")
+        self._queue = None
+        self._aborted = False
+        return []
+
+    def _exec(self, argv):
+        """Apply the queued commands all or nothing: on an error the data is rolled back."""
+        queue = self._queue
+        if queue is None:
+            raise ApplyError("EXEC without MULTI")
+        self._queue = None
+        if self._aborted:
+            self._aborted = False
+            raise ApplyError("EXEC of a transaction with a command that cannot be applied")
+        undo = Undo(self)
+        touched = []
+        try:
+            for handler, args in queue:
+                undo.before(args)
+                self.applied += 1
+                touched += handler(args)
+        except BaseException as e:
+            undo.rollback()
+            if isinstance(e, _ARG_ERRORS) and not isinstance(e, ApplyError):
+                raise ApplyError(f"cannot apply {args[0]!r} in EXEC: {type(e).__name__}: {e}") from e
+            raise
+        return list(dict.fromkeys(touched))
+
+
+# Known, and always refused: their effect cannot be reproduced exactly (HyperLogLog's format,
+# a random pick, the master's clock, verbatim scripts, approximate trims come rewritten).
+REFUSED = frozenset(
+    [
+        b"PFADD",
+        b"PFMERGE",
+        b"PFCOUNT",
+        b"PFDEBUG",
+        b"SPOP",
+        b"EVAL",
+        b"EVALSHA",
+        b"EVAL_RO",
+        b"EVALSHA_RO",
+        b"FCALL",
+        b"FCALL_RO",
+        b"XREADGROUP",
+        b"XAUTOCLAIM",
+    ]
+)
+
+
+def commands():
+    """The command names (upper-case bytes) the applier applies (``REFUSED`` ones excluded)."""
+    names = {name[4:].upper().encode() for name in dir(Applier) if name.startswith("cmd_")}
+    return sorted((names | {b"MULTI", b"EXEC", b"DISCARD", b"RESTORE-ASKING"}) - REFUSED)

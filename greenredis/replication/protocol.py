@@ -1,0 +1,523 @@
+"""The replica side of Redis's replication protocol, as a state machine over bytes.
+
+No sockets here (like h11 or hiredis): the caller sends ``data_to_send()`` to the
+master, passes every byte it receives to ``receive_data()`` and acts on the events
+that come back::
+
+    proto = ReplicaProtocol(password="pw", replid=None, offset=-1)
+    sock.sendall(proto.data_to_send())          # PING
+    while True:
+        for event in proto.receive_data(sock.recv(65536)):
+            ...                                 # FullResync, RdbStart, RdbData, RdbEnd, Commands, ...
+        sock.sendall(proto.data_to_send())      # handshake steps, REPLCONF ACK replies
+
+The conversation, as a Redis replica has it:
+
+1. ``PING`` (``+PONG``; ``-NOAUTH`` is fine), ``AUTH [user] password`` (``+OK``),
+   ``REPLCONF listening-port <port>`` and ``REPLCONF capa eof capa psync2`` (errors
+   ignored: old masters do not know them), then ``PSYNC <replid> <offset+1>`` or
+   ``PSYNC ? -1``.
+2. ``+FULLRESYNC <replid> <offset>``: a snapshot follows, as ``$<len>\\r\\n<len bytes>``
+   or, diskless, as ``$EOF:<40-byte mark>\\r\\n<rdb><mark>``. Before it the master sends
+   bare ``\\n`` keepalives while it forks and writes. ``+CONTINUE [<new replid>]``: the
+   command stream resumes at our offset. ``-NOMASTERLINK`` / ``-LOADING``: try again
+   later. Any other error: an old master without PSYNC, so ``SYNC`` (snapshot with no
+   replid/offset).
+3. The command stream: RESP arrays, every byte of which (PING and REPLCONF GETACK
+   included) advances the replica offset. ``REPLCONF GETACK`` is answered here with
+   ``REPLCONF ACK <offset>``.
+
+Offsets are byte-exact: hiredis gives argv lists, not their sizes, so each command's
+size is computed from its argv (a master always writes canonical multibulk), and the
+sum is checked against hiredis's own buffer bookkeeping each time it drops consumed
+bytes (``Reader.len()`` shrinks by exactly what was parsed); a mismatch is an error,
+never a silently wrong offset. Like Redis, the offset does not advance inside
+MULTI ... EXEC, so a reconnect resumes before an incomplete transaction.
+"""
+
+import hiredis
+
+__all__ = [
+    "ReplicaProtocol",
+    "Event",
+    "FullResync",
+    "Continue",
+    "RdbStart",
+    "RdbData",
+    "RdbEnd",
+    "Commands",
+    "Error",
+    "ReplicationError",
+    "State",
+    "encode_command",
+    "multibulk_size",
+]
+
+
+class ReplicationError(Exception):
+    """What ended the link: ``retry_later`` says the master asked us to come back later."""
+
+    def __init__(self, message, retry_later=False):
+        super().__init__(message)
+        self.retry_later = retry_later
+
+
+class State:
+    PING = "ping"
+    AUTH = "auth"
+    PORT = "port"
+    CAPA = "capa"
+    PSYNC = "psync"
+    WAIT_PAYLOAD = "wait_payload"  # after +FULLRESYNC / SYNC: keepalives, then $...
+    RDB = "rdb"
+    STREAM = "stream"
+    CLOSED = "closed"  # after an error: further input is ignored
+
+
+class Event:
+    __slots__ = ()
+
+    def __repr__(self):
+        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+    def __eq__(self, other):
+        return type(self) is type(other) and all(
+            getattr(self, n) == getattr(other, n) for n in self.__slots__
+        )
+
+
+class FullResync(Event):
+    """The master will send a snapshot. ``replid``/``offset`` are None after ``SYNC``."""
+
+    __slots__ = ("replid", "offset")
+
+    def __init__(self, replid, offset):
+        self.replid, self.offset = replid, offset
+
+
+class Continue(Event):
+    """Partial resync accepted: the stream resumes at ``offset``; ``replid`` may be new."""
+
+    __slots__ = ("replid", "offset")
+
+    def __init__(self, replid, offset):
+        self.replid, self.offset = replid, offset
+
+
+class RdbStart(Event):
+    """The snapshot begins; ``size`` in bytes, or None for the diskless EOF-mark form."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size):
+        self.size = size
+
+
+class RdbData(Event):
+    """A chunk of the snapshot, in order (the EOF mark is never included)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data):
+        self.data = data
+
+
+class RdbEnd(Event):
+    """All of the snapshot's bytes were delivered; the command stream follows."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size):
+        self.size = size
+
+
+class Commands(Event):
+    """Commands from the stream, in order: ``argvs[i]`` (a list of bytes) brings the
+    replica offset to ``offsets[i]``. PING and REPLCONF are consumed by the protocol
+    (they count toward the offset but are not listed)."""
+
+    __slots__ = ("argvs", "offsets")
+
+    def __init__(self, argvs, offsets):
+        self.argvs, self.offsets = argvs, offsets
+
+
+class Error(Event):
+    """The link is unusable (``error`` is a ReplicationError); reconnect."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error):
+        self.error = error
+
+
+def encode_command(*args):
+    """A RESP multibulk command from str/bytes/int arguments."""
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        if isinstance(a, str):
+            a = a.encode()
+        elif isinstance(a, int):
+            a = b"%d" % a
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+# Bytes of "$<len>\r\n" + "\r\n" around an argument, for the common lengths.
+_BULK_OVERHEAD = [len(b"$%d\r\n\r\n" % n) for n in range(10000)]
+_ARRAY_HEADER = [len(b"*%d\r\n" % n) for n in range(1000)]
+
+
+def multibulk_size(argv):
+    """Bytes of ``argv`` encoded as a canonical RESP array of bulk strings."""
+    n = len(argv)
+    size = _ARRAY_HEADER[n] if n < 1000 else len(b"*%d\r\n" % n)
+    for a in argv:
+        la = len(a)
+        size += la + (_BULK_OVERHEAD[la] if la < 10000 else len(b"$%d\r\n\r\n" % la))
+    return size
+
+
+_EOF_MARK_LEN = 40
+# Commands the protocol itself interprets (upper-cased argv[0]).
+_PING, _REPLCONF, _MULTI, _EXEC, _DISCARD = b"PING", b"REPLCONF", b"MULTI", b"EXEC", b"DISCARD"
+_SPECIAL = {_PING, _REPLCONF, _MULTI, _EXEC, _DISCARD}
+_SPECIAL_LENS = {len(name) for name in _SPECIAL}
+
+
+class ReplicaProtocol:
+    """One replication link, from the first PING to the end of the connection.
+
+    password/username: AUTH; listening_port: what ``REPLCONF listening-port`` announces
+    (the master lists it in ``INFO replication``; None: skip); ip_address: ``REPLCONF
+    ip-address``; replid/offset: the dataset we hold, to ask for a partial resync
+    (``PSYNC replid offset+1``); None/-1 asks for a full one.
+    """
+
+    def __init__(
+        self, password=None, username=None, listening_port=None, ip_address=None, replid=None, offset=-1
+    ):
+        self.password = password
+        self.username = username
+        self.listening_port = listening_port
+        self.ip_address = ip_address
+        self.replid = replid
+        self.offset = offset  # committed: outside any MULTI, as PSYNC/ACK use it
+        self.psync = True  # False after falling back to SYNC
+        self.replconf = False  # the master accepted REPLCONF capa (so knows ACK)
+        self.state = State.PING
+        self.rdb_size = None  # bulk form: payload size; None for the EOF form
+        self.rdb_received = 0
+        self._outbox = [encode_command("PING")]
+        self._buf = b""  # handshake / payload header bytes
+        self._pending_replies = 0
+        self._eof_mark = None
+        self._tail = b""  # EOF form: bytes that might be the start of the mark
+        self._reader = None
+        self._parsed = offset  # offset of the end of the last parsed command
+        self._stream_start = offset  # offset where the command stream began
+        self._reader_base = 0  # stream bytes hiredis has dropped from its buffer
+        self._reader_len = 0  # hiredis buffer length we expect
+        self._in_multi = False
+        self.error = None
+
+    # -- output ------------------------------------------------------------------
+
+    def data_to_send(self):
+        """Bytes to write to the master now (possibly empty)."""
+        if not self._outbox:
+            return b""
+        out = b"".join(self._outbox)
+        self._outbox.clear()
+        return out
+
+    def ack(self):
+        """``REPLCONF ACK <offset>``: send once a second while streaming. Returns b"" when
+        not due: before the stream, or to a master that does not know REPLCONF (one old
+        enough to need SYNC; a newer one refusing PSYNC still gets ACKs, and needs them
+        to start the stream after a diskless transfer)."""
+        if self.state != State.STREAM or not (self.psync or self.replconf):
+            return b""
+        return encode_command("REPLCONF", "ACK", self.offset)
+
+    @property
+    def streaming(self):
+        return self.state == State.STREAM
+
+    # -- input -------------------------------------------------------------------
+
+    def receive_data(self, data):
+        """Feed bytes from the master; returns the events they complete."""
+        events = []
+        if not data or self.state == State.CLOSED:
+            return events
+        try:
+            if self.state == State.STREAM:
+                self._stream(data, events)
+            elif self.state == State.RDB:
+                self._rdb(data, events)
+            else:
+                self._buf += data
+                self._handshake(events)
+        except ReplicationError as e:
+            self.state = State.CLOSED
+            self.error = e
+            events.append(Error(e))
+        return events
+
+    def _fail(self, message, retry_later=False):
+        raise ReplicationError(message, retry_later)
+
+    def _line(self):
+        # Handshake replies are single status lines and the payload follows them raw,
+        # so they are split here: a RESP parser would swallow the snapshot's bytes.
+        i = self._buf.find(b"\r\n")
+        if i < 0:
+            if len(self._buf) > 65536:
+                self._fail(
+                    f"no line end in {len(self._buf)} bytes during the handshake: "
+                    f"not a Redis master? ({self._buf[:60]!r})"
+                )
+            return None
+        line, self._buf = self._buf[:i], self._buf[i + 2 :]
+        return line
+
+    def _send(self, *args):
+        self._outbox.append(encode_command(*args))
+
+    def _handshake(self, events):
+        while self.state not in (State.RDB, State.STREAM, State.CLOSED):
+            if self.state in (State.PSYNC, State.WAIT_PAYLOAD):
+                # newline keepalives while the master prepares the snapshot
+                self._buf = self._buf.lstrip(b"\n")
+            line = self._line()
+            if line is None:
+                return
+            text = line.decode("utf-8", "replace")
+            if not line:
+                self._fail("empty line from the master during the handshake")
+            getattr(self, "_on_" + self.state)(line, text, events)
+        if self.state == State.RDB and self._buf:
+            data, self._buf = self._buf, b""
+            self._rdb(data, events)
+        elif self.state == State.STREAM and self._buf:
+            data, self._buf = self._buf, b""
+            self._stream(data, events)
+
+    def _on_ping(self, line, text, events):
+        # -NOAUTH / -NOPERM / -ERR operation not permitted: the master wants AUTH first.
+        if line[:1] == b"-" and not (
+            line.startswith((b"-NOAUTH", b"-NOPERM")) or b"operation not permitted" in line
+        ):
+            self._fail(f"master answered PING with {text}")
+        if line[:1] not in (b"+", b"-"):
+            self._fail(f"not a Redis master: {text[:80]!r} in reply to PING")
+        if self.password is not None:
+            self.state = State.AUTH
+            if self.username:
+                self._send("AUTH", self.username, self.password)
+            else:
+                self._send("AUTH", self.password)
+        else:
+            self._after_auth()
+
+    def _on_auth(self, line, text, events):
+        if line[:1] != b"+":
+            self._fail(f"AUTH failed: {text}")
+        self._after_auth()
+
+    def _after_auth(self):
+        if self.listening_port is not None:
+            self.state = State.PORT
+            self._send("REPLCONF", "listening-port", self.listening_port)
+            self._pending_replies = 1
+            if self.ip_address:
+                self._send("REPLCONF", "ip-address", self.ip_address)
+                self._pending_replies = 2
+        else:
+            self._send_capa()
+
+    def _on_port(self, line, text, events):
+        # errors ignored, as Redis does: masters before 2.8 do not know REPLCONF
+        self._pending_replies -= 1
+        if self._pending_replies <= 0:
+            self._send_capa()
+
+    def _send_capa(self):
+        self.state = State.CAPA
+        self._send("REPLCONF", "capa", "eof", "capa", "psync2")
+
+    def _on_capa(self, line, text, events):
+        self.replconf = line[:1] == b"+"
+        self.state = State.PSYNC
+        if self.replid and self.offset is not None and self.offset >= 0:
+            self._send("PSYNC", self.replid, self.offset + 1)
+        else:
+            self._send("PSYNC", "?", -1)
+
+    def _on_psync(self, line, text, events):
+        if line.startswith(b"+FULLRESYNC"):
+            parts = text.split()
+            if len(parts) != 3 or not parts[2].lstrip("-").isdigit():
+                self._fail(f"bad reply to PSYNC: {text!r}")
+            self.replid, self.offset = parts[1], int(parts[2])
+            self.state = State.WAIT_PAYLOAD
+            events.append(FullResync(self.replid, self.offset))
+        elif line.startswith(b"+CONTINUE"):
+            parts = text.split()
+            if len(parts) > 1:
+                self.replid = parts[1]
+            self._start_stream()
+            events.append(Continue(self.replid, self.offset))
+        elif line.startswith((b"-NOMASTERLINK", b"-LOADING")):
+            self._fail(f"master cannot sync now, retry later: {text}", retry_later=True)
+        elif line[:1] == b"-":
+            # a master before 2.8: no PSYNC, so SYNC, with no replid and no offsets
+            self.psync = False
+            self.replid, self.offset = None, 0
+            self.state = State.WAIT_PAYLOAD
+            self._send("SYNC")
+            events.append(FullResync(None, None))
+        else:
+            self._fail(f"unexpected reply to PSYNC: {text!r}")
+
+    def _on_wait_payload(self, line, text, events):
+        if line[:1] != b"$":
+            if line[:1] == b"-":
+                self._fail(f"master could not send the snapshot: {text}")
+            self._fail(f"expected the snapshot's $<length>, got {text[:80]!r}")
+        if line.startswith(b"$EOF:"):
+            mark = line[5:]
+            if len(mark) != _EOF_MARK_LEN:
+                self._fail(f"bad diskless EOF mark {text!r}")
+            self._eof_mark = mark
+            self.rdb_size = None
+        else:
+            size = line[1:]
+            if not size.isdigit():
+                self._fail(f"bad snapshot length {text!r}")
+            self.rdb_size = int(size)
+        self.rdb_received = 0
+        self.state = State.RDB
+        events.append(RdbStart(self.rdb_size))
+        if self.rdb_size == 0:
+            self._end_rdb(events)
+
+    def _rdb(self, data, events):
+        if self._eof_mark is None:
+            need = self.rdb_size - self.rdb_received
+            if len(data) < need:
+                self.rdb_received += len(data)
+                events.append(RdbData(data))
+                return
+            if need:
+                events.append(RdbData(data[:need]))
+            self.rdb_received += need
+            rest = data[need:]
+            self._end_rdb(events)
+        else:
+            if self._tail:
+                data = self._tail + data
+            i = data.find(self._eof_mark)
+            if i < 0:
+                keep = _EOF_MARK_LEN - 1
+                if len(data) > keep:
+                    events.append(RdbData(data[:-keep]))
+                    self.rdb_received += len(data) - keep
+                    self._tail = data[-keep:]
+                else:
+                    self._tail = data
+                return
+            if i:
+                events.append(RdbData(data[:i]))
+                self.rdb_received += i
+            self._tail = b""
+            rest = data[i + _EOF_MARK_LEN :]
+            self._end_rdb(events)
+        if rest:
+            self._stream(rest, events)
+
+    def _end_rdb(self, events):
+        events.append(RdbEnd(self.rdb_received))
+        self._start_stream()
+        if self.psync or self.replconf:
+            # an ACK at once, as Redis replicas do: after a diskless transfer the master
+            # holds the stream back until the replica's first ACK
+            self._send("REPLCONF", "ACK", self.offset)
+
+    def _start_stream(self):
+        self.state = State.STREAM
+        self._reader = hiredis.Reader()
+        self._parsed = self._stream_start = self.offset
+        self._reader_base = self._reader_len = 0
+        self._in_multi = False
+
+    def _stream(self, data, events):
+        reader = self._reader
+        reader.feed(data)
+        self._reader_len += len(data)
+        gets = reader.gets
+        argvs, offsets = [], []
+        off = self._parsed  # replica offset of the end of the last parsed command
+        in_multi = self._in_multi
+        try:
+            while True:
+                argv = gets()
+                if argv is False:
+                    break
+                if type(argv) is not list or not argv:
+                    self._fail(
+                        f"unexpected {argv!r} in the replication stream at offset {off}: not a command"
+                    )
+                before = off
+                try:
+                    off += multibulk_size(argv)
+                except TypeError:  # an integer or nested array: not what a master sends
+                    self._fail(
+                        f"unexpected {argv!r} in the replication stream at offset {off}: not a command"
+                    )
+                # hiredis drops consumed bytes in steps; each step must match our count
+                n = reader.len()
+                if n != self._reader_len:
+                    self._reader_base += self._reader_len - n
+                    self._reader_len = n
+                    if self._stream_start + self._reader_base != off:
+                        self._fail(
+                            f"replication offset out of step: computed {off}, the parser "
+                            f"consumed up to {self._stream_start + self._reader_base} "
+                            f"(a non-canonical encoding?)"
+                        )
+                name = argv[0]
+                if len(name) in _SPECIAL_LENS and name.upper() in _SPECIAL:
+                    name = name.upper()
+                    if name == _REPLCONF:
+                        if len(argv) > 1 and argv[1].upper() == b"GETACK":
+                            # like Redis: the ACK does not count the GETACK itself
+                            self._send("REPLCONF", "ACK", self.offset if in_multi else before)
+                        if not in_multi:
+                            self.offset = off
+                        continue
+                    if name == _PING:
+                        if not in_multi:
+                            self.offset = off
+                        continue
+                    if name == _MULTI:
+                        in_multi = True
+                    elif name == _EXEC or name == _DISCARD:
+                        in_multi = False
+                argvs.append(argv)
+                offsets.append(off)
+                if not in_multi:
+                    self.offset = off
+        except hiredis.ProtocolError as e:
+            self._fail(f"the replication stream is not RESP after offset {off}: {e}")
+        finally:
+            self._parsed = off
+            self._in_multi = in_multi
+            n = reader.len()
+            if n != self._reader_len:  # dropped after an incomplete reply: keep count
+                self._reader_base += self._reader_len - n
+                self._reader_len = n
+            if argvs:
+                events.append(Commands(argvs, offsets))

@@ -1,0 +1,727 @@
+"""``Replica``: a local, always-readable copy of a Redis master, kept by replication.
+
+    rep = greenredis.Replica("redis://:secret@10.0.0.5:6379")
+    rep.start()                  # returns after the first full sync
+    rep.get(b"route:api")        # a dict lookup: no network, even while the master is down
+
+The replica connects like a Redis replica does (see ``greenredis.replication``), loads
+the master's RDB snapshot into a fresh ``Keyspace`` while it streams in, then applies
+the command stream. Reads are always served from the last *complete* dataset: a new
+full sync loads beside it and replaces it in one step once its checksum is verified,
+so readers never see an empty or half-loaded dataset. When the link drops, reads go
+on from the local copy (``status()["staleness"]`` says for how long it has not heard
+from the master) and it reconnects with backoff, asking for a partial resync
+(``PSYNC <replid> <offset+1>``) so a short outage costs no reload.
+
+Posing as a replica has side effects on the master, the same as adding a real one:
+
+- every full sync makes the master fork and write an RDB snapshot (memory and latency
+  on a big dataset); a corrupt snapshot or a command that cannot be applied here
+  costs another one;
+- its ``REPLCONF ACK``\\ s count toward ``WAIT`` and ``min-replicas-to-write``, so a
+  master configured to need N replicas counts this one;
+- it shows up in the master's ``INFO replication`` (``connected_slaves``, ``slaveN:``
+  with the port it announces), in ``ROLE`` and in ``CLIENT LIST TYPE replica``, and the
+  master keeps a replication buffer for it (``client-output-buffer-limit replica``);
+- Sentinel discovers it from that INFO and finds nothing listening on the announced
+  port, so it reports it as a replica that is down (and never promotes it).
+
+Like a Redis replica, it never expires keys itself: logically expired keys read as
+absent and only the master's DEL removes them. Before the first full sync completes
+there is no dataset and reads find nothing (``start()`` blocks until there is one).
+During a full resync the old and the new dataset are both in memory.
+"""
+
+import copy
+import logging
+import re
+import time
+from collections import deque
+
+import gevent
+import gevent.event
+import gevent.lock
+import gevent.queue
+from gevent import socket
+
+from greenredis.backoff import delay as backoff_delay
+from greenredis.errors import ConnectionError, TimeoutError
+from greenredis.replication.applier import Applier, ApplyError
+from greenredis.replication.keyspace import Keyspace, Stream, ZSet, type_name
+from greenredis.replication.protocol import (
+    Commands,
+    Continue,
+    Error,
+    FullResync,
+    RdbData,
+    RdbEnd,
+    RdbStart,
+    ReplicaProtocol,
+    ReplicationError,
+)
+from greenredis.replication.rdb.parser import RDBError, RDBParser
+from greenredis.url import parse_url
+
+__all__ = ["Replica"]
+
+log = logging.getLogger("greenredis.replica")
+
+CONNECTING, LOADING, STREAMING, DOWN, STOPPED = ("connecting", "loading", "streaming", "down", "stopped")
+
+
+def _key(key):
+    return key.encode() if isinstance(key, str) else key
+
+
+def _now_ms():
+    return int(time.time() * 1000)
+
+
+def _copy(value, field_exp=None, now=None):
+    """A copy a caller may keep or change: the live objects change under replication."""
+    t = type(value)
+    if t is bytes:
+        return value
+    if t is deque:
+        return list(value)
+    if t is dict:
+        if field_exp:
+            return {f: v for f, v in value.items() if (e := field_exp.get(f)) is None or e >= now}
+        return dict(value)
+    if t is set:
+        return set(value)
+    if t is ZSet:
+        return ZSet(value)
+    if t is Stream:
+        return value.copy()
+    return copy.deepcopy(value)
+
+
+_GLOB_CACHE = {}
+
+
+def glob_regex(pattern):
+    """A compiled regex matching keys as Redis's KEYS/SCAN glob does
+    (``*``, ``?``, ``[abc]``, ``[^a-z]``, backslash escapes), on bytes."""
+    rx = _GLOB_CACHE.get(pattern)
+    if rx is not None:
+        return rx
+    out, i, n = [], 0, len(pattern)
+    while i < n:
+        c = pattern[i : i + 1]
+        i += 1
+        if c == b"*":
+            out.append(b".*")
+        elif c == b"?":
+            out.append(b".")
+        elif c == b"\\" and i < n:
+            out.append(re.escape(pattern[i : i + 1]))
+            i += 1
+        elif c == b"[":
+            j, parts = i, []
+            negate = pattern[j : j + 1] == b"^"
+            if negate:
+                j += 1
+            while j < n and pattern[j : j + 1] != b"]":
+                if pattern[j : j + 1] == b"\\" and j + 1 < n:
+                    parts.append(re.escape(pattern[j + 1 : j + 2]))
+                    j += 2
+                elif pattern[j + 1 : j + 2] == b"-" and j + 2 < n and pattern[j + 2 : j + 3] != b"]":
+                    lo, hi = sorted((pattern[j : j + 1], pattern[j + 2 : j + 3]))
+                    parts.append(re.escape(lo) + b"-" + re.escape(hi))
+                    j += 3
+                else:
+                    parts.append(re.escape(pattern[j : j + 1]))
+                    j += 1
+            # Redis treats a missing "]" as if the class ended at the pattern's end
+            i = j + 1
+            body = b"".join(parts)
+            out.append((b"[^" + body + b"]") if negate else (b"[" + body + b"]") if body else b"(?!)")
+        else:
+            out.append(re.escape(c))
+    rx = re.compile(b"".join(out), re.DOTALL)
+    if len(_GLOB_CACHE) > 256:
+        _GLOB_CACHE.clear()
+    _GLOB_CACHE[pattern] = rx
+    return rx
+
+
+class Replica:
+    """A replica of the Redis master at ``url`` (``redis://``, ``rediss://``, ``unix://``;
+    ``redis://user:password@host:port`` for an ACL user).
+
+    callback(event, info): called from a greenlet of its own, behind a bounded queue
+    (``queue_size``; when full, events are dropped and counted in ``status()`` rather
+    than slowing replication down). A callback that raises is logged and ignored.
+    Events and their ``info`` dicts:
+
+    ``"load_start"``   replid, offset, size (RDB bytes; None for a diskless transfer)
+    ``"key"``          db, key, value, expire_ms: each key of a full sync as it loads
+                       (the value is the live object: copy it to keep it)
+    ``"load_done"``    replid, offset, keys, bytes, seconds
+    ``"command"``      argv, offset, touched ([(db, key), ...]): each applied command
+    ``"apply_error"``  argv, error: a command that could not be applied (full resync follows)
+    ``"error"``        error: what ended a link or refused a snapshot
+    ``"link_up"``      replid, offset, partial (True after +CONTINUE)
+    ``"link_down"``    error
+
+    listening_port: the port announced with ``REPLCONF listening-port`` (default: this
+    connection's local port, so each replica is told apart in the master's INFO);
+    repl_timeout: seconds without a byte from the master before the link counts as
+    dead (the master pings every 10 s; default 60, Redis's ``repl-timeout``);
+    backoff: (first, max) reconnect delays in seconds.
+    """
+
+    def __init__(
+        self,
+        url=None,
+        callback=None,
+        *,
+        listening_port=None,
+        ip_address=None,
+        queue_size=10000,
+        ack_interval=1.0,
+        repl_timeout=60.0,
+        backoff=(0.1, 5.0),
+        chunk_size=256 * 1024,
+    ):
+        self.params = parse_url(url)
+        self.callback = callback
+        self.listening_port = listening_port
+        self.ip_address = ip_address
+        self.ack_interval = ack_interval
+        self.repl_timeout = repl_timeout
+        self.backoff = backoff
+        self.chunk_size = chunk_size
+        self._ks = None  # the complete dataset readers see
+        self._applier = None
+        self._replid = None  # of the dataset in _ks
+        self._offset = -1
+        self._force_full = False
+        self._proto = None
+        self._sock = None
+        self._send_lock = gevent.lock.Semaphore()
+        self._loaded = gevent.event.Event()
+        self._stopping = gevent.event.Event()
+        self._greenlets = []
+        self._queue = gevent.queue.Queue(queue_size) if callback else None
+        self._stopped = False
+        self._state = STOPPED
+        self._link_up = False
+        self._link_since = time.time()
+        self._last_heard = None
+        self._load = None  # the full sync in progress: dict
+        self._streamed = False  # this session reached streaming (resets backoff)
+        self._stats = {
+            "bytes_loaded": 0,
+            "keys_loaded": 0,
+            "rdb_size": None,
+            "last_full_sync": None,
+            "last_full_sync_seconds": None,
+            "full_syncs": 0,
+            "last_partial_resync": None,
+            "partial_resyncs": 0,
+            "last_error": None,
+            "last_error_time": None,
+            "commands_applied": 0,
+            "callbacks_dropped": 0,
+            "connects": 0,
+        }
+
+    @property
+    def master(self):
+        p = self.params
+        return p.unix_socket_path or f"{p.host}:{p.port}"
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self, block=True, timeout=60):
+        """Connect and replicate in the background. With ``block``, return once the first
+        full sync is loaded, or raise ``greenredis.TimeoutError`` after ``timeout``
+        seconds (the replica keeps trying; ``stop()`` it to give up)."""
+        if not self._greenlets:
+            self._stopped = False
+            self._stopping.clear()
+            self._state = CONNECTING
+            self._greenlets.append(gevent.spawn(self._run))
+            if self._queue is not None:
+                self._greenlets.append(gevent.spawn(self._callback_worker))
+        if block:
+            gevent.wait([self._loaded, self._stopping], timeout=timeout, count=1)
+            if self._stopped and not self._loaded.is_set():
+                raise ConnectionError(f"replica of {self.master} stopped before its first full sync")
+            if not self._loaded.is_set():
+                raise TimeoutError(
+                    f"no full sync from {self.master} within {timeout}s"
+                    f" (last error: {self._stats['last_error'] or 'none'})"
+                )
+        return self
+
+    def wait_loaded(self, timeout=None):
+        """Wait for a first complete dataset; True once there is one."""
+        return self._loaded.wait(timeout)
+
+    def stop(self):
+        """Close the link and stop replicating; the local copy stays readable.
+        Callable from a callback too."""
+        self._stopped = True
+        self._stopping.set()
+        greenlets, self._greenlets = self._greenlets, []
+        me = gevent.getcurrent()  # a callback calling stop() runs in the callback worker
+        gevent.killall([g for g in greenlets if g is not me])
+        self._close_socket()
+        if self._link_up:
+            self._set_link(False, "stopped")
+        self._state = STOPPED
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # -- reads: no network, from the last complete dataset -------------------------------
+
+    def _lookup(self, key, db):
+        ks = self._ks
+        if ks is None:
+            return None, None, None
+        d = ks.dbs.get(db)
+        if d is None:
+            return None, None, None
+        key = _key(key)
+        value = d.data.get(key)
+        if value is None:
+            return None, None, None
+        exp = d.expires.get(key)
+        now = _now_ms()
+        if exp is not None and exp < now:
+            return None, None, None
+        return value, exp, d
+
+    def get(self, key, db=0):
+        """The key's value as a Python object (a copy), or None when absent or expired:
+        bytes | list | set | dict | ZSet | Stream."""
+        value, _, d = self._lookup(key, db)
+        if value is None:
+            return None
+        fe = d.field_expires.get(_key(key)) if d.field_expires else None
+        if fe:
+            out = _copy(value, fe, _now_ms())
+            return out or None
+        return _copy(value)
+
+    def exists(self, key, db=0):
+        return self._lookup(key, db)[0] is not None
+
+    def type(self, key, db=0):
+        """Redis's TYPE: "string", "list", "set", "hash", "zset", "stream" or "none"."""
+        return type_name(self._lookup(key, db)[0])
+
+    def pttl(self, key, db=0):
+        """Milliseconds to live: -1 without expiry, -2 when there is no such key."""
+        value, exp, _ = self._lookup(key, db)
+        if value is None:
+            return -2
+        if exp is None:
+            return -1
+        return max(exp - _now_ms(), 0)
+
+    def ttl(self, key, db=0):
+        """Seconds to live, rounded as Redis's TTL does: -1 no expiry, -2 no key."""
+        ms = self.pttl(key, db)
+        return ms if ms < 0 else (ms + 500) // 1000
+
+    def keys(self, pattern="*", db=0):
+        """Keys matching a Redis glob pattern, leaving out logically expired ones."""
+        ks = self._ks
+        d = ks.dbs.get(db) if ks is not None else None
+        if d is None:
+            return []
+        pattern = _key(pattern)
+        now = _now_ms()
+        expires = d.expires
+        keys = list(d.data) if pattern == b"*" else [k for k in d.data if glob_regex(pattern).fullmatch(k)]
+        if expires:
+            keys = [k for k in keys if (e := expires.get(k)) is None or e >= now]
+        return keys
+
+    def dbsize(self, db=0):
+        """Keys in ``db``, like Redis's DBSIZE (logically expired ones included)."""
+        ks = self._ks
+        d = ks.dbs.get(db) if ks is not None else None
+        return len(d.data) if d is not None else 0
+
+    @property
+    def keyspace(self):
+        """The live dataset (read-only by convention), or None before the first load."""
+        return self._ks
+
+    @property
+    def loaded(self):
+        return self._loaded.is_set()
+
+    def status(self):
+        """Where replication stands, as a dict:
+
+        ``state`` connecting | loading | streaming | down | stopped; ``link`` "up" /
+        "down", ``link_since`` (unix time) and ``link_seconds``; ``master``; ``replid``
+        and ``offset`` of the dataset being served; ``keys`` in it; ``loaded`` (a first
+        dataset exists); ``staleness``: seconds since the master was last heard from
+        (None before that; it pings every 10 s while idle); ``last_heard``;
+        ``bytes_loaded``, ``keys_loaded``, ``keys_expected`` (the dbs' RESIZEDB hints seen so
+        far, or None), ``rdb_size`` (None when diskless) and
+        ``load_seconds`` of the load in progress, else of the last one;
+        ``last_full_sync`` (unix time), ``last_full_sync_seconds``, ``full_syncs``;
+        ``last_partial_resync``, ``partial_resyncs``; ``last_error`` and
+        ``last_error_time``; ``commands_applied``; ``callbacks_dropped``; ``connects``.
+        """
+        now = time.time()
+        load = self._load
+        st = dict(self._stats)
+        st.update(
+            {
+                "state": self._state,
+                "master": self.master,
+                "link": "up" if self._link_up else "down",
+                "link_since": self._link_since,
+                "link_seconds": now - self._link_since,
+                "replid": self._replid,
+                "offset": self._offset,
+                "keys": self._ks.key_count() if self._ks is not None else 0,
+                "loaded": self._loaded.is_set(),
+                "staleness": None if self._last_heard is None else now - self._last_heard,
+                "last_heard": self._last_heard,
+            }
+        )
+        if load is not None:
+            parser = load["parser"]
+            st["bytes_loaded"] = load["bytes"]
+            st["keys_loaded"] = parser.keys_loaded if parser is not None else 0
+            # RESIZEDB's size hints: what a diskless load (no byte size) can show progress by
+            st["keys_expected"] = (
+                sum(k for k, _ in parser.resize_hints.values()) if parser is not None else 0
+            ) or None
+            st["rdb_size"] = load["size"]
+            st["load_seconds"] = now - load["started"]
+        return st
+
+    # -- the link --------------------------------------------------------------------------
+
+    def _emit(self, event, info):
+        q = self._queue
+        if q is None:
+            return
+        try:
+            q.put_nowait((event, info))
+        except gevent.queue.Full:
+            self._stats["callbacks_dropped"] += 1
+
+    def _callback_worker(self):
+        q = self._queue
+        while not self._stopped:
+            event, info = q.get()
+            try:
+                self.callback(event, info)
+            except Exception:
+                log.exception("replica callback failed on %s event; ignored", event)
+
+    def _set_link(self, up, error=None, partial=False):
+        self._link_up = up
+        self._link_since = time.time()
+        if up:
+            self._emit("link_up", {"replid": self._replid, "offset": self._offset, "partial": partial})
+        else:
+            self._emit("link_down", {"error": error})
+
+    def _error(self, message, level=logging.WARNING):
+        self._stats["last_error"] = message
+        self._stats["last_error_time"] = time.time()
+        log.log(level, "replica of %s: %s", self.master, message)
+        self._emit("error", {"error": message})
+
+    def _run(self):
+        failures = 0
+        while not self._stopped:
+            self._streamed = False
+            try:
+                self._session()
+            except gevent.GreenletExit:
+                raise
+            except Exception as e:
+                level = logging.ERROR if _is_data_error(e) else logging.WARNING
+                self._error(_describe(e), level)
+            finally:
+                self._close_socket()
+                self._load = None
+                if self._link_up:
+                    self._set_link(False, self._stats["last_error"])
+            if self._stopped:
+                break
+            self._state = DOWN
+            # A session that ended in a command we cannot apply is no success: each retry is
+            # a full sync (a fork on the master), so back off, up to a minute.
+            failures = 0 if self._streamed and not self._force_full else failures + 1
+            first, most = self.backoff
+            if self._force_full:
+                most = max(most, 60.0)
+            gevent.sleep(backoff_delay(max(failures, 1), first, most))
+
+    def _connect(self):
+        p = self.params
+        if p.unix_socket_path:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(p.connect_timeout)
+            sock.connect(p.unix_socket_path)
+        else:
+            sock = socket.create_connection((p.host, p.port), timeout=p.connect_timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if p.ssl:
+            from gevent import ssl  # its SSLContext makes cooperative sockets
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = bool(getattr(p, "ssl_check_hostname", False))
+            if p.ssl_ca_certs:
+                ctx.load_verify_locations(cafile=p.ssl_ca_certs)
+            elif ctx.check_hostname:
+                ctx.load_default_certs()
+            else:
+                ctx.verify_mode = ssl.CERT_NONE
+            sock = ctx.wrap_socket(sock, server_hostname=p.host)
+        sock.settimeout(self.repl_timeout)
+        return sock
+
+    def _close_socket(self):
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def _send(self, data):
+        if data and self._sock is not None:
+            with self._send_lock:
+                self._sock.sendall(data)
+
+    def _ack_now(self, proto):
+        if proto is self._proto and proto.streaming:
+            try:
+                self._send(proto.ack())
+            except OSError:
+                pass  # the session's own reads will notice
+
+    def _acker(self, proto):
+        while True:
+            gevent.sleep(self.ack_interval)
+            self._ack_now(proto)
+
+    def _session(self):
+        self._state = CONNECTING
+        self._sock = sock = self._connect()
+        self._stats["connects"] += 1
+        port = self.listening_port
+        if port is None:
+            port = sock.getsockname()[1] if not self.params.unix_socket_path else 0
+        full = self._force_full or self._replid is None
+        p = self.params
+        proto = self._proto = ReplicaProtocol(
+            password=p.password,
+            username=p.username,
+            listening_port=port,
+            ip_address=self.ip_address,
+            replid=None if full else self._replid,
+            offset=-1 if full else self._offset,
+        )
+        self._send(proto.data_to_send())
+        acker = gevent.spawn(self._acker, proto)
+        try:
+            self._receive(sock, proto)
+        finally:
+            acker.kill(block=False)
+
+    def _receive(self, sock, proto):
+        recv = sock.recv
+        while True:
+            # big reads for a snapshot; smaller ones while streaming, so that readers
+            # get a turn at least every few milliseconds under a heavy write load
+            data = recv(65536 if proto.streaming else self.chunk_size)
+            if not data:
+                raise ConnectionResetError("the master closed the connection")
+            self._last_heard = time.time()
+            for event in proto.receive_data(data):
+                if type(event) is Commands:
+                    self._apply(event)
+                elif type(event) is RdbData:
+                    self._load_chunk(event.data)
+                else:
+                    self._handle(event, proto)
+            if proto.streaming:  # every event of the chunk is handled: PINGs count too
+                self._offset = proto.offset
+            out = proto.data_to_send()
+            if out:
+                self._send(out)
+            gevent.sleep(0)  # let readers in between chunks, during a long load too
+
+    def _handle(self, event, proto):
+        t = type(event)
+        if t is FullResync:
+            self._state = LOADING
+        elif t is RdbStart:
+            self._start_load(event, proto)
+        elif t is RdbEnd:
+            self._finish_load(event, proto)
+        elif t is Continue:
+            # the same dataset goes on; a fresh applier drops any MULTI left half-read
+            self._replid = event.replid
+            self._offset = event.offset
+            self._applier = self._new_applier(self._ks, self._applier)
+            self._stats["last_partial_resync"] = time.time()
+            self._stats["partial_resyncs"] += 1
+            self._went_live("partial")
+        elif t is Error:
+            raise event.error
+
+    def _went_live(self, how):
+        self._state = STREAMING
+        self._streamed = True
+        self._force_full = False
+        log.info("replica of %s: streaming at offset %s (%s)", self.master, self._offset, how)
+        self._set_link(True, partial=how == "partial")
+
+    @staticmethod
+    def _new_applier(ks, old=None):
+        applier = Applier(ks)
+        if old is not None:
+            applier.select(old.db)  # the master's stream relies on its last SELECT
+        return applier
+
+    def _start_load(self, event, proto):
+        on_key = self._on_key if self.callback else None
+        on_module = self._on_module
+        self._load = {
+            "parser": RDBParser(keyspace=Keyspace(), on_key=on_key, on_module=on_module),
+            "bytes": 0,
+            "size": event.size,
+            "started": time.time(),
+        }
+        self._stats["rdb_size"] = event.size
+        self._emit("load_start", {"replid": proto.replid, "offset": proto.offset, "size": event.size})
+        log.info(
+            "replica of %s: full sync, loading %s",
+            self.master,
+            f"{event.size} bytes" if event.size is not None else "a diskless snapshot",
+        )
+
+    def _on_key(self, db, key, value, expire_ms):
+        self._emit("key", {"db": db, "key": key, "value": value, "expire_ms": expire_ms})
+
+    def _on_module(self, db, key, module_name):
+        log.warning(
+            "replica of %s: skipped a value of module %s (key %r, db %s)", self.master, module_name, key, db
+        )
+
+    def _load_chunk(self, data):
+        load = self._load
+        load["parser"].feed(data)
+        load["bytes"] += len(data)
+
+    def _finish_load(self, event, proto):
+        load = self._load
+        parser = load["parser"]
+        ks = parser.finish()  # raises unless complete and its CRC checked
+        if parser.trailing:
+            raise _DataError(f"{len(parser.trailing)} bytes after the end of the RDB payload")
+        seconds = time.time() - load["started"]
+        # the one-step swap: readers go from the old complete dataset to the new one
+        self._ks = ks
+        self._applier = self._new_applier(ks)
+        self._replid, self._offset = proto.replid, proto.offset
+        self._load = None
+        st = self._stats
+        st.update(
+            bytes_loaded=load["bytes"],
+            keys_loaded=parser.keys_loaded,
+            last_full_sync=time.time(),
+            last_full_sync_seconds=seconds,
+        )
+        st["full_syncs"] += 1
+        log.info(
+            "replica of %s: loaded %d keys (%d bytes) in %.2fs",
+            self.master,
+            parser.keys_loaded,
+            load["bytes"],
+            seconds,
+        )
+        self._emit(
+            "load_done",
+            {
+                "replid": self._replid,
+                "offset": self._offset,
+                "keys": ks.key_count(),
+                "bytes": load["bytes"],
+                "seconds": seconds,
+            },
+        )
+        self._loaded.set()
+        self._went_live("full")
+        # A master starts the stream after a diskless sync on the first ACK it gets once
+        # it has reaped its RDB child; the one sent at the end of the payload can come
+        # too early, and the next regular one is a second away.
+        for delay in (0.1, 0.3):
+            gevent.spawn_later(delay, self._ack_now, proto)
+
+    def _apply(self, event):
+        apply = self._applier.apply
+        argvs = event.argvs
+        done = 0
+        try:
+            if self._queue is None:
+                for argv in argvs:
+                    apply(argv)
+                    done += 1
+            else:
+                emit, offsets = self._emit, event.offsets
+                for argv in argvs:
+                    touched = apply(argv)
+                    emit("command", {"argv": argv, "offset": offsets[done], "touched": touched})
+                    done += 1
+        except Exception as e:
+            argv = argvs[done]
+            if not isinstance(e, ApplyError):
+                log.exception("replica of %s: applying %s failed", self.master, _show(argv))
+            self._emit("apply_error", {"argv": argv, "error": str(e)})
+            self._force_full = True
+            raise _DataError(
+                f"cannot apply {_show(argv)}: {e}; the local copy may have diverged, so a full resync follows"
+            ) from e
+        finally:
+            self._stats["commands_applied"] += done
+            if done:  # the offset follows what is applied, so a PSYNC never replays a command
+                self._offset = event.offsets[done - 1]
+
+
+class _DataError(Exception):
+    """Data we refuse (a bad snapshot, a command we cannot apply)."""
+
+
+def _is_data_error(e):
+    """Bad input (logged as an error) rather than a broken or refused connection."""
+    return isinstance(e, (_DataError, RDBError, ApplyError)) or (
+        isinstance(e, ReplicationError) and not e.retry_later
+    )
+
+
+def _describe(e):
+    if isinstance(e, socket.timeout):
+        return "no data from the master within repl_timeout"
+    if isinstance(e, RDBError):
+        return f"refused the snapshot: {e}"
+    if isinstance(e, (ReplicationError, _DataError)):
+        return str(e)
+    return f"{type(e).__name__}: {e}"
+
+
+def _show(argv, limit=6):
+    parts = [a[:40].decode("utf-8", "replace") for a in argv[:limit]]
+    return " ".join(parts) + (" ..." if len(argv) > limit else "")

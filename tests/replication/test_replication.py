@@ -1,0 +1,362 @@
+"""The replication protocol state machine, fed bytes directly (no sockets, no server)."""
+
+import random
+
+import pytest
+
+from greenredis.replication.protocol import (
+    Commands,
+    Continue,
+    Error,
+    FullResync,
+    RdbData,
+    RdbEnd,
+    RdbStart,
+    ReplicaProtocol,
+    State,
+    encode_command,
+    multibulk_size,
+)
+
+pytestmark = pytest.mark.unit  # pure: no server, no sockets
+
+REPLID = "8f1f7e9b3c1d4a6e8f1f7e9b3c1d4a6e8f1f7e9b"
+
+
+def cmd(*args):
+    return encode_command(*args)
+
+
+def handshake(proto, psync_reply=b"+FULLRESYNC " + REPLID.encode() + b" 100\r\n"):
+    """Drive a protocol through PING .. PSYNC; returns the events of the PSYNC reply."""
+    assert proto.data_to_send() == cmd("PING")
+    assert proto.receive_data(b"+PONG\r\n") == []
+    if proto.password is not None:
+        assert proto.data_to_send().startswith(b"*")
+        assert proto.receive_data(b"+OK\r\n") == []
+    if proto.listening_port is not None:
+        assert proto.data_to_send() == cmd("REPLCONF", "listening-port", proto.listening_port)
+        assert proto.receive_data(b"+OK\r\n") == []
+    assert proto.data_to_send() == cmd("REPLCONF", "capa", "eof", "capa", "psync2")
+    assert proto.receive_data(b"+OK\r\n") == []
+    assert proto.data_to_send().startswith(b"*3\r\n$5\r\nPSYNC\r\n")
+    return proto.receive_data(psync_reply)
+
+
+def collect(proto, data, chunk_sizes):
+    """Feed ``data`` in chunks of the given sizes (cycled); all events, RdbData joined."""
+    events, i, k = [], 0, 0
+    while i < len(data):
+        n = chunk_sizes[k % len(chunk_sizes)]
+        k += 1
+        events += proto.receive_data(data[i : i + n])
+        i += n
+    return events
+
+
+def rdb_bytes(events):
+    return b"".join(e.data for e in events if isinstance(e, RdbData))
+
+
+def commands(events):
+    argvs, offsets = [], []
+    for e in events:
+        if isinstance(e, Commands):
+            argvs += e.argvs
+            offsets += e.offsets
+    return argvs, offsets
+
+
+# -- handshake -------------------------------------------------------------------------
+
+
+def test_handshake_without_auth_asks_for_full_sync():
+    p = ReplicaProtocol()
+    assert p.data_to_send() == cmd("PING")
+    assert p.receive_data(b"+PONG\r\n") == []
+    assert p.data_to_send() == cmd("REPLCONF", "capa", "eof", "capa", "psync2")
+    assert p.receive_data(b"+OK\r\n") == []
+    assert p.data_to_send() == cmd("PSYNC", "?", "-1")
+    assert p.receive_data(b"+FULLRESYNC " + REPLID.encode() + b" 1234\r\n") == [FullResync(REPLID, 1234)]
+    assert (p.replid, p.offset, p.state) == (REPLID, 1234, State.WAIT_PAYLOAD)
+
+
+def test_handshake_with_password_user_and_port():
+    p = ReplicaProtocol(password="s3cret", username="repl", listening_port=7001, ip_address="10.0.0.9")
+    assert p.data_to_send() == cmd("PING")
+    p.receive_data(b"-NOAUTH Authentication required.\r\n")
+    assert p.data_to_send() == cmd("AUTH", "repl", "s3cret")
+    p.receive_data(b"+OK\r\n")
+    assert p.data_to_send() == (
+        cmd("REPLCONF", "listening-port", "7001") + cmd("REPLCONF", "ip-address", "10.0.0.9")
+    )
+    p.receive_data(b"+OK\r\n")
+    assert p.data_to_send() == b""  # waits for the second reply
+    p.receive_data(b"-ERR unknown option\r\n")  # ignored, as Redis does
+    assert p.data_to_send() == cmd("REPLCONF", "capa", "eof", "capa", "psync2")
+
+
+def test_password_only_auth_and_failure_is_an_error():
+    p = ReplicaProtocol(password="wrong")
+    p.data_to_send()
+    p.receive_data(b"+PONG\r\n")
+    assert p.data_to_send() == cmd("AUTH", "wrong")
+    (ev,) = p.receive_data(b"-WRONGPASS invalid username-password pair\r\n")
+    assert isinstance(ev, Error) and "AUTH failed" in str(ev.error)
+    assert "WRONGPASS" in str(ev.error)
+    assert p.state == State.CLOSED
+    assert p.receive_data(b"+OK\r\n") == []  # ignored once closed
+
+
+def test_ping_error_other_than_noauth_fails():
+    p = ReplicaProtocol()
+    (ev,) = p.receive_data(b"-ERR something broke\r\n")
+    assert isinstance(ev, Error) and "PING" in str(ev.error)
+
+
+def test_not_redis_at_all():
+    p = ReplicaProtocol()
+    (ev,) = p.receive_data(b"HTTP/1.1 400 Bad Request\r\n")
+    assert isinstance(ev, Error) and "not a Redis master" in str(ev.error)
+
+
+def test_partial_resync_request_and_continue():
+    p = ReplicaProtocol(replid=REPLID, offset=5000)
+    assert p.data_to_send() == cmd("PING")
+    p.receive_data(b"+PONG\r\n")
+    p.receive_data(b"+OK\r\n")
+    assert p.data_to_send() == cmd("REPLCONF", "capa", "eof", "capa", "psync2") + cmd("PSYNC", REPLID, "5001")
+    assert p.receive_data(b"+CONTINUE\r\n") == [Continue(REPLID, 5000)]
+    assert p.streaming and p.offset == 5000
+    events = p.receive_data(cmd("SET", "a", "1"))
+    assert commands(events) == ([[b"SET", b"a", b"1"]], [5000 + len(cmd("SET", "a", "1"))])
+
+
+def test_continue_with_new_replid():
+    new = "a" * 40
+    p = ReplicaProtocol(replid=REPLID, offset=10)
+    events = handshake(p, b"+CONTINUE " + new.encode() + b"\r\n" + cmd("DEL", "k"))
+    assert events[0] == Continue(new, 10)
+    assert p.replid == new
+    assert commands(events)[1] == [10 + len(cmd("DEL", "k"))]
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"-NOMASTERLINK Can't SYNC while not connected with my master",
+        b"-LOADING Redis is loading the dataset in memory",
+    ],
+)
+def test_try_later_replies(reply):
+    p = ReplicaProtocol()
+    (ev,) = handshake(p, reply + b"\r\n")
+    assert isinstance(ev, Error) and ev.error.retry_later
+
+
+def test_old_master_falls_back_to_sync():
+    p = ReplicaProtocol()
+    p.receive_data(b"+PONG\r\n")
+    p.receive_data(b"-ERR unknown command 'REPLCONF'\r\n")
+    (ev,) = p.receive_data(b"-ERR unknown command 'PSYNC'\r\n")
+    assert ev == FullResync(None, None)
+    assert p.data_to_send().endswith(cmd("PSYNC", "?", "-1") + cmd("SYNC"))
+    events = p.receive_data(b"\n\n$5\r\nREDIS" + cmd("SET", "x", "y"))
+    assert rdb_bytes(events) == b"REDIS"
+    assert commands(events)[0] == [[b"SET", b"x", b"y"]]
+    assert p.ack() == b""  # no REPLCONF ACK for a master without REPLCONF
+    assert b"ACK" not in p.data_to_send()
+
+
+def test_psync_refused_by_a_master_that_knows_replconf_still_acks():
+    p = ReplicaProtocol()
+    (ev,) = handshake(p, b"-NOPERM this user has no permissions to run the 'psync' command\r\n")
+    assert ev == FullResync(None, None) and p.data_to_send() == cmd("SYNC")
+    p.receive_data(b"$EOF:" + b"m" * 40 + b"\r\nREDIS" + b"m" * 40)
+    assert p.data_to_send() == cmd("REPLCONF", "ACK", 0)  # a diskless master waits for it
+    p.receive_data(cmd("SET", "a", "b"))
+    assert p.ack() == cmd("REPLCONF", "ACK", len(cmd("SET", "a", "b")))
+
+
+def test_keepalive_newlines_before_psync_reply_and_payload():
+    p = ReplicaProtocol()
+    events = handshake(p, b"\n\n+FULLRESYNC " + REPLID.encode() + b" 7\r\n\n\n\n")
+    assert events == [FullResync(REPLID, 7)]
+    assert p.receive_data(b"\n") == []
+    events = p.receive_data(b"\n$3\r\nabc")
+    assert [type(e) for e in events] == [RdbStart, RdbData, RdbEnd]
+
+
+def test_bad_payload_header():
+    p = ReplicaProtocol()
+    handshake(p)
+    (ev,) = p.receive_data(b"+what\r\n")
+    assert isinstance(ev, Error) and "$<length>" in str(ev.error)
+
+
+# -- the snapshot ----------------------------------------------------------------------
+
+
+def payload(n, seed=1):
+    rnd = random.Random(seed)
+    return bytes(rnd.getrandbits(8) for _ in range(n))
+
+
+@pytest.mark.parametrize("chunks", [[1], [7], [39, 40, 41], [4096], [100000]])
+def test_bulk_payload_any_chunking(chunks):
+    rdb = payload(3000)
+    stream = cmd("SET", "k", "v") + cmd("PING") + cmd("INCR", "n")
+    p = ReplicaProtocol()
+    handshake(p)
+    events = collect(p, b"\n\n$3000\r\n" + rdb + stream, chunks)
+    assert events[0] == RdbStart(3000)
+    assert rdb_bytes(events) == rdb
+    assert [e for e in events if isinstance(e, RdbEnd)] == [RdbEnd(3000)]
+    argvs, offsets = commands(events)
+    assert argvs == [[b"SET", b"k", b"v"], [b"INCR", b"n"]]
+    assert offsets == [100 + len(cmd("SET", "k", "v")), 100 + len(stream)]
+    assert p.offset == 100 + len(stream)
+
+
+@pytest.mark.parametrize("chunks", [[1], [13], [39, 40, 41], [4096], [100000]])
+def test_diskless_eof_mark_any_chunking(chunks):
+    mark = b"0123456789abcdef0123456789abcdef01234567"
+    rdb = payload(5000, seed=2) + mark[:39]  # a near-miss of the mark inside the payload
+    stream = cmd("LPUSH", "l", "a", "b")
+    p = ReplicaProtocol()
+    handshake(p)
+    events = collect(p, b"$EOF:" + mark + b"\r\n" + rdb + mark + stream, chunks)
+    assert events[0] == RdbStart(None)
+    assert rdb_bytes(events) == rdb
+    assert [e for e in events if isinstance(e, RdbEnd)] == [RdbEnd(len(rdb))]
+    assert commands(events)[0] == [[b"LPUSH", b"l", b"a", b"b"]]
+    assert p.offset == 100 + len(stream)
+
+
+def test_bad_eof_mark_length():
+    p = ReplicaProtocol()
+    handshake(p)
+    (ev,) = p.receive_data(b"$EOF:short\r\n")
+    assert isinstance(ev, Error) and "EOF mark" in str(ev.error)
+
+
+def test_empty_bulk_payload():
+    p = ReplicaProtocol()
+    handshake(p)
+    events = p.receive_data(b"$0\r\n")
+    assert events == [RdbStart(0), RdbEnd(0)]
+    assert p.streaming
+
+
+# -- the command stream ----------------------------------------------------------------
+
+
+def streaming(offset=0):
+    p = ReplicaProtocol(replid=REPLID, offset=offset)
+    handshake(p, b"+CONTINUE\r\n")
+    return p
+
+
+def random_command(rnd):
+    kind = rnd.randrange(4)
+    if kind == 0:
+        return [b"SET", b"key:%d" % rnd.randrange(1000), b"x" * rnd.choice([0, 1, 9, 10, 99, 100, 20000])]
+    if kind == 1:
+        return [b"HSET", b"h"] + [b"f%d" % i for i in range(rnd.randrange(2, 30))]
+    if kind == 2:
+        return [b"SELECT", str(rnd.randrange(16)).encode()]
+    return [b"RPUSH", b"l"] + [bytes([rnd.randrange(256)]) * rnd.randrange(50) for _ in range(1200)]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_offsets_are_byte_exact_under_random_chunking(seed):
+    rnd = random.Random(seed)
+    argvs = [random_command(rnd) for _ in range(400)]
+    wire = b"".join(encode_command(*a) for a in argvs)
+    p = streaming(offset=1000)
+    events = []
+    i = 0
+    while i < len(wire):
+        n = rnd.choice([1, 2, 100, 1023, 1024, 1025, 5000, 70000])
+        events += p.receive_data(wire[i : i + n])
+        i += n
+    assert not any(isinstance(e, Error) for e in events)
+    got, offsets = commands(events)
+    assert got == argvs
+    expected, total = [], 1000
+    for a in argvs:
+        total += len(encode_command(*a))
+        expected.append(total)
+    assert offsets == expected
+    assert p.offset == 1000 + len(wire)
+
+
+def test_multibulk_size_matches_encoding():
+    for argv in ([b""], [b"a" * 9], [b"a" * 10], [b"b" * 99999], [b"x"] * 1500, [b"y"] * 10):
+        assert multibulk_size(argv) == len(encode_command(*argv))
+
+
+def test_ping_and_getack_count_but_are_not_listed():
+    p = streaming(offset=0)
+    set_cmd = cmd("SET", "a", "b")
+    getack = cmd("REPLCONF", "GETACK", "*")
+    events = p.receive_data(set_cmd + cmd("PING") + getack + cmd("DEL", "a"))
+    argvs, offsets = commands(events)
+    assert argvs == [[b"SET", b"a", b"b"], [b"DEL", b"a"]]
+    total = len(set_cmd) + len(cmd("PING")) + len(getack) + len(cmd("DEL", "a"))
+    assert offsets[-1] == total == p.offset
+    # the ACK answers with the offset before the GETACK itself, like Redis
+    assert p.data_to_send() == cmd("REPLCONF", "ACK", len(set_cmd) + len(cmd("PING")))
+    assert p.ack() == cmd("REPLCONF", "ACK", total)
+
+
+def test_offset_holds_inside_multi():
+    p = streaming(offset=50)
+    multi = cmd("MULTI") + cmd("INCR", "a") + cmd("INCR", "b")
+    p.receive_data(multi)
+    assert p.offset == 50  # a reconnect now resumes before the transaction
+    events = p.receive_data(cmd("EXEC"))
+    assert p.offset == 50 + len(multi) + len(cmd("EXEC"))
+    assert commands(events)[0] == [[b"EXEC"]]
+
+
+def test_not_resp_is_an_error_after_the_good_commands():
+    p = streaming(offset=0)
+    good = cmd("SET", "a", "1")
+    events = p.receive_data(good + b"*2\r\n$3\r\nGET\r\n$x\r\n")
+    assert isinstance(events[0], Commands) and events[0].argvs == [[b"SET", b"a", b"1"]]
+    assert isinstance(events[1], Error)
+    assert "not RESP" in str(events[1].error)
+    assert p.offset == len(good)
+
+
+def test_a_reply_that_is_not_a_command_is_an_error():
+    p = streaming(offset=0)
+    (ev,) = p.receive_data(b"+OK\r\n")
+    assert isinstance(ev, Error) and "not a command" in str(ev.error)
+
+
+def test_non_canonical_encoding_is_caught_not_miscounted():
+    # A simple string inside the array parses to the same argv but is 3 bytes shorter
+    # than we count; the parser's own bookkeeping exposes it once it drops the
+    # consumed bytes (every >= 1 KiB).
+    p = streaming(offset=0)
+    odd = b"*2\r\n+DEL\r\n$1\r\nk\r\n"
+    events = p.receive_data(odd * 200)
+    assert isinstance(events[-1], Error)
+    assert "out of step" in str(events[-1].error)
+
+
+def test_an_integer_argument_is_an_error():
+    p = streaming(offset=0)
+    (ev,) = p.receive_data(b"*2\r\n$3\r\nDEL\r\n:5\r\n")
+    assert isinstance(ev, Error) and "not a command" in str(ev.error)
+
+
+def test_ack_only_while_streaming():
+    p = ReplicaProtocol()
+    assert p.ack() == b""
+    handshake(p)
+    assert p.ack() == b""
+    p.receive_data(b"$0\r\n")
+    assert p.ack() == cmd("REPLCONF", "ACK", 100)
