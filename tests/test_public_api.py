@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.unit
+UNIT = pytest.mark.unit
 
 TOP_LEVEL = [
     "Redis", "Dedicated", "Subscription", "Monitor", "Message", "RedisServer", "Grid", "GridEvent",
@@ -28,6 +28,7 @@ MODULES = {
 }
 
 
+@UNIT
 def test_top_level_names():
     import greenredis
 
@@ -38,6 +39,7 @@ def test_top_level_names():
         greenredis.NoSuchThing  # noqa: B018
 
 
+@UNIT
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_module_paths(module):
     m = importlib.import_module(module)
@@ -45,6 +47,7 @@ def test_module_paths(module):
         assert hasattr(m, name), f"{module}.{name}"
 
 
+@UNIT
 def test_pure_parts_import_without_gevent_or_flask():
     code = (
         "import sys; import greenredis.replication.rdb, greenredis.replication.protocol, "
@@ -53,3 +56,10 @@ def test_pure_parts_import_without_gevent_or_flask():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_any_server_runs_redis_and_valkey(any_server):
+    import redis
+
+    info = redis.Redis(port=any_server.port).info("server")
+    assert ("valkey_version" in info) == ("valkey" in (any_server.binary or ""))
