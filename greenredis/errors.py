@@ -1,4 +1,11 @@
-"""The exceptions greenredis raises. Every one is a RedisError."""
+"""The exceptions greenredis raises. Every one is a RedisError.
+
+A Redis error reply becomes a ``ReplyError``, or the subclass its first word names
+(``reply_error`` picks it), so callers can tell a read-only replica from a missing
+permission without parsing messages.
+"""
+
+from __future__ import annotations
 
 
 class RedisError(Exception):
@@ -11,6 +18,12 @@ class ReplyError(RedisError):
     In a batch the error is returned in place of the reply instead of raised.
     """
 
+    @property
+    def prefix(self) -> str:
+        """The error code Redis put first: ``"ERR"``, ``"WRONGTYPE"``, ``"NOPERM"``, ..."""
+        message = str(self.args[0]) if self.args else ""
+        return message.split(" ", 1)[0]
+
 
 class ConnectionError(RedisError):
     """The connection could not be made, or broke with the command in flight."""
@@ -22,3 +35,69 @@ class TimeoutError(RedisError):
 
 class ProtocolError(RedisError):
     """The peer sent bytes that are not RESP; the connection is reset."""
+
+
+class AuthenticationError(ConnectionError):
+    """AUTH failed at connect (``WRONGPASS``, ``NOAUTH``): the connection is unusable."""
+
+
+class NoPermissionError(ReplyError):
+    """``-NOPERM``: the ACL user may not run this command or touch this key or channel."""
+
+
+class ReadOnlyError(ReplyError):
+    """``-READONLY``: a write reached a replica (after a failover, the old master)."""
+
+
+class BusyLoadingError(ReplyError):
+    """``-LOADING``: the server is loading its dataset; try again later."""
+
+
+class BusyError(ReplyError):
+    """``-BUSY``: a script or function is running too long."""
+
+
+class ExecAbortError(ReplyError):
+    """``-EXECABORT``: a transaction was discarded because a command in it was refused."""
+
+
+class ClusterRedirect(ReplyError):
+    """``-MOVED``/``-ASK``: the slot lives on another node (``slot``, ``host``, ``port``)."""
+
+    @property
+    def slot(self) -> int:
+        return int(str(self.args[0]).split()[1])
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, _, port = str(self.args[0]).split()[2].rpartition(":")
+        return host, int(port)
+
+
+class MovedError(ClusterRedirect):
+    """``-MOVED slot host:port``: the slot moved for good; update the slot map."""
+
+
+class AskError(ClusterRedirect):
+    """``-ASK slot host:port``: the slot is migrating; ask the target once."""
+
+
+class WatchError(RedisError):
+    """A transaction on ``dedicated()`` was aborted: a WATCHed key changed (EXEC gave nil)."""
+
+
+_BY_PREFIX: dict[str, type[ReplyError]] = {
+    "NOPERM": NoPermissionError,
+    "READONLY": ReadOnlyError,
+    "LOADING": BusyLoadingError,
+    "BUSY": BusyError,
+    "EXECABORT": ExecAbortError,
+    "MOVED": MovedError,
+    "ASK": AskError,
+}
+
+
+def reply_error(message: str) -> ReplyError:
+    """The ``ReplyError`` (or subclass, by the message's first word) for an error reply."""
+    cls = _BY_PREFIX.get(message.split(" ", 1)[0], ReplyError)
+    return cls(message)

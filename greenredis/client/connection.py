@@ -26,7 +26,7 @@ from gevent.hub import Waiter
 from gevent.socket import getaddrinfo, wait_read, wait_write
 from greenlet import getcurrent
 
-from greenredis.errors import ConnectionError, ProtocolError, ReplyError, TimeoutError
+from greenredis.errors import ConnectionError, ProtocolError, ReplyError, TimeoutError, reply_error
 
 __all__ = ["Connection", "open_connection", "pack", "MAX_WRITE_BUFFER"]
 
@@ -91,7 +91,7 @@ class Connection:
         self.on_push = on_push
         self.on_close = on_close
         self.error = None  # the ConnectionError/ProtocolError that ended it
-        self._reader = hiredis.Reader(protocolError=ProtocolError, replyError=ReplyError)
+        self._reader = hiredis.Reader(protocolError=ProtocolError, replyError=reply_error)
         self._pending = deque()  # one entry per reply expected, in order
         self._wbuf = []  # packed commands waiting for the next flush
         self._wbytes = 0  # queued + partially written bytes

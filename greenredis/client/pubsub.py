@@ -16,7 +16,7 @@ from gevent.event import Event
 
 from greenredis.backoff import Backoff
 from greenredis.client.connection import pack
-from greenredis.errors import ConnectionError, RedisError
+from greenredis.errors import ConnectionError, RedisError, ReplyError
 
 __all__ = ["Subscription", "Monitor", "Message"]
 
@@ -58,6 +58,7 @@ class _PushStream:
         self._confirmations = deque()  # Events set when a PING's reply arrives
         self._paused = False
         self._reconnecting = False
+        self._refused = None  # the last error reply (e.g. -NOPERM), raised by the next _confirm
         self._connect()
 
     # -- connection ----------------------------------------------------------
@@ -105,6 +106,9 @@ class _PushStream:
         self._confirmations.append(event)
         self._conn.send(self._ping)
         self._await(event, timeout)
+        refused, self._refused = self._refused, None
+        if refused is not None:
+            raise refused
 
     def _await(self, event, timeout):
         if self._paused:  # the reply sits behind unread messages: read on until it comes
@@ -181,10 +185,14 @@ class Subscription(_PushStream):
         self.channels = set()
         self.patterns = set()
         super().__init__(redis, maxsize)
-        if channels:
-            self.subscribe(*channels)
-        if patterns:
-            self.psubscribe(*patterns)
+        try:
+            if channels:
+                self.subscribe(*channels)
+            if patterns:
+                self.psubscribe(*patterns)
+        except BaseException:
+            self.close()  # a subscription that failed to start leaves no connection behind
+            raise
 
     def __repr__(self):
         return (
@@ -208,7 +216,13 @@ class Subscription(_PushStream):
         if not names:  # unsubscribe from all
             target.clear()
         self._conn.send(pack([verb, *names]))
-        self._confirm(timeout)
+        try:
+            self._confirm(timeout)
+        except ReplyError as e:  # refused (ACL): not subscribed, so not resubscribed later
+            if add:
+                target.difference_update(names)
+            shown = ", ".join(n.decode(errors="replace") for n in names[:5])
+            raise type(e)(f"{verb} {shown}: {e}") from None
 
     def subscribe(self, *channels, timeout=None):
         self._change("SUBSCRIBE", channels, self.channels, True, timeout)
@@ -232,6 +246,8 @@ class Subscription(_PushStream):
         elif kind == b"pong" or reply == b"PONG":
             if self._confirmations:
                 self._confirmations.popleft().set()
+        elif isinstance(reply, ReplyError):  # a refused (P)SUBSCRIBE: -NOPERM for a channel
+            self._refused = reply
         elif kind not in (b"subscribe", b"psubscribe", b"unsubscribe", b"punsubscribe"):
             log.warning("%s: unexpected reply %r", self, reply)
 

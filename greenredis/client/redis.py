@@ -106,7 +106,7 @@ class _Commands:
         if first.__class__ is list or first.__class__ is tuple:
             return self._conn().call_many([self._pack_in_batch(c) for c in command], timeout)
         reply = self._call_one(first, command, timeout)
-        if reply.__class__ is ReplyError:
+        if isinstance(reply, ReplyError):
             raise reply
         return reply
 
@@ -120,9 +120,9 @@ class _Commands:
         packed = [self._pack_in_batch(c) for c in commands]
         replies = self._conn().call_many([_MULTI, *packed, _EXEC], timeout)
         result = replies[-1]
-        if result.__class__ is ReplyError:
-            queued = [f"command {i}: {r}" for i, r in enumerate(replies[1:-1]) if r.__class__ is ReplyError]
-            raise ReplyError(f"{result} ({'; '.join(queued)})" if queued else str(result))
+        if isinstance(result, ReplyError):
+            queued = [f"command {i}: {r}" for i, r in enumerate(replies[1:-1]) if isinstance(r, ReplyError)]
+            raise type(result)(f"{result} ({'; '.join(queued)})" if queued else str(result))
         if result is None:
             raise ReplyError("EXEC aborted: a WATCHed key changed")
         return result

@@ -119,3 +119,21 @@ def test_subscribe_works_while_a_slow_consumer_has_paused_reading(redis_server):
     assert [m[2] for m in got[:100]] == [str(i).encode() for i in range(100)]
     assert got[100] == (b"message", b"b", b"hello")
     sub.close()
+
+
+def test_a_subscribe_refused_by_acl_raises_and_leaves_no_connection(make_server):
+    server = make_server(users=["default on nopass ~* &* +@all", "nochan on >pw ~* resetchannels +@all"])
+    r = greenredis.Redis(port=server.port, username="nochan", password="pw")
+    check = redispy.Redis(port=server.port)
+    with pytest.raises(greenredis.errors.NoPermissionError, match="SUBSCRIBE orders"):
+        r.subscribe("orders")
+    with pytest.raises(greenredis.errors.NoPermissionError, match="PSUBSCRIBE ord"):
+        r.psubscribe("ord*")
+    # the refused subscriptions' connections are closed: only the check client remains
+    assert wait_for(lambda: len(check.client_list()) == 1)
+    # an allowed user on the same server still subscribes
+    sub = greenredis.Redis(port=server.port).subscribe("orders")
+    check.publish("orders", "x")
+    assert sub.get(timeout=5) == (b"message", b"orders", b"x")
+    sub.close()
+    r.close()
