@@ -6,15 +6,17 @@ meta) alive with a TTL, announces itself on the channel
 Erlang redgrid. An index (sorted set by last heartbeat) lets every node
 reconcile its view once per interval and after every reconnect, so a lost
 message heals by itself; peers that stop heartbeating expire from the view.
-The layout and the messages are described in ``greenredis.grid.view``, which
-holds the logic; this module is the gevent shell around it: one greenlet
-writes (registration, heartbeat, reconcile, ping answers), one listens.
+The layout and the messages are described in ``greenredis.grid.view``; what
+to send each round and what the replies mean is ``greenredis.grid.heartbeat``.
+This module is the gevent shell around them: one greenlet writes (sends the
+heartbeat's plans, fetches), one listens.
 """
 
 import logging
 import os
 import socket as _stdsocket
 import time
+from typing import Any, Dict
 
 import gevent
 from gevent import socket
@@ -23,8 +25,9 @@ from gevent.queue import Full, Queue
 
 from greenredis.backoff import Backoff
 from greenredis.client.redis import Redis
-from greenredis.errors import RedisError, ReplyError
-from greenredis.grid.view import GridDataError, GridView, Layout, valid_name
+from greenredis.errors import NoPermissionError, RedisError
+from greenredis.grid.heartbeat import Fetch, Heartbeat
+from greenredis.grid.view import GridView, Layout, clean_meta, valid_name
 
 __all__ = ["Grid", "default_name"]
 
@@ -36,13 +39,6 @@ _STOP = object()
 def default_name():
     """Heroku's ``$DYNO`` when set, else ``hostname:pid``."""
     return os.environ.get("DYNO") or f"{_stdsocket.gethostname()}:{os.getpid()}"
-
-
-def _check_meta(meta):
-    for k, v in meta.items():
-        if not isinstance(k, str) or not k or not isinstance(v, str):
-            raise TypeError(f"meta keys and values are str (keys non-empty): {k!r}: {v!r}")
-    return meta
 
 
 def _routed_ip(params):
@@ -67,15 +63,19 @@ class Grid:
     ``$REDIS_URL``) or a ``greenredis.Redis`` (then it is not closed on stop).
     ``name`` defaults to ``$DYNO``, else ``hostname:pid``; ``domain``,
     ``version`` and ``ip`` to ``$DOMAIN``, ``$VERSION`` and ``$LOCAL_IP``, the
-    ip then to the address of the interface that routes to Redis. Meta keys and
-    values are str. A node that stops heartbeating disappears from its peers'
-    views within ``ttl`` seconds; ``ttl`` must exceed ``2 * interval``.
+    ip then to the address of the interface that routes to Redis. Meta values
+    are str, int, float, bool or UTF-8 bytes, stored as str (see
+    ``greenredis.grid.view.meta_value``), 64 KiB in all. A node that stops
+    heartbeating disappears from its peers' views within ``ttl`` seconds;
+    ``ttl`` must exceed ``2 * interval``.
 
     Callbacks ``on_join``, ``on_leave``, ``on_update`` are called with
     ``(name, meta)``; ``events()`` iterates ``GridEvent``s. ``observe=True``
-    watches the grid without joining it (no key, no ping, no leave). Neither Redis going
+    watches the grid without joining it (no key, no ping, no leave, no trim). Neither Redis going
     away nor bad data under a grid key stops the grid: it keeps its view, sets
-    ``stale`` / ``stale_since`` and retries.
+    ``stale`` / ``stale_since`` and retries. ``status`` says whether the node
+    hears the channel (an ACL may refuse it) and whether another process uses
+    its name.
     """
 
     def __init__(
@@ -104,7 +104,9 @@ class Grid:
             os.environ.get("VERSION", "") if version is None else version,
         )
         self.key = None if observe else self.layout.key(self.name)
-        meta = _check_meta(dict(meta or {}))
+        #: this process's id in the hash and the messages: tells twins (one name, two processes) apart
+        self.instance = os.urandom(8).hex()
+        meta = clean_meta(dict(meta or {}))
         if not observe:
             ip = ip or os.environ.get("LOCAL_IP") or meta.get("ip") or _routed_ip(self.redis.params)
             meta = {"ip": str(ip), **{k: v for k, v in meta.items() if k != "ip"}}
@@ -113,18 +115,12 @@ class Grid:
         self.view = GridView(self.name, self._meta, ttl, interval, now=time.time())
         self.timeout = timeout or max(1.0, min(self.interval, 5.0))
         self.on_join = self.on_leave = self.on_update = None
-        self.stats = {"batches": 0, "commands": 0, "errors": 0, "pings_answered": 0, "events_dropped": 0}
-        self._announced = None  # meta last registered in Redis, None before the first time
-        self._published = set()  # meta fields written (removed ones are HDEL'd)
-        self._need_register = self._need_ping = not observe
-        self._need_full = True
-        self._answer_ping = False
-        self._answered_at = 0.0
-        self._ping_gap = min(0.5, self.interval / 4)
-        self._trim = None
-        self._clobber = False
-        self._refused = False
-        self._next_beat = 0.0
+        self._hb = Heartbeat(
+            self.layout, self.view, self.name, self.instance, self._meta, self.ttl, self.interval, observe
+        )
+        self.stats = self._hb.stats
+        self._channel = "subscribing"
+        self._channel_error = None
         self._wake = Event()
         self._ready = Event()
         self._subscribed = Event()
@@ -167,6 +163,29 @@ class Grid:
         return dict(self._meta)
 
     @property
+    def status(self) -> Dict[str, Any]:
+        """What this node knows about itself (no I/O):
+
+        ``instance``: this process's id; ``ready``: registered and reconciled
+        once; ``stale``/``stale_since``: Redis unreachable; ``channel``:
+        "subscribing", "subscribed" or "refused" (the ACL user may not
+        subscribe: joins and leaves are then only seen by the index, within an
+        interval, and by ttl); ``channel_error``: why; ``twins``: ids of other
+        processes seen registering under this node's name lately;
+        ``clock_offset``: seconds from the local clock to Redis's.
+        """
+        return {
+            "instance": self.instance,
+            "ready": self._ready.is_set(),
+            "stale": self.view.stale,
+            "stale_since": self.view.stale_since,
+            "channel": self._channel,
+            "channel_error": self._channel_error,
+            "twins": sorted(self._hb.live_twins(time.time())),
+            "clock_offset": self._hb.clock.offset,
+        }
+
+    @property
     def stale(self):
         """True while Redis is unreachable: the view is the last one known."""
         return self.view.stale
@@ -190,11 +209,12 @@ class Grid:
                 new.pop(k, None)
             else:
                 new[k] = v
+        new = clean_meta(new)
         if new == self._meta:
             return
-        self._meta = _check_meta(new)
+        self._meta = new
         self._emit(self.view.set_self(self._meta, time.time()))  # nodes() includes us: so do events
-        self._need_register = True
+        self._hb.set_meta(new)
         self._wake.set()
 
     def events(self, maxsize=10000):
@@ -222,15 +242,7 @@ class Grid:
         me = self._kill_greenlets()
         if self.started and not self.observe:
             try:
-                leave = self.layout.message("leave", self.name)
-                self._batch(
-                    [
-                        ["DEL", self.key],
-                        ["ZREM", self.layout.index, self.name],
-                        ["PUBLISH", self.layout.channel, leave],
-                    ],
-                    timeout or self.timeout,
-                )
+                self._batch(self._hb.leave_commands(time.time()), timeout or self.timeout)
             except RedisError as e:
                 log.warning("grid %s: could not announce the leave (%s); peers will expire it", self.name, e)
         self._close(me)
@@ -291,140 +303,36 @@ class Grid:
         if not names:
             return
         replies = self._batch([["HGETALL", self.layout.key(n)] for n in names])
-        now = time.time()
-        events = []
-        for name, reply in zip(names, replies):
-            try:
-                meta = self.layout.parse_meta(reply)
-            except GridDataError as e:
-                self.view.bad_data(f"registration of {name!r}", e)
-                continue
-            if meta is not None:
-                events += self.view.seen(name, meta, now, score=(scores or {}).get(name))
-        self._emit(events)
+        self._emit(self._hb.fetched(names, replies, time.time(), scores))
 
     # -- the writer greenlet --------------------------------------------------
 
     def _beat(self):
         backoff = Backoff(0.1, min(2.0, self.interval))
+        hb = self._hb
         # Listen before registering and reading the index, so nothing falls in between.
         self._subscribed.wait(self.timeout)
         while True:
             try:
-                self._step()
+                plan = hb.plan(time.time(), time.monotonic())
+                if plan is not None:
+                    replies = self._batch(plan.commands)
+                    for action in hb.on_replies(plan, replies, time.time()):
+                        if isinstance(action, Fetch):
+                            self._fetch(action.names, action.scores)
             except RedisError as e:
-                self.stats["errors"] += 1
-                if not self.view.stale:
-                    log.warning("grid %s: Redis unreachable (%s); keeping the view, retrying", self.name, e)
-                self.view.mark_stale(time.time())
-                self._need_full = True
-                self._need_register = self._need_ping = not self.observe
+                hb.on_error(time.time(), e)
                 gevent.sleep(backoff.failure())
                 continue
             backoff.reset()
-            if self._refused:  # Redis refused a command (OOM, ACL...): do not spin on it
-                self._refused = False
-                gevent.sleep(min(1.0, self.interval))
-            self._emit(self.view.tick(time.time()))
+            if hb.ready:
+                self._ready.set()
             now = time.time()
-            deadline = min(self._next_beat, self.view.next_deadline() or self._next_beat)
-            if self._answer_ping:
-                deadline = min(deadline, self._answered_at + self._ping_gap)
+            self._emit(self.view.tick(now))
             self._wake.clear()
-            if not (self._need_register or self._need_full):
-                self._wake.wait(max(0.0, deadline - now) + 0.001)
-
-    def _step(self):
-        """One round: register or heartbeat, reconcile if due, ping if needed."""
-        now = time.time()
-        lay, key = self.layout, self.key
-        beat_due = now >= self._next_beat
-        # Pings are answered at once, but at most once per _ping_gap: when many
-        # nodes start together, one registration answers all their pings.
-        answer = self._answer_ping and now >= self._answered_at + self._ping_gap
-        register = self._need_register or answer
-        full = self._need_full
-        if not (register or beat_due or full):
-            return
-        meta = dict(self._meta)
-        cmds = []
-        if self.observe:
-            pass
-        elif register:
-            if self._clobber:  # our key holds a non-hash someone else wrote
-                cmds.append(["DEL", key])
-            gone = self._published - meta.keys()
-            if gone:
-                cmds.append(["HDEL", key, *gone])
-            cmds += [
-                ["HSET", key, *[x for kv in meta.items() for x in kv]],
-                ["PEXPIRE", key, int(self.ttl * 1000)],
-                ["ZADD", lay.index, now, self.name],
-            ]
-            if meta != self._announced:
-                cmds.append(["PUBLISH", lay.channel, lay.message("update", self.name, meta)])
-            cmds.append(["PUBLISH", lay.channel, lay.message("register", self.name)])
-        else:
-            cmds += [["PEXPIRE", key, int(self.ttl * 1000)], ["ZADD", lay.index, now, self.name]]
-        idx = None
-        if beat_due or full:
-            idx = len(cmds)
-            cmds.append(["ZRANGE", lay.index, 0, -1, "WITHSCORES"])
-        if self._trim is not None:
-            cmds.append(["ZREMRANGEBYSCORE", lay.index, "-inf", f"({self._trim}"])
-        answered = register and self._answer_ping  # any registration answers pending pings
-        if register:
-            self._need_register = self._answer_ping = False
-            self._answered_at = now if answered else self._answered_at
-        try:
-            replies = self._batch(cmds)
-        except RedisError:
-            self._need_register = True
-            raise
-        if self.view.stale:
-            log.warning("grid %s: Redis is back; re-registering", self.name)
-            self.view.recover(time.time())
-        if not self.observe:
-            self.view.touch_self(now)
-        self._trim = None
-        self._clobber = False
-        for command, reply in zip(cmds, replies):
-            if isinstance(reply, ReplyError):
-                self._refused = True
-                self.stats["errors"] += 1
-                log.warning("grid %s: %s failed: %s", self.name, command[0], reply)
-                if command[0] == "HSET":
-                    self._clobber = self._need_register = True
-        if self.observe:
-            pass
-        elif register:
-            if not self._need_register:
-                self._announced, self._published = meta, set(meta)
-            self.stats["pings_answered"] += answered
-        elif replies[0] == 0:  # PEXPIRE on a missing key: Redis lost it; register again
-            self._need_register = True
-        if idx is not None:
-            self._next_beat = now + self.interval
-            self._reconcile(replies[idx], full)
-        if self._need_ping:
-            self._batch([["PUBLISH", lay.channel, lay.message("ping")]])
-            self._need_ping = False
-        self._ready.set()
-
-    def _reconcile(self, reply, full):
-        self._need_full = False
-        try:
-            entries, bad = self.layout.parse_index(reply)
-        except GridDataError as e:
-            self.view.bad_data("index", e)
-            return
-        self.view.counters["bad_data"] += bad
-        fetch, self._trim = self.view.reconcile(entries, time.time(), full=full)
-        try:
-            self._fetch(fetch, entries)
-        except RedisError:
-            self._need_full = True
-            raise
+            wake = hb.next_wake(now)
+            if wake > now:
+                self._wake.wait(wake - now + 0.001)
 
     # -- the listener greenlet ------------------------------------------------
 
@@ -433,14 +341,20 @@ class Grid:
         while self._sub is None:
             try:
                 self._sub = self.redis.subscribe(self.layout.channel)
+            except NoPermissionError as e:
+                self._refused_channel(e)
+                gevent.sleep(_refused_delay(backoff, self.interval))
             except RedisError as e:
                 log.debug("grid %s: subscribe failed (%s); retrying", self.name, e)
                 gevent.sleep(backoff.failure())
         sub = self._sub
+        if self._channel == "refused":
+            log.warning(
+                "grid %s: may subscribe to %s now; hearing the channel", self.name, self.layout.channel
+            )
+        self._channel, self._channel_error = "subscribed", None
         self._subscribed.set()
-        if self._ready.is_set():  # the writer went ahead without us: catch up on what we missed
-            self._need_full = True
-            self._need_ping = not self.observe
+        if self._hb.on_subscribed():
             self._wake.set()
         while True:
             message = sub.get()
@@ -453,42 +367,40 @@ class Grid:
                     break
                 batch.append(more)
             try:
-                self._handle(batch)
+                events, fetch, wake = self._hb.on_messages(batch, time.time())
+                if wake:
+                    self._wake.set()
+                self._emit(events)
+                self._fetch(fetch)
             except RedisError as e:
                 # The fetch failed: the writer notices too; reconcile all when back.
                 log.debug("grid %s: fetch failed (%s)", self.name, e)
-                self._need_full = True
+                self._hb.need_full = True
                 self._wake.set()
             except Exception:
                 log.exception(
                     "grid %s: could not handle %d message(s); reconciling instead", self.name, len(batch)
                 )
-                self._need_full = True
+                self._hb.need_full = True
                 self._wake.set()
 
-    def _handle(self, batch):
-        now = time.time()
-        fetch, events = [], []
-        for kind, _channel, data in batch:
-            if kind == b"gap":  # messages were lost: re-register, reconcile all, ping
-                self._need_full = True
-                self._need_register = self._need_ping = not self.observe
-                self._wake.set()
-                continue
-            try:
-                what, name, meta = self.layout.parse_message(data)
-            except GridDataError as e:
-                self.view.bad_data("message", e)
-                continue
-            if what == "ping":
-                self._answer_ping = not self.observe
-                self._wake.set()
-                continue
-            evs, need = self.view.on_message(what, name, now, meta)
-            events += evs
-            if need and name not in fetch:
-                fetch.append(name)
-            elif what in ("leave", "update") and name in fetch:
-                fetch.remove(name)
-        self._emit(events)
-        self._fetch(fetch)
+    def _refused_channel(self, err):
+        if self._channel != "refused":
+            user = self.redis.params.username or "default"
+            log.warning(
+                "grid %s: Redis refused SUBSCRIBE %s (%s): joins and leaves are seen only through "
+                "the index (every interval) and ttl; allow the channel in the ACL, e.g. "
+                "ACL SETUSER %s '&%s' (or allchannels)",
+                self.name or "observer",
+                self.layout.channel,
+                err,
+                user,
+                self.layout.channel,
+            )
+        self._channel, self._channel_error = "refused", str(err)
+        self._subscribed.set()  # the writer need not wait for us
+
+
+def _refused_delay(backoff, interval):
+    """Retry a refused subscription slowly: the ACL may change, but not every 50 ms."""
+    return max(backoff.failure(), min(interval, 5.0))

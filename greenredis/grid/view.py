@@ -20,28 +20,51 @@ Redis layout (compatible with the original Erlang redgrid, plus an index):
     speak ``update`` is then only a sign of life (every node re-registers on
     each ping), while other nodes' plain keys are fetched (HGETALL) as the
     original did;
-    ``leave <key>``: the node left on purpose; peers drop it at once.
+    ``leave <key> <instance>``: the node left on purpose; peers drop it at once
+    (unless the instance is not the one they know under that name: a twin).
     An original redgrid peer would HGETALL ``update``/``leave`` messages as
     keys, find nothing and skip them. A node answers pings at most once per
     ``min(0.5, interval / 4)`` seconds, so a burst of newcomers costs one
     answer per node, not one per newcomer.
 
+Each registration carries ``_instance``, a random id per process (in the hash
+and in ``update``'s JSON; peers strip it from the meta): two live processes with
+one name (twins) tell each other apart, and a leave removes only its own.
+
 A heartbeat is one pipelined batch of three commands: ``PEXPIRE`` of the key
 (0 means Redis lost it: register again), ``ZADD`` to the index, and the
 reconcile read ``ZRANGE index 0 -1 WITHSCORES``.
 ``redgrid-index:<domain>:<version>`` (sorted set)
-    member: node name, score: unix time of its last heartbeat. Read whole once
-    per interval (O(nodes)) to reconcile; entries older than 2 * ttl are trimmed
-    by whichever node sees them. It lives outside the ``redgrid:`` prefix so it
-    can never clash with a node's key. Scores are wall-clock times: the nodes'
-    clocks should agree within a few seconds (NTP).
+    member: node name, score: the Redis server's unix time of its last
+    heartbeat (``TIME``, never a node's own clock). Read whole once per interval
+    (O(nodes)) to reconcile; entries older than 2 * ttl, or more than ttl in the
+    future, are trimmed by whichever member node sees them (observers never
+    write). It lives outside the ``redgrid:`` prefix so it can never clash with a
+    node's key.
+
+Domain and version may not contain ``:`` (``a:b``/``c`` and ``a``/``b:c`` would be
+one grid). Times given to ``GridView`` are the caller's unix seconds; the shell
+converts index scores from the server's clock to its own.
 """
 
 import json
 import logging
+import string
 from collections import namedtuple
+from typing import NamedTuple, Optional
 
-__all__ = ["Layout", "GridView", "GridEvent", "valid_name", "GridDataError"]
+__all__ = [
+    "Layout",
+    "GridView",
+    "GridEvent",
+    "Message",
+    "valid_name",
+    "valid_instance",
+    "clean_meta",
+    "meta_value",
+    "GridDataError",
+    "MAX_META_BYTES",
+]
 
 log = logging.getLogger("greenredis.grid")
 
@@ -51,6 +74,20 @@ log = logging.getLogger("greenredis.grid")
 GridEvent = namedtuple("GridEvent", "kind name meta reason")
 
 _MAX_NAME = 255
+
+#: The hash field (and ``update`` JSON key) holding the registering process's id.
+INSTANCE_FIELD = "_instance"
+
+
+class Message(NamedTuple):
+    """A parsed channel message. kind: "register" | "update" | "leave" | "ping";
+    meta only for "update"; instance (the sender's process id) for "update" and
+    "leave" from greenredis nodes, else None."""
+
+    kind: str
+    name: Optional[str]
+    meta: Optional[dict]
+    instance: Optional[str] = None
 
 
 class GridDataError(ValueError):
@@ -65,6 +102,56 @@ def valid_name(name):
         and name.isprintable()
         and not any(c.isspace() for c in name)
     )
+
+
+_HEX = frozenset(string.hexdigits)
+
+
+def valid_instance(instance):
+    """True for an instance id: 1..64 hex digits."""
+    return isinstance(instance, str) and 0 < len(instance) <= 64 and set(instance) <= _HEX
+
+
+#: The most meta one node may carry: keys and values, UTF-8 bytes, in all.
+MAX_META_BYTES = 64 * 1024
+
+
+def meta_value(key, value):
+    """One meta value as stored and seen by peers: str as is, bytes decoded as
+    UTF-8, bool as ``"true"``/``"false"``, int and float as their ``str()``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return bytes(value).decode()
+        except UnicodeDecodeError:
+            raise ValueError(f"meta {key!r}: bytes that are not UTF-8: {bytes(value)[:40]!r}") from None
+    raise TypeError(f"meta {key!r}: a str, int, float, bool or UTF-8 bytes, not {type(value).__name__}")
+
+
+def clean_meta(meta):
+    """A copy of ``meta`` with every value as ``meta_value`` makes it; TypeError or
+    ValueError for keys that are not non-empty str, the reserved ``_instance``, text
+    that is not valid Unicode, or more than ``MAX_META_BYTES`` in all."""
+    out, size = {}, 0
+    for key, value in meta.items():
+        if not isinstance(key, str) or not key:
+            raise TypeError(f"meta keys are non-empty str, not {key!r}")
+        if key == INSTANCE_FIELD:
+            raise ValueError(f"meta key {INSTANCE_FIELD!r} is reserved for the grid")
+        text = meta_value(key, value)
+        try:
+            size += len(key.encode()) + len(text.encode())
+        except UnicodeEncodeError:
+            raise ValueError(f"meta {key!r}: not valid Unicode (lone surrogates)") from None
+        out[key] = text
+    if size > MAX_META_BYTES:
+        raise ValueError(f"meta is {size} bytes, over the {MAX_META_BYTES}-byte limit")
+    return out
 
 
 def _text(value, what):
@@ -84,10 +171,16 @@ class Layout:
     def __init__(self, domain="", version=""):
         self.domain = str(domain)
         self.version = str(version)
+        for what, value in (("domain", self.domain), ("version", self.version)):
+            if ":" in value:
+                raise ValueError(
+                    f"grid {what} {value!r} contains ':' (it would share keys with another grid)"
+                )
         self.channel = f"redgrid:{self.domain}:{self.version}"
         self.prefix = self.channel + ":"
         self.index = f"redgrid-index:{self.domain}:{self.version}"
         self._names = {}  # index member (bytes) -> checked name; the index is read every interval
+        self._bad = set()  # index members already reported as bad (reported once, not every interval)
 
     def key(self, name):
         return self.prefix + name
@@ -102,28 +195,33 @@ class Layout:
             raise GridDataError(f"bad node name in key {key[:120]!r}")
         return name
 
-    def message(self, kind, name=None, meta=None):
-        """The bytes to PUBLISH: kind "register" | "update" (with meta) | "leave" | "ping"."""
+    def message(self, kind, name=None, meta=None, instance=None):
+        """The bytes to PUBLISH: kind "register" | "update" (with meta) | "leave" | "ping";
+        ``instance`` goes into "update" and "leave"."""
         if kind == "ping":
             return b"ping"
         key = self.key(name)
         if kind == "register":
             return key.encode()
         if kind == "update":
+            if instance is not None:
+                meta = {**meta, INSTANCE_FIELD: instance}
             return f"update {key} {json.dumps(meta, separators=(',', ':'))}".encode()
-        return f"{kind} {key}".encode()
+        return (f"{kind} {key} {instance}" if instance else f"{kind} {key}").encode()
 
     def parse_message(self, data):
-        """A channel message -> (kind, name, meta); kind "register" | "update" | "leave" | "ping";
-        meta only for "update".
+        """A channel message -> ``Message(kind, name, meta, instance)``.
 
         Raises GridDataError for anything else.
         """
         text = _text(data, "message")
         if text == "ping":
-            return "ping", None, None
+            return Message("ping", None, None)
         if text.startswith("leave "):
-            return "leave", self.name_of(text[6:]), None
+            key, _, instance = text[6:].rpartition(" ")
+            if key and valid_instance(instance):  # names have no spaces: the id is the last word
+                return Message("leave", self.name_of(key), None, instance)
+            return Message("leave", self.name_of(text[6:]), None)
         if text.startswith("update "):
             rest = text[7:]
             if not rest.startswith(self.prefix):
@@ -138,14 +236,23 @@ class Layout:
                 isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values()) and "ip" in meta
             ):
                 raise GridDataError(f"update with bad meta: {text[:120]!r}")
-            return "update", name, meta
-        return "register", self.name_of(text), None
+            instance = meta.pop(INSTANCE_FIELD, None)
+            if instance is not None and not valid_instance(instance):
+                raise GridDataError(f"update with a bad instance id: {text[:120]!r}")
+            return Message("update", name, meta, instance)
+        return Message("register", self.name_of(text), None)
 
     def parse_meta(self, reply):
         """An HGETALL reply (flat list or dict) -> meta dict of str, or None if the key is gone.
 
         GridDataError if it is not a registration (no ``ip``, not UTF-8, an error reply...).
         """
+        got = self.parse_registration(reply)
+        return None if got is None else got[0]
+
+    def parse_registration(self, reply):
+        """An HGETALL reply -> ``(meta, instance)`` (instance None from other
+        implementations), or None if the key is gone. GridDataError as ``parse_meta``."""
         if isinstance(reply, Exception):
             raise GridDataError(f"not a hash: {reply}")
         if reply is None or len(reply) == 0:
@@ -159,10 +266,16 @@ class Layout:
         meta = {_text(k, "meta key"): _text(v, "meta value") for k, v in pairs}
         if "ip" not in meta:
             raise GridDataError(f"registration without ip: {meta!r:.120}")
-        return meta
+        instance = meta.pop(INSTANCE_FIELD, None)
+        if instance is not None and not valid_instance(instance):
+            instance = None  # not ours to judge: another writer's field
+        return meta, instance
 
     def parse_index(self, reply):
-        """A ``ZRANGE index 0 -1 WITHSCORES`` reply -> ({name: score}, bad_count)."""
+        """A ``ZRANGE index 0 -1 WITHSCORES`` reply -> ({name: score}, new_bad).
+
+        new_bad: a GridDataError for each bad entry not reported before (the index
+        is read every interval; the same bad entry is reported once)."""
         if isinstance(reply, Exception):
             raise GridDataError(f"index is not a sorted set: {reply}")
         if isinstance(reply, dict):
@@ -173,8 +286,8 @@ class Layout:
                 pairs = [tuple(p) for p in reply]
             else:
                 pairs = list(zip(reply[::2], reply[1::2]))
-        entries, bad = {}, 0
-        names = self._names
+        entries, new_bad = {}, []
+        names, bad = self._names, self._bad
         for member, score in pairs:
             try:
                 name = names.get(member)
@@ -187,13 +300,19 @@ class Layout:
                     names[member] = name
                 entries[name] = float(score)
             except (GridDataError, ValueError, TypeError) as e:
-                bad += 1
-                log.warning("grid %s: skipped index entry: %s", self.channel, e)
-        return entries, bad
+                key = (member, score) if isinstance(member, bytes) else repr(member)
+                if key not in bad:
+                    if len(bad) >= 10_000:
+                        bad.clear()
+                    bad.add(key)
+                    new_bad.append(
+                        e if isinstance(e, GridDataError) else GridDataError(f"bad index entry: {e}")
+                    )
+        return entries, new_bad
 
 
 class _Node:
-    __slots__ = ("meta", "last_seen", "score", "ours", "gone_at", "reason")
+    __slots__ = ("meta", "last_seen", "score", "ours", "gone_at", "reason", "instance", "instances")
 
     def __init__(self, meta, last_seen):
         self.meta = meta
@@ -202,6 +321,8 @@ class _Node:
         self.ours = False  # speaks greenredis: heartbeats in the index, sends update
         self.gone_at = None  # when it left or expired (kept a while for health())
         self.reason = None
+        self.instance = None  # the process id last seen registering this name
+        self.instances = {}  # process id -> when last heard of: more than one live is a twin
 
 
 class GridView:
@@ -226,7 +347,7 @@ class GridView:
         self.stale_after = 2.5 * self.interval  # no sign of life for longer: health says "stale"
         self.grace = min(self.ttl, 2 * self.interval + 1.0)
         self.stale_since = None
-        self.counters = {"bad_data": 0, "bad_messages": 0, "expired": 0, "left": 0}
+        self.counters = {"bad_data": 0, "bad_messages": 0, "expired": 0, "left": 0, "twin_leaves": 0}
         self._nodes = {} if self_name is None else {self_name: _Node(dict(meta), now)}
 
     # -- reading ------------------------------------------------------------
@@ -288,14 +409,24 @@ class GridView:
     def touch_self(self, now):
         self._nodes[self.self_name].last_seen = now
 
-    def seen(self, name, meta, now, score=None, ours=False):
+    def seen(self, name, meta, now, score=None, ours=False, instance=None):
         """A registration was fetched (HGETALL of its key) or announced: join or update.
 
         score: its index score when the fetch came from a reconcile; ours: it
-        came in an ``update`` message.
+        came in an ``update`` message; instance: the registering process's id.
         """
         if name == self.self_name:
             return []
+        events = self._seen(name, meta, now, score, ours)
+        if instance is not None:
+            s = self._nodes[name]
+            s.instance = instance
+            s.instances[instance] = now
+            if len(s.instances) > 1:  # forget process ids not heard of within ttl
+                s.instances = {i: t for i, t in s.instances.items() if now - t < self.ttl or i == instance}
+        return events
+
+    def _seen(self, name, meta, now, score, ours):
         s = self._nodes.get(name)
         if score is not None and (s is None or s.gone_at is not None or s.score is None):
             s_score, indexed = score, True
@@ -319,7 +450,7 @@ class GridView:
             return [GridEvent("update", name, dict(meta), "updated")]
         return []
 
-    def on_message(self, kind, name, now, meta=None):
+    def on_message(self, kind, name, now, meta=None, instance=None):
         """A channel message (from Layout.parse_message) -> (events, fetch).
 
         fetch: True when the shell must HGETALL the node's key and call ``seen``.
@@ -329,43 +460,60 @@ class GridView:
         they announce changes with the plain key.
         """
         if kind == "leave":
-            return self.leave(name, now), False
+            return self.leave(name, now, instance=instance), False
         if kind == "ping" or name == self.self_name:
             return [], False
         if kind == "update" and meta is not None:
-            return self.seen(name, meta, now, ours=True), False
+            return self.seen(name, meta, now, ours=True, instance=instance), False
         s = self._nodes.get(name)
         if kind == "register" and s is not None and s.gone_at is None and s.ours:
             s.last_seen = max(s.last_seen, now)
             return [], False
         return [], True
 
-    def leave(self, name, now, reason="left"):
-        """The node left (graceful) or expired: drop it from nodes()."""
+    def leave(self, name, now, reason="left", instance=None):
+        """The node left (graceful) or expired: drop it from nodes().
+
+        A leave from process ``instance`` while another process registered under
+        the same name was heard of within ttl (a twin) drops only that process id.
+        """
         s = self._nodes.get(name)
         if name == self.self_name or s is None or s.gone_at is not None:
             return []
+        if instance is not None:
+            s.instances.pop(instance, None)
+            live = [(t, i) for i, t in s.instances.items() if now - t < self.ttl]
+            if live:
+                s.instance = max(live)[1]
+                self.counters["twin_leaves"] += 1
+                return []
         s.gone_at, s.reason = now, reason
         s.ours, s.score = False, None
+        s.instance, s.instances = None, {}
         self.counters[reason] += 1
         return [GridEvent("leave", name, dict(s.meta), reason)]
 
     def reconcile(self, entries, now, full=False):
-        """An index snapshot {name: score} -> (fetch_names, trim_before).
+        """An index snapshot {name: score} -> (fetch_names, (trim_below, trim_above)).
 
         A known node whose score went up heartbeated: it is alive as of that
         score (capped at ``now``). Unknown names with a fresh score are to be
         fetched; with ``full`` (after a reconnect, when messages may have been
         lost) every fresh name is. Known nodes missing from the index are not
         dropped: they expire by ttl, since a restarted Redis forgets the index
-        while the nodes are alive and about to re-register. trim_before: a
-        score below which entries are dead and may be trimmed, or None.
+        while the nodes are alive and about to re-register. trim_below: a score
+        below which entries are dead, trim_above: one above which they are more
+        than ttl in the future (a bogus writer); either None when nothing is to
+        be trimmed. Such entries are otherwise ignored.
         """
-        fetch, trim = [], None
-        dead_before = now - 2 * self.ttl
+        fetch, below, above = [], None, None
+        dead_before, future_after = now - 2 * self.ttl, now + self.ttl
         for name, score in entries.items():
             if score < dead_before:
-                trim = dead_before
+                below = dead_before
+                continue
+            if score > future_after:
+                above = future_after
                 continue
             if name == self.self_name:
                 continue
@@ -386,7 +534,7 @@ class GridView:
             # Nodes that do not heartbeat in the index (original redgrid): look at their key.
             if s.gone_at is None and not s.ours and name != self.self_name and name not in entries:
                 fetch.append(name)
-        return fetch, trim
+        return fetch, (below, above)
 
     def tick(self, now):
         """Expire nodes not heard of within ttl; forget long-gone ones."""

@@ -80,7 +80,14 @@ def test_context_manager_and_itself_in_nodes(redis_server):
         assert g.nodes() == {"solo": {"ip": "127.0.0.1", "k": "v"}}  # local, before any I/O
         assert g.wait(DEADLINE)
         r = greenredis.Redis.from_url(redis_server.url)
-        assert r.cmd(["HGETALL", "redgrid:::solo"]) == [b"ip", b"127.0.0.1", b"k", b"v"]
+        assert r.cmd(["HGETALL", "redgrid:::solo"]) == [
+            b"ip",
+            b"127.0.0.1",
+            b"k",
+            b"v",
+            b"_instance",
+            g.instance.encode(),
+        ]
         assert 0 < r.cmd(["PTTL", "redgrid:::solo"]) <= 3000
     assert r.cmd(["EXISTS", "redgrid:::solo"]) == 0
     r.close()
@@ -325,12 +332,13 @@ def test_garbage_under_grid_keys_is_skipped(redis_server, grids):
     assert set(g.nodes()) == {"g", "h"}
     assert all(not gl.dead for gl in g._greenlets)
 
-    # an index that is not a sorted set: no reconcile, pub/sub still works
+    # an index that is not a sorted set is replaced by one (see test_wrong_typed_index_heals)
     r.cmd(["SET", "redgrid-index:y:1", "garbage"])
     y1 = grids(url, name="y1", domain="y", version="1")
     y2 = grids(url, name="y2", domain="y", version="1")
     wait_for(lambda: set(y1.nodes()) == set(y2.nodes()) == {"y1", "y2"})
-    wait_for(lambda: y1.view.counters["bad_data"] >= 1)
+    wait_for(lambda: r.cmd(["TYPE", "redgrid-index:y:1"]) == b"zset", what="index repaired")
+    wait_for(lambda: r.cmd(["ZCARD", "redgrid-index:y:1"]) == 2, what="index re-filled")
     r.close()
 
 
@@ -370,14 +378,14 @@ def test_defaults_from_environment(redis_server, monkeypatch):
     assert g.name == f"{socket.gethostname()}:{os.getpid()}"
     assert g.meta["ip"] == "127.0.0.1"  # the interface that routes to Redis
     with pytest.raises(TypeError):
-        Grid(redis_server.url, name="n", meta={"weight": 5})
+        Grid(redis_server.url, name="n", meta={"weight": [5]})
     with pytest.raises(ValueError):
         Grid(redis_server.url, name="has space")
     with pytest.raises(ValueError):
         Grid(redis_server.url, name="n", ttl=10, interval=10)
     g = Grid(greenredis.Redis.from_url(redis_server.url), name="n")
     with pytest.raises(TypeError):
-        g.update_meta(weight=1)
+        g.update_meta(weight=object())
 
 
 def test_cli_nodes_table_and_watch(redis_server, grids):

@@ -33,13 +33,13 @@ def test_layout_names_match_original_redgrid():
 
 def test_layout_parses_messages_and_rejects_garbage():
     lay = Layout("d", "1")
-    assert lay.parse_message(b"ping") == ("ping", None, None)
-    assert lay.parse_message(b"redgrid:d:1:host:42") == ("register", "host:42", None)
-    assert lay.parse_message(b"leave redgrid:d:1:n") == ("leave", "n", None)
+    assert lay.parse_message(b"ping") == ("ping", None, None, None)
+    assert lay.parse_message(b"redgrid:d:1:host:42") == ("register", "host:42", None, None)
+    assert lay.parse_message(b"leave redgrid:d:1:n") == ("leave", "n", None, None)
     meta = {"ip": "1.2.3.4", "note": "a {b} c"}
-    assert lay.parse_message(lay.message("update", "n", meta)) == ("update", "n", meta)
+    assert lay.parse_message(lay.message("update", "n", meta)) == ("update", "n", meta, None)
     spaced = Layout("my app", "1")  # a domain with a space still parses
-    assert spaced.parse_message(spaced.message("update", "n", meta)) == ("update", "n", meta)
+    assert spaced.parse_message(spaced.message("update", "n", meta)) == ("update", "n", meta, None)
     for bad in (
         b"redgrid:d:2:n",
         b"hello",
@@ -83,8 +83,8 @@ def test_parse_index_skips_bad_entries():
     lay = Layout()
     entries, bad = lay.parse_index([b"a", b"100.5", b"\xff", b"1", b"b c", b"2", b"c", b"nan?"])
     assert entries == {"a": 100.5}
-    assert bad == 3
-    assert lay.parse_index([[b"a", 1.0]]) == ({"a": 1.0}, 0)  # RESP3 pairs
+    assert len(bad) == 3 and all(isinstance(e, GridDataError) for e in bad)
+    assert lay.parse_index([[b"a", 1.0]]) == ({"a": 1.0}, [])  # RESP3 pairs
 
 
 def test_valid_name():
@@ -152,7 +152,7 @@ def test_reconcile_score_going_up_keeps_node_alive():
     v = view()
     v.seen("a", A, 101)
     fetch, trim = v.reconcile({"a": 101.0, "me": 101.0}, 102)
-    assert fetch == [] and trim is None
+    assert fetch == [] and trim == (None, None)
     fetch, _ = v.reconcile({"a": 105.0}, 106)
     assert v.next_deadline() == 111  # last seen at its heartbeat score
     assert v.tick(110) == []
@@ -165,15 +165,24 @@ def test_reconcile_caps_future_scores_at_now():
     v = view()
     v.seen("a", A, 101)
     v.reconcile({"a": 101.0}, 101)
-    v.reconcile({"a": 500.0}, 102)  # a clock far ahead does not make it immortal
+    v.reconcile({"a": 105.0}, 102)  # ahead, within ttl: alive as of now, not later
     assert v.next_deadline() == 108
+
+
+def test_reconcile_ignores_and_trims_scores_far_in_the_future():
+    v = view()
+    v.seen("a", A, 101)
+    v.reconcile({"a": 101.0}, 101)
+    fetch, trim = v.reconcile({"a": 500.0, "ghost": 900.0}, 102)  # more than ttl ahead
+    assert fetch == [] and trim == (None, 102 + 6)
+    assert v.next_deadline() == 107  # no sign of life from a bogus score
 
 
 def test_reconcile_fetches_unknown_fresh_nodes_only():
     v = view()
     fetch, trim = v.reconcile({"b": 99.0, "old": 93.0, "dead": 80.0, "me": 100.0}, 100)
     assert fetch == ["b"]  # "old" is older than ttl: not alive
-    assert trim == 100 - 12  # "dead" is older than 2 * ttl: trim it
+    assert trim == (100 - 12, None)  # "dead" is older than 2 * ttl: trim it
 
 
 def test_full_reconcile_refetches_known_nodes():

@@ -1,0 +1,466 @@
+"""The grid's heartbeat protocol as pure code: what to send, and what the replies mean.
+
+``Heartbeat`` decides each round's pipelined batch (``plan``) and turns the
+replies into actions (``on_replies``): registrations to fetch and events to
+emit. It also reads channel messages (``on_messages``) and fetched keys
+(``fetched``). It holds the flags the gevent shell (``greenredis.grid.node``)
+used to keep, sends nothing and reads no clock: every method takes ``now``
+(the caller's unix time) and ``mono`` (a monotonic clock), so tests drive it
+with a fake clock.
+
+Index scores are the Redis server's time: ``ServerClock`` keeps the offset
+between the server's ``TIME`` and the local clock, measured at start, after
+every reconnect, every ``resync`` seconds and when the local clock jumps; a
+node whose own clock is off by minutes still scores and trims correctly.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from greenredis.errors import ReplyError
+from greenredis.grid.view import INSTANCE_FIELD, GridDataError, GridEvent, GridView, Layout
+
+__all__ = ["Heartbeat", "ServerClock", "Plan", "Fetch", "Emit"]
+
+log = logging.getLogger("greenredis.grid")
+
+Command = Tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """One pipelined batch: ``commands`` to send, ``roles`` naming what each is for."""
+
+    commands: Tuple[Command, ...]
+    roles: Tuple[str, ...]
+    now: float
+    mono: float
+    register: bool = False
+    answered: bool = False
+    meta: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """HGETALL these nodes' keys and hand the replies to ``Heartbeat.fetched``.
+    scores: their index scores (local clock) when they come from a reconcile."""
+
+    names: Tuple[str, ...]
+    scores: Optional[Mapping[str, float]] = None
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """Tell the callbacks and ``events()`` iterators."""
+
+    events: Tuple[GridEvent, ...]
+
+
+Action = Any  # Fetch | Emit
+
+
+class ServerClock:
+    """The offset from the local clock to the Redis server's.
+
+    ``sync(server, sent, received, mono)`` after a ``TIME`` round trip (the
+    server read its clock about half-way); ``server(now)`` / ``local(t)``
+    convert. ``due`` says when to measure again: never measured, ``resync``
+    seconds gone (monotonic), or the local wall clock jumped against the
+    monotonic one (an NTP step, a suspended laptop).
+    """
+
+    __slots__ = ("offset", "resync", "_wall", "_mono")
+
+    def __init__(self, resync: float = 300.0) -> None:
+        self.offset: Optional[float] = None
+        self.resync = resync
+        self._wall = self._mono = 0.0
+
+    @property
+    def synced(self) -> bool:
+        return self.offset is not None
+
+    def sync(self, server: float, sent: float, received: float, mono: float) -> None:
+        self.offset = server - (sent + received) / 2
+        self._wall, self._mono = received, mono
+
+    def forget(self) -> None:
+        """Measure again before the next score (Redis may be another server now)."""
+        self.offset = None
+
+    def due(self, now: float, mono: float) -> bool:
+        if self.offset is None:
+            return True
+        elapsed = mono - self._mono
+        return elapsed >= self.resync or abs((now - self._wall) - elapsed) > 1.0
+
+    def server(self, now: float) -> float:
+        return now + (self.offset or 0.0)
+
+    def local(self, t: float) -> float:
+        return t - (self.offset or 0.0)
+
+
+def parse_time(reply: Any) -> float:
+    """A ``TIME`` reply ``[seconds, microseconds]`` -> unix seconds."""
+    seconds, micros = reply
+    return int(seconds) + int(micros) / 1e6
+
+
+class Heartbeat:
+    """What one grid member sends each round, and what the replies mean.
+
+    ``name``/``instance`` are None for an observer (``observe=True``), which
+    only reads: no registration, no ping, no trimming, no repair.
+    """
+
+    def __init__(
+        self,
+        layout: Layout,
+        view: GridView,
+        name: Optional[str],
+        instance: str,
+        meta: Mapping[str, str],
+        ttl: float,
+        interval: float,
+        observe: bool = False,
+        resync: float = 300.0,
+    ) -> None:
+        self.layout, self.view = layout, view
+        self.name, self.instance, self.observe = name, instance, observe
+        self.key = None if observe or name is None else layout.key(name)
+        self.meta: Dict[str, str] = dict(meta)
+        self.ttl, self.interval = float(ttl), float(interval)
+        self.clock = ServerClock(resync)
+        # batches/commands/events_dropped are the shell's to count
+        self.stats: Dict[str, int] = {
+            "batches": 0,
+            "commands": 0,
+            "errors": 0,
+            "pings_answered": 0,
+            "events_dropped": 0,
+        }
+        self.ready = False  # registered (if a member) and reconciled once
+        self.twins: Dict[str, float] = {}  # other process ids seen under our name -> when (local)
+        self.twin_keep = max(3 * self.ttl, 2 * resync)
+        self._twin_warned = -1e18
+        self._announced: Optional[Dict[str, str]] = None  # meta last registered
+        self._published: set = set()  # meta fields written (removed ones are HDEL'd)
+        self.need_register = self.need_ping = not observe
+        self.need_full = True
+        self._force_update = False
+        self._answer_ping = False
+        self._answered_at = -1e18
+        self.ping_gap = min(0.5, self.interval / 4)
+        self._trim: Tuple[Optional[float], Optional[float]] = (None, None)  # server clock
+        self._clobber = False  # our key holds a non-hash
+        self._index_clobber = False  # the index holds a non-zset
+        self._index_warned = -1e18
+        self._not_before = -1e18  # after a refused command: do not spin on it
+        self._next_beat = -1e18
+
+    # -- the writer -------------------------------------------------------------
+
+    def set_meta(self, meta: Mapping[str, str]) -> None:
+        self.meta = dict(meta)
+        self.need_register = True
+
+    def plan(self, now: float, mono: float) -> Optional[Plan]:
+        """The batch to send now, or None (then sleep until ``next_wake``)."""
+        if now < self._not_before:
+            return None
+        if not self.clock.synced:  # nothing is scored before we know the server's time
+            return Plan((("TIME",),), ("time",), now, mono)
+        beat_due = now >= self._next_beat
+        # Pings are answered at once, but at most once per ping_gap: when many
+        # nodes start together, one registration answers all their pings.
+        answer = self._answer_ping and now >= self._answered_at + self.ping_gap
+        register = not self.observe and (self.need_register or answer)
+        full = self.need_full
+        if not (register or beat_due or full):
+            if self.need_ping and self.ready:
+                self.need_ping = False
+                return Plan(
+                    (("PUBLISH", self.layout.channel, self.layout.message("ping")),), ("ping",), now, mono
+                )
+            return None
+        lay, key, meta = self.layout, self.key, dict(self.meta)
+        cmds: List[Command] = []
+        roles: List[str] = []
+
+        def add(role: str, *command: Any) -> None:
+            roles.append(role)
+            cmds.append(command)
+
+        if self.clock.due(now, mono):
+            add("time", "TIME")
+            if not self.observe:
+                add("whoami", "HGET", key, INSTANCE_FIELD)
+        if self._index_clobber and not self.observe:
+            add("repair", "DEL", lay.index)
+        score = self.clock.server(now)
+        twin = self._has_twin(now)
+        if self.observe:
+            pass
+        elif register:
+            if self._clobber:
+                add("del", "DEL", key)
+            gone = self._published - meta.keys()
+            if gone:
+                add("hdel", "HDEL", key, *sorted(gone))
+            add("hset", "HSET", key, *[x for kv in meta.items() for x in kv], INSTANCE_FIELD, self.instance)
+            add("pexpire", "PEXPIRE", key, int(self.ttl * 1000))
+            add("zadd", "ZADD", lay.index, score, self.name)
+            if meta != self._announced or self._force_update or twin:
+                add("update", "PUBLISH", lay.channel, lay.message("update", self.name, meta, self.instance))
+            add("register", "PUBLISH", lay.channel, lay.message("register", self.name))
+        else:
+            add("pexpire", "PEXPIRE", key, int(self.ttl * 1000))
+            add("zadd", "ZADD", lay.index, score, self.name)
+            if twin:  # keep the twin and the peers told which process is which
+                add("update", "PUBLISH", lay.channel, lay.message("update", self.name, meta, self.instance))
+        if beat_due or full:
+            add("zrange", "ZRANGE", lay.index, 0, -1, "WITHSCORES")
+        below, above = self._trim
+        if not self.observe:
+            if below is not None:
+                add("trim", "ZREMRANGEBYSCORE", lay.index, "-inf", f"({below}")
+            if above is not None:
+                add("trim", "ZREMRANGEBYSCORE", lay.index, f"({above}", "+inf")
+        answered = register and self._answer_ping  # any registration answers pending pings
+        if register:
+            self.need_register = self._answer_ping = self._force_update = False
+            if answered:
+                self._answered_at = now
+        return Plan(tuple(cmds), tuple(roles), now, mono, register, answered, meta)
+
+    def on_replies(self, plan: Plan, replies: Sequence[Any], now: float) -> List[Action]:
+        """The replies of ``plan``'s batch, received at ``now`` -> actions."""
+        if self.view.stale:
+            log.warning("grid %s: Redis is back; re-registering", self.name)
+            self.view.recover(now)
+        if not self.observe:
+            self.view.touch_self(now)
+        self._trim = (None, None)
+        self._clobber = self._index_clobber = False
+        actions: List[Action] = []
+        zrange = None
+        refused = False
+        for role, command, reply in zip(plan.roles, plan.commands, replies):
+            if isinstance(reply, ReplyError):
+                self.stats["errors"] += 1
+                if role == "time":  # TIME refused (ACL): fall back to the local clock
+                    log.warning("grid %s: TIME failed (%s); scoring by the local clock", self.name, reply)
+                    self.clock.sync(now, now, now, plan.mono)
+                    continue
+                if role in ("zadd", "zrange", "trim") and str(reply).startswith("WRONGTYPE"):
+                    self._wrong_index(now)
+                    refused = True
+                    continue
+                refused = True
+                log.warning("grid %s: %s failed: %s", self.name, command[0], reply)
+                if role == "hset":
+                    self._clobber = self.need_register = True
+                continue
+            if role == "time":
+                try:
+                    self.clock.sync(parse_time(reply), plan.now, now, plan.mono)
+                except (TypeError, ValueError):
+                    log.warning("grid %s: bad TIME reply %r; scoring by the local clock", self.name, reply)
+                    self.clock.sync(now, now, now, plan.mono)
+            elif role == "whoami":
+                owner = reply.decode(errors="replace") if isinstance(reply, bytes) else None
+                if owner is not None and owner != self.instance:
+                    self._twin(owner, now, "our key")
+                    self.need_register = True  # the key is the twin's now: write ours again
+            elif role == "pexpire" and not plan.register and reply == 0:
+                self.need_register = True  # Redis lost our key: register again
+            elif role == "zrange":
+                zrange = reply
+        if refused:  # Redis refused a command (OOM, ACL...): do not spin on it
+            self._not_before = now + min(1.0, self.interval)
+        if plan.register:
+            if not self.need_register:
+                self._announced, self._published = dict(plan.meta), set(plan.meta)
+            self.stats["pings_answered"] += plan.answered
+        if "zrange" in plan.roles:
+            self._next_beat = plan.now + self.interval
+            full = self.need_full
+            self.need_full = False
+            if zrange is not None:
+                actions += self._reconcile(zrange, full, now)
+            elif refused:
+                self.need_full = full
+        self.ready = self.ready or "zrange" in plan.roles
+        return actions
+
+    def _reconcile(self, reply: Any, full: bool, now: float) -> List[Action]:
+        try:
+            entries, bad = self.layout.parse_index(reply)
+        except GridDataError as e:
+            self.view.bad_data("index", e)
+            return []
+        for err in bad:
+            self.view.bad_data("index entry", err)
+        local = {n: self.clock.local(s) for n, s in entries.items()}
+        fetch, (below, above) = self.view.reconcile(local, now, full=full)
+        self._trim = (
+            None if below is None else self.clock.server(below),
+            None if above is None else self.clock.server(above),
+        )
+        return [Fetch(tuple(fetch), local)] if fetch else []
+
+    def _wrong_index(self, now: float) -> None:
+        self.need_full = True
+        if self.observe:
+            if now - self._index_warned >= 60:
+                self._index_warned = now
+                log.warning(
+                    "grid: the index %s is not a sorted set (WRONGTYPE); a member node will replace it",
+                    self.layout.index,
+                )
+            return
+        self._index_clobber = True
+        if now - self._index_warned >= 60:
+            self._index_warned = now
+            log.warning(
+                "grid %s: the index %s holds another type (WRONGTYPE); replacing it with a sorted set",
+                self.name,
+                self.layout.index,
+            )
+
+    def on_error(self, now: float, err: Exception) -> None:
+        """The batch (or a fetch) failed: Redis is unreachable or timed out."""
+        self.stats["errors"] += 1
+        if not self.view.stale:
+            log.warning("grid %s: Redis unreachable (%s); keeping the view, retrying", self.name, err)
+        self.view.mark_stale(now)
+        self.need_full = True
+        self.need_register = self.need_ping = not self.observe
+        self.clock.forget()
+
+    def next_wake(self, now: float) -> float:
+        """When ``plan`` has something to do next (local time)."""
+        if not self.clock.synced or (not self.observe and self.need_register) or self.need_full:
+            return max(now, self._not_before)
+        if self.need_ping and self.ready:
+            return now
+        deadline = min(self._next_beat, self.view.next_deadline() or self._next_beat)
+        if self._answer_ping:
+            deadline = min(deadline, self._answered_at + self.ping_gap)
+        return max(deadline, self._not_before)
+
+    # -- the listener -----------------------------------------------------------
+
+    def on_subscribed(self) -> bool:
+        """The listener (re)subscribed; True if the writer must be woken to catch up."""
+        if self.ready:  # the writer went ahead without us: catch up on what we missed
+            self.need_full = True
+            self.need_ping = not self.observe
+            return True
+        return False
+
+    def on_messages(self, batch: Sequence[Any], now: float) -> Tuple[List[GridEvent], List[str], bool]:
+        """Channel messages ``(kind, channel, data)`` -> (events, names to fetch, wake the writer)."""
+        fetch: List[str] = []
+        events: List[GridEvent] = []
+        wake = False
+        for kind, _channel, data in batch:
+            if kind == b"gap":  # messages were lost: re-register, reconcile all, ping
+                self.need_full = True
+                self.need_register = self.need_ping = not self.observe
+                wake = True
+                continue
+            try:
+                what, name, meta, instance = self.layout.parse_message(data)
+            except GridDataError as e:
+                self.view.bad_data("message", e)
+                continue
+            if what == "ping":
+                if not self.observe:
+                    self._answer_ping = wake = True
+                continue
+            if name == self.name and name is not None:
+                wake |= self._own_message(what, instance, now)
+                continue
+            evs, need = self.view.on_message(what, name, now, meta, instance)
+            events += evs
+            if need and name not in fetch:
+                fetch.append(name)
+            elif what in ("leave", "update") and name in fetch:
+                fetch.remove(name)
+        return events, fetch, wake
+
+    def _own_message(self, what: str, instance: Optional[str], now: float) -> bool:
+        if instance is None or instance == self.instance:
+            return False
+        if what == "leave":
+            self.twins.pop(instance, None)
+            self.need_register = True  # the key may be gone with it: write ours
+            return True
+        new = instance not in self.twins
+        self._twin(instance, now, "the channel")
+        if new:  # let the twin hear of us too, once
+            self.need_register = self._force_update = True
+            return True
+        return False
+
+    def _twin(self, instance: str, now: float, where: str) -> None:
+        self.twins[instance] = now
+        if now - self._twin_warned >= 60:
+            self._twin_warned = now
+            log.warning(
+                "grid %s: another process (instance %s, we are %s) registers under the same name "
+                "(seen on %s); give each process its own name",
+                self.name,
+                instance,
+                self.instance,
+                where,
+            )
+
+    def _has_twin(self, now: float) -> bool:
+        if self.twins:
+            self.twins = {i: t for i, t in self.twins.items() if now - t < self.twin_keep}
+        return bool(self.twins) and now - max(self.twins.values()) < self.ttl
+
+    def live_twins(self, now: float) -> Dict[str, float]:
+        """Other process ids seen under our name lately -> when (local time)."""
+        self._has_twin(now)
+        return dict(self.twins)
+
+    # -- fetched keys -----------------------------------------------------------
+
+    def fetched(
+        self,
+        names: Sequence[str],
+        replies: Sequence[Any],
+        now: float,
+        scores: Optional[Mapping[str, float]] = None,
+    ) -> List[GridEvent]:
+        """HGETALL replies of these nodes' keys -> events."""
+        events: List[GridEvent] = []
+        for name, reply in zip(names, replies):
+            try:
+                got = self.layout.parse_registration(reply)
+            except GridDataError as e:
+                self.view.bad_data(f"registration of {name!r}", e)
+                continue
+            if got is not None:
+                meta, instance = got
+                score = None if scores is None else scores.get(name)
+                events += self.view.seen(name, meta, now, score=score, instance=instance)
+        return events
+
+    # -- leaving ----------------------------------------------------------------
+
+    def leave_commands(self, now: float) -> List[Command]:
+        """What ``stop()`` sends. With a live twin the key and index entry stay
+        (they are the twin's too); the leave names our instance only."""
+        lay = self.layout
+        leave = ("PUBLISH", lay.channel, lay.message("leave", self.name, instance=self.instance))
+        if self._has_twin(now):
+            return [leave]
+        return [("DEL", self.key), ("ZREM", lay.index, self.name), leave]
