@@ -1,0 +1,282 @@
+"""Heartbeat: the grid's protocol, fed replies by hand with a fake clock (no Redis)."""
+
+import logging
+
+import pytest
+
+from greenredis.errors import ReplyError
+from greenredis.grid.heartbeat import Fetch, Heartbeat, ServerClock
+from greenredis.grid.view import GridView, Layout
+
+pytestmark = pytest.mark.unit
+
+TTL, INTERVAL = 6.0, 2.0
+SERVER = 1_000_000.0  # the Redis server's clock at the start
+ME = {"ip": "10.0.0.1"}
+
+
+def wrongtype():
+    return ReplyError("WRONGTYPE Operation against a key holding the wrong kind of value")
+
+
+def time_reply(t):
+    return [str(int(t)).encode(), str(int(round((t % 1) * 1e6))).encode()]
+
+
+class Node:
+    """A Heartbeat whose local clock is ``skew`` seconds off the server's."""
+
+    def __init__(self, name="me", skew=0.0, observe=False, instance="aaaa"):
+        self.skew = skew
+        self.t = SERVER  # server time; local = t + skew
+        self.mono = 50.0
+        self.lay = Layout("d", "1")
+        self.view = GridView(None if observe else name, {} if observe else ME, TTL, INTERVAL, now=self.now)
+        self.hb = Heartbeat(
+            self.lay,
+            self.view,
+            None if observe else name,
+            instance,
+            {} if observe else ME,
+            TTL,
+            INTERVAL,
+            observe,
+        )
+
+    @property
+    def now(self):
+        return self.t + self.skew
+
+    def advance(self, dt):
+        self.t += dt
+        self.mono += dt
+
+    def plan(self):
+        return self.hb.plan(self.now, self.mono)
+
+    def answer(self, plan, index=(), overrides=None):
+        """Replies as a healthy Redis would give them, with ``overrides`` by role."""
+        replies = []
+        for role in plan.roles:
+            if overrides and role in overrides:
+                replies.append(overrides[role])
+            elif role == "time":
+                replies.append(time_reply(self.t))
+            elif role == "zrange":
+                replies.append([x for name, score in index for x in (name.encode(), str(score).encode())])
+            elif role == "whoami":
+                replies.append(self.hb.instance.encode())
+            else:
+                replies.append(1)
+        return self.hb.on_replies(plan, replies, self.now)
+
+    def settle(self, index=()):
+        """Run plans until there is nothing to do now."""
+        actions = []
+        for _ in range(10):
+            plan = self.plan()
+            if plan is None:
+                return actions
+            actions += self.answer(plan, index)
+        raise AssertionError("the planner does not settle")
+
+
+def commands(plan, role):
+    return [c for r, c in zip(plan.roles, plan.commands) if r == role]
+
+
+def test_first_plan_reads_the_server_clock_then_registers_with_its_score():
+    n = Node(skew=100.0)
+    first = n.plan()
+    assert first.roles == ("time",)
+    assert n.answer(first) == [] and n.hb.clock.offset == pytest.approx(-100.0)
+    plan = n.plan()
+    assert plan.roles[:2] != ("time",)
+    assert [c[0] for c in plan.commands] == ["HSET", "PEXPIRE", "ZADD", "PUBLISH", "PUBLISH", "ZRANGE"]
+    (zadd,) = commands(plan, "zadd")
+    assert zadd[2] == pytest.approx(SERVER)  # the server's time, not ours (+100 s)
+    (hset,) = commands(plan, "hset")
+    assert hset[-2:] == ("_instance", "aaaa")
+    update = commands(plan, "update")[0][2]
+    assert b'"_instance":"aaaa"' in update
+    n.answer(plan)
+    assert n.hb.ready
+    ping = n.plan()
+    assert ping.roles == ("ping",) and n.plan() is None
+
+
+def test_a_beat_is_three_commands_and_comes_every_interval():
+    n = Node()
+    n.settle()
+    assert n.plan() is None
+    assert n.hb.next_wake(n.now) == pytest.approx(n.now + INTERVAL)
+    n.advance(INTERVAL)
+    plan = n.plan()
+    assert [c[0] for c in plan.commands] == ["PEXPIRE", "ZADD", "ZRANGE"]
+
+
+def test_skewed_nodes_judge_and_trim_by_the_server_clock():
+    """A node 100 s fast sees a healthy peer as healthy and trims nothing of it."""
+    fast = Node(skew=100.0)
+    fast.settle()
+    fast.advance(INTERVAL)
+    plan = fast.plan()
+    actions = fast.answer(plan, index=[("peer", fast.t - 1.0), ("me", fast.t)])
+    assert actions == [
+        Fetch(("peer",), {"peer": pytest.approx(fast.now - 1.0), "me": pytest.approx(fast.now)})
+    ]
+    fast.advance(INTERVAL)
+    assert commands(fast.plan(), "trim") == []  # the old code trimmed every entry below its own now - 2 ttl
+
+    slow = Node(skew=-100.0)
+    slow.settle()
+    slow.advance(INTERVAL)
+    slow.answer(slow.plan(), index=[("dead", slow.t - 3 * TTL), ("ghost", slow.t + 10 * TTL)])
+    slow.advance(INTERVAL)
+    trims = commands(slow.plan(), "trim")
+    assert trims == [
+        ("ZREMRANGEBYSCORE", "redgrid-index:d:1", "-inf", f"({slow.t - INTERVAL - 2 * TTL}"),
+        ("ZREMRANGEBYSCORE", "redgrid-index:d:1", f"({slow.t - INTERVAL + TTL}", "+inf"),
+    ]
+
+
+def test_observers_never_write():
+    obs = Node(observe=True, skew=100.0)
+    for _ in range(3):
+        plan = obs.plan()
+        if plan is None:
+            obs.advance(INTERVAL)
+            continue
+        assert {c[0] for c in plan.commands} <= {"TIME", "ZRANGE"}
+        obs.answer(plan, index=[("dead", obs.t - 3 * TTL)], overrides={"zrange": wrongtype()})
+        obs.answer(obs.plan() or plan, index=[("dead", obs.t - 3 * TTL)])
+        obs.advance(INTERVAL)
+    assert obs.hb.ready
+
+
+def test_wrong_typed_index_is_replaced_with_one_warning(caplog):
+    n = Node()
+    n.settle()
+    caplog.set_level(logging.WARNING, "greenredis.grid")
+    for _ in range(3):
+        n.advance(INTERVAL)
+        plan = n.plan()
+        n.answer(plan, overrides={"zadd": wrongtype(), "zrange": wrongtype()})
+        n.advance(1.0)  # a refused command pauses the writer for min(1 s, interval)
+        repair = n.plan()
+        assert repair.commands[0] == ("DEL", "redgrid-index:d:1")
+        assert repair.roles.index("repair") < repair.roles.index("zadd") < repair.roles.index("zrange")
+        n.answer(repair)
+    assert len([r for r in caplog.records if "WRONGTYPE" in r.getMessage()]) == 1  # rate-limited
+    n.advance(INTERVAL)
+    assert "repair" not in n.plan().roles
+
+
+def test_lost_key_and_clobbered_key_register_again():
+    n = Node()
+    n.settle()
+    n.advance(INTERVAL)
+    n.answer(n.plan(), overrides={"pexpire": 0})
+    plan = n.plan()
+    assert "hset" in plan.roles
+    n.answer(plan, overrides={"hset": wrongtype()})
+    n.advance(1.0)
+    plan = n.plan()
+    assert plan.commands[0] == ("DEL", "redgrid:d:1:me") and "hset" in plan.roles
+
+
+def test_pings_are_answered_at_most_once_per_gap():
+    n = Node()
+    n.settle()
+    ping = (b"message", b"redgrid:d:1", b"ping")
+    _, _, wake = n.hb.on_messages([ping], n.now)
+    assert wake
+    plan = n.plan()
+    assert "register" in plan.roles and plan.answered
+    n.answer(plan)
+    n.hb.on_messages([ping], n.now)
+    assert n.plan() is None  # within ping_gap
+    n.advance(n.hb.ping_gap)
+    assert "register" in n.plan().roles
+    assert n.hb.stats["pings_answered"] == 1
+
+
+def test_errors_mark_stale_and_resync_the_clock():
+    n = Node(skew=5.0)
+    n.settle()
+    n.hb.on_error(n.now, ConnectionError("down"))
+    assert n.view.stale and not n.hb.clock.synced
+    assert n.plan().roles == ("time",)
+
+
+def test_clock_step_is_noticed():
+    clock = ServerClock(resync=300)
+    clock.sync(1000.0, 10.0, 10.0, mono=5.0)
+    assert not clock.due(20.0, 15.0)
+    assert clock.due(80.0, 16.0)  # the wall clock jumped 63 s in 1 s
+    assert clock.due(20.0 + 300, 5.0 + 300)
+    assert clock.server(20.0) == 1010.0 and clock.local(1010.0) == 20.0
+
+
+def test_twin_under_our_name_is_reported_and_told_once(caplog):
+    caplog.set_level(logging.WARNING, "greenredis.grid")
+    n = Node()
+    n.settle()
+    twin_update = (b"message", b"redgrid:d:1", n.lay.message("update", "me", ME, "bbbb"))
+    _, _, wake = n.hb.on_messages([twin_update], n.now)
+    assert wake and n.hb.live_twins(n.now).keys() == {"bbbb"}
+    plan = n.plan()
+    assert "update" in plan.roles  # the twin hears of us once
+    n.answer(plan)
+    for _ in range(5):
+        n.advance(INTERVAL)
+        n.hb.on_messages([twin_update], n.now)
+        plan = n.plan()
+        assert "hset" not in plan.roles and "update" in plan.roles  # each beat tells peers who is who
+        n.answer(plan)
+    assert len([r for r in caplog.records if "same name" in r.getMessage()]) == 1
+    assert n.hb.leave_commands(n.now) == [("PUBLISH", "redgrid:d:1", b"leave redgrid:d:1:me aaaa")]
+    n.hb.on_messages([(b"message", b"redgrid:d:1", b"leave redgrid:d:1:me bbbb")], n.now)
+    assert n.hb.live_twins(n.now) == {}
+    assert [c[0] for c in n.hb.leave_commands(n.now)] == ["DEL", "ZREM", "PUBLISH"]
+
+
+def test_twin_found_in_our_key():
+    n = Node()
+    n.settle()
+    n.advance(400)  # past the resync: the beat reads TIME and who owns our key
+    plan = n.plan()
+    assert "whoami" in plan.roles
+    n.answer(plan, overrides={"whoami": b"cccc"})
+    assert "cccc" in n.hb.live_twins(n.now)
+    assert "hset" in n.plan().roles
+
+
+def test_peers_keep_a_name_while_a_twin_lives():
+    n = Node(name="peer")
+    n.settle()
+    upd = lambda i: (b"message", b"redgrid:d:1", n.lay.message("update", "dup", {"ip": "1"}, i))
+    leave = lambda i: (b"message", b"redgrid:d:1", n.lay.message("leave", "dup", instance=i))
+    events, _, _ = n.hb.on_messages([upd("a1"), upd("b2")], n.now)
+    assert [e.kind for e in events] == ["join"]
+    events, _, _ = n.hb.on_messages([leave("a1")], n.now)
+    assert events == [] and "dup" in n.view.nodes()
+    events, _, _ = n.hb.on_messages([leave("b2")], n.now)
+    assert [(e.kind, e.reason) for e in events] == [("leave", "left")]
+    # an id heard of longer than ttl ago is no twin: the leave drops the node
+    n.hb.on_messages([upd("c3")], n.now)
+    n.advance(TTL + 1)
+    n.hb.on_messages([upd("d4")], n.now)
+    events, _, _ = n.hb.on_messages([leave("d4")], n.now)
+    assert [e.kind for e in events] == ["leave"]
+
+
+def test_fetched_registrations_carry_the_instance_and_skip_garbage():
+    n = Node()
+    events = n.hb.fetched(
+        ["a", "b", "c"],
+        [[b"ip", b"1", b"_instance", b"ffff"], wrongtype(), None],
+        n.now,
+    )
+    assert [(e.kind, e.name, e.meta) for e in events] == [("join", "a", {"ip": "1"})]
+    assert n.view.counters["bad_data"] == 1
