@@ -347,7 +347,7 @@ class Heartbeat:
         if not self.clock.synced or (not self.observe and self.need_register) or self.need_full:
             return max(now, self._not_before)
         if self.need_ping and self.ready:
-            return now
+            return max(now, self._not_before)
         deadline = min(self._next_beat, self.view.next_deadline() or self._next_beat)
         if self._answer_ping:
             deadline = min(deadline, self._answered_at + self.ping_gap)

@@ -280,3 +280,16 @@ def test_fetched_registrations_carry_the_instance_and_skip_garbage():
     )
     assert [(e.kind, e.name, e.meta) for e in events] == [("join", "a", {"ip": "1"})]
     assert n.view.counters["bad_data"] == 1
+
+
+def test_next_wake_never_asks_for_a_plan_it_will_refuse():
+    """After a refused command the writer pauses: next_wake must not say "now" meanwhile."""
+    n = Node()
+    n.settle()
+    n.hb.need_ping = True
+    n.advance(INTERVAL)
+    n.answer(n.plan(), overrides={"zadd": ReplyError("OOM command not allowed")})
+    for _ in range(5):
+        if n.plan() is None:
+            assert n.hb.next_wake(n.now) > n.now
+        n.advance(0.3)
