@@ -146,7 +146,7 @@ class Heartbeat:
         self.ready = False  # registered (if a member) and reconciled once
         self.twins: Dict[str, float] = {}  # other process ids seen under our name -> when (local)
         self.twin_keep = max(3 * self.ttl, 2 * resync)
-        self._twin_warned = -1e18
+        self._twin_warned = self._told_twin_at = -1e18
         self._announced: Optional[Dict[str, str]] = None  # meta last registered
         self._published: set = set()  # meta fields written (removed ones are HDEL'd)
         self.need_register = self.need_ping = not observe
@@ -403,12 +403,17 @@ class Heartbeat:
             return True
         new = instance not in self.twins
         self._twin(instance, now, "the channel")
-        if new:  # let the twin hear of us too, once
+        # Let a new twin hear of us at once (then every beat while it lives); at most
+        # once per ping_gap, so forged ids on the channel cannot make us spin.
+        if new and now - self._told_twin_at >= self.ping_gap:
+            self._told_twin_at = now
             self.need_register = self._force_update = True
             return True
         return False
 
     def _twin(self, instance: str, now: float, where: str) -> None:
+        if instance not in self.twins and len(self.twins) >= 100:  # forged ids: stay bounded
+            del self.twins[min(self.twins, key=self.twins.__getitem__)]
         self.twins[instance] = now
         if now - self._twin_warned >= 60:
             self._twin_warned = now

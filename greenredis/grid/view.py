@@ -424,6 +424,8 @@ class GridView:
             s.instances[instance] = now
             if len(s.instances) > 1:  # forget process ids not heard of within ttl
                 s.instances = {i: t for i, t in s.instances.items() if now - t < self.ttl or i == instance}
+                while len(s.instances) > 100:  # forged ids: stay bounded
+                    del s.instances[min(s.instances, key=s.instances.__getitem__)]
         return events
 
     def _seen(self, name, meta, now, score, ours):

@@ -293,3 +293,26 @@ def test_next_wake_never_asks_for_a_plan_it_will_refuse():
         if n.plan() is None:
             assert n.hb.next_wake(n.now) > n.now
         n.advance(0.3)
+
+
+def test_forged_twin_ids_neither_spin_nor_grow_without_bound():
+    n = Node()
+    n.settle()
+    forged = [(b"message", b"redgrid:d:1", n.lay.message("update", "me", ME, f"{i:08x}")) for i in range(500)]
+    n.hb.on_messages(forged, n.now)
+    assert len(n.hb.live_twins(n.now)) == 100
+    registers = 0
+    for _ in range(20):
+        n.advance(0.01)
+        n.hb.on_messages(forged[:5], n.now)
+        plan = n.plan()
+        if plan is not None:
+            registers += "hset" in plan.roles
+            n.answer(plan)
+    assert registers <= 2  # one re-announce per ping_gap (0.5 s), not one per forged id
+    peer = Node(name="peer")
+    peer.hb.on_messages(
+        [(b"message", b"redgrid:d:1", n.lay.message("update", "x", ME, f"{i:08x}")) for i in range(500)],
+        peer.now,
+    )
+    assert len(peer.view._nodes["x"].instances) <= 100
