@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from greenredis.errors import ReplyError
-from greenredis.grid.view import INSTANCE_FIELD, GridDataError, GridEvent, GridView, Layout
+from greenredis.grid.view import INSTANCE_FIELD, GridDataError, GridEvent, GridView, Layout, valid_instance
 
 __all__ = ["Heartbeat", "ServerClock", "Plan", "Fetch", "Emit"]
 
@@ -274,8 +274,9 @@ class Heartbeat:
             elif role == "whoami":
                 owner = reply.decode(errors="replace") if isinstance(reply, bytes) else None
                 if owner is not None and owner != self.instance:
-                    self._twin(owner, now, "our key")
-                    self.need_register = True  # the key is the twin's now: write ours again
+                    if valid_instance(owner):
+                        self._twin(owner, now, "our key")
+                    self.need_register = True  # the key is another's now: write ours again
             elif role == "pexpire" and not plan.register and reply == 0:
                 self.need_register = True  # Redis lost our key: register again
             elif role == "zrange":

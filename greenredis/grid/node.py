@@ -386,6 +386,7 @@ class Grid:
 
     def _refused_channel(self, err):
         if self._channel != "refused":
+            self.stats["errors"] += 1
             user = self.redis.params.username or "default"
             log.warning(
                 "grid %s: Redis refused SUBSCRIBE %s (%s): joins and leaves are seen only through "

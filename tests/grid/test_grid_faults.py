@@ -125,6 +125,7 @@ def test_refused_channel_is_reported_in_status(make_server, caplog):
     try:
         assert a.wait(30)
         wait_for(lambda: a.status["channel"] == "refused", what="refusal noticed")
+        assert a.stats["errors"] >= 1
         assert "NOPERM" in a.status["channel_error"] or "permission" in a.status["channel_error"].lower()
         # still a grid, by the index
         wait_for(lambda: set(a.nodes()) == set(b.nodes()) == {"a", "b"}, what="index discovery")
