@@ -72,27 +72,35 @@ class ServerClock:
     monotonic one (an NTP step, a suspended laptop).
     """
 
-    __slots__ = ("offset", "resync", "_wall", "_mono")
+    __slots__ = ("offset", "resync", "max_rtt", "_wall", "_mono", "_again")
 
-    def __init__(self, resync: float = 300.0) -> None:
+    def __init__(self, resync: float = 300.0, max_rtt: float = 0.5) -> None:
         self.offset: Optional[float] = None
         self.resync = resync
+        self.max_rtt = max_rtt  # a slower round trip says little about when the server read its clock
         self._wall = self._mono = 0.0
+        self._again = False
 
     @property
     def synced(self) -> bool:
         return self.offset is not None
 
     def sync(self, server: float, sent: float, received: float, mono: float) -> None:
+        """A TIME reply. After a slow round trip (a stalled server) the measure is
+        kept only if there is none, and taken again at the next beat."""
+        slow = received - sent > self.max_rtt
+        if slow and self.offset is not None:
+            self._again = True
+            return
         self.offset = server - (sent + received) / 2
-        self._wall, self._mono = received, mono
+        self._wall, self._mono, self._again = received, mono, slow
 
     def forget(self) -> None:
         """Measure again before the next score (Redis may be another server now)."""
         self.offset = None
 
     def due(self, now: float, mono: float) -> bool:
-        if self.offset is None:
+        if self.offset is None or self._again:
             return True
         elapsed = mono - self._mono
         return elapsed >= self.resync or abs((now - self._wall) - elapsed) > 1.0

@@ -316,3 +316,14 @@ def test_forged_twin_ids_neither_spin_nor_grow_without_bound():
         peer.now,
     )
     assert len(peer.view._nodes["x"].instances) <= 100
+
+
+def test_a_slow_time_round_trip_is_measured_again():
+    """Redis stalled 10 s under a TIME: the midpoint is 5 s off; it must not stick."""
+    clock = ServerClock()
+    clock.sync(1010.0, 0.0, 10.0, mono=10.0)  # the server answered right after its stall
+    assert clock.offset == 1005.0 and clock.due(11.0, 11.0)  # provisional
+    clock.sync(1012.0, 12.0, 12.001, mono=12.001)
+    assert clock.offset == pytest.approx(1000.0, abs=0.01) and not clock.due(13.0, 13.0)
+    clock.sync(1030.0, 14.0, 20.0, mono=20.0)  # slow again: keep the good measure
+    assert clock.offset == pytest.approx(1000.0, abs=0.01) and clock.due(21.0, 21.0)
