@@ -44,8 +44,8 @@ SKEWED = textwrap.dedent("""
     from greenredis.grid.node import Grid
     url, prefix, count, out = sys.argv[1], sys.argv[3], int(sys.argv[4]), sys.argv[5]
     leaves = []
-    grids = [Grid(url, name=f"{{prefix}}{{i}}", ttl=3, interval=0.5) for i in range(count)]
-    grids.append(Grid(url, observe=True, ttl=3, interval=0.5))  # an observer with the same clock
+    grids = [Grid(url, name=f"{{prefix}}{{i}}", ttl=5, interval=0.5) for i in range(count)]
+    grids.append(Grid(url, observe=True, ttl=5, interval=0.5))  # an observer with the same clock
     for g in grids:
         g.on_leave = lambda name, meta, g=g: leaves.append([g.name, name])
         g.start()
@@ -73,8 +73,8 @@ def test_clock_skew_does_not_wipe_the_grid(redis_server, grids, tmp_path):
     script = tmp_path / "skewed.py"
     script.write_text(SKEWED.format(root=ROOT))
     leaves = []
-    here = [grids(url, name=f"ok{i}") for i in range(8)]
-    here.append(grids(url, observe=True))
+    here = [grids(url, name=f"ok{i}", ttl=5) for i in range(8)]  # ttl 5: a loaded machine may stall us
+    here.append(grids(url, observe=True, ttl=5))
     for g in here:
         g.on_leave = lambda name, meta, g=g: leaves.append([g.name, name])
     procs, outs = [], []
