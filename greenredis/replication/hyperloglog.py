@@ -15,6 +15,7 @@ big-int arithmetic rather than a Python loop per register.
 from __future__ import annotations
 
 import math
+import re
 import struct
 
 __all__ = [
@@ -52,6 +53,8 @@ ALPHA_INF = 0.721347520444481703680  # 0.5 / ln(2)
 _M64 = (1 << 64) - 1
 _MURMUR_M = 0xC6A4A7935BD1E995
 _STALE = 0x80  # top bit of the cached cardinality's last byte
+
+_XZERO = re.compile(rb"[\x40-\x7f]")  # the first byte of an XZERO opcode
 
 WRONGTYPE = "WRONGTYPE Key is not a valid HyperLogLog string value."
 INVALIDOBJ = "INVALIDOBJ Corrupted HLL object detected"
@@ -194,34 +197,34 @@ def _val(value: int, n: int) -> int:
     return 0x80 | ((value - 1) << 2) | (n - 1)
 
 
+# What each one-byte opcode (ZERO, VAL) expands to, one byte per register.
+_EXPANSIONS = [
+    bytes(b + 1) if b < 0x40 else bytes((((b >> 2) & 31) + 1,)) * ((b & 3) + 1) for b in range(256)
+]
+
+
 def _sparse_registers(s) -> bytes:
     """16384 register bytes of a sparse HLL; HLLError if the runs do not cover exactly 16384."""
     parts = []
-    idx = 0
-    p = HEADER_SIZE
+    pos = HEADER_SIZE
     end = len(s)
-    while p < end:
-        op = s[p]
-        if op < 0x40:  # ZERO
-            n = op + 1
-            parts.append(bytes(n))
-            p += 1
-        elif op < 0x80:  # XZERO
-            if p + 1 >= end:
-                raise HLLError(INVALIDOBJ)
-            n = (((op & 0x3F) << 8) | s[p + 1]) + 1
-            parts.append(bytes(n))
-            p += 2
-        else:
-            n = (op & 3) + 1
-            if idx + n > REGISTERS:
-                raise HLLError(INVALIDOBJ)
-            parts.append(bytes((((op >> 2) & 31) + 1,)) * n)
-            p += 1
-        idx += n
-    if idx != REGISTERS:
+    expand = _EXPANSIONS.__getitem__
+    while pos < end:
+        m = _XZERO.search(s, pos)
+        stop = m.start() if m is not None else end
+        parts.append(b"".join(map(expand, s[pos:stop])))
+        if m is None:
+            break
+        if stop + 1 >= end:
+            raise HLLError(INVALIDOBJ)
+        parts.append(bytes((((s[stop] & 0x3F) << 8) | s[stop + 1]) + 1))
+        if sum(map(len, parts)) > REGISTERS:
+            raise HLLError(INVALIDOBJ)
+        pos = stop + 2
+    regs = b"".join(parts)
+    if len(regs) != REGISTERS:
         raise HLLError(INVALIDOBJ)
-    return b"".join(parts)
+    return regs
 
 
 class _Promote(Exception):
@@ -237,35 +240,21 @@ def _sparse_set(s: bytearray, index: int, count: int, max_bytes: int, start=(HEA
     """
     if count > SPARSE_VAL_MAX_VALUE:
         raise _Promote
-    p, first, prev = start
-    prevprev = prev_first = None
-    advanced = False
+    p, first, prev, prevprev = _locate(s, index, start)
     end = len(s)
-    span = 0
-    oplen = 1
-    # Step 1: find the opcode covering ``index``.
-    while p < end:
-        op = s[p]
-        if op < 0x40:
-            span, oplen = op + 1, 1
-        elif op >= 0x80:
-            span, oplen = (op & 3) + 1, 1
-        else:
-            if p + 1 >= end:
-                raise HLLError(INVALIDOBJ)
-            span, oplen = (((op & 0x3F) << 8) | s[p + 1]) + 1, 2
-        if index <= first + span - 1:
-            break
-        prevprev, prev, prev_first = prev, p, first
-        advanced = True
-        p += oplen
-        first += span
-    else:
-        raise HLLError(INVALIDOBJ)
     op = s[p]
+    if op < 0x40:
+        span, oplen = op + 1, 1
+    elif op >= 0x80:
+        span, oplen = (op & 3) + 1, 1
+    else:
+        span, oplen = (((op & 0x3F) << 8) | s[p + 1]) + 1, 2
     is_val = op >= 0x80
     # Nothing before ``prev`` changes below, so a later search may start there.
-    hint = (prev, prev_first, prevprev) if advanced else (HEADER_SIZE, 0, None)
+    if prev is None or prevprev == _UNKNOWN:
+        hint = (HEADER_SIZE, 0, None)
+    else:
+        hint = (prev, first - _span(s, prev), prevprev)
     # Step 2: the cases that need no split.
     if is_val:
         if ((op >> 2) & 31) + 1 >= count:
@@ -302,6 +291,65 @@ def _sparse_set(s: bytearray, index: int, count: int, max_bytes: int, start=(HEA
     _merge_vals(s, prev)
     _invalidate(s)
     return 1, hint
+
+
+_UNKNOWN = -1  # an opcode position the search did not see
+# Registers covered by a one-byte opcode (ZERO or VAL); XZERO first bytes never reach it.
+_SPANS = bytes((b + 1) if b < 0x40 else ((b & 3) + 1) if b >= 0x80 else 0 for b in range(256))
+_CHUNK = 64
+
+
+def _span(s, p: int) -> int:
+    op = s[p]
+    if op < 0x40:
+        return op + 1
+    if op >= 0x80:
+        return (op & 3) + 1
+    return (((op & 0x3F) << 8) | s[p + 1]) + 1
+
+
+def _locate(s, index: int, start):
+    """Step 1 of ``hllSparseSet``: ``(position, first register, prev, prevprev)`` of the
+    opcode covering ``index``, searching from ``start`` (see ``_sparse_set``).
+
+    The opcodes between two XZEROs are one byte each, so the search jumps from XZERO to
+    XZERO (a regex) and sums the spans of the bytes in between in chunks (``translate``),
+    instead of a Python step per opcode. ``prevprev`` is ``_UNKNOWN`` when it lies before
+    ``start``.
+    """
+    pos, first, prev = start
+    end = len(s)
+    last2 = (_UNKNOWN, prev)  # the two opcodes before ``pos``
+    while pos < end:
+        m = _XZERO.search(s, pos)
+        stop = m.start() if m is not None else end
+        while pos < stop:  # one-byte opcodes
+            chunk_end = min(pos + _CHUNK, stop)
+            spans = s[pos:chunk_end].translate(_SPANS)
+            total = sum(spans)
+            if index < first + total:
+                for k, n in enumerate(spans):
+                    if index < first + n:
+                        p = pos + k
+                        before = last2[1] if k == 0 else p - 1
+                        beforebefore = last2[0] if k == 0 else (last2[1] if k == 1 else p - 2)
+                        return p, first, before, beforebefore
+                    first += n
+            first += total
+            n = chunk_end - pos
+            last2 = (chunk_end - 2, chunk_end - 1) if n >= 2 else (last2[1], chunk_end - 1)
+            pos = chunk_end
+        if m is None:
+            break
+        if stop + 1 >= end:
+            raise HLLError(INVALIDOBJ)
+        span = (((s[stop] & 0x3F) << 8) | s[stop + 1]) + 1
+        if index < first + span:
+            return stop, first, last2[1], last2[0]
+        first += span
+        last2 = (last2[1], stop)
+        pos = stop + 2
+    raise HLLError(INVALIDOBJ)
 
 
 def _merge_vals(s: bytearray, prev) -> None:
@@ -355,7 +403,16 @@ def registers(value: bytes) -> bytes:
 
 
 def _histogram(regs: bytes) -> list[int]:
-    return [regs.count(v) for v in range(64)] if regs.count(0) != REGISTERS else [REGISTERS] + [0] * 63
+    """How many registers hold each value 0..63 (one C-level count per value present)."""
+    histo = [0] * 64
+    left = len(regs)
+    for v in range(64):
+        n = regs.count(v)
+        histo[v] = n
+        left -= n
+        if not left:
+            break
+    return histo
 
 
 def _sigma(x: float) -> float:
