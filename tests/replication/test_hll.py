@@ -263,6 +263,15 @@ def test_function_restore_policies_match_the_server(any_server):
         with pytest.raises(ReplyError):
             t.r.cmd(argv)
     assert applier_libraries(t.ap) == libraries(t.r)
+    # A long library is LZF-compressed in the payload.
+    big = "#!lua name=big\n" + "\n".join(
+        f"redis.register_function('g{i}', function() return {i} end)" for i in range(200)
+    )
+    t.run("FUNCTION", "LOAD", big)
+    dump = t.r.cmd([b"FUNCTION", b"DUMP"])
+    assert len(dump) < len(big)
+    t.run("FUNCTION", "RESTORE", dump, "FLUSH")
+    assert applier_libraries(t.ap) == libraries(t.r) and libraries(t.r)[b"big"] == big.encode()
 
 
 # ---- a real replica ----

@@ -56,6 +56,8 @@ class Applier(
     def __init__(self, keyspace=None, hll_sparse_max_bytes=None):
         self.keyspace = keyspace if keyspace is not None else Keyspace()
         if hll_sparse_max_bytes is not None:
+            if int(hll_sparse_max_bytes) < 0:
+                raise ValueError(f"hll_sparse_max_bytes must be >= 0, not {hll_sparse_max_bytes!r}")
             self.hll_sparse_max_bytes = int(hll_sparse_max_bytes)
         self.applied = 0
         self._queue = None  # list of (handler, argv) between MULTI and EXEC
