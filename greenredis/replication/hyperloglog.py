@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import re
 import struct
+from collections.abc import Iterable
 
 __all__ = [
     "DEFAULT_SPARSE_MAX_BYTES",
@@ -510,10 +511,12 @@ def _max_registers(values) -> bytes:
     return out if out is not None else bytes(REGISTERS)
 
 
-def pfadd(value: bytes | None, elements, sparse_max_bytes: int = DEFAULT_SPARSE_MAX_BYTES):
+def pfadd(
+    value: bytes | None, elements: Iterable[bytes], sparse_max_bytes: int = DEFAULT_SPARSE_MAX_BYTES
+) -> tuple[bytes, bool]:
     """PFADD: ``(new value, changed)``; a missing key (None) is created (that is a change)."""
     created = value is None
-    if created:
+    if value is None:
         value = new_hll()
     encoding = _check(value)
     s = bytearray(value)
@@ -537,7 +540,9 @@ def pfadd(value: bytes | None, elements, sparse_max_bytes: int = DEFAULT_SPARSE_
     return bytes(s), True
 
 
-def pfmerge(dest: bytes | None, sources, sparse_max_bytes: int = DEFAULT_SPARSE_MAX_BYTES) -> bytes:
+def pfmerge(
+    dest: bytes | None, sources: Iterable[bytes | None], sparse_max_bytes: int = DEFAULT_SPARSE_MAX_BYTES
+) -> bytes:
     """PFMERGE: the new value of ``dest`` (None if missing) merged with ``sources``
     (None entries are missing keys). ``dest`` itself is one of the inputs, as in Redis."""
     inputs = [v for v in (dest, *sources) if v is not None]
