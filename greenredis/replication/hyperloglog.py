@@ -297,7 +297,8 @@ def _sparse_set(s: bytearray, index: int, count: int, max_bytes: int, start=(HEA
 _UNKNOWN = -1  # an opcode position the search did not see
 # Registers covered by a one-byte opcode (ZERO or VAL); XZERO first bytes never reach it.
 _SPANS = bytes((b + 1) if b < 0x40 else ((b & 3) + 1) if b >= 0x80 else 0 for b in range(256))
-_CHUNK = 64
+_CHUNK = 128
+_SHORT = 800  # bytes of opcodes below which the plain walk is faster (measured)
 
 
 def _span(s, p: int) -> int:
@@ -315,42 +316,74 @@ def _locate(s, index: int, start):
 
     The opcodes between two XZEROs are one byte each, so the search jumps from XZERO to
     XZERO (a regex) and sums the spans of the bytes in between in chunks (``translate``),
-    instead of a Python step per opcode. ``prevprev`` is ``_UNKNOWN`` when it lies before
-    ``start``.
+    instead of a Python step per opcode (short bodies, where XZEROs are many, are walked).
+    ``prevprev`` is ``_UNKNOWN`` when it lies before ``start``.
     """
-    pos, first, prev = start
+    if len(s) - start[0] < _SHORT:
+        return _locate_walk(s, index, start)
+    pos, first, pa = start
+    ppa = _UNKNOWN  # pa and ppa: the two opcodes before the segment starting at ``a``
+    a = pos
     end = len(s)
-    last2 = (_UNKNOWN, prev)  # the two opcodes before ``pos``
+    search = _XZERO.search
     while pos < end:
-        m = _XZERO.search(s, pos)
+        m = search(s, pos)
         stop = m.start() if m is not None else end
-        while pos < stop:  # one-byte opcodes
-            chunk_end = min(pos + _CHUNK, stop)
+        while pos < stop:  # one-byte opcodes, a chunk at a time
+            chunk_end = pos + _CHUNK
+            if chunk_end > stop:
+                chunk_end = stop
             spans = s[pos:chunk_end].translate(_SPANS)
             total = sum(spans)
             if index < first + total:
                 for k, n in enumerate(spans):
                     if index < first + n:
                         p = pos + k
-                        before = last2[1] if k == 0 else p - 1
-                        beforebefore = last2[0] if k == 0 else (last2[1] if k == 1 else p - 2)
-                        return p, first, before, beforebefore
+                        return p, first, _before(p, a, pa), _before(p - 1, a, pa) if p > a else ppa
                     first += n
             first += total
-            n = chunk_end - pos
-            last2 = (chunk_end - 2, chunk_end - 1) if n >= 2 else (last2[1], chunk_end - 1)
             pos = chunk_end
         if m is None:
             break
         if stop + 1 >= end:
             raise HLLError(INVALIDOBJ)
+        prev_q = _before(stop, a, pa)
+        prevprev_q = _before(stop - 1, a, pa) if stop > a else ppa
         span = (((s[stop] & 0x3F) << 8) | s[stop + 1]) + 1
         if index < first + span:
-            return stop, first, last2[1], last2[0]
+            return stop, first, prev_q, prevprev_q
         first += span
-        last2 = (last2[1], stop)
-        pos = stop + 2
+        pos = a = stop + 2
+        pa, ppa = stop, prev_q
     raise HLLError(INVALIDOBJ)
+
+
+def _locate_walk(s, index: int, start):
+    """``_locate`` one opcode at a time: faster on short bodies, where XZEROs are many."""
+    p, first, prev = start
+    prevprev = _UNKNOWN
+    end = len(s)
+    while p < end:
+        op = s[p]
+        if op < 0x40:
+            span, oplen = op + 1, 1
+        elif op >= 0x80:
+            span, oplen = (op & 3) + 1, 1
+        else:
+            if p + 1 >= end:
+                break
+            span, oplen = (((op & 0x3F) << 8) | s[p + 1]) + 1, 2
+        if index < first + span:
+            return p, first, prev, prevprev
+        prevprev, prev = prev, p
+        p += oplen
+        first += span
+    raise HLLError(INVALIDOBJ)
+
+
+def _before(p: int, a: int, pa):
+    """The opcode before ``p`` in a run of one-byte opcodes starting at ``a`` (``pa`` before it)."""
+    return p - 1 if p > a else pa
 
 
 def _merge_vals(s: bytearray, prev) -> None:

@@ -87,6 +87,36 @@ def test_dense_packing_round_trips_every_value():
     assert len(s) == hll.DENSE_SIZE
 
 
+def _opcodes(s):
+    """(position, first register) of every sparse opcode, by a plain walk."""
+    out, p, first = [], hll.HEADER_SIZE, 0
+    while p < len(s):
+        out.append((p, first))
+        first += hll._span(s, p)
+        p += 2 if 0x40 <= s[p] < 0x80 else 1
+    return out
+
+
+def test_sparse_search_finds_the_opcode_and_its_two_predecessors():
+    rnd = random.Random(8)
+    for size in (0, 3, 40, 400, 1500):
+        value, _ = hll.pfadd(None, elements(rnd, size), sparse_max_bytes=10**6)
+        s = bytearray(value)
+        ops = _opcodes(s)
+        for _ in range(200):
+            index = rnd.randrange(hll.REGISTERS)
+            k = max(i for i, (_, first) in enumerate(ops) if first <= index)
+            j = rnd.randrange(k + 1)  # start the search at any opcode up to the target's
+            start = (ops[j][0], ops[j][1], ops[j - 1][0] if j else None)
+            p, first, prev, prevprev = hll._locate(s, index, start)
+            assert (p, first) == ops[k]
+            assert prev == (ops[k - 1][0] if k else None)
+            if k - j >= 1:
+                assert prevprev == (ops[k - 2][0] if k >= 2 else None)
+            else:
+                assert prevprev == hll._UNKNOWN  # before the start: not seen
+
+
 def test_bad_values_are_refused_with_redis_s_messages():
     with pytest.raises(hll.HLLError, match="WRONGTYPE"):
         hll.pfadd(b"not an hll at all", [b"x"])
