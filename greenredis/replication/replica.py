@@ -700,6 +700,24 @@ class Replica:
             if done:  # the offset follows what is applied, so a PSYNC never replays a command
                 self._offset = event.offsets[done - 1]
 
+    def pfcount(self, key, *keys, db=0):
+        """PFCOUNT on the copy: the key's cardinality estimate (its cached one when valid),
+        or that of the union of several keys; 0 for missing keys. A key that is not an HLL
+        raises ``ReplyError`` with Redis's WRONGTYPE message. The copy is not written."""
+        from greenredis.errors import ReplyError
+        from greenredis.replication import hyperloglog
+
+        values = []
+        for k in (key, *keys):
+            value = self._lookup(k, db)[0]
+            if value is not None and type(value) is not bytes:
+                raise ReplyError("WRONGTYPE Operation against a key holding the wrong kind of value")
+            values.append(value)
+        try:
+            return hyperloglog.pfcount(*values)
+        except hyperloglog.HLLError as e:
+            raise ReplyError(str(e)) from None
+
 
 class _DataError(Exception):
     """Data we refuse (a bad snapshot, a command we cannot apply)."""

@@ -15,6 +15,7 @@ bound method; each command family lives in its own module as a mixin of ``Applie
 from greenredis.replication.applier.base import ApplyError
 from greenredis.replication.applier.geo import GeoMixin
 from greenredis.replication.applier.hashes import HashesMixin
+from greenredis.replication.applier.hll import HyperLogLogMixin
 from greenredis.replication.applier.keys import KeysMixin
 from greenredis.replication.applier.lists import ListsMixin
 from greenredis.replication.applier.sets import SetsMixin
@@ -33,16 +34,31 @@ _ARG_ERRORS = Exception
 
 
 class Applier(
-    KeysMixin, StringsMixin, ListsMixin, SetsMixin, HashesMixin, ZSetsMixin, StreamsMixin, SortMixin, GeoMixin
+    KeysMixin,
+    StringsMixin,
+    ListsMixin,
+    SetsMixin,
+    HashesMixin,
+    ZSetsMixin,
+    StreamsMixin,
+    SortMixin,
+    GeoMixin,
+    HyperLogLogMixin,
 ):
     """Applies replicated commands to ``keyspace`` (a new ``Keyspace`` by default).
 
     ``apply(argv)`` takes one command as a list of bytes and returns the ``(db, key)``
     pairs it changed. ``db`` is the selected database. ``applied`` counts commands.
+    ``hll_sparse_max_bytes`` must be the master's ``hll-sparse-max-bytes`` (Redis's
+    default, 3000, unless given): it decides when PFADD/PFMERGE turn an HLL dense.
     """
 
-    def __init__(self, keyspace=None):
+    def __init__(self, keyspace=None, hll_sparse_max_bytes=None):
         self.keyspace = keyspace if keyspace is not None else Keyspace()
+        if hll_sparse_max_bytes is not None:
+            if int(hll_sparse_max_bytes) < 0:
+                raise ValueError(f"hll_sparse_max_bytes must be >= 0, not {hll_sparse_max_bytes!r}")
+            self.hll_sparse_max_bytes = int(hll_sparse_max_bytes)
         self.applied = 0
         self._queue = None  # list of (handler, argv) between MULTI and EXEC
         self._aborted = False  # a command of the open transaction was refused
@@ -150,14 +166,10 @@ class Applier(
         return list(dict.fromkeys(touched))
 
 
-# Known, and always refused: their effect cannot be reproduced exactly (HyperLogLog's format,
-# a random pick, the master's clock, verbatim scripts, approximate trims come rewritten).
+# Known, and always refused: their effect cannot be reproduced exactly (a random pick, the
+# master's clock, verbatim scripts, approximate trims come rewritten).
 REFUSED = frozenset(
     [
-        b"PFADD",
-        b"PFMERGE",
-        b"PFCOUNT",
-        b"PFDEBUG",
         b"SPOP",
         b"EVAL",
         b"EVALSHA",

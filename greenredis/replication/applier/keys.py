@@ -4,7 +4,7 @@ SELECT, and the non-writing commands a master sends (PING, REPLCONF, PUBLISH, ..
 import re
 
 from greenredis.replication.applier.base import ApplyError, Core, copy_value, now_ms, parse_int
-from greenredis.replication.rdb.parser import RDBError, decode_dump
+from greenredis.replication.rdb.parser import RDBError, decode_dump, decode_function_dump
 
 _LIBRARY_NAME = re.compile(rb"^#!\s*(\w+)\s+(?:.*\s)?name=(\S+)", re.M)
 
@@ -315,7 +315,37 @@ class KeysMixin(Core):
             self._flush_mode(argv[1:])
             functions.clear()
             return []
+        if sub == b"RESTORE" and len(argv) in (3, 4):
+            self._function_restore(argv[2], argv[3].upper() if len(argv) == 4 else b"APPEND")
+            return []
         raise ApplyError(f"FUNCTION {argv[1]!r}: not supported by the applier")
+
+    def _function_restore(self, payload, policy):
+        """FUNCTION RESTORE: all the payload's libraries or none (FLUSH/APPEND/REPLACE)."""
+        if policy not in (b"FLUSH", b"APPEND", b"REPLACE"):
+            raise ApplyError(f"FUNCTION RESTORE: wrong restore policy {policy!r}")
+        try:
+            libraries = decode_function_dump(payload)
+        except RDBError as e:
+            raise ApplyError(f"FUNCTION RESTORE: {e}") from e
+        new = {}
+        for code in libraries:
+            name = _library_name(code)
+            if name in new:
+                raise ApplyError(f"FUNCTION RESTORE: library {name!r} twice in the payload")
+            new[name] = code
+        functions = self.keyspace.functions
+        if policy == b"FLUSH":
+            functions[:] = new.values()
+            return
+        kept = []
+        for old in functions:
+            name = _library_name(old)
+            if name in new and policy == b"APPEND":
+                raise ApplyError(f"FUNCTION RESTORE: library {name!r} already exists")
+            if name not in new:
+                kept.append(old)
+        functions[:] = kept + list(new.values())
 
 
 def _library_name(code):

@@ -358,16 +358,6 @@ class StringsMixin(Core):
         self._put(dest, result)
         return [(self._db, dest)]
 
-    # ---- HyperLogLog: a string in Redis's HLL format, which we do not implement ----
-
-    def _hll(self, argv):
-        raise ApplyError(
-            f"{argv[0].decode(errors='replace').upper()}: HyperLogLog commands are "
-            "not supported by the applier"
-        )
-
-    cmd_pfadd = cmd_pfmerge = cmd_pfcount = cmd_pfdebug = _hll
-
 
 def _bitfield_type(arg):
     if arg[:1] in (b"i", b"I", b"u", b"U"):

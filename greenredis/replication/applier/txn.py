@@ -46,7 +46,7 @@ def written_keys(name, argv):
         return argv[1:3]
     if name == b"BITOP":
         return argv[2:3]
-    if name in (b"XGROUP",):
+    if name in (b"XGROUP", b"PFDEBUG"):
         return argv[2:3]
     if name in (
         b"LMPOP",

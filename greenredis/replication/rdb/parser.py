@@ -50,7 +50,15 @@ from greenredis.replication.rdb.encodings import (
 from greenredis.replication.rdb.lzf import LZFError
 from greenredis.replication.rdb.lzf import decompress as _lzf_decompress
 
-__all__ = ["RDBParser", "RDBError", "decode_dump", "load_file", "MAX_RDB_VERSION", "VALKEY_RDB_VERSION"]
+__all__ = [
+    "RDBParser",
+    "RDBError",
+    "decode_dump",
+    "decode_function_dump",
+    "load_file",
+    "MAX_RDB_VERSION",
+    "VALKEY_RDB_VERSION",
+]
 
 MAX_RDB_VERSION = 12  # newest Redis RDB version understood
 VALKEY_RDB_VERSION = 80  # "VALKEY080": Valkey 9
@@ -1171,6 +1179,39 @@ def decode_dump(payload, with_field_expiry=False):
     if with_field_expiry:
         return value, db.field_expires.get(b"", {})
     return value
+
+
+def decode_function_dump(payload):
+    """Decode a FUNCTION DUMP / FUNCTION RESTORE payload: the library sources, in order.
+
+    The payload is FUNCTION2 records (opcode 0xF5 + the source as an RDB string), then the
+    2-byte RDB version and the CRC-64 (checked), as ``functionRestoreCommand`` reads it.
+    """
+    payload = bytes(payload)
+    if len(payload) < 10:
+        raise RDBError(f"FUNCTION DUMP payload of {len(payload)} bytes is too short")
+    stored = int.from_bytes(payload[-8:], "little")
+    if stored and crc64(payload[:-8]) != stored:
+        raise RDBError("FUNCTION DUMP payload checksum mismatch")
+    version = int.from_bytes(payload[-10:-8], "little")
+    if not (1 <= version <= MAX_RDB_VERSION or version == VALKEY_RDB_VERSION):
+        raise RDBError(f"FUNCTION DUMP payload of unsupported RDB version {version}")
+    buf = payload[:-10]
+    libraries = []
+    i = 0
+    try:
+        while i < len(buf):
+            if buf[i] == 0xF6:
+                raise RDBError("FUNCTION DUMP payload in the pre-GA function format")
+            if buf[i] != 0xF5:
+                raise RDBError(f"FUNCTION DUMP payload holds type {buf[i]}, not a function")
+            code, i = _rstr(buf, i + 1)
+            libraries.append(bytes(code))
+    except (_Incomplete, IndexError):
+        raise RDBError("FUNCTION DUMP payload is truncated") from None
+    except (_Bad, LZFError) as exc:
+        raise RDBError(f"bad FUNCTION DUMP payload: {exc}") from None
+    return libraries
 
 
 def load_file(path, chunk_size=1 << 20, **kwargs):
