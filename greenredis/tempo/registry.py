@@ -84,11 +84,28 @@ def merge(
 class Registry:
     """What ``/`` lists, kept current in a greenlet. ``grid``: a started ``Grid``
     (or None: instances come from the stats alone). ``recent``: how far back a
-    stats-only instance is still listed (seconds)."""
+    stats-only instance is still listed (seconds). ``gone_after``: seconds a gone
+    instance stays listed (default ``$TEMPO_GONE_AFTER`` or 3600)."""
 
     def __init__(
-        self, redis, grid=None, refresh=2.0, recent=3600.0, max_instances=1000, forget_after=86400.0
+        self,
+        redis,
+        grid=None,
+        refresh=2.0,
+        recent=3600.0,
+        max_instances=1000,
+        forget_after=86400.0,
+        gone_after=None,
     ):
+        if gone_after is None:
+            raw = os.environ.get("TEMPO_GONE_AFTER") or "3600"
+            try:
+                gone_after = float(raw)
+            except ValueError:
+                raise ValueError(f"TEMPO_GONE_AFTER must be a number of seconds, not {raw!r}") from None
+        if not gone_after > 0:
+            raise ValueError(f"gone_after must be positive seconds, not {gone_after!r}")
+        self.gone_after = float(gone_after)
         self.redis = redis
         self.grid = grid
         self.refresh = refresh
