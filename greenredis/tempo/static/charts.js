@@ -84,14 +84,14 @@ window.TempoCharts = (function () {
       return {
         width: Math.max(this.box.clientWidth, 120),
         height: this.height,
-        legend: { show: !!legend, live: true },
+        legend: { show: !!legend, live: false },   // names only: the crosshair tip has the values
         cursor: { drag: { x: false, y: false, setScale: false }, points: { size: 7 } },
         scales: { x: { time: true, range: () => this.range } },
         axes: [
           {
             stroke: "#6b7385", grid: { stroke: "#eef0f4" }, ticks: { stroke: "#e3e6ec" },
             font: "11px system-ui, sans-serif", labelFont: "11px system-ui, sans-serif",
-            label: "time (" + T.zone() + ")", labelSize: 16, labelGap: 0, space: 70,
+            label: "time (" + T.zone() + ")", labelSize: 16, labelGap: 0, space: 50,
             values: (u, splits, ax, space, incr) => splits.map((t) => incr >= 60 ? T.clock(t).slice(0, 5) : T.clock(t)),
           },
           {
