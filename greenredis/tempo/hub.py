@@ -15,7 +15,7 @@ Wire format (server -> browser): every websocket frame is a JSON array of
 messages, each an object with a ``type``:
 
 ``history``  ``{"type": "history", "instance": i, "metrics": {m: [[ts, value], ...]}, "units": {m: u}}``
-             (``units``: the newest point's unit of each metric that has one)
+             (``units``, when any metric has one: the newest point's unit)
 ``point``    ``{"type": "point", "instance": i, "metric": m, "ts": t, "value": v}`` (+ ``"unit"``)
 ``backlog``  ``{"type": "backlog", "instance": i, "lines": [...]}`` (oldest first)
 ``log``      ``{"type": "log", "instance": i, "line": s}``
@@ -334,14 +334,15 @@ class Hub:
     def history(self, viewers, instance, metrics):
         """Queue ``{metric: [point dicts]}`` as one history message to each viewer
         (encoded once) that still watches the instance's stats."""
-        text = dumps(
-            {
-                "type": "history",
-                "instance": instance,
-                "metrics": {m: [[p["ts"], p["value"]] for p in pts] for m, pts in metrics.items()},
-                "units": {m: pts[-1]["unit"] for m, pts in metrics.items() if pts and pts[-1].get("unit")},
-            }
-        )
+        msg = {
+            "type": "history",
+            "instance": instance,
+            "metrics": {m: [[p["ts"], p["value"]] for p in pts] for m, pts in metrics.items()},
+        }
+        units = {m: pts[-1]["unit"] for m, pts in metrics.items() if pts and pts[-1].get("unit")}
+        if units:
+            msg["units"] = units
+        text = dumps(msg)
         topic = ("stats", instance)
         for viewer in viewers:
             viewer.loading.discard(topic)

@@ -167,6 +167,9 @@ class Live:
                     sub.subscribe(*sub.channels)
         except RedisError as e:
             log.warning("tempo: resubscribe not confirmed (%s)", e)
+            self._feed(e)
+        else:
+            self._feed(None)  # the subscription reconnected by itself: the feed works again
         self.run_effects(self.hub.resync())
 
     def _reconcile(self):

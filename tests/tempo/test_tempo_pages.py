@@ -28,7 +28,14 @@ def test_a_unit_travels_with_live_points_and_history(r):
     hub.publish(b"stats:{web.1}", names.encode_point("memory", 640, 101.0, "MB"))
     msgs = json.loads(viewer.take())
     assert msgs[0]["units"] == {"memory": "MB"}
-    assert msgs[1] == {"type": "point", "instance": "web.1", "metric": "memory", "ts": 101.0, "value": 640, "unit": "MB"}
+    assert msgs[1] == {
+        "type": "point",
+        "instance": "web.1",
+        "metric": "memory",
+        "ts": 101.0,
+        "value": 640,
+        "unit": "MB",
+    }
 
 
 @pytest.mark.parametrize("unit", ["", "a b", "<b>", "x" * 17, 5])
