@@ -60,6 +60,11 @@ window.TempoCharts = (function () {
     return pts.slice(Math.max(0, i - 1));
   }
 
+  function newest(ys) {
+    for (let i = ys.length - 1; i >= 0; i--) if (ys[i] != null) return [i];
+    return null;
+  }
+
   class TimeChart {
     // opts: labels (one per series), unit, window (s), height, legend (bool)
     constructor(box, opts) {
@@ -91,7 +96,8 @@ window.TempoCharts = (function () {
           {
             stroke: "#6b7385", grid: { stroke: "#eef0f4" }, ticks: { stroke: "#e3e6ec" },
             font: "11px system-ui, sans-serif", labelFont: "11px system-ui, sans-serif",
-            label: "time (" + T.zone() + ")", labelSize: 16, labelGap: 0, space: 50,
+            label: "time (" + T.zone() + ")", labelSize: 16, labelGap: 0,
+            space: (u, ax, min, max, dim) => dim < 360 ? 34 : 70,   // px between time labels
             values: (u, splits, ax, space, incr) => splits.map((t) => incr >= 60 ? T.clock(t).slice(0, 5) : T.clock(t)),
           },
           {
@@ -109,7 +115,8 @@ window.TempoCharts = (function () {
             fill: this.labels.length === 1 ? "rgba(47, 111, 222, 0.10)" : undefined,
             width: 2,
             spanGaps: false,
-            points: { show: false },
+            // a dot on the newest point only
+            points: { show: true, size: 6, fill: COLORS[i % COLORS.length], filter: (u, si) => newest(u.data[si]) },
             value: (u, v) => v == null ? "–" : fmt(v),
           })),
         ],
@@ -200,7 +207,7 @@ window.TempoCharts = (function () {
 
     draw() {
       const [tmin, tmax] = this.bounds();
-      this.range = [tmin, tmax];
+      this.range = [tmin, tmax + this.window / 100];   // a little room for the newest point
       const data = align(this.series.map((pts) => visible(pts, tmin)));
       this.u.setData(data);
       // for tests and people: how many times the line is broken

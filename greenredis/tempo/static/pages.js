@@ -369,5 +369,11 @@
     }, 2000);
   }
 
-  ({ index: indexPage, instance: instancePage, logs: logsPage }[cfg.page] || (() => {}))();
+  // -- 404: only the pill ----------------------------------------------------------
+  function notFoundPage() {
+    const sock = new T.Socket(cfg, (m) => { if (m.type === "grid") serverState(m); });
+    sock.watch("grid");
+  }
+
+  ({ index: indexPage, instance: instancePage, logs: logsPage, 404: notFoundPage }[cfg.page] || (() => {}))();
 })();
