@@ -42,7 +42,8 @@
   // The window buttons (1 min / 5 min / 15 min / 1 h); the choice is remembered.
   function windowChoice(onChange) {
     const box = $("windows");
-    let current = Number(localStorage.getItem("tempo.window")) || 300;
+    let current = 300;
+    try { current = Number(localStorage.getItem("tempo.window")) || 300; } catch (e) { /* storage disabled */ }
     if (!WINDOWS.includes(current)) current = 300;
     function paint() {
       for (const b of box.querySelectorAll("button")) b.setAttribute("aria-pressed", String(Number(b.value) === current));

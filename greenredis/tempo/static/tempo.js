@@ -50,7 +50,8 @@ window.Tempo = (function () {
   // A name as text that may wrap after . - _ : @ (word boundaries), never parsed as HTML.
   function nameNode(name) {
     const frag = document.createDocumentFragment();
-    for (const part of String(name).split(/(?<=[.\-_:@])/)) {
+    // names never hold control characters, so \u0000 is a safe cut mark (no look-behind: older Safari)
+    for (const part of String(name).replace(/([.\-_:@])/g, "$1\u0000").split("\u0000")) {
       frag.append(document.createTextNode(part), document.createElement("wbr"));
     }
     return frag;
