@@ -20,8 +20,9 @@ Keys and channels live in separate namespaces in Redis, so a log list and its
 live channel share one name.
 
 A point is a JSON object ``{"metric": "rps", "ts": 1764133307.25, "value": 231.5}``:
-``ts`` is unix time in seconds (float), ``value`` a finite number. History entries
-are the same objects.
+``ts`` is unix time in seconds (float), ``value`` a finite number; an optional
+``"unit"`` (``"MB"``, ``"ms"``, ``"req/s"``: 1-16 of ``A-Z a-z 0-9 _ . / % - µ``)
+labels the value. History entries are the same objects.
 """
 
 import json
@@ -37,6 +38,7 @@ __all__ = [
     "log_channel",
     "check_instance",
     "check_metric",
+    "check_unit",
     "encode_point",
     "decode_point",
     "instance_of_channel",
@@ -55,6 +57,7 @@ MAX_NAME = 200
 # slash (a name is one segment of the dashboard's URLs)
 _INSTANCE_RE = re.compile(rf"[^\s{{}}/\x00-\x1f\x7f]{{1,{MAX_NAME}}}")
 _METRIC_RE = re.compile(r"[A-Za-z0-9_.:/%-]{1,100}")
+_UNIT_RE = re.compile(r"[A-Za-z0-9_./%µ-]{1,16}")
 
 
 def check_instance(name):
@@ -77,6 +80,16 @@ def check_metric(name):
     if not isinstance(name, str) or not _METRIC_RE.fullmatch(name):
         raise ValueError(f"bad metric name {name!r}: 1-100 of A-Z a-z 0-9 _ . : / % -")
     return name
+
+
+def check_unit(unit):
+    """Return ``unit`` if it is a valid unit label (or None), else raise ValueError.
+
+    Valid: 1-16 of ``A-Z a-z 0-9 _ . / % - µ`` (``MB``, ``ms``, ``req/s``, ``%``).
+    """
+    if unit is not None and (not isinstance(unit, str) or not _UNIT_RE.fullmatch(unit)):
+        raise ValueError(f"bad unit {unit!r}: 1-16 of A-Z a-z 0-9 _ . / % - µ")
+    return unit
 
 
 def stats_channel(instance):
@@ -115,14 +128,18 @@ def instance_of_channel(channel):
     return (m.group(1), m.group(2)) if m else None
 
 
-def encode_point(metric, value, ts):
-    """The JSON text of one point; raises ValueError for a bad metric or value."""
+def encode_point(metric, value, ts, unit=None):
+    """The JSON text of one point; raises ValueError for a bad metric, value or unit."""
     check_metric(metric)
+    check_unit(unit)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"value of {metric!r} must be a number, not {value!r}")
     if not math.isfinite(value) or not math.isfinite(ts):
         raise ValueError(f"value and ts of {metric!r} must be finite")
-    return json.dumps({"metric": metric, "ts": round(float(ts), 6), "value": value}, separators=(",", ":"))
+    point = {"metric": metric, "ts": round(float(ts), 6), "value": value}
+    if unit is not None:
+        point["unit"] = unit
+    return json.dumps(point, separators=(",", ":"), ensure_ascii=False)
 
 
 def decode_point(data):
@@ -138,4 +155,9 @@ def decode_point(data):
     for v in (ts, value):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise ValueError(f"point has a bad ts or value: {point!r}")
-    return {"metric": metric, "ts": ts, "value": value}
+    out = {"metric": metric, "ts": ts, "value": value}
+    unit = point.get("unit")
+    if unit is not None:
+        check_unit(unit)
+        out["unit"] = unit
+    return out

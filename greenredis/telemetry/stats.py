@@ -20,6 +20,7 @@ class Stats:
 
     >>> stats = Stats(r, instance="web.1")
     >>> stats.publish("requests_per_sec", 231.5)
+    >>> stats.publish("memory", 512, unit="MB")
     """
 
     def __init__(self, redis, instance, history=600, ttl=86400):
@@ -31,16 +32,19 @@ class Stats:
         self.ttl = ttl
         self.channel = names.stats_channel(instance)
 
-    def publish(self, metric, value, ts=None):
+    def publish(self, metric, value, ts=None, unit=None):
         """Publish one point and append it to the metric's capped history.
+
+        ``unit``: an optional label (``"MB"``, ``"ms"``, ``"%"``) stored with the
+        point, so live points and the history carry it and Tempo shows it.
 
         One pipelined batch (one round trip): PUBLISH, LPUSH, LTRIM, SADD, ZADD
         (and EXPIREs). Returns how many subscribers got the point. Raises
-        ValueError for a bad name or value, ``greenredis.RedisError`` when Redis
+        ValueError for a bad name, value or unit, ``greenredis.RedisError`` when Redis
         cannot be reached.
         """
         ts = time.time() if ts is None else ts
-        data = names.encode_point(metric, value, ts)
+        data = names.encode_point(metric, value, ts, unit)
         hkey = names.history_key(self.instance, metric)
         mkey = names.metrics_key(self.instance)
         batch = [

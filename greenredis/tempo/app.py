@@ -266,6 +266,11 @@ def create_app(
             status.update(viewers=len(lv.hub.viewers), channels=sorted(lv.subscribed()))
         return jsonify(status)
 
+    @app.errorhandler(404)
+    def not_found(_e):
+        name = (request.view_args or {}).get("name")
+        return render_template("404.html", name=name, cfg=page_config(page="404")), 404
+
     def origin_ok(origin):
         origin = origin.lower().rstrip("/")
         if origin in app.config["TEMPO_ORIGINS"]:

@@ -14,8 +14,9 @@ is being read or waiting in that viewer's queue (repeats are coalesced).
 Wire format (server -> browser): every websocket frame is a JSON array of
 messages, each an object with a ``type``:
 
-``history``  ``{"type": "history", "instance": i, "metrics": {m: [[ts, value], ...]}}``
-``point``    ``{"type": "point", "instance": i, "metric": m, "ts": t, "value": v}``
+``history``  ``{"type": "history", "instance": i, "metrics": {m: [[ts, value], ...]}, "units": {m: u}}``
+             (``units``, when any metric has one: the newest point's unit)
+``point``    ``{"type": "point", "instance": i, "metric": m, "ts": t, "value": v}`` (+ ``"unit"``)
 ``backlog``  ``{"type": "backlog", "instance": i, "lines": [...]}`` (oldest first)
 ``log``      ``{"type": "log", "instance": i, "line": s}``
 ``grid``     ``{"type": "grid", "stale": bool, "nodes": [{"name", "meta", "health", "metrics"}]}``
@@ -333,13 +334,15 @@ class Hub:
     def history(self, viewers, instance, metrics):
         """Queue ``{metric: [point dicts]}`` as one history message to each viewer
         (encoded once) that still watches the instance's stats."""
-        text = dumps(
-            {
-                "type": "history",
-                "instance": instance,
-                "metrics": {m: [[p["ts"], p["value"]] for p in pts] for m, pts in metrics.items()},
-            }
-        )
+        msg = {
+            "type": "history",
+            "instance": instance,
+            "metrics": {m: [[p["ts"], p["value"]] for p in pts] for m, pts in metrics.items()},
+        }
+        units = {m: pts[-1]["unit"] for m, pts in metrics.items() if pts and pts[-1].get("unit")}
+        if units:
+            msg["units"] = units
+        text = dumps(msg)
         topic = ("stats", instance)
         for viewer in viewers:
             viewer.loading.discard(topic)
@@ -403,15 +406,16 @@ class Hub:
             except ValueError:  # decode_point turns every malformation into one
                 self.stats["bad_payload"] += 1
                 return 0
-            text = dumps(
-                {
-                    "type": "point",
-                    "instance": instance,
-                    "metric": p["metric"],
-                    "ts": p["ts"],
-                    "value": p["value"],
-                }
-            )
+            point = {
+                "type": "point",
+                "instance": instance,
+                "metric": p["metric"],
+                "ts": p["ts"],
+                "value": p["value"],
+            }
+            if "unit" in p:
+                point["unit"] = p["unit"]
+            text = dumps(point)
             for viewer in watchers:
                 viewer.push(text)
             self.stats["delivered"] += len(watchers)

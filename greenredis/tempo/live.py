@@ -64,6 +64,9 @@ class Live:
         self._lock = gevent.lock.Semaphore()
         self._pump = None
         self._closed = False
+        #: why the live feed (the Redis subscription) is not working, or None; the
+        #: pages show it (grid messages carry it as ``feed_error``)
+        self.feed_error = None
 
     # -- process-wide ------------------------------------------------------
     def start(self):
@@ -83,7 +86,18 @@ class Live:
             self._sub.close()
 
     def _grid_changed(self, snapshot):
-        self.hub.broadcast(("grid", None), {"type": "grid", **snapshot})
+        self.hub.broadcast(("grid", None), {"type": "grid", **snapshot, "feed_error": self.feed_error})
+
+    def grid_message(self):
+        """The ``grid`` message a page gets: the registry snapshot and ``feed_error``."""
+        return {**self.registry.message(), "feed_error": self.feed_error}
+
+    def _feed(self, error):
+        """Record whether the live feed works (``error``: None or why not); pages hear of changes."""
+        text = None if error is None else str(error) or type(error).__name__
+        if text != self.feed_error:
+            self.feed_error = text
+            self._grid_changed(self.registry.snapshot())
 
     def _subscription(self):
         if self._sub is None:
@@ -100,10 +114,12 @@ class Live:
                 self._reconcile()
             except RedisError as e:
                 log.warning("tempo: cannot subscribe (%s); retrying", e)
+                self._feed(e)
                 failed = True
                 gevent.sleep(backoff.failure())
                 continue
             backoff.reset()
+            self._feed(None)
             if failed:  # viewers that came while Redis was away have no history yet
                 failed = False
                 gevent.spawn(self.run_effects, self.hub.resync())
@@ -151,6 +167,9 @@ class Live:
                     sub.subscribe(*sub.channels)
         except RedisError as e:
             log.warning("tempo: resubscribe not confirmed (%s)", e)
+            self._feed(e)
+        else:
+            self._feed(None)  # the subscription reconnected by itself: the feed works again
         self.run_effects(self.hub.resync())
 
     def _reconcile(self):
@@ -176,6 +195,9 @@ class Live:
                 self._reconcile()
             except RedisError as e:
                 log.warning("tempo: subscribe failed: %s", e)
+                self._feed(e)
+            else:
+                self._feed(None)
         for effect in effects:
             kind = effect[0]
             if kind == "history":
@@ -183,7 +205,7 @@ class Live:
             elif kind == "backlog":
                 self._send_backlog(*effect[1:])
             elif kind == "grid":
-                effect[1].send(self.registry.message())
+                effect[1].send(self.grid_message())
 
     def _send_history(self, viewers, instance, depth=None):
         try:

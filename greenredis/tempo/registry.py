@@ -8,6 +8,7 @@ gevent shell: it re-reads the stats side from Redis every ``refresh`` seconds
 """
 
 import logging
+import os
 import time
 
 import gevent
@@ -25,7 +26,15 @@ HEALTH = ("up", "stale", "gone")
 
 
 def merge(
-    health, stats_seen, metrics, now, grid_stale=False, redis_ok=True, up_within=15.0, stale_within=60.0
+    health,
+    stats_seen,
+    metrics,
+    now,
+    grid_stale=False,
+    redis_ok=True,
+    up_within=15.0,
+    stale_within=60.0,
+    gone_after=None,
 ):
     """The snapshot: ``{"stale", "redis", "nodes": [...]}``, nodes sorted by name.
 
@@ -34,6 +43,8 @@ def merge(
     ``{instance: [names]}``. Grid nodes take their state from the grid. An
     instance that only publishes stats is "up" if its last point is newer than
     ``up_within`` seconds, "stale" within ``stale_within``, else "gone".
+    ``gone_after``: a "gone" node whose last sign of life (``gone_at``, last beat or
+    point) is older than this many seconds is left out (None: kept).
     """
     nodes = {}
     for name, h in (health or {}).items():
@@ -43,6 +54,7 @@ def merge(
             "health": h.get("state", "up"),
             "grid": True,
             "last_seen": h.get("last_seen"),
+            "gone_at": h.get("gone_at"),
         }
     for name, ts in stats_seen.items():
         node = nodes.get(name)
@@ -56,6 +68,12 @@ def merge(
         node.setdefault("last_point", None)
         if node["health"] not in HEALTH:
             node["health"] = "up"
+    if gone_after is not None:
+        for name in [n for n, node in nodes.items() if node["health"] == "gone"]:
+            node = nodes[name]
+            signs = [t for t in (node.get("gone_at"), node["last_seen"], node["last_point"]) if t]
+            if not signs or now - max(signs) > gone_after:
+                del nodes[name]
     return {
         "stale": bool(grid_stale) or not redis_ok,
         "redis": bool(redis_ok),
@@ -66,11 +84,28 @@ def merge(
 class Registry:
     """What ``/`` lists, kept current in a greenlet. ``grid``: a started ``Grid``
     (or None: instances come from the stats alone). ``recent``: how far back a
-    stats-only instance is still listed (seconds)."""
+    stats-only instance is still listed (seconds). ``gone_after``: seconds a gone
+    instance stays listed (default ``$TEMPO_GONE_AFTER`` or 3600)."""
 
     def __init__(
-        self, redis, grid=None, refresh=2.0, recent=3600.0, max_instances=1000, forget_after=86400.0
+        self,
+        redis,
+        grid=None,
+        refresh=2.0,
+        recent=3600.0,
+        max_instances=1000,
+        forget_after=86400.0,
+        gone_after=None,
     ):
+        if gone_after is None:
+            raw = os.environ.get("TEMPO_GONE_AFTER") or "3600"
+            try:
+                gone_after = float(raw)
+            except ValueError:
+                raise ValueError(f"TEMPO_GONE_AFTER must be a number of seconds, not {raw!r}") from None
+        if not gone_after > 0:
+            raise ValueError(f"gone_after must be positive seconds, not {gone_after!r}")
+        self.gone_after = float(gone_after)
         self.redis = redis
         self.grid = grid
         self.refresh = refresh
@@ -141,7 +176,7 @@ class Registry:
     def _update(self, read):
         if read:
             try:
-                since = time.time() - self.recent
+                since = time.time() - max(self.recent, self.gone_after)
                 reply = self.redis.cmd(
                     [
                         "ZRANGE",
@@ -187,6 +222,7 @@ class Registry:
             time.time(),
             grid_stale=self.grid is not None and self.grid.stale,
             redis_ok=self._redis_ok,
+            gone_after=self.gone_after,
         )
         if _comparable(snap) != _comparable(self._snapshot):
             self._snapshot = snap

@@ -1,10 +1,12 @@
-// The three pages. Every name from the server goes into the DOM as text, never as HTML.
+// The pages. Every name from the server goes into the DOM as text, never as HTML.
 "use strict";
 
 (function () {
   const T = window.Tempo;
+  const C = window.TempoCharts;
   const cfg = T.config();
   const $ = (id) => document.getElementById(id);
+  const WINDOWS = [60, 300, 900, 3600];
 
   function notice(text) {
     const n = $("notice");
@@ -19,49 +21,109 @@
     return "Error: " + m.message;
   }
 
+  // What every page shows about the server side: the pill and one banner.
+  function serverState(m) {
+    T.pill.server({ redis: m.redis, stale: m.stale, feed: m.feed_error || null });
+    const b = $("server-banner");
+    if (!b) return;
+    let text = "";
+    if (m.redis === false) {
+      text = "Redis is down: Tempo cannot reach it. What you see is the last view; the page catches up by itself when Redis is back.";
+    } else if (m.feed_error) {
+      text = "The live feed is unavailable: " + m.feed_error + ". Pages show the history but no new points or log lines until it works.";
+      if (/NOPERM|permission/i.test(m.feed_error)) {
+        text += " The Redis user Tempo logs in as needs channel rights (e.g. ACL SETUSER <user> &stats:* &logs:*).";
+      }
+    }
+    b.textContent = text;
+    b.hidden = !text;
+  }
+
+  // The window buttons (1 min / 5 min / 15 min / 1 h); the choice is remembered.
+  function windowChoice(onChange) {
+    const box = $("windows");
+    let current = 300;
+    try { current = Number(localStorage.getItem("tempo.window")) || 300; } catch (e) { /* storage disabled */ }
+    if (!WINDOWS.includes(current)) current = 300;
+    function paint() {
+      for (const b of box.querySelectorAll("button")) b.setAttribute("aria-pressed", String(Number(b.value) === current));
+    }
+    box.addEventListener("click", (ev) => {
+      const b = ev.target.closest("button");
+      if (!b) return;
+      current = Number(b.value);
+      try { localStorage.setItem("tempo.window", String(current)); } catch (e) { /* private mode */ }
+      paint();
+      onChange(current);
+    });
+    paint();
+    return () => current;
+  }
+
+  function subtitle(chart, s, unit) {
+    const last = chart.latest(s);
+    if (!last) return "no data yet";
+    const sum = chart.summary(s);
+    let text = "at " + T.clock(last[0]) + " " + T.zone(last[0]) + " · last " + T.span(chart.window);
+    if (sum) text += ": min " + T.withUnit(sum.min, unit) + " · avg " + T.withUnit(sum.avg, unit) + " · max " + T.withUnit(sum.max, unit);
+    else text += ": no points";
+    const covered = chart.covered();
+    if (covered && covered < chart.window * 0.9) text += " (data for the last " + T.span(covered) + ")";
+    return text;
+  }
+
   // -- /instances/<name> ------------------------------------------------------
   function instancePage() {
-    const charts = new Map();   // metric -> {chart, value, sub}
+    const charts = new Map();   // metric -> {chart, value, unit, sub, card}
     const box = $("charts");
+    let seen = $("health").getAttribute("data-known") === "1";
+    const win = windowChoice((w) => { for (const c of charts.values()) { c.chart.setWindow(w); refresh(c); } });
 
     function chartFor(metric) {
       let c = charts.get(metric);
       if (c) return c;
-      const value = T.el("span", { class: "chart-value" }, "–");
+      const value = T.el("span", { class: "chart-num" }, "–");
+      const unit = T.el("span", { class: "chart-unit" });
       const sub = T.el("div", { class: "chart-sub" });
-      const canvas = T.el("canvas", { role: "img", "aria-label": "graph of " + metric });
+      const plot = T.el("div", { class: "plot", role: "img", "aria-label": "graph of " + metric });
       const card = T.el("div", { class: "chart", "data-metric": metric },
-        T.el("div", { class: "chart-head" }, T.el("span", { class: "chart-title" }, metric), value),
-        sub, canvas);
-      // keep cards sorted by metric name
-      const after = [...charts.keys()].sort().find((m) => m > metric);
+        T.el("div", { class: "chart-head" }, T.el("span", { class: "chart-title" }, T.nameNode(metric)),
+          T.el("span", { class: "chart-value" }, value, unit)),
+        sub, plot);
+      const after = [...charts.keys()].sort().find((m) => m > metric);   // cards sorted by name
       box.insertBefore(card, after ? charts.get(after).card : null);
-      const noMetrics = $("no-metrics");
-      if (noMetrics) noMetrics.remove();
-      c = { chart: new TempoCharts.LineChart(canvas, { format: T.fmt }), value: value, sub: sub, card: card };
+      const none = $("no-metrics");
+      if (none) none.remove();
+      c = { chart: new C.TimeChart(plot, { labels: [metric], window: win() }), value: value, unit: unit, sub: sub, card: card };
       charts.set(metric, c);
       return c;
     }
 
     function refresh(c) {
       const last = c.chart.latest();
-      if (!last) return;
-      c.value.textContent = T.fmt(last[1]);
-      const s = c.chart.summary();
-      const span = c.chart.span(last[0]);
-      c.sub.textContent = "at " + T.clock(last[0]) + " · last " + (span < 120 ? span + " s" : Math.round(span / 60) + " min") + ": min " +
-        T.fmt(s.min) + " · avg " + T.fmt(s.avg) + " · max " + T.fmt(s.max);
+      if (last) c.value.textContent = T.fmt(last[1]);
+      c.unit.textContent = c.chart.unit ? " " + c.chart.unit : "";
+      c.sub.textContent = subtitle(c.chart, 0, c.chart.unit);
+    }
+
+    function health(state) {
+      const h = $("health");
+      h.textContent = state;
+      h.className = "health health-" + state.replace(/ /g, "-");
+      T.pill.server({ health: state });
     }
 
     const sock = new T.Socket(cfg, (m) => {
       if (m.type === "point" && m.instance === cfg.instance) {
         const c = chartFor(m.metric);
-        c.chart.add(m.ts, m.value, true);
+        if (m.unit) c.chart.setUnit(m.unit);
+        c.chart.add(0, m.ts, m.value, true);
         refresh(c);
       } else if (m.type === "history" && m.instance === cfg.instance) {
         for (const [metric, pts] of Object.entries(m.metrics)) {
           const c = chartFor(metric);
-          c.chart.merge(pts);
+          if (m.units && m.units[metric]) c.chart.setUnit(m.units[metric]);
+          c.chart.merge(0, pts);
           refresh(c);
         }
         notice("");
@@ -70,15 +132,17 @@
       } else if (m.type === "error") {
         notice(describeError(m));
       } else if (m.type === "grid") {
+        serverState(m);
         const node = m.nodes.find((n) => n.name === cfg.instance);
-        const h = $("health");
-        if (node && h) { h.textContent = node.health; h.className = "health health-" + node.health; }
+        if (node) { seen = true; health(node.health); }
+        else if (m.redis !== false) health(seen ? "gone" : "not seen yet");
+        $("meta").replaceChildren(...(node ? Object.keys(node.meta).sort().map((k) =>
+          T.el("span", { class: "chip" }, T.el("b", null, k), " " + node.meta[k])) : []));
       }
     });
     sock.watch("stats", cfg.instance);
     sock.watch("grid");
-    setInterval(() => { for (const c of charts.values()) c.chart.schedule(); }, 1000);   // scroll
-    window.addEventListener("resize", () => { for (const c of charts.values()) c.chart.schedule(); });
+    setInterval(() => { for (const c of charts.values()) { c.chart.schedule(); refresh(c); } }, 1000);   // scroll
   }
 
   // -- /instances/<name>/logs ---------------------------------------------------
@@ -87,26 +151,65 @@
     const follow = $("follow");
     const MAX = 5000;
 
-    function add(line) {
-      const level = /\b(ERROR|CRITICAL|FATAL)\b/.test(line) ? "lvl-error" : /\bWARN(ING)?\b/.test(line) ? "lvl-warn" : null;
-      list.append(T.el("li", { class: level }, line));
-      while (list.childElementCount > MAX) list.firstElementChild.remove();
+    function line(text) {
+      const level = /\b(ERROR|CRITICAL|FATAL)\b/.test(text) ? "lvl-error" : /\bWARN(ING)?\b/.test(text) ? "lvl-warn" : null;
+      return T.el("li", { class: level }, text);
     }
 
+    function trim() { while (list.childElementCount > MAX) list.firstElementChild.remove(); }
+
     function done() {
-      $("linecount").textContent = list.childElementCount + " lines";
+      $("linecount").textContent = list.querySelectorAll("li:not(.sep)").length + " lines";
       if (follow.checked) list.scrollTop = list.scrollHeight;
     }
 
+    // The lines on screen, newest last (separators left out).
+    function shown(n) {
+      const out = [];
+      for (let li = list.lastElementChild; li && out.length < n; li = li.previousElementSibling) {
+        if (!li.classList.contains("sep")) out.unshift(li.textContent);
+      }
+      return out;
+    }
+
+    // Where the screen's newest lines end in a fresh backlog: the index after them, or -1.
+    function overlap(lines) {
+      const tail = shown(20);
+      if (!tail.length) return -1;
+      for (let end = lines.length; end >= tail.length; end--) {
+        let ok = true;
+        for (let k = 1; k <= tail.length && ok; k++) ok = lines[end - k] === tail[tail.length - k];
+        if (ok) return end;
+      }
+      return -1;
+    }
+
+    function backlog(lines) {
+      if (!list.querySelector("li:not(.sep)")) {    // first join: the backlog is the log
+        list.replaceChildren(...lines.map(line));
+        return;
+      }
+      // a rejoin (reconnect, Redis back): keep what is on screen, mark the seam, add what is new
+      const at = T.clock(Date.now() / 1000) + " " + T.zone();
+      const from = overlap(lines);
+      const fresh = from >= 0 ? lines.slice(from) : lines;
+      const text = from >= 0
+        ? "— reconnected at " + at + ": " + fresh.length + " new line" + (fresh.length === 1 ? "" : "s") + " since —"
+        : "— gap: reconnected at " + at + "; lines may be missing here. The log's newest " + fresh.length + " lines follow —";
+      list.append(T.el("li", { class: "sep gap", role: "separator" }, text), ...fresh.map(line));
+    }
+
     const sock = new T.Socket(cfg, (m) => {
+      if (m.type === "grid") { serverState(m); return; }
       if (m.instance !== undefined && m.instance !== cfg.instance) return;
-      if (m.type === "backlog") {         // (re)joined: the backlog replaces what we had
-        list.replaceChildren();
-        for (const line of m.lines) add(line);
+      if (m.type === "backlog") {
+        backlog(m.lines);
+        trim();
         notice("");
         done();
       } else if (m.type === "log") {
-        add(m.line);
+        list.append(line(m.line));
+        trim();
         done();
       } else if (m.type === "dropped") {
         list.append(T.el("li", { class: "sep" }, "… " + m.count + " updates skipped (this page fell behind) …"));
@@ -115,70 +218,163 @@
       }
     });
     sock.watch("logs", cfg.instance);
+    sock.watch("grid");
   }
 
   // -- / --------------------------------------------------------------------------
   function indexPage() {
     const body = $("instances");
-    const latest = new Map();   // "instance\0metric" -> value
+    const points = new Map();   // "instance\0metric" -> [[ts, v], ...] (sparklines, role chart)
+    const units = new Map();    // "instance\0metric" -> unit
     let watched = new Set();
-    const MAX_WATCH = 200;
-
-    function key(i, m) { return i + "\u0000" + m; }
+    let snap = null;
+    let skew = 0;
+    const MAX_WATCH = 200, SPARK = 120, KEEP = 4000;
+    const key = (i, m) => i + "\u0000" + m;
 
     function metricChip(name, metric) {
-      const v = latest.get(key(name, metric));
-      return T.el("span", { class: "chip metric", "data-metric": metric },
-        T.el("b", null, metric), " ", T.el("span", { class: "v" }, v === undefined ? "…" : T.fmt(v)));
+      const pts = points.get(key(name, metric)) || [];
+      const v = pts.length ? T.withUnit(pts[pts.length - 1][1], units.get(key(name, metric))) : "…";
+      const canvas = T.el("canvas", { class: "spark", "aria-hidden": "true" });
+      const chip = T.el("span", { class: "chip metric", "data-metric": metric },
+        T.el("b", null, T.nameNode(metric)), " ", T.el("span", { class: "v" }, v), canvas);
+      requestAnimationFrame(() => C.sparkline(canvas, pts, SPARK, skew));
+      return chip;
     }
 
     function row(n) {
       const href = "/instances/" + encodeURIComponent(n.name);
       const meta = Object.keys(n.meta).sort().map((k) => T.el("span", { class: "chip" }, T.el("b", null, k), " " + n.meta[k]));
       return T.el("tr", { "data-name": n.name, class: n.health === "gone" ? "gone" : null },
-        T.el("td", { class: "name" }, T.el("a", { href: href }, n.name)),
-        T.el("td", null, T.el("span", { class: "health health-" + n.health }, n.health)),
-        T.el("td", { class: "meta" }, ...meta),
-        T.el("td", { class: "metrics" }, ...n.metrics.map((m) => metricChip(n.name, m))),
-        T.el("td", null, T.el("a", { class: "small", href: href + "/logs" }, "logs")));
+        T.el("td", { class: "name", "data-label": "Instance" }, T.el("a", { href: href }, T.nameNode(n.name))),
+        T.el("td", { "data-label": "Health" }, T.el("span", { class: "health health-" + n.health }, n.health)),
+        T.el("td", { class: "meta", "data-label": "Meta" }, ...meta),
+        T.el("td", { class: "metrics", "data-label": "Metrics" }, ...n.metrics.map((m) => metricChip(n.name, m))),
+        T.el("td", { class: "links" }, T.el("a", { class: "small", href: href + "/logs" }, "logs")));
     }
 
-    function render(snap) {
-      $("stale-banner").hidden = !snap.stale;
-      const up = snap.nodes.filter((n) => n.health === "up").length;
-      $("summary").textContent = snap.nodes.length + " known · " + up + " up";
-      if (!snap.nodes.length) {
-        body.replaceChildren(T.el("tr", { class: "empty" }, T.el("td", { colspan: 5 }, "No instances yet. Start one with greenredis demo.")));
+    function render(s) {
+      snap = s;
+      serverState(s);
+      $("stale-banner").hidden = !s.stale;
+      const up = s.nodes.filter((n) => n.health === "up").length;
+      $("summary").textContent = s.nodes.length + " known · " + up + " up";
+      if (!s.nodes.length) {
+        const text = s.stale
+          ? "Nothing to show: the registry cannot be read until Redis is back."
+          : "No instances yet. Start one with greenredis demo.";
+        body.replaceChildren(T.el("tr", { class: "empty" }, T.el("td", { colspan: 5 }, text)));
       } else {
-        body.replaceChildren(...snap.nodes.map(row));
+        body.replaceChildren(...s.nodes.map(row));
       }
-      const want = new Set(snap.nodes.filter((n) => n.metrics.length && n.health !== "gone").slice(0, MAX_WATCH).map((n) => n.name));
+      const live = s.nodes.filter((n) => n.metrics.length && n.health !== "gone").slice(0, MAX_WATCH).map((n) => n.name);
+      const want = new Set(live);
+      const depth = want.size <= 20 ? 600 : 60;   // enough for sparklines and the role chart
       for (const name of watched) if (!want.has(name)) sock.unwatch("stats", name);
-      for (const name of want) if (!watched.has(name)) sock.watch("stats", name, { history: 1 });
+      for (const name of want) if (!watched.has(name)) sock.watch("stats", name, { history: depth });
       watched = want;
+      roles.update();
     }
 
-    function setValue(instance, metric, value) {
-      latest.set(key(instance, metric), value);
+    function setValue(instance, metric, ts, value, unit) {
+      const k = key(instance, metric);
+      if (unit) units.set(k, unit);
+      if (!points.has(k)) points.set(k, []);
+      C.insert(points.get(k), ts, value, KEEP);
       for (const tr of body.children) {
         if (tr.getAttribute("data-name") !== instance) continue;
         for (const chip of tr.querySelectorAll(".metric")) {
-          if (chip.getAttribute("data-metric") === metric) chip.querySelector(".v").textContent = T.fmt(value);
+          if (chip.getAttribute("data-metric") !== metric) continue;
+          chip.querySelector(".v").textContent = T.withUnit(value, units.get(k));
+          C.sparkline(chip.querySelector("canvas"), points.get(k), SPARK, skew);
         }
       }
     }
 
+    // One chart overlaying a metric across every instance of a role (meta "role").
+    const roles = {
+      chart: null, sig: "", panel: $("roles"), role: $("role"), metric: $("role-metric"),
+      members() {
+        const out = new Map();   // role -> [nodes]
+        for (const n of (snap ? snap.nodes : [])) {
+          if (n.health === "gone" || !n.meta.role) continue;
+          if (!out.has(n.meta.role)) out.set(n.meta.role, []);
+          out.get(n.meta.role).push(n);
+        }
+        return out;
+      },
+      fill(select, values) {
+        const keep = select.value;
+        select.replaceChildren(...values.map((v) => T.el("option", { value: v }, v)));
+        if (values.includes(keep)) select.value = keep;
+      },
+      update() {
+        const byRole = this.members();
+        this.panel.hidden = !byRole.size;
+        if (!byRole.size) return;
+        this.fill(this.role, [...byRole.keys()].sort());
+        const nodes = byRole.get(this.role.value) || [];
+        const metrics = [...new Set(nodes.flatMap((n) => n.metrics))].sort();
+        const had = this.metric.value;
+        this.fill(this.metric, metrics);
+        if (!had || !metrics.includes(had)) {   // start with the metric most of the role has
+          const count = (m) => nodes.filter((n) => n.metrics.includes(m)).length;
+          this.metric.value = metrics.reduce((best, m) => count(m) > count(best) ? m : best, metrics[0]);
+        }
+        const names = nodes.filter((n) => n.metrics.includes(this.metric.value)).map((n) => n.name);
+        const sig = this.role.value + "\u0000" + this.metric.value + "\u0000" + names.join("\u0000");
+        if (sig !== this.sig) {
+          this.sig = sig;
+          this.names = names;
+          $("role-plot").replaceChildren();
+          this.chart = names.length ? new C.TimeChart($("role-plot"), { labels: names, window: win(), legend: true }) : null;
+          $("role-title").textContent = this.metric.value + " across role " + this.role.value + " (" + names.length + ")";
+        }
+        this.redraw();
+      },
+      redraw() {
+        if (!this.chart) return;
+        this.chart.series = this.names.map((n) => (points.get(key(n, this.metric.value)) || []).slice());
+        this.chart.skew = skew;
+        this.chart.setUnit(units.get(key(this.names[0], this.metric.value)));
+        this.chart.schedule();
+        $("role-sub").textContent = "last " + T.span(this.chart.window) + " · times in " + T.zone() +
+          (this.chart.covered() && this.chart.covered() < this.chart.window * 0.9 ? " (data for the last " + T.span(this.chart.covered()) + ")" : "");
+      },
+    };
+    const win = windowChoice((w) => { if (roles.chart) { roles.chart.setWindow(w); roles.redraw(); } });
+    roles.role.addEventListener("change", () => roles.update());
+    roles.metric.addEventListener("change", () => roles.update());
+
     const sock = new T.Socket(cfg, (m) => {
       if (m.type === "grid") render(m);
-      else if (m.type === "point") setValue(m.instance, m.metric, m.value);
-      else if (m.type === "history") {
+      else if (m.type === "point") {
+        skew = Date.now() / 1000 - m.ts;
+        setValue(m.instance, m.metric, m.ts, m.value, m.unit);
+      } else if (m.type === "history") {
         for (const [metric, pts] of Object.entries(m.metrics)) {
-          if (pts.length) setValue(m.instance, metric, pts[pts.length - 1][1]);
+          for (const [ts, v] of pts) C.insert(points.get(key(m.instance, metric)) || points.set(key(m.instance, metric), []).get(key(m.instance, metric)), ts, v, KEEP);
+          const all = points.get(key(m.instance, metric));
+          if (all && all.length) setValue(m.instance, metric, all[all.length - 1][0], all[all.length - 1][1], (m.units || {})[metric]);
         }
+        roles.redraw();
       }
     });
     sock.watch("grid");
+    setInterval(() => {
+      roles.redraw();
+      for (const canvas of body.querySelectorAll("canvas.spark")) {
+        const tr = canvas.closest("tr"), chip = canvas.closest(".metric");
+        C.sparkline(canvas, points.get(key(tr.getAttribute("data-name"), chip.getAttribute("data-metric"))) || [], SPARK, skew);
+      }
+    }, 2000);
   }
 
-  ({ index: indexPage, instance: instancePage, logs: logsPage }[cfg.page] || (() => {}))();
+  // -- 404: only the pill ----------------------------------------------------------
+  function notFoundPage() {
+    const sock = new T.Socket(cfg, (m) => { if (m.type === "grid") serverState(m); });
+    sock.watch("grid");
+  }
+
+  ({ index: indexPage, instance: instancePage, logs: logsPage, 404: notFoundPage }[cfg.page] || (() => {}))();
 })();

@@ -26,6 +26,37 @@ window.Tempo = (function () {
     return p(d.getHours()) + ":" + p(d.getMinutes()) + ":" + p(d.getSeconds());
   }
 
+  // The browser's zone as people read it on a label: "UTC", "UTC+1", "UTC-5:30".
+  function zone(ts) {
+    const off = -new Date((ts || Date.now() / 1000) * 1000).getTimezoneOffset();
+    if (!off) return "UTC";
+    const a = Math.abs(off);
+    return "UTC" + (off > 0 ? "+" : "-") + Math.floor(a / 60) + (a % 60 ? ":" + String(a % 60).padStart(2, "0") : "");
+  }
+
+  // A value with its unit: "512 MB", "12 %", "231.5".
+  function withUnit(v, unit) {
+    const text = fmt(v);
+    return unit && text !== "–" ? text + (unit === "%" ? "" : " ") + unit : text;
+  }
+
+  // "1 min", "5 min", "1 h", "45 s"
+  function span(seconds) {
+    if (seconds < 60) return Math.round(seconds) + " s";
+    if (seconds < 3600) return Math.round(seconds / 60) + " min";
+    return Number((seconds / 3600).toFixed(1)) + " h";
+  }
+
+  // A name as text that may wrap after . - _ : @ (word boundaries), never parsed as HTML.
+  function nameNode(name) {
+    const frag = document.createDocumentFragment();
+    // names never hold control characters, so \u0000 is a safe cut mark (no look-behind: older Safari)
+    for (const part of String(name).replace(/([.\-_:@])/g, "$1\u0000").split("\u0000")) {
+      frag.append(document.createTextNode(part), document.createElement("wbr"));
+    }
+    return frag;
+  }
+
   // el("div", {class: "x"}, "text", child): never parses HTML, so names stay text.
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
@@ -41,6 +72,35 @@ window.Tempo = (function () {
   }
 
   const STATUS_TEXT = { live: "live", connecting: "connecting…", reconnecting: "reconnecting…" };
+
+  // The pill: the websocket first, then what the server says about Redis, the live
+  // feed and (on an instance page) the instance. Pages call server(...) with what
+  // they know; the socket calls status(...).
+  class Pill {
+    constructor() { this.conn = "connecting"; this.info = {}; }
+    status(s) { this.conn = s; this.render(); }
+    server(info) { Object.assign(this.info, info); this.render(); }
+    state() {
+      const i = this.info;
+      if (this.conn !== "live") return [this.conn, STATUS_TEXT[this.conn] || this.conn, "connection to Tempo: " + this.conn];
+      if (i.redis === false) return ["down", "Redis down", "Tempo cannot reach Redis: showing the last view"];
+      if (i.feed) return ["down", "no live feed", "the live feed is unavailable: " + i.feed];
+      if (i.health === "gone") return ["stale", "gone", "the instance left or stopped sending heartbeats"];
+      if (i.health === "stale") return ["stale", "stale", "the instance's heartbeats are late"];
+      if (i.stale) return ["stale", "stale", "the registry is stale"];
+      return ["live", "live", "live connection; Redis reachable"];
+    }
+    render() {
+      const node = document.getElementById("status");
+      if (!node) return;
+      const [cls, text, title] = this.state();
+      node.className = "status status-" + cls;
+      node.textContent = text;
+      node.title = title;
+      node.setAttribute("data-state", cls);
+    }
+  }
+  const pill = new Pill();
 
   // The socket re-sends every watch after a reconnect: the server answers with
   // history (stats) or the backlog (logs), which fills whatever was missed.
@@ -101,12 +161,7 @@ window.Tempo = (function () {
       setTimeout(() => this.connect(), wait);
     }
 
-    status(s) {
-      const node = document.getElementById("status");
-      if (!node) return;
-      node.className = "status status-" + s;
-      node.textContent = STATUS_TEXT[s] || s;
-    }
+    status(s) { pill.status(s); }
 
     send(msg) {
       if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
@@ -125,5 +180,8 @@ window.Tempo = (function () {
     }
   }
 
-  return { config: config, Socket: Socket, fmt: fmt, clock: clock, el: el };
+  return {
+    config: config, Socket: Socket, fmt: fmt, clock: clock, el: el, zone: zone, withUnit: withUnit,
+    span: span, nameNode: nameNode, pill: pill,
+  };
 })();
