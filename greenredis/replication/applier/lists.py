@@ -7,10 +7,7 @@ from greenredis.replication.applier.base import ApplyError, Core, parse_int
 
 class ListsMixin(Core):
     def _list(self, key):
-        value = self.data.get(key)
-        if value is not None and type(value) is not deque:
-            self._wrongtype(key, value, "list")
-        return value
+        return self._typed(key, deque)
 
     def _push(self, argv, left, only_existing):
         if len(argv) < 3:

@@ -29,10 +29,7 @@ def _expire_arg(option, arg):
 
 class StringsMixin(Core):
     def _string(self, key):
-        value = self.data.get(key)
-        if value is not None and type(value) is not bytes:
-            self._wrongtype(key, value, "string")
-        return value
+        return self._typed(key, bytes)
 
     def cmd_set(self, argv):
         key = argv[1]

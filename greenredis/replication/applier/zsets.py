@@ -5,8 +5,6 @@ import heapq
 from greenredis.replication.applier.base import ApplyError, Core, parse_float, parse_int
 from greenredis.replication.keyspace import ZSet
 
-_INF = float("inf")
-
 
 def _score_bound(arg):
     """A ZRANGEBYSCORE bound: (value, exclusive)."""
@@ -70,10 +68,7 @@ def _rank_range(n, start, stop):
 
 class ZSetsMixin(Core):
     def _zset(self, key):
-        value = self.data.get(key)
-        if value is not None and type(value) is not ZSet:
-            self._wrongtype(key, value, "zset")
-        return value
+        return self._typed(key, ZSet)
 
     def _zadd(self, key, pairs, nx=False, xx=False, gt=False, lt=False, incr=False):
         """Apply parsed (score, member) pairs; True if the zset changed."""
