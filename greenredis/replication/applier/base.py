@@ -4,7 +4,7 @@ import time
 from fractions import Fraction
 
 from greenredis.errors import RedisError
-from greenredis.replication.keyspace import _TYPE_NAMES, Stream, type_name
+from greenredis.replication.keyspace import _TYPE_NAMES, Stream, ZSet, type_name
 
 __all__ = ["ApplyError", "Core", "now_ms", "parse_int", "parse_float", "copy_value"]
 
@@ -60,6 +60,10 @@ def copy_value(value):
         return value
     if t is Stream:
         return value.copy()
+    if t is ZSet:
+        z = ZSet(value)
+        z.skiplist = not value.listpack()  # DUP keeps the encoding
+        return z
     return t(value)  # deque, set, dict, ZSet
 
 
