@@ -220,9 +220,8 @@ def _history(work, stream, key, limit=40):
             db = int(argv[1])
         elif key in argv or argv[0].upper() in (b"SWAPDB", b"FLUSHDB", b"FLUSHALL"):
             got.append(f"  db {db}: {b' '.join(argv)!r:.200}")
-    return "\n".join(
-        [f"commands naming {name!r} (last {limit}):", *sent[-limit:], "propagated, in every db:", *got[-limit:]]
-    )
+    head = f"commands naming {name!r} (last {limit}):"
+    return "\n".join([head, *sent[-limit:], "propagated, in every db:", *got[-limit:]])
 
 
 @pytest.mark.parametrize("seed", SEEDS)
