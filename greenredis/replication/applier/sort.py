@@ -139,7 +139,9 @@ class SortMixin(Core):
                     c = (x > y) - (x < y)  # STORE compares bytes, not by locale
                 return sign * c
 
-        if by and (start != 0 or end != len(vector) - 1):
+        if alpha and by and (start != 0 or end != len(vector) - 1):
+            # Only ALPHA BY leaves ties (numeric weights fall back to comparing the
+            # elements): there the partial quicksort's order shows.
             pqsort(vector, cmp, start, end)
         else:
             vector.sort(key=functools.cmp_to_key(cmp))
@@ -174,7 +176,10 @@ def pqsort(v, cmp, lrange, rrange):
     [lrange, rrange]: insertion sort below 7 elements, median of three (of nine above 40)
     as the pivot, three-way partitioning; equal elements end up in its particular order.
     """
-    _pqsort(v, 0, len(v), cmp, lrange, rrange)
+    todo = [(0, len(v))]  # partitions are independent: a stack instead of C's recursion
+    while todo:
+        a, n = todo.pop()
+        todo += _partition(v, a, n, cmp, lrange, rrange)
 
 
 def _med3(v, a, b, c, cmp):
@@ -183,63 +188,63 @@ def _med3(v, a, b, c, cmp):
     return b if cmp(v[b], v[c]) > 0 else (a if cmp(v[a], v[c]) < 0 else c)
 
 
-def _pqsort(v, a, n, cmp, lrange, rrange):
-    while True:
-        if n < 7:
-            for m in range(a + 1, a + n):
-                j = m
-                while j > a and cmp(v[j - 1], v[j]) > 0:
-                    v[j], v[j - 1] = v[j - 1], v[j]
-                    j -= 1
-            return
-        m = a + n // 2
-        if n > 7:
-            lo, hi = a, a + n - 1
-            if n > 40:
-                d = n // 8
-                lo = _med3(v, lo, lo + d, lo + 2 * d, cmp)
-                m = _med3(v, m - d, m, m + d, cmp)
-                hi = _med3(v, hi - 2 * d, hi - d, hi, cmp)
-            m = _med3(v, lo, m, hi, cmp)
-        v[a], v[m] = v[m], v[a]
-        pivot = v[a]
-        pa = pb = a + 1
-        pc = pd = a + n - 1
-        while True:  # [a, pa) == pivot, [pa, pb) < pivot, (pc, pd] > pivot, (pd, end) == pivot
-            while pb <= pc:
-                c = cmp(v[pb], pivot)
-                if c > 0:
-                    break
-                if c == 0:
-                    v[pa], v[pb] = v[pb], v[pa]
-                    pa += 1
-                pb += 1
-            while pb <= pc:
-                c = cmp(v[pc], pivot)
-                if c < 0:
-                    break
-                if c == 0:
-                    v[pc], v[pd] = v[pd], v[pc]
-                    pd -= 1
-                pc -= 1
-            if pb > pc:
+def _partition(v, a, n, cmp, lrange, rrange):
+    """One step of pqsort on ``v[a:a+n]``: the partitions left to sort."""
+    if n < 7:
+        for m in range(a + 1, a + n):
+            j = m
+            while j > a and cmp(v[j - 1], v[j]) > 0:
+                v[j], v[j - 1] = v[j - 1], v[j]
+                j -= 1
+        return []
+    m = a + n // 2
+    if n > 7:
+        lo, hi = a, a + n - 1
+        if n > 40:
+            d = n // 8
+            lo = _med3(v, lo, lo + d, lo + 2 * d, cmp)
+            m = _med3(v, m - d, m, m + d, cmp)
+            hi = _med3(v, hi - 2 * d, hi - d, hi, cmp)
+        m = _med3(v, lo, m, hi, cmp)
+    v[a], v[m] = v[m], v[a]
+    pivot = v[a]
+    pa = pb = a + 1
+    pc = pd = a + n - 1
+    while True:  # [a, pa) == pivot, [pa, pb) < pivot, (pc, pd] > pivot, (pd, end) == pivot
+        while pb <= pc:
+            c = cmp(v[pb], pivot)
+            if c > 0:
                 break
-            v[pb], v[pc] = v[pc], v[pb]
+            if c == 0:
+                v[pa], v[pb] = v[pb], v[pa]
+                pa += 1
             pb += 1
+        while pb <= pc:
+            c = cmp(v[pc], pivot)
+            if c < 0:
+                break
+            if c == 0:
+                v[pc], v[pd] = v[pd], v[pc]
+                pd -= 1
             pc -= 1
-        pn = a + n
-        r = min(pa - a, pb - pa)
-        _vecswap(v, a, pb - r, r)
-        r = min(pd - pc, pn - pd - 1)
-        _vecswap(v, pb, pn - r, r)
-        r = pb - pa
-        if r > 1 and _overlaps(a, r, lrange, rrange):
-            _pqsort(v, a, r, cmp, lrange, rrange)
-        r = pd - pc
-        if r > 1 and _overlaps(pn - r, r, lrange, rrange):
-            a, n = pn - r, r  # the right part iteratively, like Redis
-            continue
-        return
+        if pb > pc:
+            break
+        v[pb], v[pc] = v[pc], v[pb]
+        pb += 1
+        pc -= 1
+    pn = a + n
+    r = min(pa - a, pb - pa)
+    _vecswap(v, a, pb - r, r)
+    r = min(pd - pc, pn - pd - 1)
+    _vecswap(v, pb, pn - r, r)
+    parts = []
+    r = pb - pa
+    if r > 1 and _overlaps(a, r, lrange, rrange):
+        parts.append((a, r))
+    r = pd - pc
+    if r > 1 and _overlaps(pn - r, r, lrange, rrange):
+        parts.append((pn - r, r))
+    return parts
 
 
 def _vecswap(v, i, j, n):
