@@ -31,10 +31,30 @@ __all__ = [
 ]
 
 
-class ZSet(dict):
-    """A sorted set: ``member -> score``. ``ordered()`` gives Redis's order."""
+# Redis's defaults for zset-max-listpack-entries / zset-max-listpack-value.
+ZSET_LISTPACK_ENTRIES = 128
+ZSET_LISTPACK_VALUE = 64
 
-    __slots__ = ()
+
+class ZSet(dict):
+    """A sorted set: ``member -> score``. ``ordered()`` gives Redis's order.
+
+    ``skiplist`` mirrors Redis's encoding where it shows in the data (a listpack stores
+    an integral score as an integer, so -0 loses its sign): True once the set outgrew a
+    listpack (Redis never converts back). Unset until known; ``listpack()`` then decides
+    by size, as Redis does for a set it loads from an RDB or a RESTORE payload.
+    """
+
+    __slots__ = ("skiplist",)
+
+    def listpack(self):
+        """True if Redis holds this set as a listpack (default size limits assumed)."""
+        try:
+            return not self.skiplist
+        except AttributeError:
+            big = len(self) > ZSET_LISTPACK_ENTRIES or any(len(m) > ZSET_LISTPACK_VALUE for m in self)
+            self.skiplist = big
+            return not big
 
     def ordered(self):
         """``[(member, score), ...]`` by score, then member, as ZRANGE returns them."""

@@ -47,6 +47,7 @@ from gevent import socket
 from greenredis.backoff import delay as backoff_delay
 from greenredis.errors import ConnectionError, TimeoutError
 from greenredis.replication.applier import Applier, ApplyError
+from greenredis.replication.keymatch import match_keys
 from greenredis.replication.keyspace import Keyspace, Stream, ZSet, type_name
 from greenredis.replication.protocol import (
     Commands,
@@ -341,7 +342,7 @@ class Replica:
         pattern = _key(pattern)
         now = _now_ms()
         expires = d.expires
-        keys = list(d.data) if pattern == b"*" else [k for k in d.data if glob_regex(pattern).fullmatch(k)]
+        keys = match_keys(pattern, d.data)
         if expires:
             keys = [k for k in keys if (e := expires.get(k)) is None or e >= now]
         return keys

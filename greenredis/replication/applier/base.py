@@ -1,11 +1,10 @@
 """What every command family of the applier shares: the error, argument parsing, key helpers."""
 
 import time
-from collections import deque
 from fractions import Fraction
 
 from greenredis.errors import RedisError
-from greenredis.replication.keyspace import Stream, ZSet
+from greenredis.replication.keyspace import _TYPE_NAMES, Stream, ZSet, type_name
 
 __all__ = ["ApplyError", "Core", "now_ms", "parse_int", "parse_float", "copy_value"]
 
@@ -61,6 +60,10 @@ def copy_value(value):
         return value
     if t is Stream:
         return value.copy()
+    if t is ZSet:
+        z = ZSet(value)
+        z.skiplist = not value.listpack()  # DUP keeps the encoding
+        return z
     return t(value)  # deque, set, dict, ZSet
 
 
@@ -137,27 +140,11 @@ class Core:
             self.fexp.pop(key, None)
 
     def _typed(self, key, cls):
-        """The value at ``key`` if it is a ``cls``, None if absent; wrong type raises."""
+        """The value at ``key`` if it is a ``cls``, None if absent; another type raises WRONGTYPE."""
         value = self.data.get(key)
         if value is not None and type(value) is not cls:
-            raise ApplyError(f"WRONGTYPE key {key!r} holds a {_kind(value)}, not a {_kind_of(cls)}")
+            self._wrongtype(key, value, _TYPE_NAMES[cls])
         return value
 
     def _wrongtype(self, key, value, wanted):
-        raise ApplyError(f"WRONGTYPE key {key!r} holds a {_kind(value)}, not a {wanted}")
-
-
-_KINDS = {bytes: "string", deque: "list", set: "set", dict: "hash", ZSet: "zset", Stream: "stream"}
-
-
-def _kind(value):
-    return _KINDS.get(type(value), type(value).__name__)
-
-
-def _kind_of(cls):
-    return _KINDS.get(cls, cls.__name__)
-
-
-def upper(arg):
-    """An option argument, upper-cased for comparison."""
-    return arg.upper()
+        raise ApplyError(f"WRONGTYPE key {key!r} holds a {type_name(value)}, not a {wanted}")

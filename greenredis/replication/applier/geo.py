@@ -9,6 +9,7 @@ reproduces Redis's geohash search, hence this module.
 
 import bisect
 import math
+from dataclasses import dataclass
 
 from greenredis.replication.applier.base import ApplyError, Core, parse_float, parse_int
 from greenredis.replication.keyspace import ZSet
@@ -258,114 +259,89 @@ class GeoMixin(Core):
         """GEORADIUS / GEORADIUSBYMEMBER / GEOSEARCHSTORE; only the STORE forms write."""
         src = argv[2] if kind == "search" else argv[1]
         z = self._zset(src)
-        store = argv[1] if kind == "search" else None
-        storedist = False
-        lon = lat = None
-        conversion = radius = width = height = None
+        q = self._geo_query(argv, kind, z)
+        if q.store is None:
+            return []  # a read
+        if z is None:
+            return [(self._db, q.store)] if self._delete(q.store) else []
+        sort = q.sort
+        if q.count and sort is None and not q.any:
+            sort = b"ASC"
+        shape = Shape(q.lon, q.lat, q.conversion, q.radius, q.width, q.height)
+        found = _scan(z, shape, q.count if q.any else 0)
+        if sort is not None:
+            found.sort(key=lambda f: f[0], reverse=sort == b"DESC")
+        if q.count:
+            found = found[: q.count]
+        result = ZSet((member, d / q.conversion if q.storedist else score) for d, score, member in found)
+        if result:
+            self._put(q.store, result)
+            return [(self._db, q.store)]
+        return [(self._db, q.store)] if self._delete(q.store) else []
+
+    def _geo_query(self, argv, kind, z):
+        """The options of a GEORADIUS*/GEOSEARCHSTORE command, checked like Redis does."""
+        q = _GeoQuery(store=argv[1] if kind == "search" else None)
         if kind == "radius":
-            lon, lat = self._lonlat(argv[2:4])
-            radius, conversion = _distance_args(argv[4:6])
-            base = 6
+            q.lon, q.lat = self._lonlat(argv[2:4])
+            q.radius, q.conversion = _distance_args(argv[4:6])
+            i = 6
         elif kind == "member":
-            base = 5
-            radius, conversion = _distance_args(argv[3:5])
+            q.radius, q.conversion = _distance_args(argv[3:5])
             if z is not None:
-                lon, lat = self._member_lonlat(z, argv[2])
+                q.lon, q.lat = self._member_lonlat(z, argv[2])
+            i = 5
         else:
-            base = 3
-        count = 0
-        any_ = False
-        sort = None
+            i = 3
         from_member = from_lonlat = False
-        i = base
         n = len(argv)
         while i < n:
             opt = argv[i].upper()
             left = n - i - 1
             if opt in (b"WITHDIST", b"WITHHASH", b"WITHCOORD"):
-                if store is not None or kind == "search":
+                if q.store is not None or kind == "search":
                     raise ApplyError(f"{opt.decode()} is not compatible with STORE")
             elif opt == b"ANY":
-                any_ = True
+                q.any = True
             elif opt in (b"ASC", b"DESC"):
-                sort = opt
+                q.sort = opt
             elif opt == b"COUNT" and left >= 1:
-                count = parse_int(argv[i + 1], "COUNT")
-                if count <= 0:
+                q.count = parse_int(argv[i + 1], "COUNT")
+                if q.count <= 0:
                     raise ApplyError("COUNT must be > 0")
                 i += 1
             elif opt in (b"STORE", b"STOREDIST") and left >= 1 and kind != "search":
-                store, storedist = argv[i + 1], opt == b"STOREDIST"
+                q.store, q.storedist = argv[i + 1], opt == b"STOREDIST"
                 i += 1
             elif opt == b"STOREDIST" and kind == "search":
-                storedist = True
+                q.storedist = True
             elif opt == b"FROMMEMBER" and left >= 1 and kind == "search" and not from_lonlat:
                 if z is not None:
-                    lon, lat = self._member_lonlat(z, argv[i + 1])
+                    q.lon, q.lat = self._member_lonlat(z, argv[i + 1])
                 from_member = True
                 i += 1
             elif opt == b"FROMLONLAT" and left >= 2 and kind == "search" and not from_member:
-                lon, lat = self._lonlat(argv[i + 1 : i + 3])
+                q.lon, q.lat = self._lonlat(argv[i + 1 : i + 3])
                 from_lonlat = True
                 i += 2
-            elif opt == b"BYRADIUS" and left >= 2 and kind == "search" and width is None:
-                radius, conversion = _distance_args(argv[i + 1 : i + 3])
+            elif opt == b"BYRADIUS" and left >= 2 and kind == "search" and q.width is None:
+                q.radius, q.conversion = _distance_args(argv[i + 1 : i + 3])
                 i += 2
-            elif opt == b"BYBOX" and left >= 3 and kind == "search" and radius is None:
-                width = parse_float(argv[i + 1], "width")
-                height = parse_float(argv[i + 2], "height")
-                if width < 0 or height < 0:
+            elif opt == b"BYBOX" and left >= 3 and kind == "search" and q.radius is None:
+                q.width = parse_float(argv[i + 1], "width")
+                q.height = parse_float(argv[i + 2], "height")
+                if q.width < 0 or q.height < 0:
                     raise ApplyError("height or width cannot be negative")
-                conversion = _unit(argv[i + 3])
+                q.conversion = _unit(argv[i + 3])
                 i += 3
             else:
                 raise ApplyError(f"{argv[0].upper().decode()}: syntax error at {argv[i]!r}")
             i += 1
-        if kind == "search" and (not (from_member or from_lonlat) or conversion is None):
+        if kind == "search" and (not (from_member or from_lonlat) or q.conversion is None):
             raise ApplyError("GEOSEARCHSTORE needs FROMMEMBER|FROMLONLAT and BYRADIUS|BYBOX")
-        if any_ and not count:
+        if q.any and not q.count:
             raise ApplyError("the ANY argument requires COUNT argument")
-        if store is None:
-            return []  # a read
-        if z is None:
-            return [(self._db, store)] if self._delete(store) else []
-        if count and sort is None and not any_:
-            sort = b"ASC"
-        shape = Shape(lon, lat, conversion, radius, width, height)
-        found = []  # [(distance, score, member)]
-        limit = count if any_ else 0
-        ordered = z.ordered()
-        scores = [score for _, score in ordered]
-        last = 0  # index of the last box scanned; Redis never compares with box 0
-        boxes = search_boxes(shape)
-        for index, box in enumerate(boxes):
-            if box is None:
-                continue
-            if last and box == boxes[last]:
-                continue  # the same box as the one just scanned
-            if limit and len(found) >= limit:
-                break
-            bits, step = box
-            hi = (bits + 1) << (52 - step * 2)
-            j = bisect.bisect_left(scores, bits << (52 - step * 2))
-            while j < len(scores) and scores[j] < hi:
-                member, score = ordered[j]
-                d = shape.contains(*decode(score))
-                if d is not None:
-                    found.append((d, score, member))
-                    if limit and len(found) >= limit:
-                        break
-                j += 1
-            last = index
-        if sort is not None:
-            found.sort(key=lambda f: f[0], reverse=sort == b"DESC")
-        if count:
-            found = found[:count]
-        result = ZSet((member, d / conversion if storedist else score) for d, score, member in found)
-        if result:
-            self._put(store, result)
-            return [(self._db, store)]
-        return [(self._db, store)] if self._delete(store) else []
+        return q
 
     def cmd_georadius(self, argv):
         return self._geo_search(argv, "radius")
@@ -375,6 +351,53 @@ class GeoMixin(Core):
 
     def cmd_geosearchstore(self, argv):
         return self._geo_search(argv, "search")
+
+
+@dataclass(slots=True)
+class _GeoQuery:
+    """What a GEORADIUS*/GEOSEARCHSTORE asks for (``store`` None: a read)."""
+
+    store: bytes | None = None
+    storedist: bool = False
+    lon: float | None = None
+    lat: float | None = None
+    conversion: float | None = None
+    radius: float | None = None
+    width: float | None = None
+    height: float | None = None
+    count: int = 0
+    any: bool = False
+    sort: bytes | None = None
+
+
+def _scan(z, shape, limit):
+    """``[(distance, score, member)]`` of ``z`` inside ``shape``, scanning Redis's boxes in
+    its order (so ANY with COUNT ``limit`` stops where Redis stops)."""
+    found = []
+    ordered = z.ordered()
+    scores = [score for _, score in ordered]
+    last = 0  # index of the last box scanned; Redis never compares with box 0
+    boxes = search_boxes(shape)
+    for index, box in enumerate(boxes):
+        if box is None:
+            continue
+        if last and box == boxes[last]:
+            continue  # the same box as the one just scanned
+        if limit and len(found) >= limit:
+            break
+        bits, step = box
+        hi = (bits + 1) << (52 - step * 2)
+        j = bisect.bisect_left(scores, bits << (52 - step * 2))
+        while j < len(scores) and scores[j] < hi:
+            member, score = ordered[j]
+            d = shape.contains(*decode(score))
+            if d is not None:
+                found.append((d, score, member))
+                if limit and len(found) >= limit:
+                    break
+            j += 1
+        last = index
+    return found
 
 
 def _unit(arg):

@@ -13,10 +13,7 @@ from greenredis.replication.applier.base import (
 
 class HashesMixin(Core):
     def _hash(self, key):
-        value = self.data.get(key)
-        if value is not None and type(value) is not dict:
-            self._wrongtype(key, value, "hash")
-        return value
+        return self._typed(key, dict)
 
     def cmd_hset(self, argv):
         n = len(argv)

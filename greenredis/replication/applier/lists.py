@@ -7,10 +7,7 @@ from greenredis.replication.applier.base import ApplyError, Core, parse_int
 
 class ListsMixin(Core):
     def _list(self, key):
-        value = self.data.get(key)
-        if value is not None and type(value) is not deque:
-            self._wrongtype(key, value, "list")
-        return value
+        return self._typed(key, deque)
 
     def _push(self, argv, left, only_existing):
         if len(argv) < 3:
@@ -74,9 +71,11 @@ class ListsMixin(Core):
             return []
         target = self._list(dst)  # checked before anything changes, like Redis
         value = lst.popleft() if from_left else lst.pop()
-        if not lst:
+        # Redis pushes before it deletes an emptied source: a list moved onto itself
+        # is never deleted, and keeps its TTL.
+        if not lst and src != dst:
             self._delete(src)
-        if target is None or (src == dst and not lst):
+        if target is None:
             target = deque()
             self._put(dst, target)
         if to_left:

@@ -5,10 +5,7 @@ from greenredis.replication.applier.base import ApplyError, Core
 
 class SetsMixin(Core):
     def _set(self, key):
-        value = self.data.get(key)
-        if value is not None and type(value) is not set:
-            self._wrongtype(key, value, "set")
-        return value
+        return self._typed(key, set)
 
     def cmd_sadd(self, argv):
         if len(argv) < 3:

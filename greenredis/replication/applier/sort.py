@@ -74,6 +74,8 @@ class SortMixin(Core):
             # Redis sorts a set anyway when storing, so replicas get the same order.
             dontsort, alpha, by = False, True, None
 
+        if kind is ZSet:
+            value.skiplist = True  # Redis converts a sorted set it sorts, for good
         size = len(value)
         start = max(limit_start, 0)
         end = size - 1 if limit_count < 0 else start + limit_count - 1
@@ -90,9 +92,7 @@ class SortMixin(Core):
                 items.reverse()
             picked = items[start : end + 1] if end >= start else []
         else:
-            items = list(value) if kind is not ZSet else list(value.keys())
-            picked = self._sorted(items, by, alpha, desc)[start : end + 1] if end >= start else []
-
+            picked = self._sorted(_members(value, kind), by, alpha, desc, start, end)
         result = deque()
         if gets:
             for member in picked:
@@ -106,22 +106,30 @@ class SortMixin(Core):
             return [(self._db, store)]
         return [(self._db, store)] if self._delete(store) else []
 
-    def _sorted(self, items, by, alpha, desc):
+    def _sorted(self, items, by, alpha, desc, start, end):
+        """``items[start:end+1]`` once sorted as Redis's sortCompare orders them.
+
+        Ties are left only by ALPHA with BY (equal or missing weights). With LIMIT and BY
+        Redis sorts with its partial quicksort (unstable), otherwise with glibc's qsort,
+        a merge sort (stable): both are reproduced, so ties come out in Redis's order.
+        """
+        if end < start:
+            return []
+        if not alpha:
+            weights = [self._by_pattern(by, m) if by else m for m in items]
+            vector = [(0.0 if w is None else _strtod(w), m) for w, m in zip(weights, items)]
+        elif by:
+            vector = [(self._by_pattern(by, m), m) for m in items]
+        else:
+            vector = [(m, m) for m in items]
         sign = -1 if desc else 1
         if not alpha:
-            scored = []
-            for member in items:
-                weight = self._by_pattern(by, member) if by else member
-                score = 0.0 if weight is None else _strtod(weight)
-                scored.append((score, member))
 
             def cmp(a, b):
-                c = (a[0] > b[0]) - (a[0] < b[0]) or (a[1] > b[1]) - (a[1] < b[1])
+                x, y = a[0], b[0]
+                c = (x > y) - (x < y) or (a[1] > b[1]) - (a[1] < b[1])
                 return sign * c
-
-            return [m for _, m in sorted(scored, key=functools.cmp_to_key(cmp))]
-        if by:
-            keyed = [(self._by_pattern(by, m), m) for m in items]
+        else:
 
             def cmp(a, b):
                 x, y = a[0], b[0]
@@ -131,8 +139,122 @@ class SortMixin(Core):
                     c = (x > y) - (x < y)  # STORE compares bytes, not by locale
                 return sign * c
 
-            return [m for _, m in sorted(keyed, key=functools.cmp_to_key(cmp))]
-        return sorted(items, reverse=desc)
+        if alpha and by and (start != 0 or end != len(vector) - 1):
+            # Only ALPHA BY leaves ties (numeric weights fall back to comparing the
+            # elements): there the partial quicksort's order shows.
+            pqsort(vector, cmp, start, end)
+        else:
+            vector.sort(key=functools.cmp_to_key(cmp))
+        return [m for _, m in vector[start : end + 1]]
+
+
+def _members(value, kind):
+    """The elements in the order Redis loads them into its sort vector."""
+    if kind is set and len(value) <= _INTSET_ENTRIES and all(_is_int64(m) for m in value):
+        return sorted(value, key=int)  # an intset iterates in numeric order
+    # A list in its order. A hashtable set or a sorted set iterates in hash order, seeded
+    # at random per process: no replica reproduces it, so the order of ties is arbitrary.
+    # (A 7.2+ listpack set iterates in insertion order, which a Python set does not keep.)
+    return list(value)
+
+
+_INTSET_ENTRIES = 512  # set-max-intset-entries
+
+
+def _is_int64(m):
+    try:
+        n = int(m)
+    except ValueError:
+        return False
+    return b"%d" % n == m and -(1 << 63) <= n < (1 << 63)
+
+
+def pqsort(v, cmp, lrange, rrange):
+    """Sort ``v`` in place enough that ``v[lrange:rrange+1]`` is right, as Redis's pqsort.
+
+    Bentley & McIlroy's quicksort (NetBSD's qsort) that skips the partitions outside
+    [lrange, rrange]: insertion sort below 7 elements, median of three (of nine above 40)
+    as the pivot, three-way partitioning; equal elements end up in its particular order.
+    """
+    todo = [(0, len(v))]  # partitions are independent: a stack instead of C's recursion
+    while todo:
+        a, n = todo.pop()
+        todo += _partition(v, a, n, cmp, lrange, rrange)
+
+
+def _med3(v, a, b, c, cmp):
+    if cmp(v[a], v[b]) < 0:
+        return b if cmp(v[b], v[c]) < 0 else (c if cmp(v[a], v[c]) < 0 else a)
+    return b if cmp(v[b], v[c]) > 0 else (a if cmp(v[a], v[c]) < 0 else c)
+
+
+def _partition(v, a, n, cmp, lrange, rrange):
+    """One step of pqsort on ``v[a:a+n]``: the partitions left to sort."""
+    if n < 7:
+        for m in range(a + 1, a + n):
+            j = m
+            while j > a and cmp(v[j - 1], v[j]) > 0:
+                v[j], v[j - 1] = v[j - 1], v[j]
+                j -= 1
+        return []
+    m = a + n // 2
+    if n > 7:
+        lo, hi = a, a + n - 1
+        if n > 40:
+            d = n // 8
+            lo = _med3(v, lo, lo + d, lo + 2 * d, cmp)
+            m = _med3(v, m - d, m, m + d, cmp)
+            hi = _med3(v, hi - 2 * d, hi - d, hi, cmp)
+        m = _med3(v, lo, m, hi, cmp)
+    v[a], v[m] = v[m], v[a]
+    pivot = v[a]
+    pa = pb = a + 1
+    pc = pd = a + n - 1
+    while True:  # [a, pa) == pivot, [pa, pb) < pivot, (pc, pd] > pivot, (pd, end) == pivot
+        while pb <= pc:
+            c = cmp(v[pb], pivot)
+            if c > 0:
+                break
+            if c == 0:
+                v[pa], v[pb] = v[pb], v[pa]
+                pa += 1
+            pb += 1
+        while pb <= pc:
+            c = cmp(v[pc], pivot)
+            if c < 0:
+                break
+            if c == 0:
+                v[pc], v[pd] = v[pd], v[pc]
+                pd -= 1
+            pc -= 1
+        if pb > pc:
+            break
+        v[pb], v[pc] = v[pc], v[pb]
+        pb += 1
+        pc -= 1
+    pn = a + n
+    r = min(pa - a, pb - pa)
+    _vecswap(v, a, pb - r, r)
+    r = min(pd - pc, pn - pd - 1)
+    _vecswap(v, pb, pn - r, r)
+    parts = []
+    r = pb - pa
+    if r > 1 and _overlaps(a, r, lrange, rrange):
+        parts.append((a, r))
+    r = pd - pc
+    if r > 1 and _overlaps(pn - r, r, lrange, rrange):
+        parts.append((pn - r, r))
+    return parts
+
+
+def _vecswap(v, i, j, n):
+    for k in range(n):
+        v[i + k], v[j + k] = v[j + k], v[i + k]
+
+
+def _overlaps(a, n, lrange, rrange):
+    """Does the partition ``[a, a+n)`` hold a position of the wanted range?"""
+    return not ((lrange < a and rrange < a) or (lrange >= a + n and rrange >= a + n))
 
 
 _C_SPACE = b" \t\n\v\f\r"

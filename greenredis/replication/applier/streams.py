@@ -98,10 +98,7 @@ def _trim(s, trim):
 
 class StreamsMixin(Core):
     def _stream(self, key):
-        value = self.data.get(key)
-        if value is not None and type(value) is not Stream:
-            self._wrongtype(key, value, "stream")
-        return value
+        return self._typed(key, Stream)
 
     def _group(self, key, name):
         s = self._stream(key)

@@ -29,10 +29,7 @@ def _expire_arg(option, arg):
 
 class StringsMixin(Core):
     def _string(self, key):
-        value = self.data.get(key)
-        if value is not None and type(value) is not bytes:
-            self._wrongtype(key, value, "string")
-        return value
+        return self._typed(key, bytes)
 
     def cmd_set(self, argv):
         key = argv[1]
@@ -315,11 +312,17 @@ class StringsMixin(Core):
                 continue
             if op == b"GET":
                 continue
-            if op == b"INCRBY":
-                value = _get_bits(buf, offset, bits, signed) + value
-            elif not signed:
-                value &= (1 << 64) - 1  # Redis reads the argument as a uint64
-            value = _fit(value, bits, signed, overflow)
+            if signed:
+                if op == b"INCRBY":
+                    value = _fit_signed(_get_bits(buf, offset, bits, True), value, bits, overflow)
+                else:
+                    value = _fit_signed(value, 0, bits, overflow)
+            else:
+                if op == b"INCRBY":
+                    value = _get_bits(buf, offset, bits, False) + value
+                else:
+                    value &= (1 << 64) - 1  # Redis reads the argument as a uint64
+                value = _fit(value, bits, False, overflow)
             if value is None:
                 continue  # FAIL: nothing written
             _set_bits(buf, offset, bits, value)
@@ -399,6 +402,35 @@ def _set_bits(buf, offset, bits, value):
     mask = ((1 << bits) - 1) << shift
     chunk = (chunk & ~mask) | ((value & ((1 << bits) - 1)) << shift)
     buf[first : last + 1] = chunk.to_bytes(last + 1 - first, "big")
+
+
+def _wrap64(n):
+    """``n`` as a C int64_t computed with wrap-around."""
+    n &= (1 << 64) - 1
+    return n - (1 << 64) if n >> 63 else n
+
+
+def _fit_signed(value, incr, bits, overflow):
+    """``value + incr`` in a signed field as Redis's checkSignedBitfieldOverflow decides it.
+
+    Redis computes the room left (``max - value``, ``min - value``) in int64 with
+    wrap-around, so a SET of a value near INT64_MIN into a short field counts as an
+    overflow upwards and saturates to the maximum. None means FAIL.
+    """
+    hi = (1 << (bits - 1)) - 1
+    lo = -hi - 1
+    up, down = _wrap64(hi - value), _wrap64(lo - value)
+    if value > hi or (bits != 64 and incr > up) or (value >= 0 and incr > 0 and incr > up):
+        limit = hi
+    elif value < lo or (bits != 64 and incr < down) or (value < 0 and incr < 0 and incr < down):
+        limit = lo
+    else:
+        return value + incr
+    if overflow == b"FAIL":
+        return None
+    if overflow == b"SAT":
+        return limit
+    return _fit(value + incr, bits, True, b"WRAP")
 
 
 def _fit(value, bits, signed, overflow):

@@ -190,7 +190,15 @@ def _inverse(name, argv, data, expires, fexp, key, value):
     The step finds the value through the dict at undo time, so it also works on a copy
     that a later step put back first.
     """
-    t = type(value)
+    meta = _meta_restorer(expires, fexp, key)
+    if name in (b"PEXPIREAT", b"EXPIRE", b"PEXPIRE", b"EXPIREAT", b"PERSIST"):
+        return meta
+    inverse = _INVERSES.get((type(value), name))
+    return None if inverse is None else inverse(name, argv, data, key, value, meta)
+
+
+def _meta_restorer(expires, fexp, key):
+    """A step that puts back the key's TTL and field TTLs as they are now."""
     ttl = expires.get(key)
     fields = fexp.get(key)
     fields = None if fields is None else dict(fields)
@@ -205,102 +213,127 @@ def _inverse(name, argv, data, expires, fexp, key, value):
         else:
             fexp[key] = dict(fields)
 
-    if name in (b"PEXPIREAT", b"EXPIRE", b"PEXPIRE", b"EXPIREAT", b"PERSIST"):
-        return meta
-    if t is deque and name in (b"LPUSH", b"RPUSH", b"LPUSHX", b"RPUSHX"):
-        n = len(argv) - 2
-        left = name in (b"LPUSH", b"LPUSHX")
+    return meta
 
-        def undo_push():
-            lst = data[key]
-            pop = lst.popleft if left else lst.pop
-            for _ in range(n):
-                pop()
 
-        return undo_push
-    if t is deque and name in (b"LPOP", b"RPOP"):
-        try:
-            count = int(argv[2]) if len(argv) > 2 else 1
-        except ValueError:
-            return None
-        if not 0 <= count < len(value):
-            return None  # would empty the list: copy it
-        left = name == b"LPOP"
-        popped = [value[i] for i in range(count)] if left else [value[-1 - i] for i in range(count)]
+def _undo_push(name, argv, data, key, value, meta):
+    n = len(argv) - 2
+    left = name in (b"LPUSH", b"LPUSHX")
 
-        def undo_pop():
-            lst = data[key]
-            if left:
-                lst.extendleft(reversed(popped))
-            else:
-                lst.extend(reversed(popped))
+    def undo_push():
+        lst = data[key]
+        pop = lst.popleft if left else lst.pop
+        for _ in range(n):
+            pop()
 
-        return undo_pop
-    if t is set and name in (b"SADD", b"SREM"):
-        members = set(argv[2:])
-        if name == b"SADD":
-            added = members - value
+    return undo_push
 
-            def undo_sadd():
-                data[key].difference_update(added)
 
-            return undo_sadd
-        removed = members & value
-        if len(removed) >= len(value):
-            return None
+def _undo_pop(name, argv, data, key, value, meta):
+    try:
+        count = int(argv[2]) if len(argv) > 2 else 1
+    except ValueError:
+        return None
+    if not 0 <= count < len(value):
+        return None  # would empty the list: copy it
+    left = name == b"LPOP"
+    popped = [value[i] for i in range(count)] if left else [value[-1 - i] for i in range(count)]
 
-        def undo_srem():
-            data[key].update(removed)
-
-        return undo_srem
-    if t is dict and name in (b"HSET", b"HMSET", b"HSETNX", b"HDEL", b"HINCRBY", b"HINCRBYFLOAT"):
-        names = argv[2::2] if name in (b"HSET", b"HMSET") else (argv[2:] if name == b"HDEL" else argv[2:3])
-        old = {f: value.get(f) for f in names}
-        if name == b"HDEL" and sum(v is not None for v in old.values()) >= len(value):
-            return None
-
-        def undo_hash():
-            h = data[key]
-            for f, v in old.items():
-                if v is None:
-                    h.pop(f, None)
-                else:
-                    h[f] = v
-            meta()
-
-        return undo_hash
-    if t is ZSet and name in (b"ZADD", b"ZINCRBY", b"ZREM"):
-        if name == b"ZREM":
-            members = argv[2:]
-        elif name == b"ZINCRBY":
-            members = argv[3:4]
+    def undo_pop():
+        lst = data[key]
+        if left:
+            lst.extendleft(reversed(popped))
         else:
-            i = 2
-            while i < len(argv) and argv[i].upper() in (b"NX", b"XX", b"GT", b"LT", b"CH", b"INCR"):
-                i += 1
-            members = argv[i + 1 :: 2]
-        old = {m: value.get(m) for m in members}
-        if name == b"ZREM" and sum(v is not None for v in old.values()) >= len(value):
-            return None
+            lst.extend(reversed(popped))
 
-        def undo_zset():
-            z = data[key]
-            for m, s in old.items():
-                if s is None:
-                    z.pop(m, None)
-                else:
-                    z[m] = s
+    return undo_pop
 
-        return undo_zset
-    if t is Stream and name == b"XADD" and not any(a.upper() in (b"MAXLEN", b"MINID") for a in argv[2:-2]):
-        state = (value.last_id, value.first_id, value.entries_added, value.max_deleted_id)
-        last = next(reversed(value.entries), None)
 
-        def undo_xadd():
-            s = data[key]
-            while s.entries and next(reversed(s.entries)) != last:
-                s.entries.popitem()
-            s.last_id, s.first_id, s.entries_added, s.max_deleted_id = state
+def _undo_sadd(name, argv, data, key, value, meta):
+    added = set(argv[2:]) - value
 
-        return undo_xadd
-    return None
+    def undo_sadd():
+        data[key].difference_update(added)
+
+    return undo_sadd
+
+
+def _undo_srem(name, argv, data, key, value, meta):
+    removed = set(argv[2:]) & value
+    if len(removed) >= len(value):
+        return None
+
+    def undo_srem():
+        data[key].update(removed)
+
+    return undo_srem
+
+
+def _undo_hash(name, argv, data, key, value, meta):
+    names = argv[2::2] if name in (b"HSET", b"HMSET") else (argv[2:] if name == b"HDEL" else argv[2:3])
+    old = {f: value.get(f) for f in names}
+    if name == b"HDEL" and sum(v is not None for v in old.values()) >= len(value):
+        return None
+
+    def undo_hash():
+        h = data[key]
+        for f, v in old.items():
+            if v is None:
+                h.pop(f, None)
+            else:
+                h[f] = v
+        meta()
+
+    return undo_hash
+
+
+def _undo_zset(name, argv, data, key, value, meta):
+    if name == b"ZREM":
+        members = argv[2:]
+    elif name == b"ZINCRBY":
+        members = argv[3:4]
+    else:
+        i = 2
+        while i < len(argv) and argv[i].upper() in (b"NX", b"XX", b"GT", b"LT", b"CH", b"INCR"):
+            i += 1
+        members = argv[i + 1 :: 2]
+    old = {m: value.get(m) for m in members}
+    if name == b"ZREM" and sum(v is not None for v in old.values()) >= len(value):
+        return None
+
+    def undo_zset():
+        z = data[key]
+        for m, s in old.items():
+            if s is None:
+                z.pop(m, None)
+            else:
+                z[m] = s
+
+    return undo_zset
+
+
+def _undo_xadd(name, argv, data, key, value, meta):
+    if any(a.upper() in (b"MAXLEN", b"MINID") for a in argv[2:-2]):
+        return None
+    state = (value.last_id, value.first_id, value.entries_added, value.max_deleted_id)
+    last = next(reversed(value.entries), None)
+
+    def undo_xadd():
+        s = data[key]
+        while s.entries and next(reversed(s.entries)) != last:
+            s.entries.popitem()
+        s.last_id, s.first_id, s.entries_added, s.max_deleted_id = state
+
+    return undo_xadd
+
+
+# (value type, command) -> the builder of its undo step
+_INVERSES = {
+    **{(deque, c): _undo_push for c in (b"LPUSH", b"RPUSH", b"LPUSHX", b"RPUSHX")},
+    **{(deque, c): _undo_pop for c in (b"LPOP", b"RPOP")},
+    (set, b"SADD"): _undo_sadd,
+    (set, b"SREM"): _undo_srem,
+    **{(dict, c): _undo_hash for c in (b"HSET", b"HMSET", b"HSETNX", b"HDEL", b"HINCRBY", b"HINCRBYFLOAT")},
+    **{(ZSet, c): _undo_zset for c in (b"ZADD", b"ZINCRBY", b"ZREM")},
+    (Stream, b"XADD"): _undo_xadd,
+}

@@ -3,9 +3,7 @@
 import heapq
 
 from greenredis.replication.applier.base import ApplyError, Core, parse_float, parse_int
-from greenredis.replication.keyspace import ZSet
-
-_INF = float("inf")
+from greenredis.replication.keyspace import ZSET_LISTPACK_ENTRIES, ZSET_LISTPACK_VALUE, ZSet
 
 
 def _score_bound(arg):
@@ -44,16 +42,46 @@ def _lte_max(member, hi, hi_ex):
     return member < hi if hi_ex else member <= hi
 
 
-def _lex_slice(ordered, lo, lo_ex, hi, hi_ex):
-    """Members in lex range, walking in zset order like Redis's skiplist does."""
+def _lex_cmp(a, a_ex, b, b_ex):
+    """Redis's sdscmplex of two bounds: ``-`` and ``+`` (ex None) sort before/after all."""
+    if a_ex is None and b_ex is None and a == b:
+        return 0
+    if (a_ex is None and a == b"-") or (b_ex is None and b == b"+"):
+        return -1
+    if a_ex is None or b_ex is None:
+        return 1
+    return (a > b) - (a < b)
+
+
+def _lex_range(ordered, lo, lo_ex, hi, hi_ex, rev=False):
+    """Members in a lex range, in walk order, as Redis walks a listpack zset.
+
+    Like zzlIsInLexRange the range is empty unless the last member is >= min and the first
+    <= max; then the walk starts at the first member >= min (the last <= max for REV) and
+    stops at the first one out of range, whatever the scores in between.
+    """
+    cmp = _lex_cmp(lo, lo_ex, hi, hi_ex)
+    if cmp > 0 or (cmp == 0 and (lo_ex or hi_ex)):
+        return []
+    if not ordered or not _gte_min(ordered[-1][0], lo, lo_ex) or not _lte_max(ordered[0][0], hi, hi_ex):
+        return []
+    if rev:
+        walk, first, keep = (
+            reversed(ordered),
+            lambda m: _lte_max(m, hi, hi_ex),
+            lambda m: _gte_min(m, lo, lo_ex),
+        )
+    else:
+        walk, first, keep = iter(ordered), lambda m: _gte_min(m, lo, lo_ex), lambda m: _lte_max(m, hi, hi_ex)
     out = []
-    started = False
-    for item in ordered:
-        if not started:
-            if not _gte_min(item[0], lo, lo_ex):
-                continue
-            started = True
-        if not _lte_max(item[0], hi, hi_ex):
+    for item in walk:
+        if first(item[0]):
+            if not keep(item[0]):
+                return []
+            out.append(item)
+            break
+    for item in walk:
+        if not keep(item[0]):
             break
         out.append(item)
     return out
@@ -70,10 +98,7 @@ def _rank_range(n, start, stop):
 
 class ZSetsMixin(Core):
     def _zset(self, key):
-        value = self.data.get(key)
-        if value is not None and type(value) is not ZSet:
-            self._wrongtype(key, value, "zset")
-        return value
+        return self._typed(key, ZSet)
 
     def _zadd(self, key, pairs, nx=False, xx=False, gt=False, lt=False, incr=False):
         """Apply parsed (score, member) pairs; True if the zset changed."""
@@ -82,9 +107,11 @@ class ZSetsMixin(Core):
             if xx:
                 return False
             z = ZSet()
+            z.skiplist = self._born_skiplist(pairs)
             created = True
         else:
             created = False
+        listpack = z.listpack()
         changed = False
         for score, member in pairs:
             current = z.get(member)
@@ -98,14 +125,28 @@ class ZSetsMixin(Core):
                 if (gt and score <= current) or (lt and score >= current):
                     continue
                 if score != current:
-                    z[member] = score
+                    z[member] = 0.0 if listpack and score == 0 else score
                     changed = True
             elif not xx:
-                z[member] = score
+                if listpack and (len(z) >= ZSET_LISTPACK_ENTRIES or len(member) > ZSET_LISTPACK_VALUE):
+                    z.skiplist, listpack = True, False  # converted before the insert, like Redis
+                z[member] = 0.0 if listpack and score == 0 else score
                 changed = True
         if created and z:
             self._put(key, z)
         return changed
+
+    def _born_skiplist(self, pairs):
+        """The encoding ZADD gives a new key: Redis 7.2+ (and Valkey) size it from all the
+        pairs, 7.0 from the first member only."""
+        version = self.keyspace.aux.get(b"redis-ver", b"")
+        try:
+            old = tuple(int(part) for part in version.split(b".")[:2]) < (7, 2)
+        except ValueError:
+            old = False
+        if old:
+            return len(pairs[0][1]) > ZSET_LISTPACK_VALUE
+        return len(pairs) > ZSET_LISTPACK_ENTRIES or any(len(m) > ZSET_LISTPACK_VALUE for _, m in pairs)
 
     def cmd_zadd(self, argv):
         key = argv[1]
@@ -194,7 +235,7 @@ class ZSetsMixin(Core):
         z = self._zset(argv[1])
         if z is None:
             return []
-        doomed = [m for m, _ in _lex_slice(z.ordered(), lo, lo_ex, hi, hi_ex)]
+        doomed = [m for m, _ in _lex_range(z.ordered(), lo, lo_ex, hi, hi_ex)]
         return [(self._db, argv[1])] if self._zremove(argv[1], z, doomed) else []
 
     def _zpop(self, key, count, maximum):
@@ -272,6 +313,13 @@ class ZSetsMixin(Core):
 
     def _zstore(self, dest, z):
         if z:
+            # A stored result is a listpack when it fits one, and a listpack keeps
+            # integral scores as integers: -0 becomes 0.
+            z.skiplist = len(z) > ZSET_LISTPACK_ENTRIES or any(len(m) > ZSET_LISTPACK_VALUE for m in z)
+            if not z.skiplist:
+                for member, score in z.items():
+                    if score == 0:
+                        z[member] = 0.0
             self._put(dest, z)
             return [(self._db, dest)]
         return [(self._db, dest)] if self._delete(dest) else []
@@ -389,7 +437,7 @@ class ZSetsMixin(Core):
             raise ApplyError("ZRANGESTORE: LIMIT is only supported with BYSCORE or BYLEX")
         z = self._zset(src)
         ordered = z.ordered() if z else []
-        if rev:
+        if rev and by != b"BYLEX":
             ordered.reverse()
         if by is None:
             start, stop = _rank_range(len(ordered), parse_int(a, "start"), parse_int(b, "stop"))
@@ -404,10 +452,7 @@ class ZSetsMixin(Core):
                 (lo, lo_ex), (hi, hi_ex) = _lex_bound(a), _lex_bound(b)
                 if rev:
                     (lo, lo_ex), (hi, hi_ex) = (hi, hi_ex), (lo, lo_ex)
-                    picked = _lex_slice(ordered[::-1], lo, lo_ex, hi, hi_ex)
-                    picked.reverse()
-                else:
-                    picked = _lex_slice(ordered, lo, lo_ex, hi, hi_ex)
+                picked = _lex_range(ordered, lo, lo_ex, hi, hi_ex, rev)
             if offset < 0:
                 picked = []
             else:

@@ -25,9 +25,6 @@ class EncodingError(ValueError):
     """A listpack/ziplist/intset/zipmap blob is malformed."""
 
 
-_I2, _I3, _I4, _I8 = 2, 3, 4, 8
-
-
 def _backlen_size(size):
     """Bytes of a listpack entry's trailing back-length for an entry of ``size`` bytes."""
     if size < 128:
