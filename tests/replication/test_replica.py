@@ -5,7 +5,10 @@ small loopback proxy between replica and master that can cut the link, refuse
 connections, cut a transfer after N bytes, flip a byte or inject bytes.
 """
 
+import gc
+import logging
 import random
+import time
 
 import gevent
 import gevent.server
@@ -16,7 +19,7 @@ from waiting import wait_for
 import greenredis
 from greenredis.client.redis import Redis
 from greenredis.errors import TimeoutError as GreenTimeout
-from greenredis.replication.keyspace import Stream, StreamID, ZSet
+from greenredis.replication.keyspace import Keyspace, Stream, StreamID, ZSet
 from greenredis.replication.protocol import encode_command
 from greenredis.replication.replica import Replica, glob_regex
 
@@ -337,10 +340,16 @@ def test_random_workload_copy_equals_master(make_server, replicas, sync_args):
     r, r3 = client(server), client(server, 3)
     rnd = random.Random(42)
     random_workload(rnd, r, 1500, [r3])  # goes into the snapshot
-    events = []
-    rep = replicas(server.url, callback=lambda e, info: events.append((e, info)))
+    events, loaded = [], []
+    rep = replicas(
+        server.url,
+        callback=lambda e, info: events.append((e, info)),
+        on_key=lambda db, key, value, expire_ms: loaded.append((db, key)),
+    )
     rep.start(timeout=60)
     assert rep.status()["rdb_size"] is None if sync_args is FAST_SYNC else rep.status()["rdb_size"] > 0
+    st = rep.status()
+    assert len(loaded) == st["keys_loaded"] > 200  # every key of the snapshot
     for _ in range(4):  # goes through the command stream
         random_workload(rnd, r, 1500, [r3])
     wait_for(caught_up(rep, r), what="the replica to catch up")
@@ -357,7 +366,7 @@ def test_random_workload_copy_equals_master(make_server, replicas, sync_args):
         what="the master to see our ACK",
     )
     kinds = [e for e, _ in events]
-    assert kinds[:2] == ["load_start", "key"] and "load_done" in kinds and "link_up" in kinds
+    assert kinds[:2] == ["load_start", "load_done"] and "link_up" in kinds and "key" not in kinds
     commands = [info for e, info in events if e == "command"]
     assert any((3, b"o:1") in c["touched"] or any(t[0] == 3 for t in c["touched"]) for c in commands)
     r.close()
@@ -921,3 +930,103 @@ def test_chained_from_a_replica_waits_for_its_master_link(make_server, replicas)
     wait_for(lambda: rep.get("k") == b"from the top", what="data through the chain")
     client(top).cmd(["SET", "k", "streamed down"])
     wait_for(lambda: rep.get("k") == b"streamed down", what="streamed through the chain")
+
+
+# -- the replica's own process ---------------------------------------------------------------
+
+
+def longest_gap(interval, until):
+    """Run a ticker greenlet (``gevent.sleep(interval)`` in a loop) until ``until()`` is
+    true; return its longest gap between two ticks, in seconds."""
+    gaps, last = [], time.perf_counter()
+    while not until():
+        gevent.sleep(interval)
+        now = time.perf_counter()
+        gaps.append(now - last)
+        last = now
+    return max(gaps)
+
+
+def test_a_full_sync_lets_timers_and_other_greenlets_run(make_server, replicas):
+    server = make_server(args=FAST_SYNC)
+    with client(server) as r:
+        r.cmd(["DEBUG", "POPULATE", 1_000_000])
+    # what this machine's scheduler alone does to the ticker, just before the load
+    t0 = time.perf_counter()
+    baseline = longest_gap(0.01, lambda: time.perf_counter() - t0 > 0.5)
+    rep = replicas(server.url)
+    loading = gevent.spawn(rep.start, timeout=120)
+    during = longest_gap(0.01, loading.ready)
+    loading.get()
+    assert rep.dbsize() == 1_000_000
+    print(f"ticker's longest gap: {during * 1000:.0f} ms during the load, {baseline * 1000:.0f} ms before it")
+    # the loop is asked for a turn every TIME_SLICE (20 ms); before, a 1M-key load held it for 0.5-3 s
+    assert during < max(0.25, 3 * baseline), (during, baseline)
+
+
+def resync_by_bad_commands(proxy, rep, times):
+    """Make the replica fail on a command it cannot apply ``times`` times in a row."""
+    for n in range(times):
+        syncs = rep.status()["full_syncs"]
+        proxy.inject(encode_command("FROBNICATE", "k"))
+        wait_for(lambda s=syncs: rep.status()["full_syncs"] == s + 1, what=f"full resync {n + 1}")
+
+
+def test_a_command_that_keeps_failing_is_logged_once_and_counted(make_server, replicas, proxies, caplog):
+    server = make_server(args=FAST_SYNC + ["--repl-ping-replica-period", "3600"])
+    proxy = proxies(server.port)
+    rep = replicas(proxy.url)
+    rep.start(timeout=60)
+    with caplog.at_level(logging.INFO, logger="greenredis.replica"):
+        resync_by_bad_commands(proxy, rep, 3)
+    st = rep.status()
+    assert st["apply_errors"] == {"FROBNICATE": 3} and "FROBNICATE" in st["last_error"]
+    loud = [rec for rec in caplog.records if rec.levelno >= logging.WARNING]
+    assert len(loud) == 1 and "FROBNICATE" in loud[0].getMessage(), [r.getMessage() for r in loud]
+
+
+def test_a_full_resync_frees_the_old_dataset_without_a_gc(make_server, replicas, proxies):
+    server = make_server(args=FAST_SYNC + ["--repl-ping-replica-period", "3600"])
+    with client(server) as r:
+        r.cmd(["DEBUG", "POPULATE", 2000])
+    proxy = proxies(server.port)
+    rep = replicas(proxy.url)
+    rep.start(timeout=60)
+    gc.collect()
+    gc.disable()  # only reference counting frees anything now
+    try:
+        resync_by_bad_commands(proxy, rep, 5)
+        alive = [o for o in gc.get_objects() if type(o) is Keyspace]
+    finally:
+        gc.enable()
+    assert rep.status()["full_syncs"] == 6 and rep.dbsize() == 2000
+    # the one being served; before, each old copy stayed (in a cycle) until a full GC
+    assert alive == [rep.keyspace], len(alive)
+
+
+def test_per_key_work_only_for_an_on_key_callback(make_server, replicas):
+    server = make_server(args=FAST_SYNC)
+    with client(server) as r:
+        r.cmd(["DEBUG", "POPULATE", 50000])
+    events = []
+    rep = replicas(server.url, callback=lambda e, info: events.append(e), queue_size=100)
+    rep.start(timeout=60)
+    assert rep.dbsize() == 50000
+    wait_for(lambda: "link_up" in events, what="the link_up event")
+    # no per-key event is made (before: one per key, most of them dropped by the queue)
+    assert events[:3] == ["load_start", "load_done", "link_up"], events[:5]
+    assert rep.status()["callbacks_dropped"] == 0
+
+    seen, calls = [], []
+
+    def on_key(db, key, value, expire_ms):
+        calls.append(key)
+        if len(calls) % 10000 == 1:
+            raise ValueError("on_key bug")
+        seen.append((db, key, value))
+
+    rep2 = replicas(server.url, on_key=on_key, queue_size=100)
+    rep2.start(timeout=60)
+    assert len(calls) == 50000  # every key, none dropped
+    assert (0, b"key:7", b"value:7") in seen
+    assert rep2.status()["on_key_errors"] == 5 and rep2.dbsize() == 50000
