@@ -689,6 +689,22 @@ class Replica:
         for delay in (0.1, 0.3):
             gevent.spawn_later(delay, self._ack_now, proto)
 
+    def _apply_failed(self, argv, e):
+        """The error ending a session on a command we cannot apply. Only the first failure
+        of each command name is logged; the others are counted in ``apply_errors``."""
+        name = _command_name(argv)
+        seen = self._apply_errors.get(name, 0)
+        self._apply_errors[name] = seen + 1
+        if not seen and not isinstance(e, ApplyError):
+            log.error("replica of %s: applying %s failed", self.master, _show(argv), exc_info=e)
+        self._emit("apply_error", {"argv": argv, "error": str(e)})
+        self._force_full = True
+        quiet = "" if not seen else f" (failure {seen + 1} of {name})"
+        return (_RepeatedDataError if seen else _DataError)(
+            f"cannot apply {_show(argv)}: {e}; the local copy may have diverged, so a full resync"
+            f" follows{quiet}"
+        )
+
     def _on_commands(self, event, proto):
         apply = self._applier.apply
         argvs = event.argvs
@@ -711,22 +727,44 @@ class Replica:
             if done:  # the offset follows what is applied, so a PSYNC never replays a command
                 self._advance(event.offsets[done - 1])
 
-    def _apply_failed(self, argv, e):
-        """The error ending a session on a command we cannot apply. Only the first failure
-        of each command name is logged; the others are counted in ``apply_errors``."""
-        name = _command_name(argv)
-        seen = self._apply_errors.get(name, 0)
-        self._apply_errors[name] = seen + 1
-        if not seen and not isinstance(e, ApplyError):
-            log.error("replica of %s: applying %s failed", self.master, _show(argv), exc_info=e)
-        self._emit("apply_error", {"argv": argv, "error": str(e)})
-        self._force_full = True
-        quiet = "" if not seen else f" (failure {seen + 1} of {name})"
-        return _DataError(
-            f"cannot apply {_show(argv)}: {e}; the local copy may have diverged, so a full resync"
-            f" follows{quiet}",
-            quiet=bool(seen),
-        )
+
+class _DataError(Exception):
+    """Data we refuse (a bad snapshot, a command we cannot apply)."""
+
+    quiet = False  # True: a repeat of one already logged
+
+
+class _RepeatedDataError(_DataError):
+    quiet = True
+
+
+def _command_name(argv):
+    try:
+        return bytes(argv[0]).upper().decode("utf-8", "replace")[:40]
+    except (IndexError, TypeError):
+        return "?"
+
+
+def _is_data_error(e):
+    """Bad input (logged as an error) rather than a broken or refused connection."""
+    return isinstance(e, (_DataError, RDBError, ApplyError)) or (
+        isinstance(e, ReplicationError) and not e.retry_later
+    )
+
+
+def _describe(e):
+    if isinstance(e, socket.timeout):
+        return "no data from the master within repl_timeout"
+    if isinstance(e, RDBError):
+        return f"refused the snapshot: {e}"
+    if isinstance(e, (ReplicationError, _DataError)):
+        return str(e)
+    return f"{type(e).__name__}: {e}"
+
+
+def _show(argv, limit=6):
+    parts = [a[:40].decode("utf-8", "replace") for a in argv[:limit]]
+    return " ".join(parts) + (" ..." if len(argv) > limit else "")
 
 
 _TIMER_TURN = 0.001  # seconds: the wait that lets the loop run its timers during a load
@@ -781,41 +819,3 @@ class FullSync:
         if parser.trailing:
             raise _DataError(f"{len(parser.trailing)} bytes after the end of the RDB payload")
         return ks, time.time() - self.started
-
-
-class _DataError(Exception):
-    """Data we refuse (a bad snapshot, a command we cannot apply). ``quiet``: a repeat
-    of one already logged."""
-
-    def __init__(self, message, quiet=False):
-        super().__init__(message)
-        self.quiet = quiet
-
-
-def _command_name(argv):
-    try:
-        return bytes(argv[0]).upper().decode("utf-8", "replace")[:40]
-    except (IndexError, TypeError):
-        return "?"
-
-
-def _is_data_error(e):
-    """Bad input (logged as an error) rather than a broken or refused connection."""
-    return isinstance(e, (_DataError, RDBError, ApplyError)) or (
-        isinstance(e, ReplicationError) and not e.retry_later
-    )
-
-
-def _describe(e):
-    if isinstance(e, socket.timeout):
-        return "no data from the master within repl_timeout"
-    if isinstance(e, RDBError):
-        return f"refused the snapshot: {e}"
-    if isinstance(e, (ReplicationError, _DataError)):
-        return str(e)
-    return f"{type(e).__name__}: {e}"
-
-
-def _show(argv, limit=6):
-    parts = [a[:40].decode("utf-8", "replace") for a in argv[:limit]]
-    return " ".join(parts) + (" ..." if len(argv) > limit else "")
