@@ -6,7 +6,9 @@
    for redis-server itself loading that file at startup ("DB loaded from disk: X
    seconds" in its log).
 2. Memory of the local copy of the N strings (RSS growth of this process) against
-   the master's used_memory.
+   the master's used_memory, and after 5 more full resyncs (each old copy must be
+   freed at the swap); the longest stall of a ticker greenlet (10 ms interval) in
+   this process during the N-string load (goal < 100 ms).
 3. Stream apply rate (commands/s) while redis-benchmark hammers the master with
    SET/LPUSH/HSET, and the lag behind the master: master_repl_offset vs our offset,
    sampled every 0.1 s, in bytes and in seconds until we reached that offset.
@@ -95,9 +97,23 @@ def parse_file(path):
     return seconds, n
 
 
-def full_sync(master, label, expect):
-    """Start a Replica, time the full sync; returns (replica, seconds, keys)."""
+def ticker(gaps, interval=0.01):
+    """A greenlet's view of the process: how late each of its ticks comes (wall seconds),
+    and how much CPU this process spent between two ticks (what other processes on a
+    busy machine do not stretch)."""
+    last, last_cpu = time.perf_counter(), time.process_time()
+    while True:
+        gevent.sleep(interval)
+        now, now_cpu = time.perf_counter(), time.process_time()
+        gaps.append((now - last - interval, now_cpu - last_cpu))
+        last, last_cpu = now, now_cpu
+
+
+def full_sync(master, label, expect, gaps=None):
+    """Start a Replica, time the full sync; returns (replica, seconds, keys).
+    ``gaps``: a list to fill with a ticker greenlet's delays during the load."""
     rep = Replica(master.url, repl_timeout=600)
+    tick = gevent.spawn(ticker, gaps) if gaps is not None else None
     rep.start(block=False)
     t0 = time.perf_counter()
     while not rep.loaded:
@@ -112,11 +128,24 @@ def full_sync(master, label, expect):
         else:
             progress(f"{label}: {st['state']} ({time.perf_counter() - t0:.1f}s)")
         gevent.sleep(0.2)
+    if tick is not None:
+        tick.kill()
     st = rep.status()
     progress("")
     sys.stderr.write("\r")
     assert st["keys"] == expect, (st["keys"], expect)
     return rep, st["last_full_sync_seconds"], st["keys"]
+
+
+def full_resyncs(master, rep, r, times):
+    """Make ``rep`` do ``times`` more full syncs (the link cut, a full sync asked for)."""
+    for n in range(times):
+        done = rep.status()["full_syncs"]
+        rep._force_full = True  # what a command it cannot apply does: the next sync is full
+        r.cmd(["CLIENT", "KILL", "TYPE", "replica"])
+        while rep.status()["full_syncs"] == done:
+            progress(f"full resync {n + 1}/{times}: {rep.status()['state']}")
+            gevent.sleep(0.1)
 
 
 def populate_hashes(r, n, fields=10):
@@ -213,6 +242,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--strings", type=int, default=1_000_000)
     ap.add_argument("--hashes", type=int, default=100_000)
+    ap.add_argument("--resyncs", type=int, default=5, help="full resyncs for the RSS row")
     ap.add_argument(
         "--bench-requests", type=int, default=1_000_000, help="redis-benchmark -n per test (3 tests)"
     )
@@ -230,10 +260,13 @@ def main(argv=None):
         redis_s, size, d = redis_own_load(master)
         gc.collect()
         rss0 = rss_bytes()  # first big allocation of this process: RSS growth is the copy
-        rep, ours_s, n = full_sync(master, "strings", args.strings)
+        gaps = []
+        rep, ours_s, n = full_sync(master, "strings", args.strings, gaps)
         gc.collect()
         rss1 = rss_bytes()
-        mem = (rss1 - rss0, used, used - startup)
+        full_resyncs(master, rep, r, args.resyncs)
+        rss5 = rss_bytes()  # no gc.collect(): reference counting alone must free old copies
+        mem = (rss1 - rss0, used, used - startup, rss5 - rss0)
         rep.stop()
         del rep
         gc.collect()
@@ -280,11 +313,23 @@ def main(argv=None):
             else f"| {label} | {ours:.2f} | {n / ours:,.0f} | {n / parse_s:,.0f} | {theirs} | - | - |"
         )
     print()
-    rss, used, dataset = mem
+    rss, used, dataset, rss_after = mem
     print(f"| memory, {args.strings:,} strings | bytes | local / master |")
     print("|---|---:|---:|")
     print(f"| master used_memory | {used / 1e6:,.1f} MB | |")
     print(f"| local copy (RSS growth) | {rss / 1e6:,.1f} MB | {rss / used:.2f}x |")
+    print(
+        f"| RSS growth after {args.resyncs} more full resyncs (goal: within 1.3x of one copy) "
+        f"| {rss_after / 1e6:,.1f} MB | {rss_after / used:.2f}x ({rss_after / max(rss, 1):.2f}x one copy) |"
+    )
+    print()
+    print(f"| process, {args.strings:,}-string load | value |")
+    print("|---|---:|")
+    print(
+        f"| longest stall of a 10 ms ticker greenlet during the load (goal < 100 ms) "
+        f"| {max(w for w, _ in gaps) * 1000:.0f} ms wall, {max(c for _, c in gaps) * 1000:.0f} ms "
+        f"of this process's CPU ({len(gaps)} ticks) |"
+    )
     print()
     for applied, elapsed, lag_s, lag_b, samples, writer, bench_out in streams:
         print(f"| stream: {writer} | value |")

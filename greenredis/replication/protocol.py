@@ -297,7 +297,7 @@ class ReplicaProtocol:
             text = line.decode("utf-8", "replace")
             if not line:
                 self._fail("empty line from the master during the handshake")
-            getattr(self, "_on_" + self.state)(line, text, events)
+            _REPLY_HANDLERS[self.state](self, line, text, events)
         if self.state == State.RDB and self._buf:
             data, self._buf = self._buf, b""
             self._rdb(data, events)
@@ -306,6 +306,8 @@ class ReplicaProtocol:
             self._stream(data, events)
 
     def _on_ping(self, line, text, events):
+        if line.startswith(b"-LOADING"):  # a master loading its dataset: as after PSYNC
+            self._fail(f"master cannot sync now, retry later: {text}", retry_later=True)
         # -NOAUTH / -NOPERM / -ERR operation not permitted: the master wants AUTH first.
         if line[:1] == b"-" and not (
             line.startswith((b"-NOAUTH", b"-NOPERM")) or b"operation not permitted" in line
@@ -521,3 +523,14 @@ class ReplicaProtocol:
                 self._reader_len = n
             if argvs:
                 events.append(Commands(argvs, offsets))
+
+
+# What a handshake reply means depends on the state it arrives in.
+_REPLY_HANDLERS = {
+    State.PING: ReplicaProtocol._on_ping,
+    State.AUTH: ReplicaProtocol._on_auth,
+    State.PORT: ReplicaProtocol._on_port,
+    State.CAPA: ReplicaProtocol._on_capa,
+    State.PSYNC: ReplicaProtocol._on_psync,
+    State.WAIT_PAYLOAD: ReplicaProtocol._on_wait_payload,
+}

@@ -157,8 +157,6 @@ class Replica:
     Events and their ``info`` dicts:
 
     ``"load_start"``   replid, offset, size (RDB bytes; None for a diskless transfer)
-    ``"key"``          db, key, value, expire_ms: each key of a full sync as it loads
-                       (the value is the live object: copy it to keep it)
     ``"load_done"``    replid, offset, keys, bytes, seconds
     ``"command"``      argv, offset, touched ([(db, key), ...]): each applied command
     ``"apply_error"``  argv, error: a command that could not be applied (full resync follows)
@@ -166,18 +164,30 @@ class Replica:
     ``"link_up"``      replid, offset, partial (True after +CONTINUE)
     ``"link_down"``    error
 
+    on_key(db, key, value, expire_ms): called for each key of a full sync as it loads,
+    inline on the replication greenlet (every key, none dropped; keep it fast: the load
+    waits for it), before the snapshot's checksum is verified. The value is the live
+    object: copy it to keep it. One that raises is logged once per load and counted in
+    ``status()["on_key_errors"]``. Without it a load does no per-key work at all.
+
     listening_port: the port announced with ``REPLCONF listening-port`` (default: this
     connection's local port, so each replica is told apart in the master's INFO);
     repl_timeout: seconds without a byte from the master before the link counts as
     dead (the master pings every 10 s; default 60, Redis's ``repl-timeout``);
     backoff: (first, max) reconnect delays in seconds.
+
+    Loading a snapshot or applying a heavy stream, it gives the rest of the process
+    (other greenlets, timers) a turn at least every ``TIME_SLICE`` seconds.
     """
+
+    TIME_SLICE = 0.02  # seconds of loading/applying between turns for timers and greenlets
 
     def __init__(
         self,
         url=None,
         callback=None,
         *,
+        on_key=None,
         listening_port=None,
         ip_address=None,
         queue_size=10000,
@@ -188,6 +198,7 @@ class Replica:
     ):
         self.params = parse_url(url)
         self.callback = callback
+        self.on_key = on_key
         self.listening_port = listening_port
         self.ip_address = ip_address
         self.ack_interval = ack_interval
@@ -211,7 +222,8 @@ class Replica:
         self._link_up = False
         self._link_since = time.time()
         self._last_heard = None
-        self._load = None  # the full sync in progress: dict
+        self._load = None  # the FullSync in progress
+        self._apply_errors = {}  # command name -> full resyncs it forced
         self._streamed = False  # this session reached streaming (resets backoff)
         self._stats = {
             "bytes_loaded": 0,
@@ -226,6 +238,7 @@ class Replica:
             "last_error_time": None,
             "commands_applied": 0,
             "callbacks_dropped": 0,
+            "on_key_errors": 0,
             "connects": 0,
         }
 
@@ -375,7 +388,9 @@ class Replica:
         ``load_seconds`` of the load in progress, else of the last one;
         ``last_full_sync`` (unix time), ``last_full_sync_seconds``, ``full_syncs``;
         ``last_partial_resync``, ``partial_resyncs``; ``last_error`` and
-        ``last_error_time``; ``commands_applied``; ``callbacks_dropped``; ``connects``.
+        ``last_error_time``; ``commands_applied``; ``apply_errors``: {command name: full
+        resyncs it forced} (each name is logged the first time only); ``callbacks_dropped``;
+        ``on_key_errors``; ``connects``.
         """
         now = time.time()
         load = self._load
@@ -393,18 +408,11 @@ class Replica:
                 "loaded": self._loaded.is_set(),
                 "staleness": None if self._last_heard is None else now - self._last_heard,
                 "last_heard": self._last_heard,
+                "apply_errors": dict(self._apply_errors),
             }
         )
         if load is not None:
-            parser = load["parser"]
-            st["bytes_loaded"] = load["bytes"]
-            st["keys_loaded"] = parser.keys_loaded if parser is not None else 0
-            # RESIZEDB's size hints: what a diskless load (no byte size) can show progress by
-            st["keys_expected"] = (
-                sum(k for k, _ in parser.resize_hints.values()) if parser is not None else 0
-            ) or None
-            st["rdb_size"] = load["size"]
-            st["load_seconds"] = now - load["started"]
+            st.update(load.progress(now))
         return st
 
     # -- the link --------------------------------------------------------------------------
@@ -451,6 +459,8 @@ class Replica:
                 raise
             except Exception as e:
                 level = logging.ERROR if _is_data_error(e) else logging.WARNING
+                if getattr(e, "quiet", False):
+                    level = logging.DEBUG  # a command that keeps failing: logged the first time
                 self._error(_describe(e), level)
             finally:
                 self._close_socket()
@@ -543,6 +553,8 @@ class Replica:
 
     def _receive(self, sock, proto):
         recv = sock.recv
+        on_event = _ON_EVENT
+        slice_started = time.perf_counter()
         while True:
             # big reads for a snapshot; smaller ones while streaming, so that readers
             # get a turn at least every few milliseconds under a heavy write load
@@ -551,37 +563,40 @@ class Replica:
                 raise ConnectionResetError("the master closed the connection")
             self._last_heard = time.time()
             for event in proto.receive_data(data):
-                if type(event) is Commands:
-                    self._apply(event)
-                elif type(event) is RdbData:
-                    self._load_chunk(event.data)
-                else:
-                    self._handle(event, proto)
+                on_event[type(event)](self, event, proto)
             if proto.streaming:  # every event of the chunk is handled: PINGs count too
-                self._offset = proto.offset
+                self._advance(proto.offset)
             out = proto.data_to_send()
             if out:
                 self._send(out)
-            gevent.sleep(0)  # let readers in between chunks, during a long load too
+            # While the socket has data, recv() never waits and sleep(0) runs only greenlets
+            # already ready, not the loop's timers: so every time slice, a real wait.
+            now = time.perf_counter()
+            if now - slice_started >= self.TIME_SLICE:
+                gevent.sleep(_TIMER_TURN)
+                slice_started = time.perf_counter()
+            else:
+                gevent.sleep(0)
 
-    def _handle(self, event, proto):
-        t = type(event)
-        if t is FullResync:
-            self._state = LOADING
-        elif t is RdbStart:
-            self._start_load(event, proto)
-        elif t is RdbEnd:
-            self._finish_load(event, proto)
-        elif t is Continue:
-            # the same dataset goes on; a fresh applier drops any MULTI left half-read
-            self._replid = event.replid
-            self._offset = event.offset
-            self._applier = self._new_applier(self._ks, self._applier)
-            self._stats["last_partial_resync"] = time.time()
-            self._stats["partial_resyncs"] += 1
-            self._went_live("partial")
-        elif t is Error:
-            raise event.error
+    def _advance(self, offset, replid=None):
+        """The one writer of the replication position of the dataset being served."""
+        self._offset = offset
+        if replid is not None:
+            self._replid = replid
+
+    def _on_full_resync(self, event, proto):
+        self._state = LOADING
+
+    def _on_continue(self, event, proto):
+        # the same dataset goes on; a fresh applier drops any MULTI left half-read
+        self._advance(event.offset, event.replid)
+        self._applier = self._new_applier(self._ks, self._applier)
+        self._stats["last_partial_resync"] = time.time()
+        self._stats["partial_resyncs"] += 1
+        self._went_live("partial")
+
+    def _on_error(self, event, proto):
+        raise event.error
 
     def _went_live(self, how):
         self._state = STREAMING
@@ -597,15 +612,12 @@ class Replica:
             applier.select(old.db)  # the master's stream relies on its last SELECT
         return applier
 
-    def _start_load(self, event, proto):
-        on_key = self._on_key if self.callback else None
-        on_module = self._on_module
-        self._load = {
-            "parser": RDBParser(keyspace=Keyspace(), on_key=on_key, on_module=on_module),
-            "bytes": 0,
-            "size": event.size,
-            "started": time.time(),
-        }
+    def _on_rdb_start(self, event, proto):
+        self._load = FullSync(
+            event.size,
+            on_key=self._on_key if self.on_key is not None else None,
+            on_module=self._on_module,
+        )
         self._stats["rdb_size"] = event.size
         self._emit("load_start", {"replid": proto.replid, "offset": proto.offset, "size": event.size})
         log.info(
@@ -615,34 +627,40 @@ class Replica:
         )
 
     def _on_key(self, db, key, value, expire_ms):
-        self._emit("key", {"db": db, "key": key, "value": value, "expire_ms": expire_ms})
+        try:
+            self.on_key(db, key, value, expire_ms)
+        except Exception:
+            load = self._load
+            if load is not None and not load.on_key_failed:
+                load.on_key_failed = True
+                log.exception(
+                    "replica of %s: on_key failed on key %r; ignored (further failures of this"
+                    " load are counted in status()['on_key_errors'])",
+                    self.master,
+                    key[:64],
+                )
+            self._stats["on_key_errors"] += 1
 
     def _on_module(self, db, key, module_name):
         log.warning(
             "replica of %s: skipped a value of module %s (key %r, db %s)", self.master, module_name, key, db
         )
 
-    def _load_chunk(self, data):
-        load = self._load
-        load["parser"].feed(data)
-        load["bytes"] += len(data)
+    def _on_rdb_data(self, event, proto):
+        self._load.feed(event.data)
 
-    def _finish_load(self, event, proto):
+    def _on_rdb_end(self, event, proto):
         load = self._load
-        parser = load["parser"]
-        ks = parser.finish()  # raises unless complete and its CRC checked
-        if parser.trailing:
-            raise _DataError(f"{len(parser.trailing)} bytes after the end of the RDB payload")
-        seconds = time.time() - load["started"]
+        ks, seconds = load.finish()  # raises unless complete and its CRC checked
         # the one-step swap: readers go from the old complete dataset to the new one
         self._ks = ks
         self._applier = self._new_applier(ks)
-        self._replid, self._offset = proto.replid, proto.offset
+        self._advance(proto.offset, proto.replid)
         self._load = None
         st = self._stats
         st.update(
-            bytes_loaded=load["bytes"],
-            keys_loaded=parser.keys_loaded,
+            bytes_loaded=load.bytes,
+            keys_loaded=load.keys_loaded,
             last_full_sync=time.time(),
             last_full_sync_seconds=seconds,
         )
@@ -650,8 +668,8 @@ class Replica:
         log.info(
             "replica of %s: loaded %d keys (%d bytes) in %.2fs",
             self.master,
-            parser.keys_loaded,
-            load["bytes"],
+            load.keys_loaded,
+            load.bytes,
             seconds,
         )
         self._emit(
@@ -660,7 +678,7 @@ class Replica:
                 "replid": self._replid,
                 "offset": self._offset,
                 "keys": ks.key_count(),
-                "bytes": load["bytes"],
+                "bytes": load.bytes,
                 "seconds": seconds,
             },
         )
@@ -672,7 +690,23 @@ class Replica:
         for delay in (0.1, 0.3):
             gevent.spawn_later(delay, self._ack_now, proto)
 
-    def _apply(self, event):
+    def _apply_failed(self, argv, e):
+        """The error ending a session on a command we cannot apply. Only the first failure
+        of each command name is logged; the others are counted in ``apply_errors``."""
+        name = _command_name(argv)
+        seen = self._apply_errors.get(name, 0)
+        self._apply_errors[name] = seen + 1
+        if not seen and not isinstance(e, ApplyError):
+            log.error("replica of %s: applying %s failed", self.master, _show(argv), exc_info=e)
+        self._emit("apply_error", {"argv": argv, "error": str(e)})
+        self._force_full = True
+        quiet = "" if not seen else f" (failure {seen + 1} of {name})"
+        return (_RepeatedDataError if seen else _DataError)(
+            f"cannot apply {_show(argv)}: {e}; the local copy may have diverged, so a full resync"
+            f" follows{quiet}"
+        )
+
+    def _on_commands(self, event, proto):
         apply = self._applier.apply
         argvs = event.argvs
         done = 0
@@ -688,18 +722,11 @@ class Replica:
                     emit("command", {"argv": argv, "offset": offsets[done], "touched": touched})
                     done += 1
         except Exception as e:
-            argv = argvs[done]
-            if not isinstance(e, ApplyError):
-                log.exception("replica of %s: applying %s failed", self.master, _show(argv))
-            self._emit("apply_error", {"argv": argv, "error": str(e)})
-            self._force_full = True
-            raise _DataError(
-                f"cannot apply {_show(argv)}: {e}; the local copy may have diverged, so a full resync follows"
-            ) from e
+            raise self._apply_failed(argvs[done], e) from e
         finally:
             self._stats["commands_applied"] += done
             if done:  # the offset follows what is applied, so a PSYNC never replays a command
-                self._offset = event.offsets[done - 1]
+                self._advance(event.offsets[done - 1])
 
     def pfcount(self, key, *keys, db=0):
         """PFCOUNT on the copy: the key's cardinality estimate (its cached one when valid),
@@ -723,6 +750,19 @@ class Replica:
 class _DataError(Exception):
     """Data we refuse (a bad snapshot, a command we cannot apply)."""
 
+    quiet = False  # True: a repeat of one already logged
+
+
+class _RepeatedDataError(_DataError):
+    quiet = True
+
+
+def _command_name(argv):
+    try:
+        return bytes(argv[0]).upper().decode("utf-8", "replace")[:40]
+    except (IndexError, TypeError):
+        return "?"
+
 
 def _is_data_error(e):
     """Bad input (logged as an error) rather than a broken or refused connection."""
@@ -744,3 +784,57 @@ def _describe(e):
 def _show(argv, limit=6):
     parts = [a[:40].decode("utf-8", "replace") for a in argv[:limit]]
     return " ".join(parts) + (" ..." if len(argv) > limit else "")
+
+
+_TIMER_TURN = 0.001  # seconds: the wait that lets the loop run its timers during a load
+
+# One dispatch on the type of a protocol event.
+_ON_EVENT = {
+    Commands: Replica._on_commands,
+    RdbData: Replica._on_rdb_data,
+    FullResync: Replica._on_full_resync,
+    RdbStart: Replica._on_rdb_start,
+    RdbEnd: Replica._on_rdb_end,
+    Continue: Replica._on_continue,
+    Error: Replica._on_error,
+}
+
+
+class FullSync:
+    """A full sync in progress: the snapshot's parser into a fresh Keyspace, and its
+    counters. ``finish()`` returns the verified Keyspace and the seconds it took."""
+
+    __slots__ = ("parser", "bytes", "size", "started", "on_key_failed")
+
+    def __init__(self, size, on_key=None, on_module=None):
+        self.parser = RDBParser(keyspace=Keyspace(), on_key=on_key, on_module=on_module)
+        self.bytes = 0
+        self.size = size  # None for a diskless transfer
+        self.started = time.time()
+        self.on_key_failed = False
+
+    def feed(self, data):
+        self.parser.feed(data)
+        self.bytes += len(data)
+
+    @property
+    def keys_loaded(self):
+        return self.parser.keys_loaded
+
+    def progress(self, now):
+        """What ``Replica.status()`` shows of it."""
+        return {
+            "bytes_loaded": self.bytes,
+            "keys_loaded": self.parser.keys_loaded,
+            # RESIZEDB's size hints: what a diskless load (no byte size) can show progress by
+            "keys_expected": sum(k for k, _ in self.parser.resize_hints.values()) or None,
+            "rdb_size": self.size,
+            "load_seconds": now - self.started,
+        }
+
+    def finish(self):
+        parser = self.parser
+        ks = parser.finish()  # raises unless complete and its CRC checked
+        if parser.trailing:
+            raise _DataError(f"{len(parser.trailing)} bytes after the end of the RDB payload")
+        return ks, time.time() - self.started

@@ -851,3 +851,19 @@ def test_duplicate_keys():
     p, ks = parse(rdb_bytes(9, body), duplicates="replace")
     assert ks.dbs[0].data == {b"a": b"3", b"b": {b"m"}} and ks.dbs[0].expires == {b"b": 5}
     assert p.duplicates_replaced == 2 and p.keys_loaded == 2
+
+
+def test_the_format_numbers_carry_rdb_h_names():
+    from greenredis.replication.rdb.names import Enc, ModuleOpcode, Opcode, QuicklistContainer, RDBType
+
+    assert (Opcode.EOF, Opcode.SELECTDB, Opcode.EXPIRETIME_MS, Opcode.AUX, Opcode.FUNCTION2) == (
+        255,
+        254,
+        252,
+        250,
+        245,
+    )
+    assert (RDBType.HASH_LISTPACK, RDBType.STREAM_LISTPACKS_3, RDBType.HASH_LISTPACK_EX) == (16, 21, 25)
+    assert (ModuleOpcode.STRING, Enc.LZF, QuicklistContainer.PACKED) == (5, 3, 2)
+    # every type byte is below every opcode: the parser tells them apart by that
+    assert max(RDBType) < min(Opcode)

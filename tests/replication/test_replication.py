@@ -154,6 +154,15 @@ def test_try_later_replies(reply):
     assert isinstance(ev, Error) and ev.error.retry_later
 
 
+def test_loading_in_reply_to_ping_is_retry_later():
+    # a master still loading its dataset answers the handshake's first PING with -LOADING
+    p = ReplicaProtocol(password="pw")
+    (ev,) = p.receive_data(b"-LOADING Redis is loading the dataset in memory\r\n")
+    assert isinstance(ev, Error) and ev.error.retry_later
+    assert "retry later" in str(ev.error) and p.state == State.CLOSED
+    assert p.data_to_send() == cmd("PING")  # no AUTH sent to a master that is loading
+
+
 def test_old_master_falls_back_to_sync():
     p = ReplicaProtocol()
     p.receive_data(b"+PONG\r\n")

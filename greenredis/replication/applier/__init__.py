@@ -9,8 +9,10 @@ sends DEL/UNLINK for them.
 
 MULTI ... EXEC is queued and applied at EXEC all or nothing (``txn.Undo`` puts the data
 back if a queued command fails). Dispatch is one dict lookup from the command name to a
-bound method; each command family lives in its own module as a mixin of ``Applier``.
+function; each command family lives in its own module as a mixin of ``Applier``.
 """
+
+import functools
 
 from greenredis.replication.applier.base import ApplyError
 from greenredis.replication.applier.geo import GeoMixin
@@ -62,18 +64,9 @@ class Applier(
         self.applied = 0
         self._queue = None  # list of (handler, argv) between MULTI and EXEC
         self._aborted = False  # a command of the open transaction was refused
-        self._handlers = {}
-        for name in dir(type(self)):
-            if name.startswith("cmd_"):
-                handler = getattr(self, name)
-                command = name[4:].encode()
-                self._handlers[command.upper()] = handler
-                self._handlers[command] = handler  # most masters send upper case; lower is cheap too
-        self._handlers[b"RESTORE-ASKING"] = self.cmd_restore  # cluster slot migration
-        for command in (b"MULTI", b"EXEC", b"DISCARD"):
-            self._handlers[command] = self._handlers[command.lower()] = getattr(
-                self, "_" + command.lower().decode()
-            )
+        # functions, not bound methods: a dict of bound methods would be a cycle through
+        # self, keeping each old Keyspace alive until a full GC after a resync
+        self._handlers = _dispatch_table(type(self))
         self.select(0)
 
     def reset(self, keyspace=None):
@@ -120,7 +113,7 @@ class Applier(
             return []
         self.applied += 1
         try:
-            return handler(argv)
+            return handler(self, argv)
         except ApplyError:
             raise
         except _ARG_ERRORS as e:
@@ -157,13 +150,27 @@ class Applier(
             for handler, args in queue:
                 undo.before(args)
                 self.applied += 1
-                touched += handler(args)
+                touched += handler(self, args)
         except BaseException as e:
             undo.rollback()
             if isinstance(e, _ARG_ERRORS) and not isinstance(e, ApplyError):
                 raise ApplyError(f"cannot apply {args[0]!r} in EXEC: {type(e).__name__}: {e}") from e
             raise
         return list(dict.fromkeys(touched))
+
+
+@functools.cache
+def _dispatch_table(cls):
+    """Command name (upper and lower case) -> the function applying it, for ``cls``."""
+    table = {}
+    for name in dir(cls):
+        if name.startswith("cmd_"):
+            command = name[4:].encode()
+            table[command.upper()] = table[command] = getattr(cls, name)
+    table[b"RESTORE-ASKING"] = cls.cmd_restore  # cluster slot migration
+    for command in (b"MULTI", b"EXEC", b"DISCARD"):
+        table[command] = table[command.lower()] = getattr(cls, "_" + command.lower().decode())
+    return table
 
 
 # Known, and always refused: their effect cannot be reproduced exactly (a random pick, the

@@ -49,6 +49,14 @@ from greenredis.replication.rdb.encodings import (
 )
 from greenredis.replication.rdb.lzf import LZFError
 from greenredis.replication.rdb.lzf import decompress as _lzf_decompress
+from greenredis.replication.rdb.names import (
+    FIRST_OPCODE,
+    Enc,
+    ModuleOpcode,
+    Opcode,
+    QuicklistContainer,
+    RDBType,
+)
 
 __all__ = [
     "RDBParser",
@@ -92,6 +100,12 @@ class _Bad(Exception):
 
 # --- primitive readers over (buf, i) -> (value, new_i) ------------------------------
 
+# plain ints for the hot paths (an IntEnum attribute is a slower compare)
+_STRING, _HASH_LISTPACK = int(RDBType.STRING), int(RDBType.HASH_LISTPACK)
+_FIRST_OPCODE, _EXPIRETIME_MS, _EOF = int(FIRST_OPCODE), int(Opcode.EXPIRETIME_MS), int(Opcode.EOF)
+_32BITLEN, _64BITLEN = 0x80, 0x81  # RDB_32BITLEN, RDB_64BITLEN
+_ENC_INT8, _ENC_INT16, _ENC_INT32, _ENC_LZF = map(int, (Enc.INT8, Enc.INT16, Enc.INT32, Enc.LZF))
+
 _unpack_double = struct.Struct("<d").unpack_from
 
 
@@ -103,12 +117,12 @@ def _rlen(buf, i):
         return b, i + 1
     if t == 1:
         return ((b & 0x3F) << 8) | buf[i + 1], i + 2
-    if b == 0x80:
+    if b == _32BITLEN:
         j = i + 5
         if j > len(buf):
             raise _Incomplete(j)
         return int.from_bytes(buf[i + 1 : j], "big"), j
-    if b == 0x81:
+    if b == _64BITLEN:
         j = i + 9
         if j > len(buf):
             raise _Incomplete(j)
@@ -138,19 +152,19 @@ def _rstr(buf, i):
             raise _Incomplete(j)
         return buf[i:j], j
     enc = b & 0x3F
-    if enc == 0:
+    if enc == _ENC_INT8:
         if i + 2 > len(buf):
             raise _Incomplete(i + 2)
         return b"%d" % int.from_bytes(buf[i + 1 : i + 2], "little", signed=True), i + 2
-    if enc == 1:
+    if enc == _ENC_INT16:
         if i + 3 > len(buf):
             raise _Incomplete(i + 3)
         return b"%d" % int.from_bytes(buf[i + 1 : i + 3], "little", signed=True), i + 3
-    if enc == 2:
+    if enc == _ENC_INT32:
         if i + 5 > len(buf):
             raise _Incomplete(i + 5)
         return b"%d" % int.from_bytes(buf[i + 1 : i + 5], "little", signed=True), i + 5
-    if enc == 3:
+    if enc == _ENC_LZF:
         clen, i = _rlen(buf, i + 1)
         ulen, i = _rlen(buf, i)
         j = i + clen
@@ -225,15 +239,15 @@ def _skip_module_payload(buf, i):
     """Skip a module value or aux payload in the opcode-annotated format (module 2)."""
     while True:
         op, i = _rlen(buf, i)
-        if op == 0:  # EOF
+        if op == ModuleOpcode.EOF:
             return i
-        if op == 1 or op == 2:  # signed / unsigned int
+        if op == ModuleOpcode.SINT or op == ModuleOpcode.UINT:
             _, i = _rlen(buf, i)
-        elif op == 3:  # float
+        elif op == ModuleOpcode.FLOAT:
             _, i = _rfixed(buf, i, 4)
-        elif op == 4:  # double
+        elif op == ModuleOpcode.DOUBLE:
             _, i = _rfixed(buf, i, 8)
-        elif op == 5:  # string
+        elif op == ModuleOpcode.STRING:
             _, i = _rstr(buf, i)
         else:
             raise _Bad(f"unknown module opcode {op}")
@@ -335,9 +349,9 @@ def _step_quicklist(st, buf, i):
 def _step_quicklist2(st, buf, i):
     container, i = _rlen(buf, i)
     blob, i = _rstr(buf, i)
-    if container == 2:  # PACKED: a listpack
+    if container == QuicklistContainer.PACKED:  # a listpack
         st.value.extend(listpack_entries(blob))
-    elif container == 1:  # PLAIN: one big element
+    elif container == QuicklistContainer.PLAIN:  # one big element
         st.value.append(blob)
     else:
         raise _Bad(f"unknown quicklist container {container}")
@@ -396,7 +410,7 @@ def _step_stream(st, buf, i):
         name, i = _rstr(buf, i)
         seen, i = _rint64(buf, i)
         active = -1
-        if load.rdbtype >= 21:
+        if load.rdbtype >= RDBType.STREAM_LISTPACKS_3:
             active, i = _rint64(buf, i)
         n, i = _rlen(buf, i)
         load.consumer = load.group.consumers[name] = Consumer(name, seen, active)
@@ -411,7 +425,7 @@ def _step_stream(st, buf, i):
         ms, i = _rlen(buf, i)
         seq, i = _rlen(buf, i)
         entries_read = -1
-        if load.rdbtype >= 19:
+        if load.rdbtype >= RDBType.STREAM_LISTPACKS_2:
             entries_read, i = _rlen(buf, i)
             if entries_read == (1 << 64) - 1:  # "not known" marker
                 entries_read = -1
@@ -425,7 +439,7 @@ def _step_stream(st, buf, i):
         ms, i = _rlen(buf, i)
         seq, i = _rlen(buf, i)
         last_id = StreamID(ms, seq)
-        if load.rdbtype >= 19:
+        if load.rdbtype >= RDBType.STREAM_LISTPACKS_2:
             ms, i = _rlen(buf, i)
             seq, i = _rlen(buf, i)
             first_id = StreamID(ms, seq)
@@ -684,142 +698,36 @@ class RDBParser:
                     self._commit(key, self._finish_partial(st), st.fexp)
                     continue
                 t = buf[i]
-                if (
-                    t == 0
-                    and self._expire is None
-                    and self.idle is None
-                    and self.freq is None
-                    and self.on_key is None
-                    and self.store
-                ):
-                    # Fast path: consecutive plain string records with short key and value.
-                    if self._db is None:
-                        self._select(0)
-                    data = self._db.data
-                    before = len(data)
-                    count = 0
-                    try:
-                        while True:
-                            if buf[i]:
-                                break
-                            kl = buf[i + 1]
-                            if kl > 63:
-                                break
-                            j = i + 2 + kl
-                            vl = buf[j]
-                            if vl > 63:
-                                break
-                            k = j + 1 + vl
-                            if k > n:
-                                break
-                            data[buf[i + 2 : j]] = buf[j + 1 : k]
-                            i = k
-                            count += 1
-                    except IndexError:
-                        pass
-                    finally:
-                        self.keys_loaded += len(data) - before
-                        if len(data) - before != count:
-                            if self.duplicates == "error":
-                                raise _Bad("duplicated key (in a run of strings)")
-                            self.duplicates_replaced += count - (len(data) - before)
-                    start = i
+                if t == _STRING and self._plain():
+                    i = start = self._string_run(buf, i, n)
                     t = buf[i]
-                    if t == 0:
+                    if t == _STRING:  # one the run could not take (long, or encoded)
                         key, i = _rstr(buf, i + 1)
                         value, i = _rstr(buf, i)
                         self._commit(key, value, None)
                         continue
-                if t == 16:  # hash listpack: common, kept inline
+                if t == _HASH_LISTPACK:  # common, kept out of the handler table
                     kl = buf[i + 1]
                     if kl < 64:
                         j = i + 2 + kl
                         key = buf[i + 2 : j]
                     else:
                         key, j = _rstr(buf, i + 1)
-                    blob, i = _rstr(buf, j)
-                    value = listpack_dict(blob)
-                    db = self._db
-                    if (
-                        db is not None
-                        and self._expire is None
-                        and self.on_key is None
-                        and self.idle is None
-                        and self.freq is None
-                        and self.store
-                        and key not in db.data
-                        and value
-                    ):
-                        db.data[key] = value
-                        self.keys_loaded += 1
-                    else:
-                        self._commit(key, value, None)
-                    continue
-                if t < 0xF3:
+                    i = self._hash_listpack(key, buf, j)
+                elif t < _FIRST_OPCODE:
                     if t not in _KNOWN_TYPES:
                         raise _Bad(f"unknown RDB value type {t}")
                     key, i = _rstr(buf, i + 1)
                     i = self._object(t, buf, i, key)
-                    continue
-                if t == 0xFC:  # EXPIRETIME_MS
+                elif t == _EXPIRETIME_MS:  # one per key with a TTL: kept inline
                     self._expire, i = _rint64(buf, i + 1)
-                elif t == 0xF8:  # IDLE
-                    self.idle, i = _rlen(buf, i + 1)
-                elif t == 0xF9:  # FREQ
-                    self.freq = buf[i + 1]
-                    i += 2
-                elif t == 0xFE:  # SELECTDB
-                    dbnum, i = _rlen(buf, i + 1)
-                    self._select(dbnum)
-                elif t == 0xFB:  # RESIZEDB
-                    keys, i = _rlen(buf, i + 1)
-                    expires, i = _rlen(buf, i)
-                    self.resize_hints[self._dbnum] = (keys, expires)
-                elif t == 0xFA:  # AUX
-                    name, i = _rstr(buf, i + 1)
-                    value, i = _rstr(buf, i)
-                    self.keyspace.aux[name] = value
-                    if self.on_aux is not None:
-                        self._call(self.on_aux, name, value)
-                elif t == 0xFF:  # EOF
+                elif t == _EOF:
                     return self._eof(buf, i)
-                elif t == 0xFD:  # EXPIRETIME (seconds)
-                    raw, i = _rfixed(buf, i + 1, 4)
-                    self._expire = int.from_bytes(raw, "little", signed=True) * 1000
-                elif t == 0xF5:  # FUNCTION2
-                    code, i = _rstr(buf, i + 1)
-                    self.keyspace.functions.append(code)
-                elif t == 0xF7:  # MODULE_AUX
-                    module_id, i = _rlen(buf, i + 1)
-                    when_op, i = _rlen(buf, i)
-                    _, i = _rlen(buf, i)
-                    if when_op != 2:
-                        raise _Bad(f"module aux 'when' has opcode {when_op}, expected 2")
-                    i = _skip_module_payload(buf, i)
-                    self.modules_skipped += 1
-                    if self.on_module is not None:
-                        self._call(self.on_module, self._dbnum, None, module_name(module_id))
-                elif t == 0xF4:  # SLOT_INFO
-                    slot, i = _rlen(buf, i + 1)
-                    size, i = _rlen(buf, i)
-                    expires, i = _rlen(buf, i)
-                    self.slot_info.append((slot, size, expires))
-                elif t == 0xF6:  # FUNCTION_PRE_GA (7.0 RC)
-                    name, i = _rstr(buf, i + 1)
-                    engine, i = _rstr(buf, i)
-                    has_desc, i = _rlen(buf, i)
-                    if has_desc:
-                        _, i = _rstr(buf, i)
-                    code, i = _rstr(buf, i)
-                    # As the library source FUNCTION LOAD takes since 7.0 GA.
-                    self.keyspace.functions.append(b"#!%s name=%s\n" % (engine.lower(), name) + code)
-                elif t == 0xF3 and self.valkey:  # Valkey SLOT_IMPORT: job state, skipped
-                    _, i = _rstr(buf, i + 1)
-                    nranges, i = _rlen(buf, i)
-                    for _ in range(2 * nranges):
-                        _, i = _rlen(buf, i)
                 else:
-                    raise _Bad(f"unknown RDB opcode {t}")
+                    op = _OPCODE_HANDLERS.get(t)
+                    if op is None or (t == Opcode.SLOT_IMPORT and not self.valkey):
+                        raise _Bad(f"unknown RDB opcode {t}")
+                    i = op(self, buf, i + 1)
         except _Incomplete as exc:
             self._need_abs = exc.need
             return exc.resume if exc.resume is not None else start
@@ -830,6 +738,142 @@ class RDBParser:
             raise self._fail(str(exc), start, key) from None
         except RecursionError:  # pragma: no cover - defensive
             raise self._fail("unparseable record", start, key) from None
+
+    def _plain(self):
+        """No per-key state pending and nothing to call per key: a run of strings can
+        go straight into the db."""
+        return (
+            self._expire is None
+            and self.idle is None
+            and self.freq is None
+            and self.on_key is None
+            and self.store
+        )
+
+    def _string_run(self, buf, i, n):
+        """Store consecutive plain string records with short key and value, from
+        ``buf[i]``; return the index of the first record it did not take."""
+        if self._db is None:
+            self._select(0)
+        data = self._db.data
+        before = len(data)
+        count = 0
+        try:
+            while True:
+                if buf[i]:
+                    break
+                kl = buf[i + 1]
+                if kl > 63:
+                    break
+                j = i + 2 + kl
+                vl = buf[j]
+                if vl > 63:
+                    break
+                k = j + 1 + vl
+                if k > n:
+                    break
+                data[buf[i + 2 : j]] = buf[j + 1 : k]
+                i = k
+                count += 1
+        except IndexError:
+            pass
+        finally:
+            added = len(data) - before
+            self.keys_loaded += added
+            if added != count:
+                if self.duplicates == "error":
+                    raise _Bad("duplicated key (in a run of strings)")
+                self.duplicates_replaced += count - added
+        return i
+
+    def _hash_listpack(self, key, buf, i):
+        """The value of a RDB_TYPE_HASH_LISTPACK record whose key is read."""
+        blob, i = _rstr(buf, i)
+        value = listpack_dict(blob)
+        db = self._db
+        if db is not None and self._plain() and key not in db.data and value:
+            db.data[key] = value
+            self.keys_loaded += 1
+        else:
+            self._commit(key, value, None)
+        return i
+
+    # opcode records: (self, buf, i after the opcode) -> index after the record ---------
+
+    def _op_idle(self, buf, i):
+        self.idle, i = _rlen(buf, i)
+        return i
+
+    def _op_freq(self, buf, i):
+        self.freq = buf[i]
+        return i + 1
+
+    def _op_selectdb(self, buf, i):
+        dbnum, i = _rlen(buf, i)
+        self._select(dbnum)
+        return i
+
+    def _op_resizedb(self, buf, i):
+        keys, i = _rlen(buf, i)
+        expires, i = _rlen(buf, i)
+        self.resize_hints[self._dbnum] = (keys, expires)
+        return i
+
+    def _op_aux(self, buf, i):
+        name, i = _rstr(buf, i)
+        value, i = _rstr(buf, i)
+        self.keyspace.aux[name] = value
+        if self.on_aux is not None:
+            self._call(self.on_aux, name, value)
+        return i
+
+    def _op_expiretime(self, buf, i):
+        raw, i = _rfixed(buf, i, 4)
+        self._expire = int.from_bytes(raw, "little", signed=True) * 1000
+        return i
+
+    def _op_function2(self, buf, i):
+        code, i = _rstr(buf, i)
+        self.keyspace.functions.append(code)
+        return i
+
+    def _op_module_aux(self, buf, i):
+        module_id, i = _rlen(buf, i)
+        when_op, i = _rlen(buf, i)
+        _, i = _rlen(buf, i)
+        if when_op != ModuleOpcode.UINT:
+            raise _Bad(f"module aux 'when' has opcode {when_op}, expected {int(ModuleOpcode.UINT)}")
+        i = _skip_module_payload(buf, i)
+        self.modules_skipped += 1
+        if self.on_module is not None:
+            self._call(self.on_module, self._dbnum, None, module_name(module_id))
+        return i
+
+    def _op_slot_info(self, buf, i):
+        slot, i = _rlen(buf, i)
+        size, i = _rlen(buf, i)
+        expires, i = _rlen(buf, i)
+        self.slot_info.append((slot, size, expires))
+        return i
+
+    def _op_function_pre_ga(self, buf, i):
+        name, i = _rstr(buf, i)
+        engine, i = _rstr(buf, i)
+        has_desc, i = _rlen(buf, i)
+        if has_desc:
+            _, i = _rstr(buf, i)
+        code, i = _rstr(buf, i)
+        # As the library source FUNCTION LOAD takes since 7.0 GA.
+        self.keyspace.functions.append(b"#!%s name=%s\n" % (engine.lower(), name) + code)
+        return i
+
+    def _op_slot_import(self, buf, i):
+        """Valkey: a slot import job's state; skipped."""
+        _, i = _rstr(buf, i)
+        nranges, i = _rlen(buf, i)
+        for _ in range(2 * nranges):
+            _, i = _rlen(buf, i)
+        return i
 
     def _eof(self, buf, i):
         end = i + 1
@@ -854,7 +898,7 @@ class RDBParser:
 
     def _object(self, t, buf, i, key):
         """Load one value of RDB type ``t`` starting at ``buf[i]``; return the new index."""
-        if t == 0:
+        if t == _STRING:
             value, i = _rstr(buf, i)
             self._commit(key, value, None)
             return i
@@ -865,7 +909,7 @@ class RDBParser:
             else:
                 handler = _REDIS_HFE_HANDLERS.get(t)
         if handler is None:
-            if t == 6:
+            if t == RDBType.MODULE_PRE_GA:
                 raise _Bad(
                     "module value in the Redis 4.0 RC format (type 6) cannot be skipped without the module"
                 )
@@ -1064,17 +1108,17 @@ class RDBParser:
         n, i = _rlen(buf, i)
         return _Partial(n, deque(), _step_quicklist2), i
 
-    def _h_stream(self, buf, i, rdbtype=15):
+    def _h_stream(self, buf, i, rdbtype=RDBType.STREAM_LISTPACKS):
         n, i = _rlen(buf, i)
         st = _Partial(1, Stream(), _step_stream)
         st.extra = _StreamLoad(rdbtype, n)
         return st, i
 
     def _h_stream2(self, buf, i):
-        return self._h_stream(buf, i, 19)
+        return self._h_stream(buf, i, RDBType.STREAM_LISTPACKS_2)
 
     def _h_stream3(self, buf, i):
-        return self._h_stream(buf, i, 21)
+        return self._h_stream(buf, i, RDBType.STREAM_LISTPACKS_3)
 
 
 _SKIPPED = object()
@@ -1103,39 +1147,60 @@ def _pairs_zset(flat):
     return value
 
 
-_HANDLERS = {
-    1: RDBParser._h_list,
-    2: RDBParser._h_set,
-    3: RDBParser._h_zset,
-    4: RDBParser._h_hash,
-    5: RDBParser._h_zset2,
-    7: RDBParser._h_module2,
-    9: RDBParser._h_zipmap,
-    10: RDBParser._h_list_ziplist,
-    11: RDBParser._h_intset,
-    12: RDBParser._h_zset_ziplist,
-    13: RDBParser._h_hash_ziplist,
-    14: RDBParser._h_quicklist,
-    15: RDBParser._h_stream,
-    16: RDBParser._h_hash_listpack,
-    17: RDBParser._h_zset_listpack,
-    18: RDBParser._h_quicklist2,
-    19: RDBParser._h_stream2,
-    20: RDBParser._h_set_listpack,
-    21: RDBParser._h_stream3,
-}
-_REDIS_HFE_HANDLERS = {
-    22: RDBParser._h_hash_metadata_pre_ga,
-    23: RDBParser._h_hash_listpack_ex,
-    24: RDBParser._h_hash_metadata,
-    25: RDBParser._h_hash_listpack_ex_ga,
-}
+def _table(pairs):
+    """A dispatch dict keyed by plain ints (looked up with the bytes of the buffer)."""
+    return {int(k): v for k, v in pairs.items()}
 
 
-_KNOWN_TYPES = frozenset(_HANDLERS) | {0, 6, 22, 23, 24, 25}
-_VALKEY_HANDLERS = {
-    22: RDBParser._h_valkey_hash2,
-}
+_HANDLERS = _table(
+    {
+        RDBType.LIST: RDBParser._h_list,
+        RDBType.SET: RDBParser._h_set,
+        RDBType.ZSET: RDBParser._h_zset,
+        RDBType.HASH: RDBParser._h_hash,
+        RDBType.ZSET_2: RDBParser._h_zset2,
+        RDBType.MODULE_2: RDBParser._h_module2,
+        RDBType.HASH_ZIPMAP: RDBParser._h_zipmap,
+        RDBType.LIST_ZIPLIST: RDBParser._h_list_ziplist,
+        RDBType.SET_INTSET: RDBParser._h_intset,
+        RDBType.ZSET_ZIPLIST: RDBParser._h_zset_ziplist,
+        RDBType.HASH_ZIPLIST: RDBParser._h_hash_ziplist,
+        RDBType.LIST_QUICKLIST: RDBParser._h_quicklist,
+        RDBType.STREAM_LISTPACKS: RDBParser._h_stream,
+        RDBType.HASH_LISTPACK: RDBParser._h_hash_listpack,
+        RDBType.ZSET_LISTPACK: RDBParser._h_zset_listpack,
+        RDBType.LIST_QUICKLIST_2: RDBParser._h_quicklist2,
+        RDBType.STREAM_LISTPACKS_2: RDBParser._h_stream2,
+        RDBType.SET_LISTPACK: RDBParser._h_set_listpack,
+        RDBType.STREAM_LISTPACKS_3: RDBParser._h_stream3,
+    }
+)
+_REDIS_HFE_HANDLERS = _table(
+    {
+        RDBType.HASH_METADATA_PRE_GA: RDBParser._h_hash_metadata_pre_ga,
+        RDBType.HASH_LISTPACK_EX_PRE_GA: RDBParser._h_hash_listpack_ex,
+        RDBType.HASH_METADATA: RDBParser._h_hash_metadata,
+        RDBType.HASH_LISTPACK_EX: RDBParser._h_hash_listpack_ex_ga,
+    }
+)
+_VALKEY_HANDLERS = _table({RDBType.VALKEY_HASH_2: RDBParser._h_valkey_hash2})
+_KNOWN_TYPES = frozenset(_HANDLERS) | {_STRING, int(RDBType.MODULE_PRE_GA)} | frozenset(_REDIS_HFE_HANDLERS)
+
+_OPCODE_HANDLERS = _table(
+    {
+        Opcode.IDLE: RDBParser._op_idle,
+        Opcode.FREQ: RDBParser._op_freq,
+        Opcode.SELECTDB: RDBParser._op_selectdb,
+        Opcode.RESIZEDB: RDBParser._op_resizedb,
+        Opcode.AUX: RDBParser._op_aux,
+        Opcode.EXPIRETIME: RDBParser._op_expiretime,
+        Opcode.FUNCTION2: RDBParser._op_function2,
+        Opcode.MODULE_AUX: RDBParser._op_module_aux,
+        Opcode.SLOT_INFO: RDBParser._op_slot_info,
+        Opcode.FUNCTION_PRE_GA: RDBParser._op_function_pre_ga,
+        Opcode.SLOT_IMPORT: RDBParser._op_slot_import,
+    }
+)
 
 
 def decode_dump(payload, with_field_expiry=False):
@@ -1161,7 +1226,7 @@ def decode_dump(payload, with_field_expiry=False):
     p.bytes_parsed = 0
     t = buf[0]
     try:
-        if t >= 0xF3 or t not in _KNOWN_TYPES:
+        if t >= _FIRST_OPCODE or t not in _KNOWN_TYPES:
             raise _Bad(f"unknown RDB value type {t}")
         end = p._object(t, buf, 1, b"")
     except (_Incomplete, IndexError):
