@@ -34,7 +34,6 @@ During a full resync the old and the new dataset are both in memory.
 
 import copy
 import logging
-import re
 import time
 from collections import deque
 
@@ -96,55 +95,6 @@ def _copy(value, field_exp=None, now=None):
     if t is Stream:
         return value.copy()
     return copy.deepcopy(value)
-
-
-_GLOB_CACHE = {}
-
-
-def glob_regex(pattern):
-    """A compiled regex matching keys as Redis's KEYS/SCAN glob does
-    (``*``, ``?``, ``[abc]``, ``[^a-z]``, backslash escapes), on bytes."""
-    rx = _GLOB_CACHE.get(pattern)
-    if rx is not None:
-        return rx
-    out, i, n = [], 0, len(pattern)
-    while i < n:
-        c = pattern[i : i + 1]
-        i += 1
-        if c == b"*":
-            out.append(b".*")
-        elif c == b"?":
-            out.append(b".")
-        elif c == b"\\" and i < n:
-            out.append(re.escape(pattern[i : i + 1]))
-            i += 1
-        elif c == b"[":
-            j, parts = i, []
-            negate = pattern[j : j + 1] == b"^"
-            if negate:
-                j += 1
-            while j < n and pattern[j : j + 1] != b"]":
-                if pattern[j : j + 1] == b"\\" and j + 1 < n:
-                    parts.append(re.escape(pattern[j + 1 : j + 2]))
-                    j += 2
-                elif pattern[j + 1 : j + 2] == b"-" and j + 2 < n and pattern[j + 2 : j + 3] != b"]":
-                    lo, hi = sorted((pattern[j : j + 1], pattern[j + 2 : j + 3]))
-                    parts.append(re.escape(lo) + b"-" + re.escape(hi))
-                    j += 3
-                else:
-                    parts.append(re.escape(pattern[j : j + 1]))
-                    j += 1
-            # Redis treats a missing "]" as if the class ended at the pattern's end
-            i = j + 1
-            body = b"".join(parts)
-            out.append((b"[^" + body + b"]") if negate else (b"[" + body + b"]") if body else b"(?!)")
-        else:
-            out.append(re.escape(c))
-    rx = re.compile(b"".join(out), re.DOTALL)
-    if len(_GLOB_CACHE) > 256:
-        _GLOB_CACHE.clear()
-    _GLOB_CACHE[pattern] = rx
-    return rx
 
 
 class Replica:
