@@ -288,6 +288,8 @@ class Redis(_Commands):
             raise ValueError(f"max_blocking must be at least 1, not {max_blocking!r}")
         self.timeout = self.params.timeout
         self.max_blocking = max_blocking
+        hci = self.params.health_check_interval
+        self._idle_check = min(IDLE_CHECK, hci) if hci else IDLE_CHECK
         self._shared = None
         self._owned = _Owned()
         self._finalizer = weakref.finalize(self, self._owned.close)
@@ -324,7 +326,7 @@ class Redis(_Commands):
         conn = self._shared
         if conn is None or conn.error is not None or self._thread != get_ident():
             conn, timeout = self._ready(timeout)
-        elif not conn._pending and monotonic() - conn._last_io > IDLE_CHECK:
+        elif not conn._pending and monotonic() - conn._last_io > self._idle_check:
             conn, timeout = self._ready(timeout)
         return conn.call(packed, timeout)
 
@@ -332,7 +334,7 @@ class Redis(_Commands):
         conn = self._shared
         if conn is None or conn.error is not None or self._thread != get_ident():
             conn, timeout = self._ready(timeout)
-        elif not conn._pending and monotonic() - conn._last_io > IDLE_CHECK:
+        elif not conn._pending and monotonic() - conn._last_io > self._idle_check:
             conn, timeout = self._ready(timeout)
         return conn.call_many(packed_list, timeout)
 
