@@ -3,7 +3,6 @@
 import enum
 import gc
 import logging
-import os
 import socket
 import threading
 import time
@@ -179,12 +178,13 @@ def test_8_dropped_clients_release_their_connections(redis_server):
 # -- 12: every connection failure is a ConnectionError; blocking connections are capped
 
 
-def test_12_out_of_file_descriptors_is_a_connection_error(redis_server):
+def test_12_out_of_file_descriptors_is_a_connection_error(make_server):
+    server = make_server(unixsocket=True)
     out = run_script(
         """
         import resource, sys, gevent, greenredis
         gevent.sleep(0)  # the hub and its own pipes exist before the descriptors run out
-        r = greenredis.Redis(port=int(sys.argv[1]))
+        r = greenredis.Redis(unix_socket_path=sys.argv[1])
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
         held = []
@@ -198,7 +198,7 @@ def test_12_out_of_file_descriptors_is_a_connection_error(redis_server):
         except greenredis.ConnectionError as e:
             print("ConnectionError", e)
         """,
-        redis_server.port,
+        server.unix_path,
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ConnectionError") and "Too many open files" in out.stdout
