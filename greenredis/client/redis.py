@@ -3,12 +3,12 @@ shares one connection; ``cmd`` takes a command or a list of commands."""
 
 import os
 import weakref
-from _thread import get_ident
 from time import monotonic
 
 import gevent
 from gevent.event import AsyncResult
 from gevent.lock import Semaphore
+from gevent.monkey import get_original
 
 from greenredis.backoff import Backoff
 from greenredis.client.connection import open_connection, pack
@@ -18,6 +18,9 @@ from greenredis.url import ConnectionParams, parse_url
 __all__ = ["Redis", "Dedicated"]
 
 _DEFAULT = object()
+
+# The OS thread's id even under monkey-patching (the patched one names the greenlet).
+get_ident = get_original("_thread", "get_ident")
 
 _MAX_IDLE_DEDICATED = 8
 IDLE_CHECK = 1.0  # seconds unused after which a connection is polled for EOF before a write
