@@ -479,3 +479,19 @@ def test_subscription_logs_reconnect_failures_at_warning_rate_limited(redis_serv
     assert any("reconnected" in rec.getMessage() for rec in caplog.records)
     sub.close()
     r.close()
+
+
+def test_16_greenlets_of_a_monkey_patched_program_are_one_thread(redis_server):
+    out = run_script(
+        """
+        from gevent import monkey; monkey.patch_all()
+        import sys, threading, gevent, greenredis
+        r = greenredis.Redis(port=int(sys.argv[1]))
+        jobs = [gevent.spawn(r.cmd, ["ECHO", i]) for i in range(50)]
+        gevent.joinall(jobs, raise_error=True)
+        print(sum(int(j.value) for j in jobs))
+        """,
+        redis_server.port,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(sum(range(50)))
