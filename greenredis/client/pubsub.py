@@ -72,7 +72,6 @@ class _PushStream:
     # -- connection ----------------------------------------------------------
 
     def _connect(self, resubscribe=False):
-        self._conn = None
         self._conn = self.redis._open(on_push=self._on_reply, backoff=False)
         self._conn.on_close = self._on_close
         self._paused = False
@@ -293,7 +292,9 @@ class Subscription(_PushStream):
         (target.update if add else target.difference_update)(names)
         if not names:  # unsubscribe from all
             target.clear()
-        self._conn.send(pack([verb, *names]))
+        if self._conn is None:
+            raise ConnectionError(f"{self} is not connected")
+        self._conn.send(pack([verb, *names]))  # ConnectionError while it reconnects
         try:
             self._confirm(timeout)
         except ReplyError as e:  # refused (ACL): not subscribed, so not resubscribed later

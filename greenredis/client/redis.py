@@ -398,12 +398,18 @@ class Redis(_Commands):
         return False
 
     def _connect_shared(self, attempt):
+        outcome = ConnectionError(f"connecting to {self.params.address} was interrupted")
         try:
-            outcome = self._shared = self._open()
+            conn = self._open()
+            if self.closed:  # closed while we connected
+                conn.close()
+                raise ConnectionError("client is closed")
+            outcome = self._shared = conn
         except Exception as e:
             outcome = e
-        self._connecting = None
-        attempt.set(outcome)
+        finally:  # even if killed: nobody may wait on an attempt that never ends
+            self._connecting = None
+            attempt.set(outcome)
 
     def _conn(self):
         conn = self._shared

@@ -124,7 +124,13 @@ def test_3_wait_is_refused_on_the_shared_connection_and_honest_on_dedicated(make
     master = make_server()
     replica = make_server(replicaof=("127.0.0.1", master.port))
     check = redispy.Redis(port=master.port)
-    assert wait_for(lambda: check.info("replication")["connected_slaves"] == 1, timeout=20)
+    assert wait_for(
+        lambda: (
+            check.info("replication").get("slave0", {}).get("state") == "online"
+            and redispy.Redis(port=replica.port).info("replication")["master_link_status"] == "up"
+        ),
+        timeout=30,
+    )
     r = greenredis.Redis(port=master.port, dead_after=0.2)
     with pytest.raises(ValueError, match="dedicated"):
         r.cmd(["WAIT", 1, 100])

@@ -121,3 +121,20 @@ def test_11_the_gap_comes_before_anything_from_the_new_connection(redis_server):
     sub.close()
     r.close()
     publisher.close()
+
+
+def test_changing_a_subscription_while_it_reconnects_is_a_connection_error(redis_server):
+    r = greenredis.Redis(port=redis_server.port, connect_timeout=0.5)
+    sub = r.subscribe("a")
+    redis_server.kill()
+    assert wait_for(lambda: sub._reconnecting)
+    for _ in range(5):  # whichever moment of the reconnect loop it meets
+        with pytest.raises(greenredis.ConnectionError):
+            sub.subscribe("b")
+        gevent.sleep(0.03)
+    redis_server.start()
+    assert sub.get(timeout=10) == GAP
+    sub.subscribe("b")
+    redispy.Redis(port=redis_server.port).publish("b", "x")
+    assert sub.get(timeout=5) == (b"message", b"b", b"x")
+    sub.close()
