@@ -82,6 +82,10 @@ class AskError(ClusterRedirect):
     """``-ASK slot host:port``: the slot is migrating; ask the target once."""
 
 
+class TooManyClientsError(ConnectionError, ReplyError):
+    """``-ERR max number of clients reached``: the server refused the connection (and closed it)."""
+
+
 class WatchError(RedisError):
     """A transaction on ``dedicated()`` was aborted: a WATCHed key changed (EXEC gave nil)."""
 
@@ -99,5 +103,7 @@ _BY_PREFIX: dict[str, type[ReplyError]] = {
 
 def reply_error(message: str) -> ReplyError:
     """The ``ReplyError`` (or subclass, by the message's first word) for an error reply."""
-    cls = _BY_PREFIX.get(message.split(" ", 1)[0], ReplyError)
-    return cls(message)
+    prefix = message.split(" ", 1)[0]
+    if prefix == "ERR" and message.startswith("ERR max number of clients"):
+        return TooManyClientsError(message)
+    return _BY_PREFIX.get(prefix, ReplyError)(message)

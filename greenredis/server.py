@@ -58,7 +58,9 @@ class RedisServer:
     file (``unix_path``); persist: keep RDB snapshots in the dir (``dump.rdb``) so a
     restart reloads them; debug: allow DEBUG from loopback; args: more ``--name value``
     pairs as a list of strings; binary: the server program (default ``redis-server`` on
-    PATH; ``find_valkey_server()`` for Valkey, which takes the same flags).
+    PATH; ``find_valkey_server()`` for Valkey, which takes the same flags);
+    tls_auth_clients: with ``tls``, require a client certificate signed by the CA
+    (``client_cert_file``/``client_key_file`` are one).
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class RedisServer:
         args=(),
         dir=None,
         binary=None,
+        tls_auth_clients=False,
     ):
         self.port = port or free_port()
         self.password = password
@@ -82,6 +85,7 @@ class RedisServer:
         self.replicaof = replicaof
         self.masterauth = masterauth
         self.tls = tls
+        self.tls_auth_clients = tls_auth_clients
         self.persist = persist
         self.debug = debug
         self.extra_args = list(args)
@@ -104,6 +108,15 @@ class RedisServer:
     @property
     def ca_file(self):
         return os.path.join(self.dir, "ca.crt") if self.tls else None
+
+    @property
+    def client_cert_file(self):
+        """A client certificate signed by the CA, for ``tls_auth_clients``."""
+        return os.path.join(self.dir, "client.crt") if self.tls else None
+
+    @property
+    def client_key_file(self):
+        return os.path.join(self.dir, "client.key") if self.tls else None
 
     def command_line(self):
         argv = [
@@ -134,7 +147,7 @@ class RedisServer:
                 "--tls-ca-cert-file",
                 self.ca_file,
                 "--tls-auth-clients",
-                "no",
+                "yes" if self.tls_auth_clients else "no",
             ]
         else:
             argv += ["--port", str(self.port)]
@@ -258,6 +271,8 @@ class RedisServer:
 
         ctx = ssl.create_default_context(cafile=self.ca_file)
         ctx.check_hostname = False
+        if self.tls_auth_clients:
+            ctx.load_cert_chain(self.client_cert_file, self.client_key_file)
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as raw:
                 with ctx.wrap_socket(raw) as s:
@@ -322,6 +337,33 @@ class RedisServer:
             "server.crt",
             "-extfile",
             "ext.cnf",
+        )
+        run(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "client.key",
+            "-out",
+            "client.csr",
+            "-subj",
+            "/CN=greenredis test client",
+        )
+        run(
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            "client.crt",
         )
 
 

@@ -18,12 +18,16 @@ class ConnectionParams:
     password: str | None = None
     ssl: bool = False
     ssl_ca_certs: str | None = None
-    ssl_check_hostname: bool = False
+    ssl_check_hostname: bool = True  # with ssl_cert_reqs "none" there is nothing to check
     unix_socket_path: str | None = None
     timeout: float | None = None  # per-call default; None waits as long as the connection lives
     connect_timeout: float = 5.0
     dead_after: float = 30.0  # in-flight commands with no byte from the server for this long: dead
     client_name: str | None = None
+    ssl_cert_reqs: str | None = None  # "required" (None), "optional" or "none": no verification
+    ssl_certfile: str | None = None  # a client certificate, for tls-auth-clients
+    ssl_keyfile: str | None = None
+    health_check_interval: float = 0.0  # PING a connection idle this long before using it; 0: never
 
     def replace(self, **changes):
         return replace(self, **changes)
@@ -33,7 +37,13 @@ class ConnectionParams:
         return self.unix_socket_path or f"{self.host}:{self.port}"
 
 
-_FLOAT_OPTIONS = {"timeout", "connect_timeout", "dead_after"}
+_FLOAT_OPTIONS = {"timeout", "connect_timeout", "dead_after", "health_check_interval"}
+_STR_OPTIONS = {"client_name", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs"}
+_BOOL_OPTIONS = {"ssl_check_hostname"}
+# redis-py's names for the same things
+_ALIASES = {"socket_timeout": "timeout", "socket_connect_timeout": "connect_timeout"}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
 
 
 def parse_url(url=None, **overrides):
@@ -41,8 +51,11 @@ def parse_url(url=None, **overrides):
     ``unix://[[user]:password@]/path?db=N``.
 
     ``url`` defaults to ``$REDIS_URL``, then to ``redis://127.0.0.1:6379/0``. Query
-    options (``timeout``, ``connect_timeout``, ``client_name``, ``ssl_ca_certs``, ``db``)
-    and keyword ``overrides`` win over what the URL says.
+    options and keyword ``overrides`` win over what the URL says: ``db``, ``timeout``
+    (or ``socket_timeout``), ``connect_timeout`` (or ``socket_connect_timeout``),
+    ``dead_after``, ``health_check_interval``, ``client_name``, ``ssl_ca_certs``,
+    ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs`` (``none``/``optional``/``required``)
+    and ``ssl_check_hostname`` (``true``/``false``). Any other name is a ValueError.
     """
     url = url or os.environ.get("REDIS_URL") or DEFAULT_URL
     parts = urlsplit(url)
@@ -71,16 +84,32 @@ def parse_url(url=None, **overrides):
             kw["db"] = _int("db", path, url)
     for name, values in parse_qs(parts.query).items():
         value = values[-1]
+        name = _ALIASES.get(name, name)
         if name == "db":
             kw["db"] = _int("db", value, url)
         elif name in _FLOAT_OPTIONS:
-            kw[name] = float(value)
-        elif name in ("client_name", "ssl_ca_certs"):
+            try:
+                kw[name] = float(value)
+            except ValueError:
+                raise ValueError(f"bad {name} {value!r} in {url!r}: a number of seconds") from None
+        elif name in _STR_OPTIONS:
             kw[name] = value
+        elif name in _BOOL_OPTIONS:
+            if value.lower() not in _TRUE | _FALSE:
+                raise ValueError(f"bad {name} {value!r} in {url!r}: true or false")
+            kw[name] = value.lower() in _TRUE
         else:
             raise ValueError(f"unknown URL option {name!r} in {url!r}")
-    kw.update({k: v for k, v in overrides.items() if v is not None})
+    for name, value in overrides.items():
+        field = _ALIASES.get(name, name)
+        if field not in _FIELDS:
+            raise TypeError(f"unknown option {name!r}")
+        if value is not None:
+            kw[field] = value
     return ConnectionParams(**kw)
+
+
+_FIELDS = frozenset(ConnectionParams.__dataclass_fields__)
 
 
 def _int(name, text, url):

@@ -3,7 +3,8 @@
 Rows (the two tables of the original redo talk): ``sync N``: one greenlet, N
 sequential GETs; ``async N C``: C greenlets share one client, N GETs in all
 (redis-py gets a pool of up to C connections); ``batch N``: one ``cmd`` with N
-GETs vs redis-py's ``pipeline(transaction=False)``. Prints req/s, the ratio,
+GETs vs redis-py's ``pipeline(transaction=False)``; ``TLS SET M MiB``: one SET of
+an M MiB value over TLS to a private TLS server, in MiB/s (0 skips it). Prints req/s, the ratio,
 and p50/p99 per-call latency for the async rows. Uses a private redis-server
 unless ``--url`` or ``REDIS_URL`` names one.
 """
@@ -30,6 +31,7 @@ def add_arguments(parser):
         "--async", dest="async_", type=int, nargs=2, default=[200000, 1000], metavar=("N", "C")
     )
     parser.add_argument("--batch", type=int, default=100000, metavar="N")
+    parser.add_argument("--tls-mib", type=int, default=128, metavar="M", help="TLS SET size (0: skip)")
     parser.add_argument("--rounds", type=int, default=3, help="best of this many runs per cell")
     parser.add_argument("--svg", metavar="FILE", help="also draw the table as a bar chart (SVG)")
 
@@ -154,6 +156,9 @@ def run(args):
                 (lambda: _batch_g(g, args.batch), lambda: _batch_p(p, args.batch)),
             ),
         ]
+        tls = _tls_pair(args.tls_mib) if args.tls_mib else None
+        if tls is not None:
+            steps.append((f"TLS SET {args.tls_mib} MiB (MiB/s)", lambda: False, tls[0]))
         rows = []
         for i, (label, pin, pair) in enumerate(steps, 1):
             _progress(f"[{i}/{len(steps)}] {label} ...")
@@ -162,6 +167,8 @@ def run(args):
             gr, pr = _best(pair, args.rounds)
             rows.append((label, gr, pr))
         _progress("")
+        if tls is not None:
+            tls[1]()
         print(_table(rows))
         if args.svg:
             with open(args.svg, "w") as f:
@@ -177,6 +184,31 @@ def run(args):
     finally:
         if server is not None:
             server.close()
+
+
+def _tls_pair(mib):
+    """SET one ``mib`` MiB value over TLS, greenredis vs redis-py; and a cleanup."""
+    import redis
+
+    server = RedisServer(tls=True).start()
+    value = b"t" * (mib << 20)
+    g = greenredis.Redis.from_url(server.url, ssl_ca_certs=server.ca_file, timeout=600)
+    p = redis.Redis(port=server.port, ssl=True, ssl_ca_certs=server.ca_file, socket_timeout=600)
+    g.cmd(["PING"])
+    p.ping()
+
+    def run(set_):
+        t = time.perf_counter()
+        assert set_() in (True, b"OK")
+        return (mib / (time.perf_counter() - t), None)  # MiB/s
+
+    def cleanup():
+        g.close()
+        p.close()
+        server.close()
+
+    pair = (lambda: run(lambda: g.cmd(["SET", "big", value])), lambda: run(lambda: p.set("big", value)))
+    return pair, cleanup
 
 
 def _batch_g(g, n):

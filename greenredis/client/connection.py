@@ -10,28 +10,44 @@ greenlet per call, no per-call object beyond a gevent ``Waiter``.
 ``open_connection`` connects (TCP, unix socket or TLS through an ``ssl``
 memory BIO, so the socket itself stays a plain non-blocking one) and does
 AUTH, SELECT and CLIENT SETNAME one at a time before anyone may pipeline.
+
+A connection belongs to the process that opened it: in a child made by
+``os.fork()`` every inherited connection is abandoned (its watchers stopped, its
+copy of the descriptor closed, which sends nothing) so that the child never reads
+the parent's replies; clients open new connections there.
 """
 
-import _socket
 import errno
 import itertools
+import os
 import ssl
+import weakref
 from collections import deque
 from time import monotonic
 
 import hiredis
 from gevent import Timeout, get_hub
-from gevent.event import Event
 from gevent.hub import Waiter
-from gevent.socket import getaddrinfo, wait_read, wait_write
+from gevent.socket import wait_read, wait_write
 from greenlet import getcurrent
 
-from greenredis.errors import ConnectionError, ProtocolError, ReplyError, TimeoutError, reply_error
+from greenredis.client.sockets import open_socket, tls_context
+from greenredis.errors import (
+    AuthenticationError,
+    ConnectionError,
+    ProtocolError,
+    ReplyError,
+    TimeoutError,
+    reply_error,
+)
 
 __all__ = ["Connection", "open_connection", "pack", "MAX_WRITE_BUFFER"]
 
 MAX_WRITE_BUFFER = 8 << 20  # bytes queued but unsent before callers wait for the socket
 READ_SIZE = 256 << 10
+TLS_CHUNK = 256 << 10  # plaintext encrypted per step: a large write is never re-copied whole
+
+_live: "weakref.WeakSet[Connection]" = weakref.WeakSet()  # open connections, for the fork hook
 
 
 def pack(command):
@@ -45,13 +61,17 @@ def pack(command):
     try:
         return hiredis.pack_command(command)
     except TypeError:
+        args = []
         for i, arg in enumerate(command):
-            if not isinstance(arg, (str, bytes, int, float, memoryview)) or isinstance(arg, bool):
+            if isinstance(arg, (bytearray, memoryview)):
+                arg = bytes(arg)
+            elif not isinstance(arg, (str, bytes, int, float)) or isinstance(arg, bool):
                 raise TypeError(
                     f"argument {i} of {command[0]!r} is {type(arg).__name__} {arg!r}: "
-                    "arguments must be str, bytes, int or float"
+                    "arguments must be str, bytes, bytearray, memoryview, int or float"
                 ) from None
-        raise
+            args.append(arg)
+        return hiredis.pack_command(tuple(args))
 
 
 class _Batch:
@@ -98,9 +118,9 @@ class Connection:
         self._out = None  # memoryview of a partial write in progress
         self._flush_scheduled = False
         self._paused = False
-        self._drained = Event()
-        self._drained.set()
-        self._last_rx = monotonic()
+        self._space = deque()  # Waiters for write-buffer space, in arrival order
+        self._last_io = monotonic()  # the last byte read or written, or the start of a call
+        self.blocking = 0  # calls in flight that may stay silent (BLPOP, WAIT): no deadline
         self._hub = hub = get_hub()
         loop = hub.loop
         self._loop = loop
@@ -114,16 +134,23 @@ class Connection:
         if params.dead_after:
             self._watchdog = loop.timer(params.dead_after / 4, params.dead_after / 4, ref=False)
             self._watchdog.start(self._check_alive)
+        _live.add(self)
 
     # -- callers' side ---------------------------------------------------
 
     def call(self, packed, timeout=None):
-        """Send one packed command and return its reply (a ReplyError is returned, not raised)."""
+        """Send one packed command and return its reply (a ReplyError is returned, not raised).
+        ``timeout`` covers the wait for write-buffer space and for the reply."""
         waiter = Waiter(self._hub)
-        self._enqueue(packed, waiter)
         if timeout is None:
+            self._enqueue(packed, waiter)
             return waiter.get()
-        return self._wait(waiter, timeout)
+        timer = self._timer(timeout)
+        try:
+            self._enqueue(packed, waiter)
+            return waiter.get()
+        finally:
+            timer.close()
 
     def call_many(self, packed_list, timeout=None):
         """Send packed commands as one contiguous write; return their replies in order."""
@@ -132,10 +159,22 @@ class Connection:
             return []
         waiter = Waiter(self._hub)
         batch = _Batch(n, waiter)
-        self._enqueue(b"".join(packed_list), batch, n)
         if timeout is None:
+            self._enqueue(b"".join(packed_list), batch, n)
             return waiter.get()
-        return self._wait(waiter, timeout)
+        timer = self._timer(timeout)
+        try:
+            self._enqueue(b"".join(packed_list), batch, n)
+            return waiter.get()
+        finally:
+            timer.close()
+
+    def alive(self):
+        """Poll the socket without blocking, for a connection nobody has read in a while:
+        False if the server closed it meanwhile (its idle ``timeout``, a NAT drop)."""
+        if self.error is None and not self._pending and not self._paused:
+            self._on_readable()
+        return self.error is None
 
     def send(self, packed):
         """Queue bytes whose replies go to ``on_push``."""
@@ -153,21 +192,16 @@ class Connection:
             self._rw.start(self._on_readable)
             self._loop.run_callback(self._dispatch)  # replies already read and parsed
 
-    def _wait(self, waiter, timeout):
-        timer = Timeout._start_new_or_dummy(
+    def _timer(self, timeout):
+        return Timeout._start_new_or_dummy(
             timeout, TimeoutError(f"no reply from {self.params.address} within {timeout}s")
         )
-        try:
-            return waiter.get()
-        finally:
-            timer.close()
 
     def _enqueue(self, packed, entry, n=1):
         if self.error is not None:
             raise type(self.error)(*self.error.args)
-        while self._wbytes > MAX_WRITE_BUFFER:  # backpressure: wait for the socket
-            self._drained.wait()
-            self._check_usable()
+        if self._wbytes > MAX_WRITE_BUFFER or self._space:
+            self._wait_space()  # backpressure, first come first served
         pending = self._pending
         idle = not pending
         if idle and self.on_push is None:
@@ -179,11 +213,34 @@ class Connection:
         if idle and self._out is None and not self._wbuf:
             # Nothing in flight: write now and save a loop iteration. Commands issued
             # while this one is in flight coalesce into the next flush.
-            self._last_rx = monotonic()  # the dead-connection clock starts here
+            self._last_io = monotonic()  # the dead-connection clock starts here
             self._wbytes += len(packed)
             self._write(packed)
         else:
             self._queue_write(packed)
+
+    def _wait_space(self):
+        """Wait (within the caller's Timeout) until the buffer is below the bound and
+        everyone who came earlier has had their turn."""
+        waiter = Waiter(self._hub)
+        space = self._space
+        space.append(waiter)
+        try:
+            waiter.get()
+        except BaseException:
+            try:
+                space.remove(waiter)
+            except ValueError:  # woken and timed out at once: pass the turn on
+                self._loop.run_callback(self._wake_space)
+            raise
+        self._check_usable()
+
+    def _wake_space(self):
+        """In the hub: let waiters in, in order, while the buffer is below the bound
+        (each one switched to queues its bytes and blocks on its reply)."""
+        space = self._space
+        while space and self._wbytes <= MAX_WRITE_BUFFER and self.error is None:
+            space.popleft().switch(None)
 
     def _check_usable(self):
         if self.error is not None:
@@ -192,8 +249,6 @@ class Connection:
     def _queue_write(self, packed):
         self._wbuf.append(packed)
         self._wbytes += len(packed)
-        if self._wbytes > MAX_WRITE_BUFFER:
-            self._drained.clear()
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.run_callback(self._flush)
@@ -208,6 +263,8 @@ class Connection:
         data = wbuf[0] if len(wbuf) == 1 else b"".join(wbuf)
         wbuf.clear()
         self._write(data)
+        if self._space and self._wbytes <= MAX_WRITE_BUFFER:
+            self._wake_space()
 
     def _write(self, data):
         try:
@@ -221,8 +278,6 @@ class Connection:
         if sent < len(data) or self._t.backlog:
             self._out = memoryview(data)[sent:]
             self._ww.start(self._on_writable)
-        elif self._wbytes <= MAX_WRITE_BUFFER and not self._drained.is_set():
-            self._drained.set()
 
     def _on_writable(self):
         out = self._out
@@ -233,16 +288,19 @@ class Connection:
         except OSError as e:
             self._fail(ConnectionError(f"write to {self.params.address} failed: {e}"))
             return
-        self._wbytes -= sent
+        if sent:
+            self._last_io = monotonic()  # an upload in progress is progress: not dead
+            self._wbytes -= sent
         if sent < len(out) or self._t.backlog:
             self._out = out[sent:]
-            return
-        self._out = None
-        self._ww.stop()
-        if self._wbuf:
-            self._flush()
-        elif not self._drained.is_set():
-            self._drained.set()
+        else:
+            self._out = None
+            self._ww.stop()
+            if self._wbuf:
+                self._flush()
+                return
+        if self._space and self._wbytes <= MAX_WRITE_BUFFER:
+            self._wake_space()
 
     def _on_readable(self):
         try:
@@ -255,7 +313,7 @@ class Connection:
         if not n:
             self._fail(ConnectionError(f"{self.params.address} closed the connection"))
             return
-        self._last_rx = monotonic()
+        self._last_io = monotonic()
         self._dispatch()
 
     def _dispatch(self):
@@ -270,7 +328,8 @@ class Connection:
                 self._fail(ProtocolError(f"{self.params.address} sent bytes that are not RESP: {e}"))
                 return
             if reply is False:
-                if not pending and push is None:
+                # on_push, not push: a woken caller may have made this a push connection
+                if not pending and self.on_push is None:
                     self._rw.ref = False
                 return
             if push is not None:
@@ -284,7 +343,7 @@ class Connection:
                 return
 
     def _check_alive(self):
-        if self._pending and monotonic() - self._last_rx > self.params.dead_after:
+        if self._pending and not self.blocking and monotonic() - self._last_io > self.params.dead_after:
             self._fail(
                 ConnectionError(
                     f"{self.params.address} sent nothing for {self.params.dead_after}s "
@@ -307,7 +366,7 @@ class Connection:
         if self._watchdog is not None:
             self._watchdog.stop()
         self._t.close()
-        self._drained.set()
+        _live.discard(self)
         if getcurrent() is self._hub:
             self._fail_waiters(exc)
         else:  # waiters can only be woken from the hub
@@ -317,12 +376,31 @@ class Connection:
 
     def _fail_waiters(self, exc):
         pending, self._pending = self._pending, deque()
+        space, self._space = self._space, deque()
+        for waiter in space:
+            waiter.throw(type(exc)(*exc.args))
         for entry in pending:
             if entry.__class__ is _Batch:
                 if not entry.thrown:
                     entry.throw(type(exc)(*exc.args))
             else:
                 entry.throw(type(exc)(*exc.args))
+
+    def _abandon_after_fork(self, pid):
+        """In a forked child: stop watching the parent's socket and drop our copy of it
+        (a close of a copy sends nothing); callers that were waiting get ConnectionError."""
+        if self.error is not None:
+            return
+        self.error = ConnectionError(
+            f"connection to {self.params.address} belongs to process {pid} (this process forked from it)"
+        )
+        self._rw.stop()
+        self._ww.stop()
+        if self._watchdog is not None:
+            self._watchdog.stop()
+        self._t.close()
+        if self._pending or self._space:
+            self._loop.run_callback(self._fail_waiters, self.error)
 
     def __repr__(self):
         state = "open" if self.error is None else f"closed ({self.error})"
@@ -368,6 +446,7 @@ class _TLS:
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
         self.tls = context.wrap_bio(self._in, self._out, server_hostname=server_hostname)
+        self._cipher = None  # memoryview of ciphertext the socket has not taken yet
 
     def handshake(self, timeout):
         deadline = monotonic() + timeout
@@ -401,26 +480,34 @@ class _TLS:
 
     @property
     def backlog(self):
-        return self._out.pending > 0
+        return self._cipher is not None
 
-    def _flush_out(self):
-        data = self._out.read()
+    def _send_cipher(self):
+        """Send the ciphertext waiting; True once all of it is gone."""
+        cipher = self._cipher
         try:
-            sent = self.sock.send(data)
+            sent = self.sock.send(cipher)
         except BlockingIOError:
-            sent = 0
-        if sent < len(data):
-            self._out.write(data[sent:])  # the BIO was just emptied, so order is kept
+            return False
+        if sent < len(cipher):
+            self._cipher = cipher[sent:]  # a view: the remainder is never copied
+            return False
+        self._cipher = None
+        return True
 
     def send(self, data):
-        """Encrypt and send; returns the plaintext bytes taken (0 while old ciphertext waits)."""
-        if self._out.pending:
-            self._flush_out()
-            if self._out.pending:
-                return 0
-        n = self.tls.write(data) if len(data) else 0
-        self._flush_out()
-        return n
+        """Encrypt ``TLS_CHUNK`` bytes at a time and send them; return the plaintext bytes
+        taken (0 while earlier ciphertext still waits for the socket)."""
+        if self._cipher is not None and not self._send_cipher():
+            return 0
+        view = data if data.__class__ is memoryview else memoryview(data)
+        taken, n = 0, len(view)
+        while taken < n:
+            taken += self.tls.write(view[taken : taken + TLS_CHUNK])
+            self._cipher = memoryview(self._out.read())
+            if not self._send_cipher():
+                break
+        return taken
 
     def read_into(self, reader):
         data = self.recv(READ_SIZE)
@@ -464,61 +551,32 @@ class _TLS:
         self.sock.close()
 
 
-def _connect_socket(params):
-    timeout = params.connect_timeout
-    if params.unix_socket_path:
-        addrs = [(_socket.AF_UNIX, params.unix_socket_path)]
-    else:
-        try:
-            infos = getaddrinfo(params.host, params.port, 0, _socket.SOCK_STREAM)
-        except OSError as e:
-            raise ConnectionError(f"cannot resolve {params.host}: {e}") from None
-        addrs = [(family, sockaddr) for family, _, _, _, sockaddr in infos]
-    last = None
-    for family, sockaddr in addrs:
-        sock = _socket.socket(family, _socket.SOCK_STREAM)
-        sock.setblocking(False)
-        try:
-            err = sock.connect_ex(sockaddr)
-            if err in (errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK):
-                wait_write(
-                    sock.fileno(),
-                    timeout,
-                    TimeoutError(f"connecting to {params.address} timed out after {timeout}s"),
-                )
-                err = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
-            if err:
-                raise OSError(err, errno.errorcode.get(err, str(err)))
-            if family != _socket.AF_UNIX:
-                sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
-            return sock
-        except (OSError, TimeoutError) as e:
-            sock.close()
-            last = e
-    raise ConnectionError(f"cannot connect to {params.address}: {last}")
-
-
 def open_connection(params, on_push=None, on_close=None):
-    """Connect, authenticate, select the db and name the client; return a ready ``Connection``."""
-    sock = _connect_socket(params)
-    if params.ssl:
-        context = ssl.create_default_context(cafile=params.ssl_ca_certs)
-        context.check_hostname = params.ssl_check_hostname
-        if not params.ssl_ca_certs and not params.ssl_check_hostname:
-            context.verify_mode = ssl.CERT_NONE
-        transport = _TLS(sock, context, params.host if params.ssl_check_hostname else None)
-        try:
-            transport.handshake(params.connect_timeout)
-        except (OSError, ssl.SSLError, TimeoutError) as e:
-            sock.close()
-            raise ConnectionError(f"TLS handshake with {params.address} failed: {e}") from None
-    else:
-        transport = _Plain(sock)
-    conn = Connection(transport, params, on_close=on_close)
+    """Connect, authenticate, select the db and name the client; return a ready ``Connection``.
+    ``params.connect_timeout`` bounds all of it; every failure is a ``ConnectionError``
+    (``AuthenticationError`` for a refused AUTH)."""
+    timeout = params.connect_timeout
+    deadline = None if timeout is None else monotonic() + timeout
+    sock = open_socket(params, timeout)
+    try:
+        if params.ssl:
+            context = tls_context(params)
+            transport = _TLS(sock, context, params.host if not params.unix_socket_path else None)
+            try:
+                transport.handshake(timeout if deadline is None else max(0.0, deadline - monotonic()))
+            except (OSError, ssl.SSLError, TimeoutError) as e:
+                raise ConnectionError(f"TLS handshake with {params.address} failed: {e}") from None
+        else:
+            transport = _Plain(sock)
+        conn = Connection(transport, params, on_close=on_close)
+    except BaseException:
+        sock.close()
+        raise
     setup = []
     if params.password is not None or params.username:
+        # A username alone is an ACL user with nopass, whatever password is sent (as redis-py does).
         setup.append(
-            ["AUTH", params.username, params.password] if params.username else ["AUTH", params.password]
+            ["AUTH", params.username, params.password or ""] if params.username else ["AUTH", params.password]
         )
     if params.db:
         setup.append(["SELECT", params.db])
@@ -527,9 +585,19 @@ def open_connection(params, on_push=None, on_close=None):
     try:
         # One at a time: nothing may be pipelined behind a failing AUTH.
         for command in setup:
-            reply = conn.call(pack(command), params.connect_timeout)
+            left = None if deadline is None else max(0.001, deadline - monotonic())
+            try:
+                reply = conn.call(pack(command), left)
+            except TimeoutError:
+                raise ConnectionError(
+                    f"{params.address} accepted the connection but did not answer {command[0]} "
+                    f"within connect_timeout={timeout}s"
+                ) from None
             if isinstance(reply, ReplyError):
-                raise ConnectionError(f"{command[0]} on {params.address} failed: {reply}")
+                if isinstance(reply, ConnectionError):  # -ERR max number of clients reached
+                    raise reply
+                cls = AuthenticationError if command[0] == "AUTH" else ConnectionError
+                raise cls(f"{command[0]} on {params.address} failed: {reply}")
     except BaseException:
         conn.close()
         raise
@@ -537,3 +605,23 @@ def open_connection(params, on_push=None, on_close=None):
     if on_push is not None:
         conn._rw.ref = True  # a subscriber is waiting for whatever arrives
     return conn
+
+
+def _after_fork_in_child():
+    parent = os.getppid()
+    for conn in list(_live):
+        conn._abandon_after_fork(parent)
+    _live.clear()
+    try:
+        from gevent._hub_local import get_hub_if_exists
+
+        hub = get_hub_if_exists()
+        if hub is not None:
+            # Without this (gevent.os.fork does it; a bare os.fork does not) the child's
+            # loop would share the parent's epoll set and steal its events.
+            hub.loop.reinit()
+    except Exception:  # pragma: no cover - never let a fork fail because of us
+        pass
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,15 +1,19 @@
 """Pub/sub and MONITOR, each on a connection of its own.
 
 A ``Subscription`` is an iterator of ``Message`` tuples ``(kind, channel, data)``.
-If the connection drops it reconnects with backoff, subscribes again to
-everything it had, and yields ``(b"gap", None, None)``: what was published in
-between is lost, as Redis pub/sub always loses it. Messages queue up to
+If the connection drops it reconnects with backoff (its own, not the client's),
+subscribes again to everything it had, and yields ``(b"gap", None, None)`` before
+anything the new connection received: what was published in between is lost, as
+Redis pub/sub always loses it. If Redis refuses part of the resubscription (an ACL
+changed meanwhile), the iterator raises that ``NoPermissionError`` once, after the
+gap, and the refused names are dropped; iterating again goes on. Messages queue up to
 ``maxsize``; past that the socket is no longer read, so Redis buffers (and,
 past its ``client-output-buffer-limit``, drops the connection: a gap).
 """
 
 import logging
 from collections import deque
+from time import monotonic
 
 import gevent
 from gevent.event import Event
@@ -21,6 +25,8 @@ from greenredis.errors import ConnectionError, RedisError, ReplyError
 __all__ = ["Subscription", "Monitor", "Message"]
 
 log = logging.getLogger(__name__)
+
+WARN_EVERY = 30.0  # seconds between WARNINGs of a subscription that keeps failing to reconnect
 
 
 class Message(tuple):
@@ -59,21 +65,26 @@ class _PushStream:
         self._paused = False
         self._reconnecting = False
         self._refused = None  # the last error reply (e.g. -NOPERM), raised by the next _confirm
+        self._holding = None  # during a reconnect: what arrives before the gap is announced
+        self._warned_at = None
         self._connect()
 
     # -- connection ----------------------------------------------------------
 
-    def _connect(self):
-        self._conn = self.redis._open(on_push=self._on_reply)
+    def _connect(self, resubscribe=False):
+        self._conn = self.redis._open(on_push=self._on_reply, backoff=False)
         self._conn.on_close = self._on_close
         self._paused = False
-        for command in self._setup_commands():
+        for command in self._setup_commands(resubscribe):
             self._conn.send(pack(command))
 
     def _on_close(self, conn, exc):
         if self.closed or conn is not self._conn or self._reconnecting:
             return
         log.warning("%s lost its connection (%s); reconnecting", self, exc)
+        self._start_reconnect()
+
+    def _start_reconnect(self):
         self._reconnecting = True
         self._reconnector = gevent.spawn(self._reconnect)
 
@@ -86,28 +97,59 @@ class _PushStream:
                     return
                 while self._confirmations:  # their PINGs died with the old connection
                     self._confirmations.popleft().set()
+                self._holding = []  # anything the new connection hears waits for the gap
+                self._refused_names = []
                 try:
-                    self._connect()
-                    self._confirm(None)  # resubscribed for sure before anyone hears of the gap
+                    self._connect(resubscribe=True)
+                    self._confirm(None, raise_refused=False)  # resubscribed before the gap
                 except RedisError as e:
-                    log.debug("%s: reconnect failed: %s", self, e)
+                    self._holding = None
+                    delay = backoff.failure()
+                    self._warn_failure(e, backoff.failures, delay)
                     if self._conn is not None:
                         self._conn.close()  # never two connections feeding one queue
-                    gevent.sleep(backoff.failure())
+                    gevent.sleep(delay)
                     continue
+                held, self._holding = self._holding, None
+                if self._warned_at is not None:
+                    log.warning("%s reconnected after %d failed attempts", self, backoff.failures)
+                    self._warned_at = None
                 self._put(GAP)
+                for item in held:
+                    self._put(item)
+                self._report_refused()
                 return
         finally:
+            self._holding = None
             self._reconnecting = False
 
-    def _confirm(self, timeout):
+    def _warn_failure(self, error, failures, delay):
+        """One WARNING with the reason when reconnecting starts failing, then one per
+        ``WARN_EVERY`` seconds; every attempt at DEBUG."""
+        now = monotonic()
+        if self._warned_at is None or now - self._warned_at >= WARN_EVERY:
+            self._warned_at = now
+            log.warning(
+                "%s cannot reconnect (%d attempts so far): %s; retrying in %.2fs",
+                self,
+                failures,
+                error,
+                delay,
+            )
+        else:
+            log.debug("%s: reconnect attempt %d failed: %s", self, failures, error)
+
+    def _report_refused(self):
+        pass
+
+    def _confirm(self, timeout, raise_refused=True):
         """Wait until the server has handled everything sent so far (a PING round trip)."""
         event = Event()
         self._confirmations.append(event)
         self._conn.send(self._ping)
         self._await(event, timeout)
         refused, self._refused = self._refused, None
-        if refused is not None:
+        if refused is not None and raise_refused:
             raise refused
 
     def _await(self, event, timeout):
@@ -125,6 +167,9 @@ class _PushStream:
         raise NotImplementedError
 
     def _put(self, item):
+        if self._holding is not None:
+            self._holding.append(item)
+            return
         self._queue.append(item)
         self._ready.set()
         if len(self._queue) >= self.maxsize and not self._paused and not self._confirmations:
@@ -137,16 +182,22 @@ class _PushStream:
             self._conn.resume_reading()
 
     def get(self, timeout=None):
-        """The next item, or None after ``timeout`` seconds (or when closed)."""
+        """The next item, or None after ``timeout`` seconds (or when closed). Raises the
+        ``NoPermissionError`` of a resubscription Redis refused, once."""
         while not self._queue:
             if self.closed:
                 return None
+            conn = self._conn
+            if (conn is None or conn.error is not None) and not self._reconnecting:
+                self._start_reconnect()  # e.g. in a forked child: the parent's socket is not ours
             self._ready.clear()
             if not self._ready.wait(timeout):
                 return None
         item = self._queue.popleft()
         if self._paused:
             self._resume_reading()
+        if isinstance(item, RedisError):
+            raise item
         return item
 
     def __iter__(self):
@@ -184,8 +235,10 @@ class Subscription(_PushStream):
     def __init__(self, redis, channels=(), patterns=(), maxsize=10000):
         self.channels = set()
         self.patterns = set()
-        super().__init__(redis, maxsize)
+        self._resubscribing = deque()  # (verb, name) of each resubscription, in order
+        self._refused_names = []  # [(verb, name, error)] refused on resubscribe
         try:
+            super().__init__(redis, maxsize)
             if channels:
                 self.subscribe(*channels)
             if patterns:
@@ -195,16 +248,40 @@ class Subscription(_PushStream):
             raise
 
     def __repr__(self):
+        def some(names):
+            shown = ", ".join(n.decode(errors="replace") for n in sorted(names)[:3])
+            return f"{len(names)} ({shown}{', ...' if len(names) > 3 else ''})"
+
         return (
-            f"<Subscription {self.redis.params.address} channels={sorted(self.channels)} "
-            f"patterns={sorted(self.patterns)}>"
+            f"<Subscription {self.redis.params.address} channels={some(self.channels)} "
+            f"patterns={some(self.patterns)}>"
         )
 
-    def _setup_commands(self):
-        if self.channels:
-            yield ["SUBSCRIBE", *self.channels]
-        if self.patterns:
-            yield ["PSUBSCRIBE", *self.patterns]
+    def _setup_commands(self, resubscribe=False):
+        if not resubscribe:
+            if self.channels:
+                yield ["SUBSCRIBE", *self.channels]
+            if self.patterns:
+                yield ["PSUBSCRIBE", *self.patterns]
+            return
+        # One command per name, so a refusal (ACL) says which name it was about.
+        self._resubscribing.clear()
+        for verb, names in (("SUBSCRIBE", self.channels), ("PSUBSCRIBE", self.patterns)):
+            for name in list(names):
+                self._resubscribing.append((verb, name))
+                yield [verb, name]
+
+    def _report_refused(self):
+        refused, self._refused_names = self._refused_names, []
+        self._resubscribing.clear()
+        if not refused:
+            return
+        for verb, name, _ in refused:
+            (self.channels if verb == "SUBSCRIBE" else self.patterns).discard(name)
+        shown = ", ".join(f"{verb} {name.decode(errors='replace')}" for verb, name, _ in refused[:5])
+        first = refused[0][2]
+        log.warning("%s: Redis refused the resubscription: %s: %s", self, shown, first)
+        self._put(type(first)(f"resubscribing after a reconnect: {shown}: {first}"))
 
     def _change(self, verb, names, target, add, timeout):
         names = [n.encode() if isinstance(n, str) else n for n in names]
@@ -215,7 +292,9 @@ class Subscription(_PushStream):
         (target.update if add else target.difference_update)(names)
         if not names:  # unsubscribe from all
             target.clear()
-        self._conn.send(pack([verb, *names]))
+        if self._conn is None:
+            raise ConnectionError(f"{self} is not connected")
+        self._conn.send(pack([verb, *names]))  # ConnectionError while it reconnects
         try:
             self._confirm(timeout)
         except ReplyError as e:  # refused (ACL): not subscribed, so not resubscribed later
@@ -248,7 +327,13 @@ class Subscription(_PushStream):
                 self._confirmations.popleft().set()
         elif isinstance(reply, ReplyError):  # a refused (P)SUBSCRIBE: -NOPERM for a channel
             self._refused = reply
-        elif kind not in (b"subscribe", b"psubscribe", b"unsubscribe", b"punsubscribe"):
+            if self._resubscribing:
+                verb, name = self._resubscribing.popleft()
+                self._refused_names.append((verb, name, reply))
+        elif kind in (b"subscribe", b"psubscribe"):
+            if self._resubscribing:
+                self._resubscribing.popleft()
+        elif kind not in (b"unsubscribe", b"punsubscribe"):
             log.warning("%s: unexpected reply %r", self, reply)
 
 
@@ -256,10 +341,14 @@ class Monitor(_PushStream):
     """MONITOR output, one line (bytes) per command the server runs."""
 
     def __init__(self, redis, maxsize=10000):
-        super().__init__(redis, maxsize)
-        self._confirm(None)
+        try:
+            super().__init__(redis, maxsize)
+            self._confirm(None)
+        except BaseException:
+            self.close()  # a monitor that failed to start leaves no connection behind
+            raise
 
-    def _setup_commands(self):
+    def _setup_commands(self, resubscribe=False):
         yield ["MONITOR"]
 
     def _on_reply(self, reply):
@@ -268,7 +357,7 @@ class Monitor(_PushStream):
             return
         self._put(reply)
 
-    def _confirm(self, timeout):
+    def _confirm(self, timeout, raise_refused=True):
         event = Event()  # set by MONITOR's +OK
         self._confirmations.append(event)
         self._await(event, timeout)
