@@ -165,6 +165,17 @@ class TempoServer(WSGIServer):
         self.per_ip: collections.Counter[str] = collections.Counter()
         self.stats: collections.Counter[str] = collections.Counter()
 
+    def stop(self, timeout: float | None = None) -> None:
+        """Close the app's websockets with 1001 (going away) first, then stop."""
+        shutdown = getattr(self.application, "extensions", {}).get("tempo_shutdown")
+        if shutdown is not None:
+            try:
+                shutdown()
+                gevent.sleep(0.2)  # let the writers send their close frames
+            except Exception:
+                log.exception("tempo: closing the websockets failed")
+        super().stop(timeout)
+
     def handle(self, sock: Any, address: Any) -> None:
         ip = address[0] if isinstance(address, tuple) else str(address)
         cap = self.limits.max_per_ip
