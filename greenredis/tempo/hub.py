@@ -46,7 +46,7 @@ from enum import IntEnum
 from typing import Any, Callable, Union
 
 from greenredis.telemetry import names
-from greenredis.telemetry.follow import FollowJoin, is_mark
+from greenredis.telemetry.loglines import MAX_LINE, FollowJoin, is_mark, truncate_line
 
 __all__ = [
     "Hub",
@@ -149,27 +149,6 @@ def check_instance(name: Any) -> str:
     if name in (".", ".."):
         raise ValueError(f"instance name {name!r} is not allowed")
     return name
-
-
-TRUNCATED = " [... {} bytes truncated]"
-
-
-def truncate_line(line: str | bytes, max_bytes: int) -> str:
-    """``line`` (text, or UTF-8 bytes) cut to at most about ``max_bytes`` bytes on
-    a character boundary, ending in a visible marker saying how much was cut."""
-    if isinstance(line, str):
-        if len(line) <= max_bytes // 4 or (line.isascii() and len(line) <= max_bytes):
-            return line
-        raw = line.encode("utf-8", "surrogatepass")
-        if len(raw) <= max_bytes:
-            return line
-    else:
-        raw = line
-        if len(raw) <= max_bytes:
-            return raw.decode("utf-8", "replace")
-    keep = max(0, max_bytes - len(TRUNCATED.format(len(raw))))
-    head = raw[:keep].decode("utf-8", "ignore")  # "ignore": a character split in two goes
-    return head + TRUNCATED.format(len(raw) - len(head.encode("utf-8", "surrogatepass")))
 
 
 def dumps(obj):
@@ -295,7 +274,7 @@ class Hub:
         max_watch=256,
         is_known=None,
         queue_bytes=4 << 20,
-        max_line=8192,
+        max_line=MAX_LINE,
         message_bytes=1 << 20,
     ):
         self.queue_size = queue_size

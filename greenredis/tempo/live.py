@@ -18,6 +18,7 @@ from geventwebsocket.exceptions import WebSocketError
 from greenredis.backoff import Backoff
 from greenredis.errors import RedisError, ReplyError
 from greenredis.telemetry import names
+from greenredis.telemetry.loglines import MAX_LINE
 from greenredis.telemetry.stats import read_history
 from greenredis.tempo.hub import (
     ERRORS,
@@ -67,7 +68,7 @@ class Live:
         max_metrics=1000,
         history_bytes=1 << 20,
         chunk=20,
-        max_line=8192,
+        max_line=MAX_LINE,
     ):
         self.redis = redis
         self.registry = registry

@@ -1,5 +1,5 @@
-"""The log-follow protocol, pure: how a reader joins a ``CappedLog`` without
-losing or repeating a line.
+"""Log lines, pure: the cap on one line's length, and the log-follow protocol,
+how a reader joins a ``CappedLog`` without losing or repeating a line.
 
 The reader subscribes to the log's channel, then in one MULTI/EXEC reads the
 backlog (LRANGE) and publishes a unique marker on the channel. Every append
@@ -16,11 +16,35 @@ from typing import Generic, TypeVar
 
 from greenredis.telemetry.names import FOLLOW_MARK
 
-__all__ = ["FollowJoin", "MARK_PREFIX", "is_mark"]
+__all__ = ["FollowJoin", "MARK_PREFIX", "is_mark", "truncate_line", "MAX_LINE"]
+
+#: bytes of one log line kept by ``CappedLog.append``, ``RedisLogHandler`` and Tempo
+MAX_LINE = 8192
 
 MARK_PREFIX = FOLLOW_MARK.encode()
 
 T = TypeVar("T")
+
+
+TRUNCATED = " [... {} bytes truncated]"
+
+
+def truncate_line(line: str | bytes, max_bytes: int) -> str:
+    """``line`` (text, or UTF-8 bytes) cut to at most about ``max_bytes`` bytes on
+    a character boundary, ending in a visible marker saying how much was cut."""
+    if isinstance(line, str):
+        if len(line) <= max_bytes // 4 or (line.isascii() and len(line) <= max_bytes):
+            return line
+        raw = line.encode("utf-8", "surrogatepass")
+        if len(raw) <= max_bytes:
+            return line
+    else:
+        raw = line
+        if len(raw) <= max_bytes:
+            return raw.decode("utf-8", "replace")
+    keep = max(0, max_bytes - len(TRUNCATED.format(len(raw))))
+    head = raw[:keep].decode("utf-8", "ignore")  # "ignore": a character split in two goes
+    return head + TRUNCATED.format(len(raw) - len(head.encode("utf-8", "surrogatepass")))
 
 
 def is_mark(data: bytes) -> bool:
