@@ -450,10 +450,10 @@ class Hub:
         return [self.channel(t) for t in self.topics if t != GRID]
 
     # -- data from the shell -------------------------------------------------
-    def history_parts(self, instance, metrics, capped=0):
+    def history_parts(self, instance, metrics, capped=0, final=True):
         """``{metric: [point dicts]}`` encoded as history messages of at most
         ``message_bytes`` each (a metric larger than that alone is cut to its
-        newest points); all but the last say ``"more": true``."""
+        newest points); all but the last (unless not ``final``) say ``"more": true``."""
         head = '{"type":"history","instance":' + dumps(instance) + ',"metrics":{'
         tail = "}" + (f',"capped":{int(capped)}' if capped else "")
         budget = max(1024, self.message_bytes - len(head) - len(tail) - 16)
@@ -470,7 +470,7 @@ class Hub:
             cur.append(item)
             size += len(item) + 1
         parts.append(cur)
-        last = len(parts) - 1
+        last = len(parts) - 1 if final else len(parts)
         return [
             head + ",".join(p) + tail + (',"more":true}' if i < last else "}") for i, p in enumerate(parts)
         ]

@@ -67,7 +67,7 @@ class Live:
         queue_bytes=4 << 20,
         max_metrics=1000,
         history_bytes=1 << 20,
-        chunk=20,
+        chunk=5,
         max_line=MAX_LINE,
     ):
         self.redis = redis
@@ -198,8 +198,9 @@ class Live:
         with self._lock:
             sub = self._subscription()
             want = {c.encode() for c in self.hub.channels()}
-            add, drop = want - sub.channels, sub.channels - want
             self.refused &= {c.decode() for c in want}
+            refused = {c.encode() for c in self.refused}
+            add, drop = want - (sub.channels - refused), sub.channels - want
             problem = None
             for channel in sorted(add):  # one at a time: a refused one does not hide the rest
                 try:
@@ -229,7 +230,7 @@ class Live:
 
     def subscribed(self):
         """The channels this process is subscribed to."""
-        return set() if self._sub is None else {c.decode() for c in self._sub.channels}
+        return set() if self._sub is None else {c.decode() for c in self._sub.channels} - self.refused
 
     # -- effects -----------------------------------------------------------
     def run_effects(self, effects):
@@ -247,25 +248,26 @@ class Live:
                 effect.viewer.send(self.registry.message())
 
     def _send_history(self, viewers, instance, depth=None):
-        """Read and send a history, or join the same read in flight (it sends to
-        every viewer that joined, from the part it is at: earlier parts are
-        re-read for the joiners at the end)."""
+        """Read and send a history, or join the same read in flight: a joiner is
+        sent the parts encoded so far (the same strings) and then the rest with
+        the others."""
         depth = self.history if depth is None else min(depth, self.history)
         key = (instance, depth)
-        joined = self._reads.get(key)
-        if joined is not None:
+        read = self._reads.get(key)
+        if read is not None:
             self.hub.stats["history_shared"] += 1
-            joined.extend(viewers)
+            self.hub.history_texts(viewers, instance, read["texts"], final=False)
+            read["viewers"].extend(viewers)
             return
-        waiting = self._reads[key] = list(viewers)
+        read = self._reads[key] = {"viewers": list(viewers), "texts": []}
         try:
-            while waiting:
-                group, waiting[:] = list(waiting), []
-                self._read_history(group, instance, depth)
+            self._read_history(read, instance, depth)
         finally:
             del self._reads[key]
 
-    def _read_history(self, viewers, instance, depth):
+    def _read_history(self, read, instance, depth):
+        self.hub.stats["history_reads"] += 1
+        viewers = read["viewers"]
         try:
             metric_names = self._metric_names(instance)
         except (RedisError, ValueError) as e:
@@ -299,7 +301,8 @@ class Live:
             pending_bytes += sum(len(pts) for pts in got.values()) * 40  # ~ bytes per encoded point
             last = i + self.chunk >= len(metric_names)
             if pending_bytes >= self.hub.message_bytes or last:
-                texts = self.hub.history_parts(instance, pending, capped)
+                texts = self.hub.history_parts(instance, pending, capped, final=last)
+                read["texts"] += texts
                 self._pace(viewers, max(len(t) for t in texts))
                 self.hub.history_texts(viewers, instance, texts, final=last)
                 pending, pending_bytes = {}, 0
