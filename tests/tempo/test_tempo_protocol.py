@@ -2,6 +2,7 @@
 are refused, shutdown closes with 1001, ``.`` and ``..`` are not instances."""
 
 import base64
+import json
 import os
 import socket
 import struct
@@ -80,7 +81,7 @@ def test_shutdown_closes_websockets_with_going_away(redis_server):
 def test_dot_names_are_not_instances(name):
     hub = Hub()
     v = hub.connect()
-    assert hub.receive(v, '{"op":"watch","kind":"stats","instance":"%s"}' % name) == []
+    assert hub.receive(v, json.dumps({"op": "watch", "kind": "stats", "instance": name})) == []
     assert frames(v)[0]["error"] == "bad_instance"
 
 
