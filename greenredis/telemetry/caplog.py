@@ -241,6 +241,10 @@ class RedisLogHandler(logging.Handler):
                 batch, lines, lost = self._pending
                 try:
                     landed = self._landed(batch)
+                except ReplyError:  # no LPOS (Redis < 6.0.6): its fate stays unknown; never doubled
+                    self._pending = None
+                    self.uncertain += len(lines)
+                    continue
                 except (RedisError, OSError):
                     if self._closed:
                         return

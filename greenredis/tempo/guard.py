@@ -124,7 +124,7 @@ class Guard:
         if not token:
             return "token required"
         try:
-            data = self.signer.loads(token, max_age=self.token_ttl)
+            data = self.signer.loads(token, max_age=max(1, math.ceil(self.token_ttl)))
         except SignatureExpired:
             return "token expired"
         except BadSignature:

@@ -386,7 +386,7 @@ class Hub:
             if len(viewer.watching) >= self.max_watch:
                 self.error(viewer, "too_many", request_id=rid)
                 return []
-            if topic != GRID and not self.is_known(topic[1]):
+            if topic != GRID and not self.is_known(str(topic[1])):
                 self.error(viewer, "unknown_instance", request_id=rid)
                 return []
         if topic != GRID and not self.feed["ok"]:

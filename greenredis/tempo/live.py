@@ -82,6 +82,7 @@ class Live:
         )
         self.max_metrics = max_metrics
         self.chunk = chunk
+        self.pace_timeout = 2.0  # per part: a viewer that does not read cannot stall the others long
         self.refused: set[str] = set()  # channels Redis refused (ACL)
         self.feed_error: str | None = None
         self._reads: dict[tuple[str, int], list] = {}  # (instance, depth) -> viewers joining that read
@@ -303,15 +304,15 @@ class Live:
             if pending_bytes >= self.hub.message_bytes or last:
                 texts = self.hub.history_parts(instance, pending, capped, final=last)
                 read["texts"] += texts
-                self._pace(viewers, max(len(t) for t in texts))
+                self._pace(viewers, max(len(t) for t in texts), self.pace_timeout)
                 self.hub.history_texts(viewers, instance, texts, final=last)
                 pending, pending_bytes = {}, 0
             gevent.sleep(0)  # let every other viewer's points and /healthz through
 
-    def _pace(self, viewers, size, timeout=None):
-        """Wait (up to ``send_timeout``) until each viewer has room for ``size``
-        more bytes: a large history goes out as fast as the viewer reads it."""
-        deadline = gevent.get_hub().loop.now() + (self.send_timeout if timeout is None else timeout)
+    def _pace(self, viewers, size, timeout):
+        """Wait (up to ``timeout`` seconds in all) until each viewer has room for
+        ``size`` more bytes: a large history goes out as fast as viewers read it."""
+        deadline = gevent.get_hub().loop.now() + timeout
         for viewer in viewers:
             while not viewer.room(size) and gevent.get_hub().loop.now() < deadline:
                 gevent.sleep(0.01)
