@@ -451,7 +451,7 @@ class Hub:
 
     # -- data from the shell -------------------------------------------------
     def history_parts(self, instance, metrics, capped=0, final=True):
-        """``{metric: [point dicts]}`` encoded as history messages of at most
+        """``{metric: [[ts, value], ...]}`` encoded as history messages of at most
         ``message_bytes`` each (a metric larger than that alone is cut to its
         newest points); all but the last (unless not ``final``) say ``"more": true``."""
         head = '{"type":"history","instance":' + dumps(instance) + ',"metrics":{'
@@ -459,10 +459,10 @@ class Hub:
         budget = max(1024, self.message_bytes - len(head) - len(tail) - 16)
         parts, cur, size = [], [], 0
         for metric, pts in metrics.items():
-            body = dumps([[p["ts"], p["value"]] for p in pts])
+            body = dumps(pts)
             if len(body) > budget:  # keep the newest points that fit
                 keep = max(1, len(pts) * budget // len(body) - 1)
-                body = dumps([[p["ts"], p["value"]] for p in pts[-keep:]])
+                body = dumps(pts[-keep:])
             item = dumps(metric) + ":" + body
             if cur and size + len(item) + 1 > budget:
                 parts.append(cur)
@@ -478,7 +478,8 @@ class Hub:
     def history(self, viewers, instance, metrics, capped=0):
         """Queue ``{metric: [point dicts]}`` as history messages to each viewer
         (encoded once) that still watches the instance's stats."""
-        self.history_texts(viewers, instance, self.history_parts(instance, metrics, capped))
+        pairs = {m: [[p["ts"], p["value"]] for p in pts] for m, pts in metrics.items()}
+        self.history_texts(viewers, instance, self.history_parts(instance, pairs, capped))
 
     def history_texts(self, viewers, instance, texts, final=True):
         """Queue encoded history parts (from ``history_parts``) to each viewer

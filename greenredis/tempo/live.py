@@ -7,7 +7,9 @@ pongs, the close frame). A pump greenlet reads the process's single
 ``Subscription`` and hands each message to ``Hub.publish``.
 """
 
+import json
 import logging
+import math
 import socket
 
 import gevent
@@ -19,7 +21,6 @@ from greenredis.backoff import Backoff
 from greenredis.errors import RedisError, ReplyError
 from greenredis.telemetry import names
 from greenredis.telemetry.loglines import MAX_LINE
-from greenredis.telemetry.stats import read_history
 from greenredis.tempo.hub import (
     ERRORS,
     CloseCode,
@@ -34,6 +35,11 @@ from greenredis.tempo.hub import (
 from greenredis.tempo.websocket import CappedWebSocket, MessageTooLarge
 
 __all__ = ["Live"]
+
+
+def _number(v):
+    return v.__class__ in (int, float) and math.isfinite(v)
+
 
 log = logging.getLogger("greenredis.tempo")
 
@@ -294,20 +300,47 @@ class Live:
         pending_bytes = 0
         for i in range(0, len(metric_names), self.chunk):
             try:
-                got = read_history(self.redis, instance, metric_names[i : i + self.chunk], depth)
+                got = self._read_pairs(instance, metric_names[i : i + self.chunk], depth)
             except (RedisError, ValueError) as e:
                 self.hub.refill_failed(viewers, "stats", instance, f"cannot read the history: {e}")
                 return
             pending.update(got)
             pending_bytes += sum(len(pts) for pts in got.values()) * 40  # ~ bytes per encoded point
             last = i + self.chunk >= len(metric_names)
-            if pending_bytes >= self.hub.message_bytes or last:
+            if pending_bytes >= min(self.hub.message_bytes, 256 << 10) or last:  # small encodes
                 texts = self.hub.history_parts(instance, pending, capped, final=last)
                 read["texts"] += texts
                 self._pace(viewers, max(len(t) for t in texts), self.pace_timeout)
                 self.hub.history_texts(viewers, instance, texts, final=last)
                 pending, pending_bytes = {}, 0
             gevent.sleep(0)  # let every other viewer's points and /healthz through
+
+    def _read_pairs(self, instance, metrics, depth):
+        """``{metric: [[ts, value], ...] oldest first}``: one round trip, and one
+        ``json.loads`` per metric (malformed entries skipped, as ``read_history`` does)."""
+        replies = self.redis.cmd([["LRANGE", names.history_key(instance, m), 0, depth - 1] for m in metrics])
+        out = {}
+        for metric, reply in zip(metrics, replies):
+            if isinstance(reply, ReplyError) or not reply:  # not a list: someone else's key
+                out[metric] = []
+                continue
+            try:
+                points = json.loads(b"[" + b",".join(reversed(reply)) + b"]")
+                pairs = [[p["ts"], p["value"]] for p in points]
+                if len(pairs) == len(reply) and all(_number(ts) and _number(v) for ts, v in pairs):
+                    out[metric] = pairs
+                    continue
+            except (ValueError, TypeError, KeyError, RecursionError):
+                pass
+            pairs = []  # some entry is bad: decode one by one, skipping it
+            for raw in reversed(reply):
+                try:
+                    p = names.decode_point(raw)
+                except ValueError:
+                    continue
+                pairs.append([p["ts"], p["value"]])
+            out[metric] = pairs
+        return out
 
     def _pace(self, viewers, size, timeout):
         """Wait (up to ``timeout`` seconds in all) until each viewer has room for
