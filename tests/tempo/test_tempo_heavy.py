@@ -50,10 +50,11 @@ def test_bystanders_points_keep_flowing_while_a_big_history_is_read(r, redis_ser
                     arrivals[m["value"]] = time.monotonic()
 
         heavy = Client(web.ws_url, timeout=60)
-        parts = []
+        parts, durations = [], []
 
         def rewatch():  # one viewer re-watching the big history, five times
             for _ in range(5):
+                t0 = time.monotonic()
                 heavy.send({"op": "watch", "kind": "stats", "instance": "big"})
                 histories = mores = 0
                 while not histories or mores >= histories:  # text only: no big json.loads here
@@ -61,6 +62,7 @@ def test_bystanders_points_keep_flowing_while_a_big_history_is_read(r, redis_ser
                     histories += frame.count('{"type":"history"')
                     mores += frame.count('"more":true}')
                 parts.append(histories)
+                durations.append(time.monotonic() - t0)
                 heavy.send({"op": "unwatch", "kind": "stats", "instance": "big"})
 
         reader = threading.Thread(target=read_points, daemon=True)
@@ -82,7 +84,11 @@ def test_bystanders_points_keep_flowing_while_a_big_history_is_read(r, redis_ser
         times = [arrivals[k] for k in sorted(sent)]
         gaps = [b - a for a, b in zip(times, times[1:])]
         late = max(arrivals[k] - sent[k] for k in sent)  # the publisher's own pauses do not count
-        assert len(times) > 10 and late < 1.0 and max(gaps) < 1.0, (late, max(gaps))
+        # Relative, not wall-clock: a read that blocked the process would hold a
+        # bystander's point for about the whole read; here it is a small part of one.
+        # (On an idle machine: late and the longest gap well under 1 s.)
+        read = sorted(durations)[len(durations) // 2]
+        assert len(times) > 10 and late < read / 3 and max(gaps) < read / 3, (late, max(gaps), read)
         health = web.get_json("/healthz")
         assert health["ok"]
         heavy.close()
