@@ -12,6 +12,9 @@ in production) and ``--client-procs`` viewer processes (raw gevent websocket
 clients, one greenlet each). Redis is embedded unless ``--url`` is given.
 
     .venv/bin/python scripts/bench_tempo.py --viewers 2000 --rate 10 --seconds 20
+
+``--heavy`` adds one more viewer (its own process) that re-watches a 300-metric
+x 600-point instance's history every second while the others are measured.
 """
 
 import argparse
@@ -170,6 +173,43 @@ def ask(proc, cmd):
     return json.loads(line)
 
 
+def heavy_main(host, port, instance):
+    """Watch ``instance``'s history, read it all, unwatch; once a second. Prints
+    one JSON line per history read (parts, seconds)."""
+    import websocket
+
+    ws = websocket.create_connection(f"ws://{host}:{port}/ws", timeout=120)
+    while True:
+        t0 = time.monotonic()
+        ws.send(json.dumps({"op": "watch", "kind": "stats", "instance": instance}))
+        histories = mores = 0
+        while not histories or mores >= histories:
+            frame = ws.recv()
+            histories += frame.count('{"type":"history"')
+            mores += frame.count('"more":true}')
+        ws.send(json.dumps({"op": "unwatch", "kind": "stats", "instance": instance}))
+        took = time.monotonic() - t0
+        print(json.dumps({"parts": histories, "seconds": round(took, 3)}), flush=True)
+        time.sleep(max(0.0, 1.0 - took))
+
+
+def fill_heavy(r, instance, metrics=300, points=600):
+    from greenredis.telemetry import names
+
+    now = time.time()
+    for m in range(metrics):
+        metric = f"metric_{m:04d}"
+        r.cmd(
+            [
+                ["DEL", names.history_key(instance, metric)],
+                ["LPUSH", names.history_key(instance, metric)]
+                + [names.encode_point(metric, 12345.678 + j, now - points + j) for j in range(points)],
+                ["SADD", names.metrics_key(instance), metric],
+            ]
+        )
+    r.cmd(["ZADD", names.INSTANCES, repr(now), instance])
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--viewers", type=int, default=2000)
@@ -177,10 +217,16 @@ def main():
     p.add_argument("--seconds", type=float, default=20.0, help="measured duration")
     p.add_argument("--client-procs", type=int, default=1)
     p.add_argument("--url", default=None, help="Redis URL (default: an embedded redis-server)")
+    p.add_argument(
+        "--heavy", action="store_true", help="plus one viewer re-watching a 300-metric history every second"
+    )
     p.add_argument("--client", nargs=3, metavar=("HOST", "PORT", "N"), help=argparse.SUPPRESS)
+    p.add_argument("--heavy-client", nargs=3, metavar=("HOST", "PORT", "I"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.client:
         return client_main(args.client[0], int(args.client[1]), int(args.client[2]), None)
+    if args.heavy_client:
+        return heavy_main(args.heavy_client[0], int(args.heavy_client[1]), args.heavy_client[2])
 
     sys.path.insert(0, ROOT)
     import greenredis
@@ -193,7 +239,8 @@ def main():
         server = RedisServer().start()
         url = server.url
     port = free_port()
-    env = {**os.environ, "REDIS_URL": url, "TEMPO_GRID": "0"}
+    # every viewer connects from 127.0.0.1: no per-address connection cap
+    env = {**os.environ, "REDIS_URL": url, "TEMPO_GRID": "0", "TEMPO_MAX_PER_IP": "0"}
     from greenredis.cli.dashboard import ENTRY
 
     web = subprocess.Popen(
@@ -246,6 +293,23 @@ def main():
         time.sleep(1.0)
         rss1 = proc_rss_kb(web.pid)
         numsub = r.cmd(["PUBSUB", "NUMSUB", f"stats:{{{INSTANCE}}}"])[1]
+        heavy = None
+        if args.heavy:
+            fill_heavy(r, "heavy.1")
+            heavy = subprocess.Popen(
+                [
+                    sys.executable,
+                    os.path.abspath(__file__),
+                    "--heavy-client",
+                    "127.0.0.1",
+                    str(port),
+                    "heavy.1",
+                ],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            heavy.stdout.readline()  # its first history read is done: measure from here
         for c in clients:
             ask(c, "measure")
         cpu0, t_start = proc_cpu_s(web.pid), time.time()
@@ -263,6 +327,11 @@ def main():
         cpu = proc_cpu_s(web.pid) - cpu0
         gevent.sleep(1.0)  # let the last points arrive
         results = [ask(c, "stop") for c in clients]
+        heavy_reads = []
+        if heavy is not None:
+            heavy.kill()
+            out, _ = heavy.communicate()
+            heavy_reads = [json.loads(line) for line in out.splitlines() if line.strip()]
         msgs = sum(x["messages"] for x in results)
         dropped = sum(x["dropped"] for x in results)
         # merge latency percentiles conservatively: the worst process's percentile
@@ -288,6 +357,13 @@ def main():
             f"CPU {100 * cpu / elapsed:.0f}% of one core while publishing"
         )
         print(f"redis subscriptions to stats:{{{INSTANCE}}}: {numsub} (PUBSUB NUMSUB)")
+        if heavy is not None:
+            took = sorted(x["seconds"] for x in heavy_reads) or [0.0]
+            print(
+                f"heavy viewer: {len(heavy_reads)} reads of a 300x600 history while measuring, "
+                f"{heavy_reads[-1]['parts'] if heavy_reads else 0} parts each, "
+                f"median {took[len(took) // 2]:.2f}s, max {took[-1]:.2f}s"
+            )
         print(f"machine: {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     finally:
         for c in clients:

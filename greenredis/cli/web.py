@@ -49,22 +49,10 @@ def load_app(spec):
 
 
 def make_server(app, host, port, max_connections=10000, access_log=True):
-    """A gevent ``WSGIServer`` that upgrades websocket requests (not started)."""
-    from gevent.pool import Pool
-    from gevent.pywsgi import WSGIServer
-    from geventwebsocket.handler import WebSocketHandler
+    """A Tempo server that upgrades websocket requests (not started); see greenredis.tempo.server."""
+    from greenredis.tempo.server import make_server
 
-    # gevent-websocket's handler logs requests to this logger itself (not to ``log``)
-    logging.getLogger("geventwebsocket.handler").setLevel(logging.INFO if access_log else logging.WARNING)
-    return WSGIServer(
-        (host, port),
-        app,
-        handler_class=WebSocketHandler,
-        spawn=Pool(max_connections),
-        backlog=2048,
-        log=None,
-        error_log=sys.stderr,
-    )
+    return make_server(app, host, port, max_connections, access_log)
 
 
 def run(args):

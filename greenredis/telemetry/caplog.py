@@ -16,6 +16,7 @@ import gevent.event
 from greenredis.backoff import Backoff
 from greenredis.errors import RedisError, ReplyError
 from greenredis.telemetry import names
+from greenredis.telemetry.loglines import MAX_LINE, FollowJoin, is_mark, truncate_line
 
 __all__ = ["CappedLog", "RedisLogHandler"]
 
@@ -29,11 +30,16 @@ class CappedLog:
 
     New lines are also published on ``names.log_channel(key)`` (the key's own
     name) so ``follow`` and Tempo see them live; ``publish=False`` turns that off.
+    A line longer than ``max_line`` bytes (UTF-8) is cut to that, ending in
+    ``" [... N bytes truncated]"``.
     """
 
-    def __init__(self, redis, key, cap=1000, publish=True):
+    def __init__(self, redis, key, cap=1000, publish=True, max_line=MAX_LINE):
         if not isinstance(cap, int) or cap < 1:
             raise ValueError(f"cap must be a positive int, not {cap!r}")
+        if not isinstance(max_line, int) or max_line < 64:
+            raise ValueError(f"max_line must be an int of at least 64, not {max_line!r}")
+        self.max_line = max_line
         self.redis = redis
         self.key = key
         self.cap = cap
@@ -59,6 +65,7 @@ class CappedLog:
                 raise TypeError(f"log lines are str, not {type(line).__name__}")
             if line.startswith(names.FOLLOW_MARK):
                 raise ValueError("a log line cannot start with the follow marker")
+        lines = tuple(truncate_line(line, self.max_line) for line in lines)
         batch = [["LPUSH", self.key, *lines], ["LTRIM", self.key, 0, self.cap - 1]]
         if self.publish:
             batch += [["PUBLISH", self.channel, line] for line in lines]
@@ -106,11 +113,10 @@ class CappedLog:
         sub = self.redis.subscribe(self.channel)
         recent = collections.deque(maxlen=20)
         try:
-            lines, mark = self._backlog_and_mark(backlog)
+            lines, join = self._join(backlog)
             for line in lines:
                 recent.append(line)
                 yield line
-            synced = False
             while True:
                 msg = sub.get(timeout=timeout) if timeout is not None else next(iter(sub))
                 if msg is None:
@@ -120,23 +126,28 @@ class CappedLog:
                     # The marker must not beat the resubscription to Redis: confirm
                     # it (a round trip on the subscription's connection) first.
                     sub.subscribe(self.channel)
-                    lines, mark = self._backlog_and_mark(None)
-                    synced = False
+                    lines, join = self._join(None)
                     for line in _after(lines, list(recent)):
                         recent.append(line)
                         yield line
                     continue
                 if kind != b"message":
                     continue
-                if data.startswith(names.FOLLOW_MARK.encode()):
-                    synced = synced or data == mark
+                if is_mark(data):
+                    join.marker(data)
                     continue
-                if synced:
-                    line = _text(data)
+                for line in join.line(_text(data)):
                     recent.append(line)
                     yield line
         finally:
             sub.close()
+
+    def _join(self, n):
+        # the backlog is read before any live line: the join never holds one
+        lines, mark = self._backlog_and_mark(n)
+        join: FollowJoin[str] = FollowJoin(mark)
+        join.backlog_done()
+        return lines, join
 
 
 def _after(lines, recent):
@@ -152,23 +163,42 @@ def _after(lines, recent):
 class RedisLogHandler(logging.Handler):
     """A ``logging`` handler that appends formatted records to a ``CappedLog``.
 
-    ``emit`` never blocks and never raises: it puts the line in a bounded buffer
-    (``maxsize`` lines) drained by a greenlet in batches of up to ``batch`` lines,
-    one round trip each (given up after ``timeout`` seconds). A full buffer drops the
-    new line; a batch that fails (Redis down) is dropped too; both count in ``dropped``. After a failure the
-    drainer retries with backoff. ``sent`` counts delivered lines. Records the
-    drainer itself causes (the client logging its reconnects) are not sent.
-    Thread-safe: ``emit`` from any thread wakes the drainer of the creating thread.
+    ``emit`` never blocks and never raises: it puts the line (cut to
+    ``max_line`` bytes) in a bounded buffer (``maxsize`` lines) drained by a
+    greenlet in batches of up to ``batch`` lines, one round trip each (given up
+    after ``timeout`` seconds). After a failure the drainer retries with
+    backoff; a batch whose fate is unknown (a timeout, a connection lost after
+    the write) is looked up in the list first, so it is neither doubled nor
+    counted lost when Redis did apply it. ``dropped`` counts only lines known
+    lost (a full buffer, or still buffered at ``close``); the next successful
+    write then starts with one line ``"N log lines lost"`` so a reader sees the
+    hole. ``sent`` counts delivered lines; ``uncertain`` lines whose fate was
+    never learned (pending at ``close``). Records the drainer itself causes (the
+    client logging its reconnects) are not sent. Thread-safe: ``emit`` from any
+    thread wakes the drainer of the creating thread.
     """
 
-    def __init__(self, redis, key, cap=1000, maxsize=10000, batch=100, timeout=5.0, level=logging.NOTSET):
+    def __init__(
+        self,
+        redis,
+        key,
+        cap=1000,
+        maxsize=10000,
+        batch=100,
+        timeout=5.0,
+        level=logging.NOTSET,
+        max_line=MAX_LINE,
+    ):
         super().__init__(level)
         self.timeout = timeout
-        self.log = CappedLog(redis, key, cap=cap)
+        self.log = CappedLog(redis, key, cap=cap, max_line=max_line)
         self.maxsize = maxsize
         self.batch = batch
         self.dropped = 0
         self.sent = 0
+        self.uncertain = 0
+        self._lost_unreported = 0
+        self._pending = None  # (batch, its log lines, the loss it reports): outcome unknown
         self._buf = collections.deque()
         self._idle = gevent.event.Event()
         self._idle.set()
@@ -188,17 +218,46 @@ class RedisLogHandler(logging.Handler):
             if line.startswith(names.FOLLOW_MARK):
                 line = line.replace("\x00", "\\x00", 1)
             if len(self._buf) >= self.maxsize:
-                self.dropped += 1
+                self._lose(1)
                 return
-            self._buf.append(line)
+            self._buf.append(truncate_line(line, self.log.max_line))
             self._idle.clear()
             self._async.send()
         except Exception:
             self.handleError(record)
 
+    def _lose(self, n):
+        self.dropped += n
+        self._lost_unreported += n
+
+    def _landed(self, lines):
+        """Whether a batch of uncertain fate is in the list (its newest line is)."""
+        return self.log.redis.cmd(["LPOS", self.log.key, lines[-1]], timeout=self.timeout) is not None
+
     def _drain(self):
         backoff = Backoff(0.05, 5.0)
         while True:
+            if self._pending is not None:
+                batch, lines, lost = self._pending
+                try:
+                    landed = self._landed(batch)
+                except ReplyError:  # no LPOS (Redis < 6.0.6): its fate stays unknown; never doubled
+                    self._pending = None
+                    self.uncertain += len(lines)
+                    continue
+                except (RedisError, OSError):
+                    if self._closed:
+                        return
+                    gevent.sleep(backoff.failure())
+                    continue
+                self._pending = None
+                if landed:
+                    self.sent += len(lines)
+                    backoff.reset()
+                else:  # never applied: send again (with the note, if it had one)
+                    self._lost_unreported += lost
+                    self._buf.extendleft(reversed(lines))
+                continue
             if not self._buf:
                 self._idle.set()
                 if self._closed:
@@ -209,16 +268,24 @@ class RedisLogHandler(logging.Handler):
             lines = []
             while self._buf and len(lines) < self.batch:
                 lines.append(self._buf.popleft())
+            lost = self._lost_unreported
+            batch = [f"{lost} log lines lost", *lines] if lost else lines
             try:
-                self.log.append(*lines, timeout=self.timeout)
-            except (RedisError, OSError):
-                self.dropped += len(lines)
+                self.log.append(*batch, timeout=self.timeout)
+            except ReplyError:  # refused (wrong type, ACL): these lines are known lost
+                self._lose(len(lines))
                 if self._closed:
-                    self.dropped += len(self._buf)
+                    self._lose(len(self._buf))
                     self._buf.clear()
                     continue
                 gevent.sleep(backoff.failure())
+            except (RedisError, OSError):
+                self._pending = (batch, lines, lost)  # perhaps applied: look before sending again
+                self._lost_unreported -= lost
+                if not self._closed:
+                    gevent.sleep(backoff.failure())
             else:
+                self._lost_unreported -= lost
                 self.sent += len(lines)
                 backoff.reset()
 
@@ -236,5 +303,8 @@ class RedisLogHandler(logging.Handler):
             self._drainer.kill(block=False)
             self.dropped += len(self._buf)
             self._buf.clear()
+            if self._pending is not None:
+                self.uncertain += len(self._pending[1])
+                self._pending = None
             self._async.stop()
         super().close()

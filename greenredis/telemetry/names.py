@@ -57,7 +57,7 @@ MAX_NAME = 200
 # slash (a name is one segment of the dashboard's URLs)
 _INSTANCE_RE = re.compile(rf"[^\s{{}}/\x00-\x1f\x7f]{{1,{MAX_NAME}}}")
 _METRIC_RE = re.compile(r"[A-Za-z0-9_.:/%-]{1,100}")
-_UNIT_RE = re.compile(r"[A-Za-z0-9_./%µ-]{1,16}")
+UNIT_RE = re.compile(r"[A-Za-z0-9_./%µ-]{1,16}")
 
 
 def check_instance(name):
@@ -87,7 +87,7 @@ def check_unit(unit):
 
     Valid: 1-16 of ``A-Z a-z 0-9 _ . / % - µ`` (``MB``, ``ms``, ``req/s``, ``%``).
     """
-    if unit is not None and (not isinstance(unit, str) or not _UNIT_RE.fullmatch(unit)):
+    if unit is not None and (not isinstance(unit, str) or not UNIT_RE.fullmatch(unit)):
         raise ValueError(f"bad unit {unit!r}: 1-16 of A-Z a-z 0-9 _ . / % - µ")
     return unit
 

@@ -14,15 +14,22 @@ is being read or waiting in that viewer's queue (repeats are coalesced).
 Wire format (server -> browser): every websocket frame is a JSON array of
 messages, each an object with a ``type``:
 
-``history``  ``{"type": "history", "instance": i, "metrics": {m: [[ts, value], ...]}, "units": {m: u}}``
-             (``units``, when any metric has one: the newest point's unit)
+``history``  ``{"type": "history", "instance": i, "metrics": {m: [[ts, value], ...]}}``; a
+             large history comes in parts of some metrics each, all but the last
+             with ``"more": true``; ``"capped": n`` when n metrics were left out
+             (over the per-instance cap); ``"units": {m: u}`` for the part's metrics
+             that have one (the newest point's unit)
 ``point``    ``{"type": "point", "instance": i, "metric": m, "ts": t, "value": v}`` (+ ``"unit"``)
-``backlog``  ``{"type": "backlog", "instance": i, "lines": [...]}`` (oldest first)
+``backlog``  ``{"type": "backlog", "instance": i, "lines": [...]}`` (oldest first;
+             ``"omitted": n`` when the n oldest lines did not fit the byte cap)
 ``log``      ``{"type": "log", "instance": i, "line": s}``
 ``grid``     ``{"type": "grid", "stale": bool, "nodes": [{"name", "meta", "health", "metrics"}]}``
 ``dropped``  ``{"type": "dropped", "count": n, "total": n}``: messages lost by this viewer
 ``error``    ``{"type": "error", "error": code, "message": text}`` (+ the request's ``id``)
 ``pong``     answer to ``{"op": "ping"}``
+``feed``     ``{"type": "feed", "ok": bool, "error": text or null}``: whether live
+             points/lines can arrive (Redis may refuse the channels); sent when
+             it changes and to a viewer that watches while it is not ok
 
 Requests (browser -> server), one JSON object per message:
 ``{"op": "watch" | "unwatch", "kind": "stats" | "logs", "instance": "web.1"}``
@@ -30,13 +37,33 @@ Requests (browser -> server), one JSON object per message:
 ``{"op": "watch" | "unwatch", "kind": "grid"}``, ``{"op": "ping"}``; any may carry an ``id``.
 """
 
+from __future__ import annotations
+
 import collections
 import itertools
 import json
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, Callable, Union
 
 from greenredis.telemetry import names
+from greenredis.telemetry.loglines import MAX_LINE, FollowJoin, is_mark, truncate_line
 
-__all__ = ["Hub", "Viewer", "KINDS", "ERRORS"]
+__all__ = [
+    "Hub",
+    "Viewer",
+    "KINDS",
+    "ERRORS",
+    "CloseCode",
+    "Subscribe",
+    "Unsubscribe",
+    "ReadHistory",
+    "ReadBacklog",
+    "SendGrid",
+    "Effect",
+    "check_instance",
+    "truncate_line",
+]
 
 KINDS = ("stats", "logs", "grid")
 GRID = ("grid", None)
@@ -54,6 +81,75 @@ ERRORS = {
     "unavailable": "Redis is unavailable; retry later",
     "forbidden": "missing, expired or bad token, or a foreign Origin",
 }
+
+
+class CloseCode(IntEnum):
+    """Websocket close codes Tempo sends (RFC 6455 section 7.4; 4000-4999 are ours)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001  # the web process is shutting down: reconnect elsewhere
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED = 1003
+    INVALID_DATA = 1007
+    POLICY = 1008  # refused: token, Origin or Host
+    TOO_BIG = 1009
+    INTERNAL = 1011
+    SLOW = 4000  # the viewer did not read its queue: over its byte cap
+
+    @classmethod
+    def sendable(cls, code: int) -> int:
+        """``code`` if it may be sent in a close frame, else NORMAL."""
+        return code if code in cls._value2member_map_ or 3000 <= code < 5000 else cls.NORMAL
+
+
+# -- effects: what the hub asks its shell to do --------------------------------
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    channel: str
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ReadHistory:
+    """Read the newest ``depth`` points (None: the default) of each metric of
+    ``instance`` once, then feed them to ``Hub.history`` for ``viewers``."""
+
+    viewers: tuple[Viewer, ...]
+    instance: str
+    depth: int | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ReadBacklog:
+    """Read the log backlog and publish ``mark`` on its channel in one
+    transaction, then call ``Hub.backlog``."""
+
+    viewer: Viewer
+    instance: str
+    mark: str
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SendGrid:
+    """Queue a grid snapshot to ``viewer``."""
+
+    viewer: Viewer
+
+
+Effect = Union[Subscribe, Unsubscribe, ReadHistory, ReadBacklog, SendGrid]
+
+
+def check_instance(name: Any) -> str:
+    """``names.check_instance``, also refusing ``.`` and ``..`` (path segments:
+    a link to them would not reach the instance's page)."""
+    names.check_instance(name)
+    if name in (".", ".."):
+        raise ValueError(f"instance name {name!r} is not allowed")
+    return name
 
 
 def dumps(obj):
@@ -74,7 +170,8 @@ class Viewer:
         "watching",
         "wakeup",
         "closed",
-        "_logsync",
+        "slow",
+        "joins",
         "loading",
         "refills",
     )
@@ -90,19 +187,28 @@ class Viewer:
         self.watching = set()  # topics: (kind, instance)
         self.wakeup = wakeup or (lambda: None)
         self.closed = False
-        self._logsync = {}  # instance -> _LogSync while joining a log
+        self.slow = False  # over its byte cap: the shell closes it (CloseCode.SLOW)
+        self.joins: dict[str, FollowJoin[str]] = {}  # instance -> its log join in progress
         self.loading = set()  # topics whose history/backlog is being read
         self.refills = collections.Counter()  # topic -> its history/backlog messages queued
 
     def push(self, text, refill=None):
-        """Queue one encoded message; drops the oldest while over the message or
-        byte cap (the newest message is always kept). ``refill``: the topic whose
-        history/backlog this is."""
-        if self.closed:
+        """Queue one encoded message; drops the oldest while over the message cap.
+
+        Over the byte cap the viewer is not reading what it asked for: its queue
+        is cleared and it is marked ``slow`` (the shell closes it) instead of
+        holding the memory. ``refill``: the topic whose history/backlog this is."""
+        if self.closed or self.slow:
             return
         size = len(text) if text.isascii() else len(text.encode("utf-8"))
+        if self.bytes + size > self.maxbytes:
+            self.slow = True
+            self.dropped += len(self.queue) + 1
+            self.clear()
+            self.wakeup()
+            return
         q = self.queue
-        while q and (len(q) >= self.maxlen or self.bytes + size > self.maxbytes):
+        while q and len(q) >= self.maxlen:
             self._pop()
             self.dropped += 1
             self.dropped_unreported += 1
@@ -111,6 +217,10 @@ class Viewer:
         if refill is not None:
             self.refills[refill] += 1
         self.wakeup()
+
+    def room(self, size):
+        """Whether a message of ``size`` bytes fits now (a history reader waits for it)."""
+        return self.closed or self.slow or self.bytes + size <= self.maxbytes
 
     def _pop(self):
         text, size, refill = self.queue.popleft()
@@ -143,47 +253,45 @@ class Viewer:
         return "[" + ",".join(items) + "]"
 
 
-class _LogSync:
-    """A viewer joining a log: live lines before its marker are in its backlog;
-    lines after the marker wait until the backlog has been queued."""
-
-    __slots__ = ("mark", "seen_mark", "backlog_sent", "held", "held_bytes")
-
-    def __init__(self, mark):
-        self.mark = mark
-        self.seen_mark = False
-        self.backlog_sent = False
-        self.held = []
-        self.held_bytes = 0
-
-
 class Hub:
     """Subscriptions and fan-out for every websocket of one process.
 
     ``queue_size``/``queue_bytes``: messages/bytes (UTF-8) queued per viewer
-    before the oldest are dropped; ``max_message``: size cap of a request in bytes; ``max_watch``: topics per
-    viewer; ``is_known(instance)``: whether an instance may be watched.
+    (the oldest are dropped past the count; past the bytes the viewer is marked
+    slow and closed); ``max_message``: size cap of a request in bytes;
+    ``max_watch``: topics per viewer; ``is_known(instance)``: whether an instance
+    may be watched; ``max_line``: bytes of one log line shown (longer ones are
+    truncated with a marker); ``message_bytes``: size cap of one history or
+    backlog message.
 
-    Effects returned by ``receive``/``disconnect``/``resync``, for the shell:
-    ``("subscribe", channel)``, ``("unsubscribe", channel)``,
-    ``("history", [viewers], instance, n)``: read the newest ``n`` points (None: the
-    default) of each metric once, then ``history()``;
-    ``("backlog", viewer, instance, mark)``: read the log backlog and publish
-    ``mark`` on its channel in one transaction, then call ``backlog()``;
-    ``("grid", viewer)``: queue a grid snapshot.
+    Effects returned by ``receive``/``disconnect``/``resync`` are the dataclasses
+    ``Subscribe``, ``Unsubscribe``, ``ReadHistory``, ``ReadBacklog``, ``SendGrid``.
     """
 
-    def __init__(self, queue_size=256, max_message=4096, max_watch=256, is_known=None, queue_bytes=4 << 20):
+    def __init__(
+        self,
+        queue_size=256,
+        max_message=4096,
+        max_watch=256,
+        is_known=None,
+        queue_bytes=4 << 20,
+        max_line=MAX_LINE,
+        message_bytes=1 << 20,
+    ):
         self.queue_size = queue_size
         self.queue_bytes = queue_bytes
         self.max_message = max_message
         self.max_watch = max_watch
-        self.is_known = is_known or (lambda instance: True)
+        self.max_line = max_line
+        self.message_bytes = message_bytes
+        self.is_known: Callable[[str], bool] = is_known or (lambda instance: True)
         self.viewers = {}
         self.topics = {}  # topic -> set of viewers
+        self.feed: dict[str, Any] = {"ok": True, "error": None}
         self._ids = itertools.count(1)
         self._marks = itertools.count(1)
-        # published, delivered, bad_payload, errors, coalesced, refill_failed
+        # published, delivered, bad_payload, errors, coalesced, refill_failed,
+        # metrics_capped, lines_truncated, slow_closed
         self.stats = collections.Counter()
 
     # -- viewers -------------------------------------------------------------
@@ -193,11 +301,11 @@ class Hub:
         self.viewers[viewer.id] = viewer
         return viewer
 
-    def disconnect(self, viewer):
+    def disconnect(self, viewer) -> list[Effect]:
         """Forget a viewer; returns the unsubscribe effects."""
         viewer.closed = True
         self.viewers.pop(viewer.id, None)
-        effects = []
+        effects: list[Effect] = []
         for topic in list(viewer.watching):
             effects += self._unwatch(viewer, topic)
         viewer.clear()
@@ -210,8 +318,18 @@ class Hub:
             msg["id"] = request_id
         viewer.send(msg)
 
+    def set_feed(self, ok: bool, error: str | None = None) -> None:
+        """Whether the live feed works (the shell's subscriptions); tells every
+        viewer when that changes."""
+        feed = {"ok": bool(ok), "error": None if ok else error}
+        if feed != self.feed:
+            self.feed = feed
+            text = dumps({"type": "feed", **feed})
+            for viewer in self.viewers.values():
+                viewer.push(text)
+
     # -- requests ------------------------------------------------------------
-    def receive(self, viewer, text):
+    def receive(self, viewer, text) -> list[Effect]:
         """Handle one request (str or bytes); errors are queued to the viewer."""
         if isinstance(text, (bytes, bytearray)):
             if len(text) > self.max_message:
@@ -252,7 +370,7 @@ class Hub:
         else:
             instance = req.get("instance")
             try:
-                names.check_instance(instance)
+                check_instance(instance)
             except ValueError:
                 self.error(viewer, "bad_instance", request_id=rid)
                 return []
@@ -269,16 +387,18 @@ class Hub:
             if len(viewer.watching) >= self.max_watch:
                 self.error(viewer, "too_many", request_id=rid)
                 return []
-            if topic != GRID and not self.is_known(topic[1]):
+            if topic != GRID and not self.is_known(str(topic[1])):
                 self.error(viewer, "unknown_instance", request_id=rid)
                 return []
+        if topic != GRID and not self.feed["ok"]:
+            viewer.send({"type": "feed", **self.feed})
         return self._watch(viewer, topic, depth)
 
-    def _watch(self, viewer, topic, depth=None, force=False):
+    def _watch(self, viewer, topic, depth=None, force=False) -> list[Effect]:
         """Watching again re-sends the history/backlog (how a page fills a gap),
         unless one is still being read or queued for this viewer (then it is as
         fresh as a new one): a flood of repeated watches costs no memory."""
-        effects = []
+        effects: list[Effect] = []
         if (
             not force
             and topic != GRID
@@ -289,27 +409,27 @@ class Hub:
             return effects
         watchers = self.topics.setdefault(topic, set())
         if not watchers and topic != GRID:
-            effects.append(("subscribe", self.channel(topic)))
+            effects.append(Subscribe(self.channel(topic)))
         watchers.add(viewer)
         viewer.watching.add(topic)
         kind, instance = topic
         if kind == "stats":
             viewer.loading.add(topic)
-            effects.append(("history", [viewer], instance, depth))
+            effects.append(ReadHistory((viewer,), instance, depth))
         elif kind == "logs":
             viewer.loading.add(topic)
             mark = f"{names.FOLLOW_MARK}tempo:{next(self._marks)}:{id(self):x}"
-            viewer._logsync[instance] = _LogSync(mark.encode())
-            effects.append(("backlog", viewer, instance, mark))
+            viewer.joins[instance] = FollowJoin(mark.encode(), viewer.maxlen, viewer.maxbytes)
+            effects.append(ReadBacklog(viewer, instance, mark))
         else:
-            effects.append(("grid", viewer))
+            effects.append(SendGrid(viewer))
         return effects
 
-    def _unwatch(self, viewer, topic):
+    def _unwatch(self, viewer, topic) -> list[Effect]:
         viewer.watching.discard(topic)
         viewer.loading.discard(topic)
         if topic[0] == "logs":
-            viewer._logsync.pop(topic[1], None)
+            viewer.joins.pop(topic[1], None)
         watchers = self.topics.get(topic)
         if watchers is None or viewer not in watchers:
             return []
@@ -317,7 +437,7 @@ class Hub:
         if watchers:
             return []
         del self.topics[topic]
-        return [] if topic == GRID else [("unsubscribe", self.channel(topic))]
+        return [] if topic == GRID else [Unsubscribe(self.channel(topic))]
 
     @staticmethod
     def channel(topic):
@@ -331,23 +451,55 @@ class Hub:
         return [self.channel(t) for t in self.topics if t != GRID]
 
     # -- data from the shell -------------------------------------------------
-    def history(self, viewers, instance, metrics):
-        """Queue ``{metric: [point dicts]}`` as one history message to each viewer
+    def history_parts(self, instance, metrics, capped=0, final=True, units=None):
+        """``{metric: [[ts, value], ...]}`` encoded as history messages of at most
+        ``message_bytes`` each (a metric larger than that alone is cut to its
+        newest points); all but the last (unless not ``final``) say ``"more": true``.
+        ``units``: ``{metric: unit}``, sent with the part that holds the metric."""
+        units = units or {}
+        head = '{"type":"history","instance":' + dumps(instance) + ',"metrics":{'
+        tail = "}" + (f',"capped":{int(capped)}' if capped else "")
+        budget = max(1024, self.message_bytes - len(head) - len(tail) - 16)
+        parts, cur, size = [], [], 0
+        for metric, pts in metrics.items():
+            body = dumps(pts)
+            if len(body) > budget:  # keep the newest points that fit
+                keep = max(1, len(pts) * budget // len(body) - 1)
+                body = dumps(pts[-keep:])
+            item = dumps(metric) + ":" + body
+            if cur and size + len(item) + 1 > budget:
+                parts.append(cur)
+                cur, size = [], 0
+            cur.append((metric, item))
+            size += len(item) + 1 + (len(units[metric]) + len(metric) + 8 if metric in units else 0)
+        parts.append(cur)
+        last = len(parts) - 1 if final else len(parts)
+        out = []
+        for i, part in enumerate(parts):
+            part_units = {m: units[m] for m, _ in part if m in units}
+            text = head + ",".join(item for _, item in part) + tail
+            if part_units:
+                text += ',"units":' + dumps(part_units)
+            out.append(text + (',"more":true}' if i < last else "}"))
+        return out
+
+    def history(self, viewers, instance, metrics, capped=0):
+        """Queue ``{metric: [point dicts]}`` as history messages to each viewer
         (encoded once) that still watches the instance's stats."""
-        msg = {
-            "type": "history",
-            "instance": instance,
-            "metrics": {m: [[p["ts"], p["value"]] for p in pts] for m, pts in metrics.items()},
-        }
+        pairs = {m: [[p["ts"], p["value"]] for p in pts] for m, pts in metrics.items()}
         units = {m: pts[-1]["unit"] for m, pts in metrics.items() if pts and pts[-1].get("unit")}
-        if units:
-            msg["units"] = units
-        text = dumps(msg)
+        self.history_texts(viewers, instance, self.history_parts(instance, pairs, capped, units=units))
+
+    def history_texts(self, viewers, instance, texts, final=True):
+        """Queue encoded history parts (from ``history_parts``) to each viewer
+        that still watches; ``final``: the read is complete."""
         topic = ("stats", instance)
         for viewer in viewers:
-            viewer.loading.discard(topic)
+            if final:
+                viewer.loading.discard(topic)
             if not viewer.closed and topic in viewer.watching:
-                viewer.push(text, refill=topic)
+                for text in texts:
+                    viewer.push(text, refill=topic)
 
     def refill_failed(self, viewers, kind, instance, message):
         """A history (``kind`` "stats") or backlog ("logs") read failed: tell each
@@ -356,27 +508,51 @@ class Hub:
         for viewer in viewers:
             viewer.loading.discard(topic)
             if kind == "logs":
-                sync = viewer._logsync.pop(instance, None)
-                if sync is not None:
-                    for text in sync.held:
+                join = viewer.joins.pop(instance, None)
+                if join is not None:
+                    for text in join.abandon():
                         viewer.push(text)
             self.stats["refill_failed"] += 1
             self.error(viewer, "unavailable", message)
 
     def backlog(self, viewer, instance, lines):
-        """Queue a log's backlog (oldest first), then any live lines held meanwhile."""
+        """Queue a log's backlog (oldest first), then any live lines held meanwhile.
+        Lines are cut to ``max_line`` bytes; the oldest that do not fit in
+        ``message_bytes`` are left out (counted in the message's ``omitted``)."""
         viewer.loading.discard(("logs", instance))
-        sync = viewer._logsync.get(instance)
-        if viewer.closed or sync is None:
+        join = viewer.joins.get(instance)
+        if viewer.closed or join is None:
             return
-        viewer.push(
-            dumps({"type": "backlog", "instance": instance, "lines": lines}), refill=("logs", instance)
-        )
-        sync.backlog_sent = True
-        if sync.seen_mark:
-            for text in sync.held:
-                viewer.push(text)
-            del viewer._logsync[instance]
+        kept, size = [], 0
+        for line in reversed(lines):
+            line = self._cut(line)
+            size += len(line) + 8  # its JSON string, escapes aside
+            if size > self.message_bytes and kept:
+                break
+            kept.append(line)
+        kept.reverse()
+        msg = {"type": "backlog", "instance": instance, "lines": kept}
+        if len(kept) < len(lines):
+            msg["omitted"] = len(lines) - len(kept)
+        text = dumps(msg)
+        while len(text) > self.message_bytes and len(kept) > 1:  # escapes made it larger
+            del kept[: max(1, len(kept) // 4)]
+            msg["lines"], msg["omitted"] = kept, len(lines) - len(kept)
+            text = dumps(msg)
+        viewer.push(text, refill=("logs", instance))
+        for held in join.backlog_done():
+            viewer.push(held)
+        if join.lost:
+            viewer.dropped += join.lost
+            viewer.dropped_unreported += join.lost
+        if join.done:
+            del viewer.joins[instance]
+
+    def _cut(self, line):
+        cut = truncate_line(line, self.max_line)
+        if cut is not line:
+            self.stats["lines_truncated"] += 1
+        return cut
 
     def broadcast(self, topic, obj):
         """Queue one message to every viewer of ``topic``; returns how many."""
@@ -421,40 +597,35 @@ class Hub:
             self.stats["delivered"] += len(watchers)
             return len(watchers)
         # logs
-        if data.startswith(names.FOLLOW_MARK.encode()):
+        if is_mark(data):
             for viewer in watchers:
-                sync = viewer._logsync.get(instance)
-                if sync is not None and data == sync.mark:
-                    sync.seen_mark = True
-                    if sync.backlog_sent:
-                        del viewer._logsync[instance]
+                join = viewer.joins.get(instance)
+                if join is not None:
+                    for text in join.marker(data):
+                        viewer.push(text)
+                    if join.done:
+                        del viewer.joins[instance]
             return 0
-        text = dumps({"type": "log", "instance": instance, "line": data.decode("utf-8", "replace")})
+        if len(data) > self.max_line:
+            self.stats["lines_truncated"] += 1
+        text = dumps({"type": "log", "instance": instance, "line": truncate_line(data, self.max_line)})
         n = 0
         for viewer in watchers:
-            sync = viewer._logsync.get(instance)
-            if sync is None:
-                viewer.push(text)
+            join = viewer.joins.get(instance)
+            for out in [text] if join is None else join.line(text, len(text)):
+                viewer.push(out)
                 n += 1
-            elif sync.seen_mark:  # after the marker, before the backlog went out
-                if len(sync.held) < viewer.maxlen and sync.held_bytes + len(text) <= viewer.maxbytes:
-                    sync.held.append(text)
-                    sync.held_bytes += len(text)
-                else:
-                    viewer.dropped += 1
-                    viewer.dropped_unreported += 1
-            # before the marker: the line is in this viewer's backlog
         self.stats["delivered"] += n
         return n
 
-    def resync(self):
+    def resync(self) -> list[Effect]:
         """After the Redis subscription had a gap: effects that refill every viewer."""
-        effects = []
+        effects: list[Effect] = []
         for (kind, instance), watchers in list(self.topics.items()):
             if kind == "stats":
                 for viewer in watchers:
                     viewer.loading.add((kind, instance))
-                effects.append(("history", list(watchers), instance, None))
+                effects.append(ReadHistory(tuple(watchers), instance, None))
             elif kind == "logs":
                 for viewer in list(watchers):
                     effects += self._watch(viewer, ("logs", instance), force=True)

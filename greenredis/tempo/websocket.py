@@ -2,10 +2,12 @@
 
 gevent-websocket reads a message of any size into memory, answers pings and
 close frames from the reading greenlet, and leaves the status code out of the
-close frames it sends. ``CappedWebSocket`` fixes all three: a message
+close frames it sends, and accepts unmasked client frames. ``CappedWebSocket``
+fixes all four: a message
 over ``max_size`` is read and discarded in chunks and raises ``MessageTooLarge``
-(the connection stays usable), and pongs and the close reply are handed to
-``on_control`` so that the socket's one writer greenlet sends them.
+(the connection stays usable), pongs and the close reply are handed to
+``on_control`` so that the socket's one writer greenlet sends them, and an
+unmasked frame (RFC 6455 section 5.1) closes the connection with 1002.
 """
 
 from geventwebsocket.exceptions import FrameTooLargeException, ProtocolError, WebSocketError
@@ -63,7 +65,7 @@ class CappedWebSocket(WebSocket):
 
     def _payload(self, header):
         data = self._read(header.length)
-        return unmask(data, header.mask) if header.mask else data
+        return unmask(data, header.mask)
 
     def _discard(self, n):
         while n:
@@ -82,6 +84,8 @@ class CappedWebSocket(WebSocket):
             header = Header.decode_header(self.stream)
             if header.flags:
                 raise ProtocolError("reserved bits set")
+            if not header.mask:  # RFC 6455 5.1: a server MUST close on an unmasked client frame
+                raise ProtocolError("unmasked client frame")
             op = header.opcode
             if op in (self.OPCODE_TEXT, self.OPCODE_BINARY):
                 if opcode:

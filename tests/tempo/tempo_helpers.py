@@ -19,8 +19,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 class WebProcess:
     """``greenredis web`` in a subprocess, as in production (monkey-patched gevent)."""
 
-    def __init__(self, redis_url, port=None, **env):
+    def __init__(self, redis_url, port=None, args=(), **env):
         self.port = port or free_port()
+        self.args = list(args)
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
         self.env = {
@@ -33,7 +34,7 @@ class WebProcess:
 
     def start(self, timeout=30):
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", ENTRY, "web", "--port", str(self.port), "--no-access-log"],
+            [sys.executable, "-c", ENTRY, "web", "--port", str(self.port), "--no-access-log", *self.args],
             env=self.env,
             cwd=ROOT,
             stdout=subprocess.PIPE,

@@ -37,6 +37,8 @@ def test_pages_render_instances_and_404_for_unknown(r):
         "token": None,
         "tokenUrl": "/token",
         "auth": False,
+        "live": True,
+        "liveError": None,
         "page": "instance",
         "instance": "web.1",
     }

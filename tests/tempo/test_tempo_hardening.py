@@ -11,7 +11,7 @@ import greenredis
 from greenredis.errors import TimeoutError as RedisTimeout
 from greenredis.telemetry import names
 from greenredis.telemetry.stats import Stats
-from greenredis.tempo.hub import Hub
+from greenredis.tempo.hub import Hub, ReadBacklog, ReadHistory
 from greenredis.tempo.live import Live
 from greenredis.tempo.registry import Registry
 
@@ -74,22 +74,19 @@ def test_pump_survives_bad_messages_and_every_viewer_keeps_getting_points(r, liv
 
 
 # -- 2: a viewer's memory is bounded in bytes; repeated watches coalesce ------
-def test_viewer_queue_is_capped_in_bytes_and_drops_oldest():
+def test_viewer_over_its_byte_cap_is_marked_slow_and_holds_nothing():
     hub = Hub(queue_size=256, queue_bytes=10000)
     v = hub.connect()
     hub.receive(v, '{"op":"watch","kind":"stats","instance":"w"}')
     frames(v)
     metrics = {"m": [{"ts": float(i), "value": 12345.678} for i in range(200)]}
-    for _ in range(20):
-        hub.history([v], "w", metrics)  # ~3.8 kB each
-        assert v.bytes <= 10000
-    assert v.bytes == sum(size for _, size, _ in v.queue)
-    msgs = frames(v)
-    assert msgs[0]["type"] == "dropped" and msgs[0]["count"] == 20 - (len(msgs) - 1)
-    assert all(m["type"] == "history" for m in msgs[1:]) and len(msgs) > 1
-    # one message larger than the cap still goes out, alone
-    hub.history([v], "w", {"m": [{"ts": float(i), "value": 1.5} for i in range(2000)]})
-    assert len(v.queue) == 1 and v.bytes > 10000
+    for _ in range(2):
+        hub.history([v], "w", metrics)  # ~3.8 kB each: both fit
+    assert not v.slow and v.bytes == sum(size for _, size, _ in v.queue) <= 10000
+    hub.history([v], "w", metrics)  # a third does not: the viewer is not reading
+    assert v.slow and v.bytes == 0 and not v.queue and v.dropped == 3
+    hub.publish(b"stats:{w}", names.encode_point("m", 1, 1.0).encode())
+    assert not v.queue  # nothing more is queued for it; the shell closes it
 
 
 def test_repeated_watch_queues_one_history_until_it_is_sent():
@@ -97,16 +94,17 @@ def test_repeated_watch_queues_one_history_until_it_is_sent():
     v = hub.connect()
     req = '{"op":"watch","kind":"stats","instance":"w"}'
     first = hub.receive(v, req)
-    assert first[-1] == ("history", [v], "w", None)
+    assert isinstance(first[-1], ReadHistory) and first[-1].viewers == (v,)
     assert [hub.receive(v, req) for _ in range(1000)] == [[]] * 1000  # read in flight
     hub.history([v], "w", {"m": [{"ts": 1.0, "value": 1}]})
     assert [hub.receive(v, req) for _ in range(1000)] == [[]] * 1000  # still queued
     assert len(v.queue) == 1 and hub.stats["coalesced"] == 2000
     assert [m["type"] for m in frames(v)] == ["history"]
-    assert hub.receive(v, req) == [("history", [v], "w", None)]  # sent: a re-watch refills
+    [effect] = hub.receive(v, req)  # sent: a re-watch refills
+    assert isinstance(effect, ReadHistory) and effect.viewers == (v,) and effect.instance == "w"
     # the same for a log's backlog
     logreq = '{"op":"watch","kind":"logs","instance":"w"}'
-    assert hub.receive(v, logreq)[-1][0] == "backlog"
+    assert isinstance(hub.receive(v, logreq)[-1], ReadBacklog)
     assert hub.receive(v, logreq) == []
 
 

@@ -4,7 +4,7 @@ import pytest
 from tempo_helpers import frames
 
 from greenredis.telemetry import names
-from greenredis.tempo.hub import Hub
+from greenredis.tempo.hub import Hub, ReadBacklog, ReadHistory, SendGrid, Subscribe, Unsubscribe
 
 pytestmark = pytest.mark.unit  # pure: no server, no sockets
 
@@ -41,16 +41,17 @@ def test_watch_subscribes_once_and_fans_out():
     hub = Hub()
     a, b = hub.connect(), hub.connect()
     eff = hub.receive(a, '{"op":"watch","kind":"stats","instance":"web.1"}')
-    assert eff == [("subscribe", "stats:{web.1}"), ("history", [a], "web.1", None)]
-    eff = hub.receive(b, '{"op":"watch","kind":"stats","instance":"web.1","history":5}')
-    assert eff == [("history", [b], "web.1", 5)]  # no second subscription
+    assert eff[0] == Subscribe("stats:{web.1}") and len(eff) == 2
+    assert (eff[1].viewers, eff[1].instance, eff[1].depth) == ((a,), "web.1", None)
+    [eff] = hub.receive(b, '{"op":"watch","kind":"stats","instance":"web.1","history":5}')
+    assert isinstance(eff, ReadHistory) and (eff.viewers, eff.depth) == ((b,), 5)  # no second subscription
     assert hub.channels() == ["stats:{web.1}"]
     assert hub.publish(b"stats:{web.1}", point("rps", 10.0, 3)) == 2
     assert hub.publish(b"stats:{web.2}", point("rps", 10.0, 3)) == 0
     for v in (a, b):
         assert frames(v) == [{"type": "point", "instance": "web.1", "metric": "rps", "ts": 10.0, "value": 3}]
     assert hub.receive(a, '{"op":"unwatch","kind":"stats","instance":"web.1"}') == []
-    assert hub.disconnect(b) == [("unsubscribe", "stats:{web.1}")]
+    assert hub.disconnect(b) == [Unsubscribe("stats:{web.1}")]
     assert hub.channels() == []
 
 
@@ -128,12 +129,14 @@ def test_log_join_lines_up_backlog_and_live_lines():
     hub = Hub()
     old, new = hub.connect(), hub.connect()
     eff = hub.receive(old, '{"op":"watch","kind":"logs","instance":"w"}')
-    assert eff[0] == ("subscribe", "logs:{w}")
-    [(_, _, _, old_mark)] = eff[1:]
+    assert eff[0] == Subscribe("logs:{w}")
+    [backlog] = eff[1:]
+    old_mark = backlog.mark
     hub.backlog(old, "w", [])
     hub.publish(b"logs:{w}", old_mark.encode())
     eff = hub.receive(new, '{"op":"watch","kind":"logs","instance":"w"}')
-    [(_, viewer, instance, mark)] = eff
+    [backlog] = eff
+    viewer, instance, mark = backlog.viewer, backlog.instance, backlog.mark
     assert viewer is new and instance == "w" and mark.startswith(names.FOLLOW_MARK)
     ch = b"logs:{w}"
     hub.publish(ch, b"one")  # before the marker: in new's backlog
@@ -152,8 +155,10 @@ def test_log_join_lines_up_backlog_and_live_lines():
 def test_log_backlog_before_marker():
     hub = Hub()
     v = hub.connect()
-    [(_, _, _, mark)] = [
-        e for e in hub.receive(v, '{"op":"watch","kind":"logs","instance":"w"}') if e[0] == "backlog"
+    [mark] = [
+        e.mark
+        for e in hub.receive(v, '{"op":"watch","kind":"logs","instance":"w"}')
+        if isinstance(e, ReadBacklog)
     ]
     hub.backlog(v, "w", ["a"])
     hub.publish(b"logs:{w}", b"a")  # published before the marker: skip
@@ -172,15 +177,16 @@ def test_resync_refills_every_viewer_with_one_read_per_stats_topic():
         hub.receive(v, '{"op":"watch","kind":"stats","instance":"w"}')
     hub.receive(c, '{"op":"watch","kind":"logs","instance":"w"}')
     eff = hub.resync()
-    hist = [e for e in eff if e[0] == "history"]
-    assert len(hist) == 1 and set(hist[0][1]) == {a, b}
-    assert [e[0] for e in eff if e[0] != "history"] == ["backlog"]
+    hist = [e for e in eff if isinstance(e, ReadHistory)]
+    assert len(hist) == 1 and set(hist[0].viewers) == {a, b}
+    assert [type(e) for e in eff if not isinstance(e, ReadHistory)] == [ReadBacklog]
 
 
 def test_grid_topic_needs_no_redis_channel():
     hub = Hub()
     v = hub.connect()
-    assert hub.receive(v, '{"op":"watch","kind":"grid"}') == [("grid", v)]
+    [eff] = hub.receive(v, '{"op":"watch","kind":"grid"}')
+    assert isinstance(eff, SendGrid) and eff.viewer is v
     assert hub.channels() == []
     assert hub.broadcast(("grid", None), {"type": "grid", "nodes": []}) == 1
     assert frames(v) == [{"type": "grid", "nodes": []}]

@@ -113,7 +113,7 @@ def test_log_handler_sends_records(r):
 def test_log_handler_never_blocks_when_redis_is_down(make_server):
     server = make_server()
     r = greenredis.Redis.from_url(server.url, connect_timeout=2.0)
-    handler = RedisLogHandler(r, "logs:{down}", cap=100, maxsize=50)
+    handler = RedisLogHandler(r, "logs:{down}", cap=1000, maxsize=50)
     logger = logging.getLogger("test_tempo_logs.down")
     logger.propagate = False
     logger.addHandler(handler)
@@ -130,13 +130,20 @@ def test_log_handler_never_blocks_when_redis_is_down(make_server):
             assert len(switches) == before
         watcher.kill()
         assert handler.dropped >= 500 - 50 - 100  # the bounded buffer overflowed: counted
-        server.kill()  # now refused: the drainer drops what it cannot send
-        wait_for(lambda: handler.dropped + handler.sent == 501, timeout=60)
-        assert handler.dropped >= 450
-        server.restart()
+        lost = handler.dropped
+        server.kill()  # refused now: nothing is known lost, nothing is dropped
+        gevent.sleep(1.0)
+        assert handler.dropped == lost and handler.sent == 1
+        server.restart()  # empty: the batch in flight never landed, so it is sent again
         wait_for(lambda: _reachable(r), timeout=30)
+        wait_for(lambda: handler.dropped + handler.sent == 501, timeout=60)
+        assert handler.dropped == lost  # only the overflow was lost
         logger.error("after")  # the drainer recovers by itself
         wait_for(lambda: CappedLog(r, "logs:{down}").tail(1) == ["after"], timeout=30)
+        lines = CappedLog(r, "logs:{down}").tail()
+        assert lines[0] == f"{lost} log lines lost"  # the hole, where it is ("before" went with Redis)
+        numbers = [int(x.rsplit(" ", 1)[1]) for x in lines[1:-1]]
+        assert numbers == sorted(set(numbers)) and len(numbers) == 500 - lost
     finally:
         logger.removeHandler(handler)
         handler.close(timeout=1)
@@ -172,6 +179,49 @@ def test_log_handler_accepts_records_from_other_threads(r):
         assert sorted(lines) == sorted(f"t{k} {i}" for k in range(3) for i in range(10))
         for k in range(3):  # each thread's lines in its order
             assert [x for x in lines if x.startswith(f"t{k} ")] == [f"t{k} {i}" for i in range(10)]
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def test_log_handler_does_not_count_a_timed_out_batch_that_redis_applied(make_server):
+    server = make_server()
+    r = greenredis.Redis.from_url(server.url)
+    handler = RedisLogHandler(r, "logs:{late}", timeout=0.3)
+    logger = logging.getLogger("test_tempo_logs.late")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        server.pause()
+        logger.error("late line")
+        gevent.sleep(1.0)  # the batch timed out; Redis has it in its socket buffer
+        server.resume()  # and applies it now
+        wait_for(lambda: handler.sent == 1, timeout=30)
+        assert handler.dropped == 0
+        assert CappedLog(r, "logs:{late}").tail() == ["late line"]  # once, not twice
+    finally:
+        logger.removeHandler(handler)
+        handler.close(timeout=1)
+        r.close()
+
+
+def test_long_lines_are_cut_with_a_visible_marker(r):
+    log = CappedLog(r, "logs:{long}")
+    log.append("x" * 100000, "é" * 10000, "short")
+    first, second, third = log.tail()
+    assert len(first.encode()) <= 8192 and first.endswith(" bytes truncated]")
+    assert first.startswith("x" * 8000) and "91" in first.rsplit("[", 1)[1]
+    assert len(second.encode()) <= 8192 and second.startswith("é" * 4000)  # no split character
+    assert third == "short"
+    handler = RedisLogHandler(r, "logs:{long2}")
+    logger = logging.getLogger("test_tempo_logs.long")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        logger.error("y" * 70000)
+        handler.flush()
+        [line] = CappedLog(r, "logs:{long2}").tail()
+        assert len(line) <= 8192 and line.endswith(" bytes truncated]")
     finally:
         logger.removeHandler(handler)
         handler.close()

@@ -30,7 +30,7 @@ def test_token_key_is_a_slow_derivation_of_the_password(monkeypatch, r):
     slow = hashlib.scrypt(
         b"sunshine1", salt=b"greenredis.tempo.token-key.v1", n=2**16, r=8, p=1, maxmem=128 << 20, dklen=32
     ).hex()
-    assert URLSafeTimedSerializer(slow, salt=WS_SALT).loads(tok)["t"] > 0
+    assert URLSafeTimedSerializer(slow, salt=WS_SALT).loads(tok)["h"] == "localhost"
 
 
 def test_host_allowlist():
@@ -50,7 +50,11 @@ def test_pages_without_password_answer_only_allowed_hosts(monkeypatch, r):
     assert c.get("/", headers={"Host": "127.0.0.1:5000"}).status_code == 200
     resp = c.get("/api/instances", headers={"Host": "evil.example:5000"})
     assert resp.status_code == 403 and b"TEMPO_HOSTS" in resp.data
-    assert c.get("/healthz", headers={"Host": "evil.example"}).get_json() == {"ok": True, "redis": True}
+    assert c.get("/healthz", headers={"Host": "evil.example"}).get_json() == {
+        "ok": True,
+        "redis": True,
+        "live": True,
+    }
     assert "viewers" in c.get("/healthz", headers={"Host": "localhost"}).get_json()
     monkeypatch.setenv("TEMPO_HOSTS", "tempo.example.com, evil.example")
     c = create_app(redis=r, join_grid=False, password="").test_client()
@@ -62,8 +66,8 @@ def test_pages_without_password_answer_only_allowed_hosts(monkeypatch, r):
 
 def test_healthz_without_auth_is_minimal(r):
     c = create_app(redis=r, join_grid=False, password="pw").test_client()
-    assert c.get("/healthz").get_json() == {"ok": True, "redis": True}
-    assert c.get("/healthz", headers=basic("wrong")).get_json() == {"ok": True, "redis": True}
+    assert c.get("/healthz").get_json() == {"ok": True, "redis": True, "live": True}
+    assert c.get("/healthz", headers=basic("wrong")).get_json() == {"ok": True, "redis": True, "live": True}
     full = c.get("/healthz", headers=basic("pw")).get_json()
     assert full["viewers"] == 0 and full["channels"] == []
 
