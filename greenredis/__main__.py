@@ -1,0 +1,8 @@
+"""``python -m greenredis``: the ``greenredis`` command."""
+
+import sys
+
+from greenredis.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
