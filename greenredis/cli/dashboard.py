@@ -134,7 +134,7 @@ def run(args):
         logs.NO_TIME_ENV: "0",
     }
     env.pop("PORT", None)
-    level = [] if not args.log_level else ["--log-level", args.log_level]
+    level = ["--log-level", args.log_level] if getattr(args, "log_level", None) else []
     module = [sys.executable, "-m", "greenredis"]
     procs = {"web": [*module, "web", *level, "--host", args.host, "--port", str(port), "--no-access-log"]}
     if not args.no_demo:

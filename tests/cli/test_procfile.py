@@ -8,7 +8,7 @@ import sys
 import urllib.error
 import urllib.request
 
-from tempo_helpers import ROOT
+from cli_helpers import ROOT
 from waiting import wait_for
 
 from greenredis.server import free_port
