@@ -2,7 +2,9 @@
 
 import sys
 
-from greenredis.cli import main
-
 if __name__ == "__main__":
+    try:
+        from greenredis.cli import main
+    except KeyboardInterrupt:  # Ctrl-C while importing
+        sys.exit(130)
     sys.exit(main())

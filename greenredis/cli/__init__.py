@@ -71,6 +71,13 @@ def report(command, message, hint=None, stream=None):
 
 
 def main(argv=None):
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C while starting, before gevent watches SIGINT
+        return 130
+
+
+def _main(argv):
     # The command line is a script: make every socket in it cooperative first.
     from gevent import monkey
 
