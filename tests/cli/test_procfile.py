@@ -55,3 +55,74 @@ def test_honcho_start_runs_web_and_demo(redis_server):
             os.killpg(proc.pid, signal.SIGKILL)
             out, _ = proc.communicate()
     assert "web.1" in out and "demo.1" in out, out
+
+
+def test_a_fresh_venv_from_requirements_txt_serves_under_honcho(tmp_path, make_server):
+    """The Heroku way: requirements.txt alone, then the Procfile with PORT, REDIS_URL
+    (with a password) and DYNO set; no compiler-only dependency, no password in the logs,
+    one timestamp per line (honcho's)."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", "-r", "requirements.txt"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert pip.returncode == 0, pip.stdout + pip.stderr
+    server = make_server(password="s3cret-deploy")
+    port = free_port()
+    honcho = os.path.join(os.path.dirname(sys.executable), "honcho")  # the dev tool; the app is the venv's
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("LOG_LEVEL", "VIRTUAL_ENV")},
+        "REDIS_URL": server.url,
+        "PORT": str(port),
+        "DYNO": "web.1",
+        "PATH": str(venv / "bin") + os.pathsep + os.environ["PATH"],
+    }
+    proc = subprocess.Popen(
+        [honcho, "start"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+
+        def instances():
+            try:
+                snap = json.loads(
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/api/instances", timeout=5).read()
+                )
+            except (urllib.error.URLError, OSError):
+                return None
+            return {n["name"] for n in snap["nodes"] if n["health"] == "up" and n["metrics"]}
+
+        up = wait_for(instances, timeout=90, interval=0.2)
+        assert {"demo-web.1", "demo-worker.1"} <= up
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+    assert "s3cret-deploy" not in out, out
+    assert ":***@" in out, out  # the URL is shown, masked
+    ours = [line.split("| ", 1)[1] for line in out.splitlines() if "| " in line]
+    logged = [line for line in ours if " greenredis." in line]
+    assert logged and all(line.startswith(("INFO ", "WARNING ", "ERROR ")) for line in logged), logged
+    probe = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import greenredis.replication.rdb.lzf as m; print(m.HAVE_C_LZF)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert probe.stdout.strip() == "False"  # python-lzf (no wheel) is not needed: the fallback serves
