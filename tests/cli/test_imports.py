@@ -8,7 +8,8 @@ import pytest
 CHECK = """
 import sys
 {code}
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("flask", "geventwebsocket", "werkzeug", "jinja2"))
+names = ("flask", "geventwebsocket", "werkzeug", "jinja2")
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in names)
 print(",".join(heavy))
 """
 

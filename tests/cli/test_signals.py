@@ -4,7 +4,6 @@ stops children; a SIGKILLed dashboard does not leave its web child holding the p
 import os
 import signal
 import socket
-import subprocess
 
 import pytest
 from cli_helpers import clean_env, read_until, start_cli
