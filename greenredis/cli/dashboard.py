@@ -114,7 +114,7 @@ def start_redis():
 
 def run(args):
     port, note = choose_port(args.host, args.port, os.environ.get("PORT"))
-    server = None
+    server = watchdog = None
     url = os.environ.get("REDIS_URL")
     if url:
         probe(url)
@@ -122,6 +122,7 @@ def run(args):
     else:
         server = start_redis()
         lifecycle.kill_on_hard_exit(server.proc)
+        watchdog = lifecycle.guard(server.proc.pid)  # redis-server cannot watch us itself
         url = server.url
         log.info("started an embedded redis-server at %s (set REDIS_URL to use yours)", url)
     if note:
@@ -183,5 +184,8 @@ def run(args):
                 p.kill()
                 p.wait()
         gevent.joinall(pumps, timeout=2)
+        if watchdog is not None:
+            watchdog.kill()  # first: it must not act on a pid we are about to free
+            watchdog.wait()
         if server is not None:
             server.close()

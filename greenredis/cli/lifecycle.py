@@ -106,3 +106,39 @@ def die_with_parent(env=None):
             os.kill(os.getpid(), signal.SIGTERM)
 
         gevent.spawn(watch)
+
+
+# A process of its own that ends ``pid`` (a child that cannot watch us itself, like
+# redis-server) when its parent, the process that started it, dies.
+_GUARD = """
+import os, signal, sys, time
+parent, target = int(sys.argv[1]), int(sys.argv[2])
+def end(*_):
+    try:
+        os.kill(target, signal.SIGTERM)
+    except OSError:
+        pass
+    os._exit(0)
+signal.signal(signal.SIGTERM, end)
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+if sys.platform.startswith("linux"):
+    import ctypes
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)
+while os.getppid() == parent:
+    time.sleep(1.0)
+end()
+"""
+
+
+def guard(pid):
+    """Start a guard that SIGTERMs ``pid`` when this process dies (even by SIGKILL);
+    returns its ``Popen``: SIGKILL it before stopping ``pid`` yourself."""
+    import subprocess
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _GUARD, str(os.getpid()), str(pid)],
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    kill_on_hard_exit(proc)
+    return proc

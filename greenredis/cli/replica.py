@@ -161,7 +161,7 @@ def run(args):
         # this command says each error itself, with what to do
         logging.getLogger("greenredis.replica").setLevel(logging.CRITICAL)
     events = []
-    first, most = 1.0, max(1.0, args.max_backoff)
+    first, most = 1.0, max(1.0, getattr(args, "max_backoff", 30.0))
     rep = Replica(
         args.url,
         callback=lambda event, info: event in WANTED and events.append((event, info)),

@@ -97,9 +97,13 @@ def test_a_sigkilled_dashboard_takes_its_children_with_it():
     try:
         assert read_until(proc, "Tempo is up", lines), lines
         assert listening(port)
+        redis_line = next(line for line in lines if "embedded redis-server at" in line)
+        redis_port = int(redis_line.split("127.0.0.1:")[1].split("/")[0])
+        assert listening(redis_port)
         proc.kill()  # SIGKILL: no cleanup of its own
         proc.wait()
         wait_for(lambda: not listening(port), timeout=20, what="the web child to let go of the port")
+        wait_for(lambda: not listening(redis_port), timeout=20, what="the embedded redis-server to stop")
     finally:
         if proc.poll() is None:
             proc.kill()
