@@ -117,3 +117,38 @@ def _int(name, text, url):
         return int(text)
     except ValueError:
         raise ValueError(f"bad {name} {text!r} in {url!r}") from None
+
+
+# -- masking secrets: the CLI and its logs show URLs without their passwords -------------
+
+import re  # noqa: E402  (this section is self-contained)
+from urllib.parse import urlunsplit  # noqa: E402
+
+_URL_PASSWORD = re.compile(r"(?i)\b((?:redis|rediss|unix|https?)://[^:/@\s'\"]*:)[^\s'\"]*@")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password masked: ``redis://:***@host:6379/0``.
+
+    The user name, host, port, path and query stay; a URL without a password is
+    returned as it is. Text that does not parse is masked by pattern."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return redact_text(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def redact_text(text: str, secrets: "tuple[str, ...] | list[str]" = ()) -> str:
+    """``text`` with the password of every URL in it masked, and every string of
+    ``secrets`` replaced by ``***`` (those of 6 characters or more: a shorter one would
+    mask ordinary words; it is still masked inside URLs)."""
+    text = _URL_PASSWORD.sub(r"\1***@", text)
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret and len(secret) >= 6:
+            text = text.replace(secret, "***")
+    return text

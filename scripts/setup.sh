@@ -26,7 +26,8 @@ apt_install() {   # apt_install PACKAGE... (when root on Debian; otherwise say w
 
 have redis-server || apt_install redis-server
 have openssl || apt_install openssl
-# python-lzf (LZF in C for the RDB parser) builds from source: a compiler and Python's headers.
+# The speedups extra (python-lzf: LZF in C for the RDB parser) builds from source: a compiler
+# and Python's headers. A deploy (requirements.txt) does without it.
 have gcc || apt_install gcc
 "$PY" -c 'import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' \
     2>/dev/null || apt_install python3-dev
@@ -40,7 +41,7 @@ fi
 stamp=.venv/.greenredis-installed$want_test
 if [ ! -e "$stamp" ] || [ setup.cfg -nt "$stamp" ]; then
     echo "setup: installing greenredis into .venv"
-    extras=""; [ $want_test = 1 ] && extras="[test]"
+    extras="[speedups]"; [ $want_test = 1 ] && extras="[speedups,test]"
     .venv/bin/pip install -q --disable-pip-version-check -e ".$extras"
     touch "$stamp"
 fi

@@ -2,7 +2,9 @@
 
 Instances ``demo-web.1``.. (requests_per_sec, p95_latency_ms, memory_mb, cpu_percent)
 and ``demo-worker.1``.. (jobs_per_sec, queue_depth, memory_mb) share one Redis
-client. Ctrl-C or SIGTERM makes them leave the grid gracefully. Grid timing comes
+client. Ctrl-C or SIGTERM makes them leave the grid gracefully (within a few
+seconds; if Redis is down it says that peers will expire them instead). While Redis
+is unreachable it says so in one line, then retries with backoff. Grid timing comes
 from ``$GRID_TTL``/``$GRID_INTERVAL`` (default 30 s / 5 s), which Tempo reads too.
 """
 
@@ -10,8 +12,12 @@ import logging
 import math
 import os
 import random
-import signal
 import time
+
+from greenredis.backoff import Backoff
+from greenredis.url import DEFAULT_URL
+
+log = logging.getLogger("greenredis.demo")
 
 
 def add_arguments(parser):
@@ -101,10 +107,53 @@ class SimInstance:
         for metric, value in points.items():
             self.stats.publish(metric, value)
 
-    def stop(self):
+    def stop(self, timeout=2.0):
         self.logger.info("%s stopping", self.name)
-        self.handler.close(timeout=2)
-        self.grid.stop()
+        self.handler.close(timeout=timeout)
+        self.grid.stop(timeout=timeout)
+
+
+def _step(sim):
+    """One instance's points; the error instead of raising it (one line for all, not one each)."""
+    from greenredis.errors import RedisError
+
+    try:
+        sim.step()
+    except RedisError as e:
+        return e
+    return None
+
+
+def publish_round(sims):
+    """Every instance's step at once; the first error, or None."""
+    import gevent
+
+    jobs = [gevent.spawn(_step, s) for s in sims]
+    gevent.joinall(jobs)
+    errors = [j.value for j in jobs if j.value is not None]
+    return errors[0] if errors else None
+
+
+def leave(redis, sims, timeout=2.0):
+    """Stop every instance (bounded) and check that their keys are gone; the line to say."""
+    import gevent
+
+    from greenredis.errors import RedisError
+
+    gevent.joinall([gevent.spawn(s.stop, timeout) for s in sims], timeout=timeout + 1)
+    try:
+        left = redis.cmd([["EXISTS", s.grid.key] for s in sims], timeout=timeout)
+    except RedisError as e:
+        from greenredis.cli.failures import describe
+
+        return (
+            f"stopped; could not tell the grid ({describe(e, redis.params.address)[0]}): "
+            f"peers will drop the instances within GRID_TTL"
+        )
+    still = [s.name for s, n in zip(sims, left) if n]
+    if still:
+        return f"stopped; {', '.join(still)} could not leave the grid: peers will expire them within GRID_TTL"
+    return "stopped; the instances left the grid"
 
 
 def run(args):
@@ -113,42 +162,67 @@ def run(args):
     if not monkey.is_module_patched("socket"):
         monkey.patch_all()
     import gevent
-    import gevent.event
 
+    from greenredis.cli.failures import Fatal, describe, probe
     from greenredis.client.redis import Redis
-    from greenredis.errors import RedisError
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    redis = Redis.from_url(args.url or "redis://127.0.0.1:6379/0")
+    url = args.url or DEFAULT_URL
+    try:
+        params = probe(url)
+    except Fatal as e:
+        if not e.transient:
+            raise
+        from greenredis.cli.failures import check_url
+
+        params = check_url(url)
+    if not getattr(args, "log_level_set", False):
+        # the demo's own line says Redis is unreachable; the grid's per-instance lines would repeat it
+        logging.getLogger("greenredis.grid").setLevel(logging.ERROR)
+        logging.getLogger("greenredis.client").setLevel(logging.ERROR)
+    redis = Redis(params=params)
     sims = [SimInstance(redis, f"{args.prefix}web.{i + 1}", "web", i) for i in range(args.web)]
     sims += [
         SimInstance(redis, f"{args.prefix}worker.{i + 1}", "worker", 100 + i) for i in range(args.workers)
     ]
     for s in sims:
         s.start()
-    print(
-        f"demo: {len(sims)} instances publishing every {args.interval:g}s: "
-        + ", ".join(s.name for s in sims),
-        flush=True,
-    )
-    done = gevent.event.Event()
-    gevent.signal_handler(signal.SIGTERM, done.set)
-    gevent.signal_handler(signal.SIGINT, done.set)
-    failing = False
+    backoff = Backoff(1.0, 10.0, jitter=0.0)
+    failing_since, published = None, False
     next_tick = time.monotonic()
-    while not done.is_set():
-        try:
-            gevent.joinall([gevent.spawn(s.step) for s in sims], raise_error=True)
-            if failing:
-                print("demo: Redis is back", flush=True)
-            failing = False
-        except RedisError as e:
-            if not failing:
-                print(f"demo: cannot publish ({e}); retrying", flush=True)
-            failing = True
-        next_tick += args.interval
-        done.wait(max(0.0, next_tick - time.monotonic()))
-    gevent.joinall([gevent.spawn(s.stop) for s in sims], timeout=10)
-    redis.close()
-    print("demo: stopped; the instances left the grid", flush=True)
-    return 0
+    try:
+        while True:
+            error = publish_round(sims)
+            if error is None:
+                if not published:
+                    published = True
+                    log.info(
+                        "%d instances publishing every %gs: %s",
+                        len(sims),
+                        args.interval,
+                        ", ".join(s.name for s in sims),
+                    )
+                if failing_since is not None:
+                    log.info("Redis is back after %.0f s; publishing again", time.monotonic() - failing_since)
+                    failing_since = None
+                    backoff.reset()
+                next_tick += args.interval
+                gevent.sleep(max(0.0, next_tick - time.monotonic()))
+            else:
+                wait = backoff.failure()
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    log.warning(
+                        "cannot publish (%s); retrying in %g s", describe(error, params.address)[0], wait
+                    )
+                elif wait >= backoff.most:  # rate-limited: once per longest wait
+                    log.warning(
+                        "still cannot publish (%s) for %.0f s; retrying every %g s",
+                        describe(error, params.address)[0],
+                        time.monotonic() - failing_since,
+                        wait,
+                    )
+                gevent.sleep(wait)
+                next_tick = time.monotonic()
+    finally:
+        log.info("%s", leave(redis, sims))
+        redis.close()

@@ -54,6 +54,9 @@ def progress(info):
 
 
 def run(args, out=print):
+    from greenredis.cli.failures import Fatal, describe, probe, transient
+
+    probe(args.url, 5.0)
     info_of = _client(args.url)
     start = time.monotonic()
     shown = None
@@ -66,7 +69,9 @@ def run(args, out=print):
         try:
             info = parse_info(info_of())
         except Exception as e:
-            say(f"cannot read INFO replication: {e}")
+            if not transient(e):  # a wrong password, or not Redis: no use waiting
+                raise Fatal(*describe(e, "the replica")) from None
+            say(f"cannot read INFO replication: {describe(e, 'the replica')[0]}")
             info = None
         if info is not None:
             if info.get("role") != "slave":

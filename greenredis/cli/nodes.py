@@ -87,9 +87,14 @@ def _print_event(event, out):
 
 
 def run(args, out=None):
+    from greenredis.cli.failures import Fatal, probe
+    from greenredis.url import DEFAULT_URL
+
     out = out or sys.stdout
+    url = args.url or DEFAULT_URL
+    probe(url, args.timeout)
     grid = Grid(
-        args.url,
+        url,
         observe=True,
         ttl=args.ttl,
         interval=args.interval,
@@ -100,20 +105,22 @@ def run(args, out=None):
     grid.start()
     try:
         if not grid.wait(args.timeout):
-            sys.stderr.write(
-                f"greenredis nodes: no answer from {grid.redis.params.address} within {args.timeout}s\n"
-            )
-            return 1
+            raise Fatal(f"no answer from {grid.redis.params.address} within {args.timeout:g} s")
         gevent.sleep(0)  # let fetches already under way land
         health = {n: h for n, h in grid.health().items() if h["state"] != "gone"}
-        out.write(f"grid {grid.layout.channel}: {len(health)} node(s)\n")
-        out.write(format_table(health, time.time()))
+        domain, version = grid.layout.domain, grid.layout.version
+        if not health:
+            out.write(
+                f"grid {grid.layout.channel}: no nodes (domain {domain!r}, version {version!r}; "
+                "set --domain/--version or $DOMAIN/$VERSION to look at another grid)\n"
+            )
+        else:
+            out.write(f"grid {grid.layout.channel}: {len(health)} node(s)\n")
+            out.write(format_table(health, time.time()))
         out.flush()
         if args.watch:
             for event in grid.events():
                 _print_event(event, out)
-        return 0
-    except KeyboardInterrupt:
         return 0
     finally:
         grid.stop()

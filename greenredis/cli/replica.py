@@ -6,6 +6,10 @@ process in INFO replication), shows a progress bar while the snapshot loads
 snapshot announces),
 then prints a status line whenever the state, link, replid or last error changes
 (and every --every seconds if given). Ctrl-C stops.
+
+Errors are said once per attempt, with what to fix where it needs a fix (a wrong or
+missing password, a master that cannot sync) and when the next try is: tries back
+off up to --max-backoff seconds. A bad URL stops at once.
 """
 
 import logging
@@ -30,6 +34,9 @@ def add_arguments(parser):
     )
     parser.add_argument(
         "--port", type=int, default=None, help="port to announce with REPLCONF listening-port"
+    )
+    parser.add_argument(
+        "--max-backoff", type=float, default=30.0, help="longest wait between tries in seconds (default 30)"
     )
 
 
@@ -94,24 +101,139 @@ def status_line(st):
     return " ".join(fields)
 
 
+WANTED = frozenset({"error", "link_up", "load_start", "load_done"})  # not one per key
+
+
 def _stamp():
     return time.strftime("%H:%M:%S")
 
 
+def explain(error):
+    """(what happened, what to do) for a replication error text."""
+    from greenredis.cli.failures import auth_problem
+
+    auth = auth_problem(error)
+    if auth == "wrongpass":
+        return "the master refused the password (WRONGPASS)", "put the right password in the URL"
+    if auth == "noauth":
+        return (
+            "the master needs a password (NOAUTH)",
+            "put the password in the URL: redis://:PASSWORD@host:port",
+        )
+    if "NOMASTERLINK" in error or "MASTERDOWN" in error:
+        return (
+            "that server is a replica whose link to its own master is down (NOMASTERLINK)",
+            "point at the master, or wait for its link",
+        )
+    if "NOPERM" in error:
+        return "the user may not replicate (NOPERM)", "grant it +psync +sync +replconf +ping"
+    if "refused" in error.lower():
+        return "connection refused (is Redis running there?)", None
+    if "not RESP" in error or "ProtocolError" in error:
+        return f"not a Redis master: {error}", "is that the Redis port?"
+    return error, None
+
+
+def diskless_delay(url):
+    """The master's repl-diskless-sync-delay when it is diskless and lets us ask, else None."""
+    from greenredis.client.redis import Redis
+    from greenredis.errors import RedisError
+
+    r = Redis.from_url(url, timeout=2.0, connect_timeout=2.0)
+    try:
+        reply = r.cmd(["CONFIG", "GET", "repl-diskless-sync*"])
+        conf = dict(zip(reply[::2], reply[1::2]))
+        if conf.get(b"repl-diskless-sync") == b"yes":
+            return int(conf.get(b"repl-diskless-sync-delay") or 0)
+    except (RedisError, TypeError, ValueError):
+        return None
+    finally:
+        r.close()
+    return None
+
+
 def run(args):
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
+    from greenredis.cli.failures import check_url
+    from greenredis.url import redact_url
+
+    check_url(args.url)
+    if not getattr(args, "log_level_set", False):
+        # this command says each error itself, with what to do
+        logging.getLogger("greenredis.replica").setLevel(logging.CRITICAL)
+    events = []
+    first, most = 1.0, max(1.0, getattr(args, "max_backoff", 30.0))
+    rep = Replica(
+        args.url,
+        callback=lambda event, info: event in WANTED and events.append((event, info)),
+        listening_port=args.port,
+        backoff=(first, most),
     )
-    rep = Replica(args.url, listening_port=args.port)
+    print(f"{_stamp()} replicating {redact_url(args.url)}", flush=True)
     rep.start(block=False)
     tty = sys.stdout.isatty()
-    last_key, last_print, in_bar = None, 0.0, False
+    last_key, last_print, in_bar, bar_shown = None, 0.0, False, False
+    failures, delay_known, connecting_since = 0, False, None
+
+    def end_bar():
+        nonlocal in_bar
+        if in_bar:
+            sys.stdout.write("\n")
+            in_bar = False
+
     try:
         while True:
+            for event, info in events[:]:
+                events.remove((event, info))
+                if event == "error":
+                    failures += 1
+                    what, fix = explain(str(info.get("error", "")))
+                    wait = min(most, first * 2 ** (failures - 1))
+                    end_bar()
+                    print(
+                        f"{_stamp()} {what}"
+                        + (f": {fix}" if fix else "")
+                        + f"; next try in about {wait:.0f}s",
+                        flush=True,
+                    )
+                elif event == "link_up":
+                    failures = 0
+                elif event == "load_start":
+                    bar_shown = False
+                elif event == "load_done" and not bar_shown:  # a load shorter than one update
+                    st = rep.status()
+                    done = {**st, "bytes_loaded": info.get("bytes", st.get("bytes_loaded"))}
+                    if not done.get("rdb_size"):
+                        done["rdb_size"] = done["bytes_loaded"] or None
+                    done["keys_loaded"] = info.get("keys", done.get("keys_loaded"))
+                    done["load_seconds"] = info.get("seconds", done.get("load_seconds"))
+                    end_bar()
+                    print(f"{_stamp()} {progress_line(done)}", flush=True)
+                    bar_shown = True
             st = rep.status()
             now = time.time()
-            if st["state"] == "loading" and st.get("load_seconds") is not None:
+            if st["state"] != "connecting":
+                connecting_since = None
+            elif connecting_since is None:
+                connecting_since = now
+            waiting = st["state"] == "loading" and st.get("load_seconds") is None
+            # the handshake is answered within a second; a master that keeps us longer is
+            # preparing a snapshot (a diskless one waits out its delay first)
+            waiting = waiting or (
+                connecting_since is not None and now - connecting_since > 1.0 and st.get("last_heard")
+            )
+            if waiting:
+                if not delay_known:  # FULLRESYNC said, no snapshot yet
+                    delay_known = True
+                    wait = diskless_delay(args.url)
+                    why = (
+                        f"a diskless master first waits out repl-diskless-sync-delay ({wait}s)"
+                        if wait
+                        else "the master forks and writes it first"
+                    )
+                    print(f"{_stamp()} waiting for the master's snapshot ({why})", flush=True)
+            elif st["state"] == "loading" and st.get("load_seconds") is not None:
                 line = f"{_stamp()} {progress_line(st)}"
+                bar_shown = True
                 if tty:
                     sys.stdout.write("\r" + line.ljust(100))
                     in_bar = True
@@ -120,23 +242,20 @@ def run(args):
                     last_print = now
                 sys.stdout.flush()
             else:
+                if st["state"] not in ("loading", "connecting"):
+                    delay_known = False
                 key = (
                     st["state"],
                     st["link"],
                     st["replid"],
-                    st["last_error"],
                     st["full_syncs"],
                     st["partial_resyncs"],
                 )
                 if key != last_key or (args.every and now - last_print >= args.every):
-                    if in_bar:
-                        sys.stdout.write("\n")
-                        in_bar = False
+                    end_bar()
                     print(f"{_stamp()} {status_line(st)}", flush=True)
                     last_key, last_print = key, now
             gevent.sleep(args.interval)
-    except KeyboardInterrupt:
-        pass
     finally:
         rep.stop()
     return 0

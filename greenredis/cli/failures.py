@@ -1,0 +1,155 @@
+"""What went wrong, in one line a person can act on.
+
+``Fatal`` is what a subcommand raises to stop with a message (and a hint) instead of
+a traceback; ``describe`` turns the errors of everyday mistakes (a refused
+connection, a wrong password, a port that is not Redis) into such a line; ``check_url``
+and ``probe`` find them before a subcommand starts its real work.
+"""
+
+import errno
+from urllib.parse import urlsplit
+
+from greenredis.errors import (
+    AuthenticationError,
+    ConnectionError,
+    ProtocolError,
+    RedisError,
+    ReplyError,
+    TimeoutError,
+)
+from greenredis.url import redact_text, redact_url
+
+URL_HINT = "set REDIS_URL or --url, e.g. redis://:PASSWORD@127.0.0.1:6379/0"
+
+
+class Fatal(Exception):
+    """Stop the command: ``message`` on one line, then ``hint`` if any; exit ``code``.
+    ``transient``: the cause may pass by itself (Redis not answering yet)."""
+
+    def __init__(self, message, hint=None, code=1, transient=False):
+        super().__init__(message)
+        self.message, self.hint, self.code, self.transient = message, hint, code, transient
+
+
+def auth_problem(text):
+    """``"wrongpass"`` / ``"noauth"`` / ``"nopass"`` for AUTH failures in an error text, else None."""
+    upper = text.upper()
+    if "WRONGPASS" in upper or "INVALID PASSWORD" in upper or "INVALID USERNAME-PASSWORD" in upper:
+        return "wrongpass"
+    if "NOAUTH" in upper or "AUTHENTICATION REQUIRED" in upper:
+        return "noauth"
+    if "NO PASSWORD IS SET" in upper or "WITHOUT ANY PASSWORD CONFIGURED" in upper:
+        return "nopass"
+    return None
+
+
+def describe(exc, address="Redis", timeout=None):
+    """(message, hint) for an error met talking to Redis at ``address``."""
+    text = str(exc)
+    auth = auth_problem(text) if isinstance(exc, (ReplyError, ConnectionError)) else None
+    if isinstance(exc, AuthenticationError) and auth is None:
+        auth = "wrongpass"
+    if auth == "wrongpass":
+        return (
+            f"{address} refused the password (WRONGPASS)",
+            "check the user name and password in REDIS_URL or --url",
+        )
+    if auth == "noauth":
+        return (
+            f"{address} needs a password (NOAUTH)",
+            "put the password in the URL: redis://:PASSWORD@host:port/db",
+        )
+    if auth == "nopass":
+        return (
+            f"the URL has a password but {address} has none set (AUTH refused)",
+            "remove the password from the URL, or set requirepass on the server",
+        )
+    if isinstance(exc, ProtocolError) or "not RESP" in text:
+        return (
+            f"{address} does not speak Redis (it answered with bytes that are not RESP)",
+            "is that the Redis port? " + URL_HINT,
+        )
+    if isinstance(exc, TimeoutError) or "timed out" in text:
+        within = f" within {timeout:g} s" if timeout else ""
+        return (
+            f"no answer from {address}{within} (a firewall, a paused server, or not Redis?)",
+            URL_HINT,
+        )
+    if isinstance(exc, (ConnectionError, OSError)):
+        if "refused" in text.lower() or getattr(exc, "errno", None) == errno.ECONNREFUSED:
+            return (f"cannot connect to {address}: connection refused (is Redis running there?)", URL_HINT)
+        if "resolve" in text or "Name or service not known" in text:
+            return (f"cannot resolve the host of {address}", URL_HINT)
+        if "closed" in text:
+            return (f"{address} closed the connection at once: is it Redis?", URL_HINT)
+        return (f"cannot talk to {address}: {redact_text(text)}", URL_HINT)
+    if isinstance(exc, ReplyError):
+        return (f"{address} refused: {redact_text(text)}", None)
+    return (f"{address}: {redact_text(text)}", None)
+
+
+def check_url(url, what="Redis URL"):
+    """Parse ``url`` as the client will; a ``Fatal`` (exit 2) that never shows its password."""
+    from greenredis.url import parse_url
+
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as e:
+        raise Fatal(f"bad {what} {shown!r}: {e}", URL_HINT, code=2) from None
+    if not parts.scheme or "://" not in url:
+        hint = URL_HINT
+        if url.startswith("/"):
+            hint = f"for a unix socket write unix://{url}; otherwise {URL_HINT}"
+        raise Fatal(f"{shown!r} is not a Redis URL (redis://, rediss:// or unix://)", hint, code=2)
+    try:
+        if parts.scheme.lower() != "unix" and parts.port == 0:
+            raise ValueError(f"port 0 in {url!r} is not a port")
+        params = parse_url(url)
+    except ValueError as e:
+        message = redact_text(str(e).replace(repr(url), repr(shown)), _passwords(parts))
+        raise Fatal(f"bad {what}: {message}", URL_HINT, code=2) from None
+    if not params.unix_socket_path and not 0 < params.port < 65536:
+        raise Fatal(f"bad {what} {shown!r}: port {params.port} is not in 1-65535", URL_HINT, code=2)
+    return params
+
+
+def _passwords(parts):
+    from urllib.parse import unquote
+
+    try:
+        pw = parts.password
+    except ValueError:
+        return []
+    return [pw, unquote(pw)] if pw else []
+
+
+def probe(url, timeout=5.0):
+    """Connect to ``url`` and PING within ``timeout``; a ``Fatal`` saying what is wrong.
+
+    Returns the ``ConnectionParams``. The message says which it is: a bad URL, a
+    refused connection, no answer in time, WRONGPASS / NOAUTH, or not Redis."""
+    from greenredis.client.redis import Redis
+
+    params = check_url(url)
+    address = params.address
+    r = Redis(params=params.replace(connect_timeout=timeout, timeout=timeout))
+    try:
+        reply = r.cmd(["PING"])
+    except RedisError as e:
+        message, hint = describe(e, address, timeout)
+        raise Fatal(message, hint, transient=transient(e)) from None
+    finally:
+        r.close()
+    if reply != b"PONG":
+        raise Fatal(f"{address} answered PING with {reply!r:.60}: is it Redis?", URL_HINT)
+    return params
+
+
+def transient(exc):
+    """True for errors that may pass by themselves (refused, no answer, a dropped link);
+    False for those that need a fix (a wrong password, not Redis)."""
+    text = str(exc)
+    if auth_problem(text) or isinstance(exc, (AuthenticationError, ProtocolError)) or "not RESP" in text:
+        return False
+    return isinstance(exc, (ConnectionError, TimeoutError, OSError))

@@ -1,0 +1,92 @@
+"""One log format for every subcommand: ``time level logger: message``.
+
+The time is left out where something else stamps each line: on a platform
+(``$DYNO`` set and stdout not a terminal: Heroku's router and ``honcho`` add their
+own) and under ``greenredis dashboard``, which prefixes its children's lines. Every
+line is passed through ``redact_text``, so no password of a URL (nor any secret the
+command was given) reaches a log drain.
+"""
+
+import logging
+import os
+import sys
+
+from greenredis.url import redact_text
+
+LEVELS = ("debug", "info", "warning", "error", "critical")
+# set by `greenredis dashboard` for its children: it stamps their lines itself
+NO_TIME_ENV = "GREENREDIS_LOG_TIME"
+
+
+def parse_level(text):
+    """``"info"`` -> ``logging.INFO``; ValueError naming the choices otherwise."""
+    name = (text or "").strip().lower()
+    if name in ("warn",):
+        name = "warning"
+    if name not in LEVELS:
+        raise ValueError(f"unknown log level {text!r}: use one of {', '.join(LEVELS)}")
+    return getattr(logging, name.upper())
+
+
+def want_time(stream=None, env=None):
+    """Whether our lines carry a time of their own."""
+    env = os.environ if env is None else env
+    stream = sys.stdout if stream is None else stream
+    if env.get(NO_TIME_ENV) == "0":
+        return False
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    return tty or not env.get("DYNO")
+
+
+class RedactingFormatter(logging.Formatter):
+    """``logging.Formatter`` whose output has every URL password and known secret masked."""
+
+    def __init__(self, fmt=None, datefmt=None, secrets=()):
+        super().__init__(fmt, datefmt)
+        self.secrets = tuple(secrets)
+
+    def format(self, record):
+        return redact_text(super().format(record), self.secrets)
+
+
+def formatter(with_time=True, secrets=()):
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if with_time:
+        fmt = "%(asctime)s " + fmt
+    return RedactingFormatter(fmt, "%Y-%m-%d %H:%M:%S", secrets)
+
+
+def secrets_from_env(env=None):
+    """The values a log line must never show: passwords of REDIS_URL, TEMPO_PASSWORD, keys."""
+    from urllib.parse import unquote, urlsplit
+
+    env = os.environ if env is None else env
+    found = []
+    for name in ("TEMPO_PASSWORD", "TEMPO_SECRET_KEY", "SECRET_KEY"):
+        if env.get(name):
+            found.append(env[name])
+    for name in ("REDIS_URL",):
+        try:
+            password = urlsplit(env.get(name) or "").password
+        except ValueError:
+            password = None
+        if password:
+            found += [password, unquote(password)]
+    return found
+
+
+def setup(level=logging.INFO, stream=None, secrets=()):
+    """Route the root logger to ``stream`` (stderr) in our one format; returns the handler."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_greenredis_cli", False):
+            root.removeHandler(h)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler._greenredis_cli = True  # type: ignore[attr-defined]
+    handler.setFormatter(formatter(want_time(), [*secrets, *secrets_from_env()]))
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler
