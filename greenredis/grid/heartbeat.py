@@ -95,6 +95,19 @@ class ServerClock:
         self.offset = server - (sent + received) / 2
         self._wall, self._mono, self._again = received, mono, slow
 
+    def step(self, now: float, mono: float) -> float:
+        """How far the local wall clock stepped against the monotonic one since the
+        last look (0.0 below a second, or before a first measure). A step is
+        taken into the offset at once (scores stay right) and measured again."""
+        if self.offset is None:
+            return 0.0
+        delta = (now - self._wall) - (mono - self._mono)
+        if abs(delta) <= 1.0:
+            return 0.0
+        self.offset -= delta
+        self._wall, self._mono, self._again = now, mono, True
+        return delta
+
     def forget(self) -> None:
         """Measure again before the next score (Redis may be another server now)."""
         self.offset = None
@@ -176,8 +189,25 @@ class Heartbeat:
         self.meta = dict(meta)
         self.need_register = True
 
+    def clock_step(self, now: float, mono: float) -> None:
+        """Notice a step of the local wall clock (NTP, a resumed laptop) and move
+        every local time we keep by it, so nothing expires, or lingers, for it."""
+        delta = self.clock.step(now, mono)
+        if not delta:
+            return
+        log.warning("grid %s: the local clock stepped %+.1f s; adjusting", self.name or "observer", delta)
+        self.view.shift(delta)
+        self._next_beat += delta
+        self._not_before += delta
+        self._answered_at += delta
+        self._told_twin_at += delta
+        self._twin_warned += delta
+        self._index_warned += delta
+        self.twins = {i: t + delta for i, t in self.twins.items()}
+
     def plan(self, now: float, mono: float) -> Optional[Plan]:
         """The batch to send now, or None (then sleep until ``next_wake``)."""
+        self.clock_step(now, mono)
         if now < self._not_before:
             return None
         if not self.clock.synced:  # nothing is scored before we know the server's time
@@ -351,8 +381,10 @@ class Heartbeat:
         self.need_register = self.need_ping = not self.observe
         self.clock.forget()
 
-    def next_wake(self, now: float) -> float:
+    def next_wake(self, now: float, mono: Optional[float] = None) -> float:
         """When ``plan`` has something to do next (local time)."""
+        if mono is not None:
+            self.clock_step(now, mono)
         if not self.clock.synced or (not self.observe and self.need_register) or self.need_full:
             return max(now, self._not_before)
         if self.need_ping and self.ready:
@@ -372,8 +404,12 @@ class Heartbeat:
             return True
         return False
 
-    def on_messages(self, batch: Sequence[Any], now: float) -> Tuple[List[GridEvent], List[str], bool]:
+    def on_messages(
+        self, batch: Sequence[Any], now: float, mono: Optional[float] = None
+    ) -> Tuple[List[GridEvent], List[str], bool]:
         """Channel messages ``(kind, channel, data)`` -> (events, names to fetch, wake the writer)."""
+        if mono is not None:
+            self.clock_step(now, mono)
         fetch: List[str] = []
         events: List[GridEvent] = []
         wake = False

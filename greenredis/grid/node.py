@@ -156,7 +156,9 @@ class Grid:
         state is "up", "stale" (Redis unreachable, or no news for 2.5 intervals)
         or "gone" (left or expired lately); last_seen is a unix time.
         """
-        return self.view.health(time.time())
+        now = time.time()
+        self._hb.clock_step(now, time.monotonic())
+        return self.view.health(now)
 
     @property
     def meta(self):
@@ -328,9 +330,10 @@ class Grid:
             if hb.ready:
                 self._ready.set()
             now = time.time()
+            hb.clock_step(now, time.monotonic())  # before expiring anyone by that clock
             self._emit(self.view.tick(now))
             self._wake.clear()
-            wake = hb.next_wake(now)
+            wake = hb.next_wake(now, time.monotonic())
             if wake > now:
                 self._wake.wait(wake - now + 0.001)
 
@@ -367,7 +370,7 @@ class Grid:
                     break
                 batch.append(more)
             try:
-                events, fetch, wake = self._hb.on_messages(batch, time.time())
+                events, fetch, wake = self._hb.on_messages(batch, time.time(), time.monotonic())
                 if wake:
                     self._wake.set()
                 self._emit(events)

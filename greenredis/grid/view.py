@@ -553,6 +553,18 @@ class GridView:
                 del self._nodes[name]
         return events
 
+    def shift(self, delta):
+        """The caller's clock stepped by ``delta`` seconds: move every time kept."""
+        if self.stale_since is not None:
+            self.stale_since += delta
+        for s in self._nodes.values():
+            s.last_seen += delta
+            if s.score is not None:
+                s.score += delta
+            if s.gone_at is not None:
+                s.gone_at += delta
+            s.instances = {i: t + delta for i, t in s.instances.items()}
+
     def mark_stale(self, now):
         """Redis is unreachable: keep the view, stop expiring nodes."""
         if self.stale_since is None:

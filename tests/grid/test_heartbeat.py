@@ -327,3 +327,47 @@ def test_a_slow_time_round_trip_is_measured_again():
     assert clock.offset == pytest.approx(1000.0, abs=0.01) and not clock.due(13.0, 13.0)
     clock.sync(1030.0, 14.0, 20.0, mono=20.0)  # slow again: keep the good measure
     assert clock.offset == pytest.approx(1000.0, abs=0.01) and clock.due(21.0, 21.0)
+
+
+@pytest.mark.parametrize("jump", [-100.0, 100.0])
+def test_a_wall_clock_jump_mid_run_keeps_the_beat_and_the_peers(jump):
+    """The local clock steps ±100 s (NTP, a resumed laptop): the node keeps
+    beating every interval (monotonic), scores by the server, and neither
+    expires a live peer nor keeps a dead one for 100 s more."""
+    n = Node()
+    peer = ("peer", SERVER)
+    peer_meta = {"redgrid:d:1:peer": [b"ip", b"10.0.0.2"]}
+    for action in n.settle([peer]):
+        if isinstance(action, Fetch):
+            n.hb.fetched(
+                action.names, [peer_meta["redgrid:d:1:" + x] for x in action.names], n.now, action.scores
+            )
+    assert "peer" in n.view.nodes()
+    n.advance(INTERVAL / 2)
+    n.skew += jump  # the step
+    # a message handled before the writer notices the step still counts at the right time
+    reg = (b"message", b"redgrid:d:1", n.lay.message("update", "peer", {"ip": "10.0.0.2"}, "cccc"))
+    n.hb.on_messages([reg], n.now, n.mono)
+    for _ in range(int(TTL / INTERVAL) + 2):
+        wake = n.hb.next_wake(n.now, n.mono)
+        assert wake - n.now <= INTERVAL + 1e-6  # never sleeps through beats
+        n.advance(max(0.0, wake - n.now))
+        plan = n.plan()
+        if plan is None:
+            continue
+        assert "zadd" in plan.roles
+        (zadd,) = commands(plan, "zadd")
+        assert zadd[2] == pytest.approx(n.t, abs=0.01)  # the server's time, not the stepped clock
+        n.answer(plan, [peer[0:1] + (n.t,)])  # the peer beats too
+        assert n.view.tick(n.now) == []
+        assert n.view.health(n.now)["peer"]["state"] == "up"
+    # the peer dies: it expires ttl after its last beat, not 100 s later
+    last = n.t
+    while n.t - last < TTL + 2 * INTERVAL:
+        n.advance(INTERVAL)
+        plan = n.plan()
+        if plan is not None:
+            n.answer(plan, [("peer", last)])
+        if n.view.tick(n.now):
+            break
+    assert "peer" not in n.view.nodes() and n.t - last <= TTL + INTERVAL + 1e-6
