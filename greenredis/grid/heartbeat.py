@@ -72,10 +72,13 @@ class ServerClock:
     monotonic one (an NTP step, a suspended laptop).
     """
 
-    __slots__ = ("offset", "resync", "max_rtt", "_wall", "_mono", "_again")
+    __slots__ = ("offset", "resync", "max_rtt", "source", "_wall", "_mono", "_again")
 
     def __init__(self, resync: float = 300.0, max_rtt: float = 0.5) -> None:
         self.offset: Optional[float] = None
+        #: how the server's clock is read: "time" (TIME), "key" (TIME refused:
+        #: PEXPIRETIME of our key, just PEXPIREd) or "local" (neither: our own clock)
+        self.source = "time"
         self.resync = resync
         self.max_rtt = max_rtt  # a slower round trip says little about when the server read its clock
         self._wall = self._mono = 0.0
@@ -107,6 +110,13 @@ class ServerClock:
         self.offset -= delta
         self._wall, self._mono, self._again = now, mono, True
         return delta
+
+    def guess(self, now: float, mono: float) -> None:
+        """No measure possible now: use the local clock until one is (``due`` stays True)."""
+        if self.offset is None:
+            self.offset = 0.0
+            self._wall, self._mono = now, mono
+        self._again = self.source != "local"
 
     def forget(self) -> None:
         """Measure again before the next score (Redis may be another server now)."""
@@ -211,7 +221,9 @@ class Heartbeat:
         if now < self._not_before:
             return None
         if not self.clock.synced:  # nothing is scored before we know the server's time
-            return Plan((("TIME",),), ("time",), now, mono)
+            if self.clock.source == "time":
+                return Plan((("TIME",),), ("time",), now, mono)
+            self.clock.guess(now, mono)  # TIME is refused: measured with the next PEXPIRE
         beat_due = now >= self._next_beat
         # Pings are answered at once, but at most once per ping_gap: when many
         # nodes start together, one registration answers all their pings.
@@ -233,8 +245,11 @@ class Heartbeat:
             roles.append(role)
             cmds.append(command)
 
-        if self.clock.due(now, mono):
-            add("time", "TIME")
+        due = self.clock.due(now, mono)
+        by_key = due and self.clock.source == "key" and not self.observe
+        if due:
+            if self.clock.source == "time":
+                add("time", "TIME")
             if not self.observe:
                 add("whoami", "HGET", key, INSTANCE_FIELD)
         if self._index_clobber and not self.observe:
@@ -251,12 +266,16 @@ class Heartbeat:
                 add("hdel", "HDEL", key, *sorted(gone))
             add("hset", "HSET", key, *[x for kv in meta.items() for x in kv], INSTANCE_FIELD, self.instance)
             add("pexpire", "PEXPIRE", key, int(self.ttl * 1000))
+            if by_key:
+                add("keytime", "PEXPIRETIME", key)
             add("zadd", "ZADD", lay.index, score, self.name)
             if meta != self._announced or self._force_update or twin:
                 add("update", "PUBLISH", lay.channel, lay.message("update", self.name, meta, self.instance))
             add("register", "PUBLISH", lay.channel, lay.message("register", self.name))
         else:
             add("pexpire", "PEXPIRE", key, int(self.ttl * 1000))
+            if by_key:
+                add("keytime", "PEXPIRETIME", key)
             add("zadd", "ZADD", lay.index, score, self.name)
             if twin:  # keep the twin and the peers told which process is which
                 add("update", "PUBLISH", lay.channel, lay.message("update", self.name, meta, self.instance))
@@ -290,9 +309,13 @@ class Heartbeat:
         for role, command, reply in zip(plan.roles, plan.commands, replies):
             if isinstance(reply, ReplyError):
                 self.stats["errors"] += 1
-                if role == "time":  # TIME refused (ACL): fall back to the local clock
-                    log.warning("grid %s: TIME failed (%s); scoring by the local clock", self.name, reply)
-                    self.clock.sync(now, now, now, plan.mono)
+                if role == "time":  # TIME refused (ACL): our key's expiry tells the server's time
+                    self._clock_fallback("key" if not self.observe else "local", f"TIME failed ({reply})")
+                    self.clock.guess(now, plan.mono)
+                    continue
+                if role == "keytime":  # Redis < 7 or refused too: our own clock it is
+                    self._clock_fallback("local", f"PEXPIRETIME failed ({reply})")
+                    self.clock.guess(now, plan.mono)
                     continue
                 if role in ("zadd", "zrange", "trim") and str(reply).startswith("WRONGTYPE"):
                     self._wrong_index(now)
@@ -309,6 +332,11 @@ class Heartbeat:
                 except (TypeError, ValueError):
                     log.warning("grid %s: bad TIME reply %r; scoring by the local clock", self.name, reply)
                     self.clock.sync(now, now, now, plan.mono)
+            elif role == "keytime":
+                if isinstance(reply, int) and reply > 0:  # ms: the server's time at PEXPIRE + ttl
+                    self.clock.sync(reply / 1000 - int(self.ttl * 1000) / 1000, plan.now, now, plan.mono)
+                else:  # no key or no expiry (lost meanwhile): measure at the next beat
+                    self.clock.guess(now, plan.mono)
             elif role == "whoami":
                 owner = reply.decode(errors="replace") if isinstance(reply, bytes) else None
                 if owner is not None and owner != self.instance:
@@ -335,6 +363,17 @@ class Heartbeat:
                 self.need_full = full
         self.ready = self.ready or "zrange" in plan.roles
         return actions
+
+    def _clock_fallback(self, source: str, why: str) -> None:
+        if self.clock.source == source:
+            return
+        self.clock.source = source
+        how = (
+            "reading the server's clock from PEXPIRETIME of our key"
+            if source == "key"
+            else "using the local clock (a skewed clock here misjudges peers)"
+        )
+        log.warning("grid %s: %s; %s", self.name or "observer", why, how)
 
     def _reconcile(self, reply: Any, full: bool, now: float) -> List[Action]:
         try:

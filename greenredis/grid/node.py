@@ -174,7 +174,9 @@ class Grid:
         subscribe: joins and leaves are then only seen by the index, within an
         interval, and by ttl); ``channel_error``: why; ``twins``: ids of other
         processes seen registering under this node's name lately;
-        ``clock_offset``: seconds from the local clock to Redis's.
+        ``clock_offset``: seconds from the local clock to Redis's;
+        ``clock_source``: "time" (``TIME``), "key" (TIME refused by the ACL:
+        ``PEXPIRETIME`` of our key) or "local" (neither: our own clock).
         """
         return {
             "instance": self.instance,
@@ -185,6 +187,7 @@ class Grid:
             "channel_error": self._channel_error,
             "twins": sorted(self._hb.live_twins(time.time())),
             "clock_offset": self._hb.clock.offset,
+            "clock_source": self._hb.clock.source,
         }
 
     @property

@@ -309,3 +309,41 @@ def test_a_clock_stepped_mid_run_keeps_the_grid(redis_server, grids, tmp_path, j
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_skewed_node_without_time_rights_keeps_the_grid(make_server, grids, tmp_path):
+    """A process 100 s fast whose ACL user may not run TIME (``+@read +@write``
+    has no TIME): it reads the server's clock from its key (PEXPIRETIME); the old
+    code scored by its own clock and expired every healthy peer."""
+    server = make_server(users=["u on >pw ~* &* +@read +@write +@pubsub +@connection -time -eval"])
+    ok_url = server.url
+    url = f"redis://u:pw@127.0.0.1:{server.port}/0"
+    r = greenredis.Redis.from_url(url)
+    with pytest.raises(greenredis.ReplyError):
+        r.cmd(["TIME"])
+    r.close()
+    script = tmp_path / "skewed.py"
+    script.write_text(SKEWED.format(root=ROOT))
+    out = str(tmp_path / "fast.json")
+    leaves = []
+    here = [grids(ok_url, name=f"ok{i}", ttl=5) for i in range(3)]
+    for g in here:
+        g.on_leave = lambda name, meta, g=g: leaves.append([g.name, name])
+    proc = gsubprocess.Popen([sys.executable, str(script), url, "100", "fast", "3", out])
+    try:
+        members = sorted([f"ok{i}" for i in range(3)] + [f"fast{i}" for i in range(3)])
+
+        def converged():
+            got = _read(out)
+            views = [sorted(g.nodes()) for g in here] + (got["views"][:3] if got else [None])
+            return all(v == members for v in views)
+
+        wait_for(converged, timeout=60, what="6 nodes in 6 views")
+        start = [g.stats["batches"] for g in here]
+        wait_for(lambda: all(g.stats["batches"] >= s + 24 for g, s in zip(here, start)), timeout=60)
+        assert converged()
+        child_leaves = _read(out)["leaves"]
+        assert leaves == [] and [x for x in child_leaves if x[0] is not None] == []
+    finally:
+        proc.kill()
+        proc.wait()

@@ -371,3 +371,28 @@ def test_a_wall_clock_jump_mid_run_keeps_the_beat_and_the_peers(jump):
         if n.view.tick(n.now):
             break
     assert "peer" not in n.view.nodes() and n.t - last <= TTL + INTERVAL + 1e-6
+
+
+def test_time_refused_reads_the_server_clock_from_our_key():
+    """An ACL user without TIME (e.g. ``+@read +@write``): a node 100 s fast must
+    still score by the server's clock, from PEXPIRETIME of the key it just PEXPIREd."""
+    n = Node(skew=100.0)
+    refused = ReplyError("NOPERM User u has no permissions to run the 'time' command")
+
+    def answer(plan, index=()):
+        over = {"time": refused}
+        if "keytime" in plan.roles:
+            over["keytime"] = int((n.t + TTL) * 1000)
+        return n.answer(plan, index, over)
+
+    for _ in range(6):  # start, register, beats
+        plan = n.plan()
+        if plan is not None:
+            answer(plan, [("me", n.t), ("peer", n.t)])
+        n.advance(INTERVAL)
+    plan = n.plan()
+    (zadd,) = commands(plan, "zadd")
+    assert zadd[2] == pytest.approx(n.t, abs=0.01)  # not n.t + 100
+    assert n.hb.clock.offset == pytest.approx(-100.0, abs=0.01)
+    assert n.hb.clock.source == "key"
+    assert "TIME" not in [c[0] for c in plan.commands]  # no refused TIME every beat
