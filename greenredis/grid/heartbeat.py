@@ -77,7 +77,8 @@ class ServerClock:
     def __init__(self, resync: float = 300.0, max_rtt: float = 0.5) -> None:
         self.offset: Optional[float] = None
         #: how the server's clock is read: "time" (TIME), "key" (TIME refused:
-        #: PEXPIRETIME of our key, just PEXPIREd) or "local" (neither: our own clock)
+        #: PEXPIRETIME of our key just PEXPIREd; an observer: a peer's key's
+        #: PEXPIRETIME less its PTTL) or "local" (neither: our own clock)
         self.source = "time"
         self.resync = resync
         self.max_rtt = max_rtt  # a slower round trip says little about when the server read its clock
@@ -192,6 +193,7 @@ class Heartbeat:
         self._index_warned = -1e18
         self._not_before = -1e18  # after a refused command: do not spin on it
         self._next_beat = -1e18
+        self._probe: Optional[str] = None
 
     # -- the writer -------------------------------------------------------------
 
@@ -252,6 +254,11 @@ class Heartbeat:
                 add("time", "TIME")
             if not self.observe:
                 add("whoami", "HGET", key, INSTANCE_FIELD)
+            elif self.clock.source == "key":  # any node's key: its expiry less its TTL is "now"
+                peer = self._probe or next(iter(self.view.nodes()), None)
+                if peer is not None:
+                    add("keytime", "PEXPIRETIME", lay.key(peer))
+                    add("keyttl", "PTTL", lay.key(peer))
         if self._index_clobber and not self.observe:
             add("repair", "DEL", lay.index)
         score = self.clock.server(now)
@@ -304,16 +311,16 @@ class Heartbeat:
         self._trim = (None, None)
         self._clobber = self._index_clobber = False
         actions: List[Action] = []
-        zrange = None
+        zrange = expire_at = None
         refused = False
         for role, command, reply in zip(plan.roles, plan.commands, replies):
             if isinstance(reply, ReplyError):
                 self.stats["errors"] += 1
-                if role == "time":  # TIME refused (ACL): our key's expiry tells the server's time
-                    self._clock_fallback("key" if not self.observe else "local", f"TIME failed ({reply})")
+                if role == "time":  # TIME refused (ACL): a key's expiry tells the server's time
+                    self._clock_fallback("key", f"TIME failed ({reply})")
                     self.clock.guess(now, plan.mono)
                     continue
-                if role == "keytime":  # Redis < 7 or refused too: our own clock it is
+                if role in ("keytime", "keyttl"):  # Redis < 7 or refused too: our own clock it is
                     self._clock_fallback("local", f"PEXPIRETIME failed ({reply})")
                     self.clock.guess(now, plan.mono)
                     continue
@@ -332,6 +339,13 @@ class Heartbeat:
                 except (TypeError, ValueError):
                     log.warning("grid %s: bad TIME reply %r; scoring by the local clock", self.name, reply)
                     self.clock.sync(now, now, now, plan.mono)
+            elif role == "keytime" and self.observe:
+                expire_at = reply
+            elif role == "keyttl":  # ms: a peer's key expires at expire_at, reply ms from now
+                if isinstance(reply, int) and reply > 0 and isinstance(expire_at, int) and expire_at > 0:
+                    self.clock.sync((expire_at - reply) / 1000, plan.now, now, plan.mono)
+                else:
+                    self.clock.guess(now, plan.mono)
             elif role == "keytime":
                 if isinstance(reply, int) and reply > 0:  # ms: the server's time at PEXPIRE + ttl
                     self.clock.sync(reply / 1000 - int(self.ttl * 1000) / 1000, plan.now, now, plan.mono)
@@ -383,6 +397,8 @@ class Heartbeat:
             return []
         for err in bad:
             self.view.bad_data("index entry", err)
+        if entries:  # the newest entry's key: where an observer without TIME reads the clock
+            self._probe = max(entries, key=entries.__getitem__)
         local = {n: self.clock.local(s) for n, s in entries.items()}
         fetch, (below, above) = self.view.reconcile(local, now, full=full)
         self._trim = (

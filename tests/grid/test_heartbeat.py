@@ -396,3 +396,22 @@ def test_time_refused_reads_the_server_clock_from_our_key():
     assert n.hb.clock.offset == pytest.approx(-100.0, abs=0.01)
     assert n.hb.clock.source == "key"
     assert "TIME" not in [c[0] for c in plan.commands]  # no refused TIME every beat
+
+
+def test_an_observer_without_time_reads_the_clock_from_a_peers_key():
+    """An observer 100 s fast, TIME refused: PEXPIRETIME - PTTL of a peer's key is
+    the server's now; it then sees the live peer (its own clock would call it dead)."""
+    n = Node(skew=100.0, observe=True)
+    refused = ReplyError("NOPERM User u has no permissions to run the 'time' command")
+    peer = {"redgrid:d:1:peer": [b"ip", b"10.0.0.2"]}
+    for _ in range(6):
+        plan = n.plan()
+        if plan is not None:
+            over = {"time": refused, "keytime": int((n.t + 4) * 1000), "keyttl": 4000}
+            for action in n.answer(plan, [("peer", n.t - 0.5)], over):
+                if isinstance(action, Fetch):
+                    n.hb.fetched(action.names, [peer["redgrid:d:1:" + x] for x in action.names], n.now)
+        n.advance(INTERVAL)
+    assert n.hb.clock.source == "key" and n.hb.clock.offset == pytest.approx(-100.0, abs=0.01)
+    assert "peer" in n.view.nodes()
+    assert n.view.tick(n.now) == []
