@@ -163,6 +163,7 @@ class Heartbeat:
     ) -> None:
         self.layout, self.view = layout, view
         self.name, self.instance, self.observe = name, instance, observe
+        self.who = name if name is not None else f"observer of {layout.channel}"  # for log lines
         self.key = None if observe or name is None else layout.key(name)
         self.meta: Dict[str, str] = dict(meta)
         self.ttl, self.interval = float(ttl), float(interval)
@@ -207,7 +208,7 @@ class Heartbeat:
         delta = self.clock.step(now, mono)
         if not delta:
             return
-        log.warning("grid %s: the local clock stepped %+.1f s; adjusting", self.name or "observer", delta)
+        log.warning("grid %s: the local clock stepped %+.1f s; adjusting", self.who, delta)
         self.view.shift(delta)
         self._next_beat += delta
         self._not_before += delta
@@ -304,7 +305,9 @@ class Heartbeat:
     def on_replies(self, plan: Plan, replies: Sequence[Any], now: float) -> List[Action]:
         """The replies of ``plan``'s batch, received at ``now`` -> actions."""
         if self.view.stale:
-            log.warning("grid %s: Redis is back; re-registering", self.name)
+            log.warning(
+                "grid %s: Redis is back; %s", self.who, "re-reading" if self.observe else "re-registering"
+            )
             self.view.recover(now)
         if not self.observe:
             self.view.touch_self(now)
@@ -329,7 +332,7 @@ class Heartbeat:
                     refused = True
                     continue
                 refused = True
-                log.warning("grid %s: %s failed: %s", self.name, command[0], reply)
+                log.warning("grid %s: %s failed: %s", self.who, command[0], reply)
                 if role == "hset":
                     self._clobber = self.need_register = True
                 continue
@@ -337,7 +340,7 @@ class Heartbeat:
                 try:
                     self.clock.sync(parse_time(reply), plan.now, now, plan.mono)
                 except (TypeError, ValueError):
-                    log.warning("grid %s: bad TIME reply %r; scoring by the local clock", self.name, reply)
+                    log.warning("grid %s: bad TIME reply %r; scoring by the local clock", self.who, reply)
                     self.clock.sync(now, now, now, plan.mono)
             elif role == "keytime" and self.observe:
                 expire_at = reply
@@ -387,7 +390,7 @@ class Heartbeat:
             if source == "key"
             else "using the local clock (a skewed clock here misjudges peers)"
         )
-        log.warning("grid %s: %s; %s", self.name or "observer", why, how)
+        log.warning("grid %s: %s; %s", self.who, why, how)
 
     def _reconcile(self, reply: Any, full: bool, now: float) -> List[Action]:
         try:
@@ -430,7 +433,7 @@ class Heartbeat:
         """The batch (or a fetch) failed: Redis is unreachable or timed out."""
         self.stats["errors"] += 1
         if not self.view.stale:
-            log.warning("grid %s: Redis unreachable (%s); keeping the view, retrying", self.name, err)
+            log.warning("grid %s: Redis unreachable (%s); keeping the view, retrying", self.who, err)
         self.view.mark_stale(now)
         self.need_full = True
         self.need_register = self.need_ping = not self.observe

@@ -590,7 +590,7 @@ class GridView:
         log.log(
             level,
             "grid %s: skipped %s (%d %s so far): %s",
-            self.self_name,
+            self.self_name or "observer",
             what,
             n,
             counter.replace("_", " "),

@@ -415,3 +415,16 @@ def test_an_observer_without_time_reads_the_clock_from_a_peers_key():
     assert n.hb.clock.source == "key" and n.hb.clock.offset == pytest.approx(-100.0, abs=0.01)
     assert "peer" in n.view.nodes()
     assert n.view.tick(n.now) == []
+
+
+def test_an_observer_logs_as_an_observer(caplog):
+    """Not "grid None: Redis is back; re-registering": an observer registers nothing."""
+    caplog.set_level(logging.WARNING, "greenredis.grid")
+    n = Node(observe=True)
+    n.settle()
+    n.hb.on_error(n.now, ConnectionError("down"))
+    n.settle()
+    n.hb.on_messages([(b"message", b"redgrid:d:1", b"\xff")], n.now)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "None" not in text and "re-registering" not in text
+    assert "observer of redgrid:d:1: Redis is back" in text
