@@ -322,7 +322,7 @@ class _Node:
         self.gone_at = None  # when it left or expired (kept a while for health())
         self.reason = None
         self.instance = None  # the process id last seen registering this name
-        self.instances = {}  # process id -> when last heard of: more than one live is a twin
+        self.instances = {}  # process id -> (first, last) heard of: more than one live is a twin
 
 
 class GridView:
@@ -421,11 +421,11 @@ class GridView:
         if instance is not None:
             s = self._nodes[name]
             s.instance = instance
-            s.instances[instance] = now
+            s.instances[instance] = (s.instances.get(instance, (now,))[0], now)
             if len(s.instances) > 1:  # forget process ids not heard of within ttl
-                s.instances = {i: t for i, t in s.instances.items() if now - t < self.ttl or i == instance}
+                s.instances = {i: t for i, t in s.instances.items() if now - t[1] < self.ttl or i == instance}
                 while len(s.instances) > 100:  # forged ids: stay bounded
-                    del s.instances[min(s.instances, key=s.instances.__getitem__)]
+                    del s.instances[min(s.instances, key=lambda i: s.instances[i][1])]
         return events
 
     def _seen(self, name, meta, now, score, ours):
@@ -477,14 +477,17 @@ class GridView:
         """The node left (graceful) or expired: drop it from nodes().
 
         A leave from process ``instance`` while another process registered under
-        the same name was heard of within ttl (a twin) drops only that process id.
+        the same name was heard of within ttl, and since ``instance`` first was
+        (a twin, not a crashed predecessor), drops only that process id.
         """
         s = self._nodes.get(name)
         if name == self.self_name or s is None or s.gone_at is not None:
             return []
         if instance is not None:
-            s.instances.pop(instance, None)
-            live = [(t, i) for i, t in s.instances.items() if now - t < self.ttl]
+            # Another id is a live twin if heard of since the leaving one first was:
+            # a crashed predecessor under the same name (a restarted dyno) is not.
+            since = s.instances.pop(instance, (-float("inf"),))[0]
+            live = [(t, i) for i, (_, t) in s.instances.items() if now - t < self.ttl and t >= since]
             if live:
                 s.instance = max(live)[1]
                 self.counters["twin_leaves"] += 1
@@ -563,7 +566,7 @@ class GridView:
                 s.score += delta
             if s.gone_at is not None:
                 s.gone_at += delta
-            s.instances = {i: t + delta for i, t in s.instances.items()}
+            s.instances = {i: (a + delta, b + delta) for i, (a, b) in s.instances.items()}
 
     def mark_stale(self, now):
         """Redis is unreachable: keep the view, stop expiring nodes."""

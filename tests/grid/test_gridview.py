@@ -265,3 +265,20 @@ def test_bad_data_is_counted():
     v.bad_data("message", "junk")
     v.bad_data("registration", "junk")
     assert v.counters["bad_messages"] == 1 and v.counters["bad_data"] == 1
+
+
+def test_a_leave_after_a_crash_and_restart_under_the_same_name_drops_the_node():
+    """A crashes, its successor B (same name: a restarted dyno) joins and then
+    stops gracefully: A is not a live twin (not heard of since B came), so
+    peers drop the node at once instead of keeping it for ttl."""
+    v = GridView("me", {"ip": "1"}, ttl=30, interval=5, now=0)
+    v.on_message("update", "t", 0.0, {"ip": "2"}, instance="aaaa")
+    v.on_message("update", "t", 1.0, {"ip": "2"}, instance="bbbb")  # A crashed; B took over
+    events = v.leave("t", 2.0, instance="bbbb")
+    assert [e.kind for e in events] == ["leave"] and "t" not in v.nodes()
+    # real twins (both announce every beat) still spare each other
+    v.on_message("update", "u", 10.0, {"ip": "3"}, instance="aaaa")
+    v.on_message("update", "u", 11.0, {"ip": "3"}, instance="bbbb")
+    v.on_message("update", "u", 11.5, {"ip": "3"}, instance="aaaa")  # A told of B: still alive
+    assert v.leave("u", 12.0, instance="bbbb") == [] and "u" in v.nodes()
+    assert [e.kind for e in v.leave("u", 13.0, instance="aaaa")] == ["leave"]
