@@ -88,15 +88,19 @@ def _print_event(event, out):
 
 def run(args, out=None):
     out = out or sys.stdout
-    grid = Grid(
-        args.url,
-        observe=True,
-        ttl=args.ttl,
-        interval=args.interval,
-        domain=args.domain,
-        version=args.grid_version,
-        timeout=min(args.timeout, args.interval),
-    )
+    try:
+        grid = Grid(
+            args.url,
+            observe=True,
+            ttl=args.ttl,
+            interval=args.interval,
+            domain=args.domain,
+            version=args.grid_version,
+            timeout=min(args.timeout, args.interval),
+        )
+    except ValueError as e:  # a bad domain/version or timing: say so, as argparse would
+        sys.stderr.write(f"greenredis nodes: {e}\n")
+        return 2
     grid.start()
     try:
         if not grid.wait(args.timeout):
