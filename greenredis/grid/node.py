@@ -36,6 +36,16 @@ log = logging.getLogger("greenredis.grid")
 _STOP = object()
 
 
+def _elapsed():
+    """A clock that no one steps. Linux's CLOCK_BOOTTIME also runs while the machine
+    sleeps (CLOCK_MONOTONIC does not), so a resumed laptop is not taken for a step
+    of the wall clock (elsewhere it is: peers gone meanwhile expire ttl late)."""
+    return time.clock_gettime(_BOOTTIME) if _BOOTTIME is not None else time.monotonic()
+
+
+_BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)
+
+
 def default_name():
     """Heroku's ``$DYNO`` when set, else ``hostname:pid``."""
     return os.environ.get("DYNO") or f"{_stdsocket.gethostname()}:{os.getpid()}"
@@ -157,7 +167,7 @@ class Grid:
         or "gone" (left or expired lately); last_seen is a unix time.
         """
         now = time.time()
-        self._hb.clock_step(now, time.monotonic())
+        self._hb.clock_step(now, _elapsed())
         return self.view.health(now)
 
     @property
@@ -319,7 +329,7 @@ class Grid:
         self._subscribed.wait(self.timeout)
         while True:
             try:
-                plan = hb.plan(time.time(), time.monotonic())
+                plan = hb.plan(time.time(), _elapsed())
                 if plan is not None:
                     replies = self._batch(plan.commands)
                     for action in hb.on_replies(plan, replies, time.time()):
@@ -333,10 +343,10 @@ class Grid:
             if hb.ready:
                 self._ready.set()
             now = time.time()
-            hb.clock_step(now, time.monotonic())  # before expiring anyone by that clock
+            hb.clock_step(now, _elapsed())  # before expiring anyone by that clock
             self._emit(self.view.tick(now))
             self._wake.clear()
-            wake = hb.next_wake(now, time.monotonic())
+            wake = hb.next_wake(now, _elapsed())
             if wake > now:
                 self._wake.wait(wake - now + 0.001)
 
@@ -373,7 +383,7 @@ class Grid:
                     break
                 batch.append(more)
             try:
-                events, fetch, wake = self._hb.on_messages(batch, time.time(), time.monotonic())
+                events, fetch, wake = self._hb.on_messages(batch, time.time(), _elapsed())
                 if wake:
                     self._wake.set()
                 self._emit(events)
