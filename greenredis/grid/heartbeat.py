@@ -195,6 +195,7 @@ class Heartbeat:
         self._not_before = -1e18  # after a refused command: do not spin on it
         self._next_beat = -1e18
         self._probe: Optional[str] = None
+        self.deaf = False  # the channel is refused: reconcile in full every time
 
     # -- the writer -------------------------------------------------------------
 
@@ -331,6 +332,8 @@ class Heartbeat:
                     self._wrong_index(now)
                     refused = True
                     continue
+                if self.deaf and role in ("update", "register", "ping") and str(reply).startswith("NOPERM"):
+                    continue  # the channel is refused: said once already, the index does without
                 refused = True
                 log.warning("grid %s: %s failed: %s", self.who, command[0], reply)
                 if role == "hset":
@@ -372,7 +375,7 @@ class Heartbeat:
             self.stats["pings_answered"] += plan.answered
         if "zrange" in plan.roles:
             self._next_beat = plan.now + self.interval
-            full = self.need_full
+            full = self.need_full or self.deaf
             self.need_full = False
             if zrange is not None:
                 actions += self._reconcile(zrange, full, now)
@@ -454,8 +457,14 @@ class Heartbeat:
 
     # -- the listener -----------------------------------------------------------
 
+    def on_channel_refused(self) -> None:
+        """Redis refused our SUBSCRIBE (ACL): no update will be heard, so every
+        reconcile fetches every live node's key (meta changes arrive within an interval)."""
+        self.deaf = True
+
     def on_subscribed(self) -> bool:
         """The listener (re)subscribed; True if the writer must be woken to catch up."""
+        self.deaf = False
         if self.ready:  # the writer went ahead without us: catch up on what we missed
             self.need_full = True
             self.need_ping = not self.observe

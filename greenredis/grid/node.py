@@ -415,6 +415,7 @@ class Grid:
                 self.layout.channel,
             )
         self._channel, self._channel_error = "refused", str(err)
+        self._hb.on_channel_refused()
         self._subscribed.set()  # the writer need not wait for us
 
 

@@ -348,3 +348,22 @@ def test_a_skewed_node_without_time_rights_keeps_the_grid(make_server, grids, tm
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_meta_changes_reach_peers_without_channel_rights(make_server):
+    """No channel: the update message is lost, so peers must read keys on reconcile
+    (the old code fetched only unknown names: a peer's new meta was never seen)."""
+    server = make_server(users=["u on >pw ~* resetchannels +@all"])
+    url = f"redis://u:pw@127.0.0.1:{server.port}/0"
+    a = Grid(url, name="a", ttl=3, interval=0.5).start()
+    b = Grid(url, name="b", ttl=3, interval=0.5).start()
+    try:
+        wait_for(lambda: set(b.nodes()) == {"a", "b"} and b.status["channel"] == "refused", what="grid")
+        updates = []
+        b.on_update = lambda name, meta: updates.append((name, meta.get("weight")))
+        a.update_meta(weight=0)
+        wait_for(lambda: b.nodes()["a"].get("weight") == "0", timeout=30, what="the new meta at b")
+        assert updates == [("a", "0")]
+    finally:
+        a.stop(timeout=1)
+        b.stop(timeout=1)

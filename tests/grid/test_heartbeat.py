@@ -428,3 +428,26 @@ def test_an_observer_logs_as_an_observer(caplog):
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "None" not in text and "re-registering" not in text
     assert "observer of redgrid:d:1: Redis is back" in text
+
+
+def test_a_deaf_node_reconciles_in_full_and_does_not_warn_of_each_publish(caplog):
+    """Channel refused: each reconcile fetches every live node (meta changes are not
+    heard), and refused PUBLISHes are neither warned about every time nor paused on."""
+    caplog.set_level(logging.WARNING, "greenredis.grid")
+    n = Node()
+    n.hb.on_channel_refused()
+    noperm = ReplyError("NOPERM this user has no permissions to access one of the channels used as arguments")
+    over = {"update": noperm, "register": noperm, "ping": noperm}
+    n.answer(n.plan(), overrides=over)  # TIME
+    fetched = []
+    for _ in range(3):
+        plan = n.plan()
+        while plan is not None:
+            for action in n.answer(plan, [("me", n.t), ("peer", n.t)], over):
+                fetched += action.names
+                n.hb.fetched(action.names, [[b"ip", b"2"]] * len(action.names), n.now, action.scores)
+            plan = n.plan()
+        n.advance(INTERVAL)
+    assert fetched == ["peer"] * 3
+    assert not [r for r in caplog.records if "PUBLISH failed" in r.getMessage()]
+    assert n.hb.stats["errors"] >= 2
