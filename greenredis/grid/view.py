@@ -114,6 +114,10 @@ def valid_instance(instance):
 
 #: The most meta one node may carry: keys and values, UTF-8 bytes, in all.
 MAX_META_BYTES = 64 * 1024
+# A peer's message or registration bigger than these is skipped as bad data (JSON's
+# \uXXXX escapes make a 2-byte UTF-8 char 6 bytes; the rest is the key and the id).
+_MAX_MESSAGE = 3 * MAX_META_BYTES + 4096
+_MAX_REGISTRATION = MAX_META_BYTES + 4096  # chars
 
 
 def meta_value(key, value):
@@ -214,6 +218,8 @@ class Layout:
 
         Raises GridDataError for anything else.
         """
+        if len(data) > _MAX_MESSAGE:
+            raise GridDataError(f"message of {len(data)} bytes (over {_MAX_MESSAGE}): {data[:60]!r}")
         text = _text(data, "message")
         if text == "ping":
             return Message("ping", None, None)
@@ -264,6 +270,11 @@ class Layout:
         else:
             raise GridDataError(f"unexpected HGETALL reply: {reply!r:.120}")
         meta = {_text(k, "meta key"): _text(v, "meta value") for k, v in pairs}
+        size = sum(len(k) + len(v) for k, v in meta.items())
+        if size > _MAX_REGISTRATION:
+            raise GridDataError(
+                f"registration of {size} chars (over {_MAX_REGISTRATION}): {str(meta)[:60]!r}"
+            )
         if "ip" not in meta:
             raise GridDataError(f"registration without ip: {meta!r:.120}")
         instance = meta.pop(INSTANCE_FIELD, None)
