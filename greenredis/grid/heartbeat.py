@@ -65,8 +65,8 @@ Action = Any  # Fetch | Emit
 class ServerClock:
     """The offset from the local clock to the Redis server's.
 
-    ``sync(server, sent, received, mono)`` after a ``TIME`` round trip (the
-    server read its clock about half-way); ``server(now)`` / ``local(t)``
+    ``sync(server, sent, received, mono)`` after a ``TIME`` round trip (``mono``
+    read with ``sent``; the server read its clock about half-way); ``server(now)`` / ``local(t)``
     convert. ``due`` says when to measure again: never measured, ``resync``
     seconds gone (monotonic), or the local wall clock jumped against the
     monotonic one (an NTP step, a suspended laptop).
@@ -97,7 +97,7 @@ class ServerClock:
             self._again = True
             return
         self.offset = server - (sent + received) / 2
-        self._wall, self._mono, self._again = received, mono, slow
+        self._wall, self._mono, self._again = sent, mono, slow  # mono: read with sent
 
     def step(self, now: float, mono: float) -> float:
         """How far the local wall clock stepped against the monotonic one since the
@@ -322,11 +322,11 @@ class Heartbeat:
                 self.stats["errors"] += 1
                 if role == "time":  # TIME refused (ACL): a key's expiry tells the server's time
                     self._clock_fallback("key", f"TIME failed ({reply})")
-                    self.clock.guess(now, plan.mono)
+                    self.clock.guess(plan.now, plan.mono)
                     continue
                 if role in ("keytime", "keyttl"):  # Redis < 7 or refused too: our own clock it is
                     self._clock_fallback("local", f"PEXPIRETIME failed ({reply})")
-                    self.clock.guess(now, plan.mono)
+                    self.clock.guess(plan.now, plan.mono)
                     continue
                 if role in ("zadd", "zrange", "trim") and str(reply).startswith("WRONGTYPE"):
                     self._wrong_index(now)
@@ -344,19 +344,19 @@ class Heartbeat:
                     self.clock.sync(parse_time(reply), plan.now, now, plan.mono)
                 except (TypeError, ValueError):
                     log.warning("grid %s: bad TIME reply %r; scoring by the local clock", self.who, reply)
-                    self.clock.sync(now, now, now, plan.mono)
+                    self.clock.sync(plan.now, plan.now, plan.now, plan.mono)
             elif role == "keytime" and self.observe:
                 expire_at = reply
             elif role == "keyttl":  # ms: a peer's key expires at expire_at, reply ms from now
                 if isinstance(reply, int) and reply > 0 and isinstance(expire_at, int) and expire_at > 0:
                     self.clock.sync((expire_at - reply) / 1000, plan.now, now, plan.mono)
                 else:
-                    self.clock.guess(now, plan.mono)
+                    self.clock.guess(plan.now, plan.mono)
             elif role == "keytime":
                 if isinstance(reply, int) and reply > 0:  # ms: the server's time at PEXPIRE + ttl
                     self.clock.sync(reply / 1000 - int(self.ttl * 1000) / 1000, plan.now, now, plan.mono)
                 else:  # no key or no expiry (lost meanwhile): measure at the next beat
-                    self.clock.guess(now, plan.mono)
+                    self.clock.guess(plan.now, plan.mono)
             elif role == "whoami":
                 owner = reply.decode(errors="replace") if isinstance(reply, bytes) else None
                 if owner is not None and owner != self.instance:

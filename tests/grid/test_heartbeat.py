@@ -451,3 +451,21 @@ def test_a_deaf_node_reconciles_in_full_and_does_not_warn_of_each_publish(caplog
     assert fetched == ["peer"] * 3
     assert not [r for r in caplog.records if "PUBLISH failed" in r.getMessage()]
     assert n.hb.stats["errors"] >= 2
+
+
+def test_a_slow_time_reply_is_not_taken_for_a_clock_step():
+    """Redis stalled 3 s under a TIME (a paused server): the wall and monotonic
+    clocks both moved 3 s; nothing stepped, so no time the node keeps may move."""
+    clock = ServerClock()
+    clock.sync(1003.0, 10.0, 13.0, mono=5.0)  # sent at wall 10 / mono 5, answered at 13
+    assert clock.step(14.0, 9.0) == 0.0
+    n = Node()
+    n.settle()
+    n.hb.clock.forget()
+    plan = n.plan()
+    assert plan.roles == ("time",)
+    n.advance(3.0)  # the reply takes 3 s
+    n.answer(plan)
+    before = n.view.health(n.now)["me"]["last_seen"]
+    n.hb.clock_step(n.now, n.mono)
+    assert n.view.health(n.now)["me"]["last_seen"] == before
