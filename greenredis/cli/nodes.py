@@ -87,21 +87,26 @@ def _print_event(event, out):
 
 
 def run(args, out=None):
-    from greenredis.cli.failures import Fatal, probe
+    from greenredis.cli.failures import Fatal, check_url, probe
     from greenredis.url import DEFAULT_URL
 
     out = out or sys.stdout
     url = args.url or DEFAULT_URL
+    check_url(url)
+    try:
+        grid = Grid(
+            url,
+            observe=True,
+            ttl=args.ttl,
+            interval=args.interval,
+            domain=args.domain,
+            version=args.grid_version,
+            timeout=min(args.timeout, args.interval),
+        )
+    except ValueError as e:  # a bad domain/version or timing: say so, as argparse would
+        sys.stderr.write(f"greenredis nodes: {e}\n")
+        return 2
     probe(url, args.timeout)
-    grid = Grid(
-        url,
-        observe=True,
-        ttl=args.ttl,
-        interval=args.interval,
-        domain=args.domain,
-        version=args.grid_version,
-        timeout=min(args.timeout, args.interval),
-    )
     grid.start()
     try:
         if not grid.wait(args.timeout):

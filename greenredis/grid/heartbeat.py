@@ -65,17 +65,21 @@ Action = Any  # Fetch | Emit
 class ServerClock:
     """The offset from the local clock to the Redis server's.
 
-    ``sync(server, sent, received, mono)`` after a ``TIME`` round trip (the
-    server read its clock about half-way); ``server(now)`` / ``local(t)``
+    ``sync(server, sent, received, mono)`` after a ``TIME`` round trip (``mono``
+    read with ``sent``; the server read its clock about half-way); ``server(now)`` / ``local(t)``
     convert. ``due`` says when to measure again: never measured, ``resync``
     seconds gone (monotonic), or the local wall clock jumped against the
     monotonic one (an NTP step, a suspended laptop).
     """
 
-    __slots__ = ("offset", "resync", "max_rtt", "_wall", "_mono", "_again")
+    __slots__ = ("offset", "resync", "max_rtt", "source", "_wall", "_mono", "_again")
 
     def __init__(self, resync: float = 300.0, max_rtt: float = 0.5) -> None:
         self.offset: Optional[float] = None
+        #: how the server's clock is read: "time" (TIME), "key" (TIME refused:
+        #: PEXPIRETIME of our key just PEXPIREd; an observer: a peer's key's
+        #: PEXPIRETIME less its PTTL) or "local" (neither: our own clock)
+        self.source = "time"
         self.resync = resync
         self.max_rtt = max_rtt  # a slower round trip says little about when the server read its clock
         self._wall = self._mono = 0.0
@@ -93,7 +97,27 @@ class ServerClock:
             self._again = True
             return
         self.offset = server - (sent + received) / 2
-        self._wall, self._mono, self._again = received, mono, slow
+        self._wall, self._mono, self._again = sent, mono, slow  # mono: read with sent
+
+    def step(self, now: float, mono: float) -> float:
+        """How far the local wall clock stepped against the monotonic one since the
+        last look (0.0 below a second, or before a first measure). A step is
+        taken into the offset at once (scores stay right) and measured again."""
+        if self.offset is None:
+            return 0.0
+        delta = (now - self._wall) - (mono - self._mono)
+        if abs(delta) <= 1.0:
+            return 0.0
+        self.offset -= delta
+        self._wall, self._mono, self._again = now, mono, True
+        return delta
+
+    def guess(self, now: float, mono: float) -> None:
+        """No measure possible now: use the local clock until one is (``due`` stays True)."""
+        if self.offset is None:
+            self.offset = 0.0
+            self._wall, self._mono = now, mono
+        self._again = self.source != "local"
 
     def forget(self) -> None:
         """Measure again before the next score (Redis may be another server now)."""
@@ -139,6 +163,7 @@ class Heartbeat:
     ) -> None:
         self.layout, self.view = layout, view
         self.name, self.instance, self.observe = name, instance, observe
+        self.who = name if name is not None else f"observer of {layout.channel}"  # for log lines
         self.key = None if observe or name is None else layout.key(name)
         self.meta: Dict[str, str] = dict(meta)
         self.ttl, self.interval = float(ttl), float(interval)
@@ -169,6 +194,8 @@ class Heartbeat:
         self._index_warned = -1e18
         self._not_before = -1e18  # after a refused command: do not spin on it
         self._next_beat = -1e18
+        self._probe: Optional[str] = None
+        self.deaf = False  # the channel is refused: reconcile in full every time
 
     # -- the writer -------------------------------------------------------------
 
@@ -176,12 +203,31 @@ class Heartbeat:
         self.meta = dict(meta)
         self.need_register = True
 
+    def clock_step(self, now: float, mono: float) -> None:
+        """Notice a step of the local wall clock (NTP, a resumed laptop) and move
+        every local time we keep by it, so nothing expires, or lingers, for it."""
+        delta = self.clock.step(now, mono)
+        if not delta:
+            return
+        log.warning("grid %s: the local clock stepped %+.1f s; adjusting", self.who, delta)
+        self.view.shift(delta)
+        self._next_beat += delta
+        self._not_before += delta
+        self._answered_at += delta
+        self._told_twin_at += delta
+        self._twin_warned += delta
+        self._index_warned += delta
+        self.twins = {i: t + delta for i, t in self.twins.items()}
+
     def plan(self, now: float, mono: float) -> Optional[Plan]:
         """The batch to send now, or None (then sleep until ``next_wake``)."""
+        self.clock_step(now, mono)
         if now < self._not_before:
             return None
         if not self.clock.synced:  # nothing is scored before we know the server's time
-            return Plan((("TIME",),), ("time",), now, mono)
+            if self.clock.source == "time":
+                return Plan((("TIME",),), ("time",), now, mono)
+            self.clock.guess(now, mono)  # TIME is refused: measured with the next PEXPIRE
         beat_due = now >= self._next_beat
         # Pings are answered at once, but at most once per ping_gap: when many
         # nodes start together, one registration answers all their pings.
@@ -203,10 +249,18 @@ class Heartbeat:
             roles.append(role)
             cmds.append(command)
 
-        if self.clock.due(now, mono):
-            add("time", "TIME")
+        due = self.clock.due(now, mono)
+        by_key = due and self.clock.source == "key" and not self.observe
+        if due:
+            if self.clock.source == "time":
+                add("time", "TIME")
             if not self.observe:
                 add("whoami", "HGET", key, INSTANCE_FIELD)
+            elif self.clock.source == "key":  # any node's key: its expiry less its TTL is "now"
+                peer = self._probe or next(iter(self.view.nodes()), None)
+                if peer is not None:
+                    add("keytime", "PEXPIRETIME", lay.key(peer))
+                    add("keyttl", "PTTL", lay.key(peer))
         if self._index_clobber and not self.observe:
             add("repair", "DEL", lay.index)
         score = self.clock.server(now)
@@ -221,12 +275,16 @@ class Heartbeat:
                 add("hdel", "HDEL", key, *sorted(gone))
             add("hset", "HSET", key, *[x for kv in meta.items() for x in kv], INSTANCE_FIELD, self.instance)
             add("pexpire", "PEXPIRE", key, int(self.ttl * 1000))
+            if by_key:
+                add("keytime", "PEXPIRETIME", key)
             add("zadd", "ZADD", lay.index, score, self.name)
             if meta != self._announced or self._force_update or twin:
                 add("update", "PUBLISH", lay.channel, lay.message("update", self.name, meta, self.instance))
             add("register", "PUBLISH", lay.channel, lay.message("register", self.name))
         else:
             add("pexpire", "PEXPIRE", key, int(self.ttl * 1000))
+            if by_key:
+                add("keytime", "PEXPIRETIME", key)
             add("zadd", "ZADD", lay.index, score, self.name)
             if twin:  # keep the twin and the peers told which process is which
                 add("update", "PUBLISH", lay.channel, lay.message("update", self.name, meta, self.instance))
@@ -248,28 +306,36 @@ class Heartbeat:
     def on_replies(self, plan: Plan, replies: Sequence[Any], now: float) -> List[Action]:
         """The replies of ``plan``'s batch, received at ``now`` -> actions."""
         if self.view.stale:
-            log.warning("grid %s: Redis is back; re-registering", self.name)
+            log.warning(
+                "grid %s: Redis is back; %s", self.who, "re-reading" if self.observe else "re-registering"
+            )
             self.view.recover(now)
         if not self.observe:
             self.view.touch_self(now)
         self._trim = (None, None)
         self._clobber = self._index_clobber = False
         actions: List[Action] = []
-        zrange = None
+        zrange = expire_at = None
         refused = False
         for role, command, reply in zip(plan.roles, plan.commands, replies):
             if isinstance(reply, ReplyError):
                 self.stats["errors"] += 1
-                if role == "time":  # TIME refused (ACL): fall back to the local clock
-                    log.warning("grid %s: TIME failed (%s); scoring by the local clock", self.name, reply)
-                    self.clock.sync(now, now, now, plan.mono)
+                if role == "time":  # TIME refused (ACL): a key's expiry tells the server's time
+                    self._clock_fallback("key", f"TIME failed ({reply})")
+                    self.clock.guess(plan.now, plan.mono)
+                    continue
+                if role in ("keytime", "keyttl"):  # Redis < 7 or refused too: our own clock it is
+                    self._clock_fallback("local", f"PEXPIRETIME failed ({reply})")
+                    self.clock.guess(plan.now, plan.mono)
                     continue
                 if role in ("zadd", "zrange", "trim") and str(reply).startswith("WRONGTYPE"):
                     self._wrong_index(now)
                     refused = True
                     continue
+                if self.deaf and role in ("update", "register", "ping") and str(reply).startswith("NOPERM"):
+                    continue  # the channel is refused: said once already, the index does without
                 refused = True
-                log.warning("grid %s: %s failed: %s", self.name, command[0], reply)
+                log.warning("grid %s: %s failed: %s", self.who, command[0], reply)
                 if role == "hset":
                     self._clobber = self.need_register = True
                 continue
@@ -277,8 +343,20 @@ class Heartbeat:
                 try:
                     self.clock.sync(parse_time(reply), plan.now, now, plan.mono)
                 except (TypeError, ValueError):
-                    log.warning("grid %s: bad TIME reply %r; scoring by the local clock", self.name, reply)
-                    self.clock.sync(now, now, now, plan.mono)
+                    log.warning("grid %s: bad TIME reply %r; scoring by the local clock", self.who, reply)
+                    self.clock.sync(plan.now, plan.now, plan.now, plan.mono)
+            elif role == "keytime" and self.observe:
+                expire_at = reply
+            elif role == "keyttl":  # ms: a peer's key expires at expire_at, reply ms from now
+                if isinstance(reply, int) and reply > 0 and isinstance(expire_at, int) and expire_at > 0:
+                    self.clock.sync((expire_at - reply) / 1000, plan.now, now, plan.mono)
+                else:
+                    self.clock.guess(plan.now, plan.mono)
+            elif role == "keytime":
+                if isinstance(reply, int) and reply > 0:  # ms: the server's time at PEXPIRE + ttl
+                    self.clock.sync(reply / 1000 - int(self.ttl * 1000) / 1000, plan.now, now, plan.mono)
+                else:  # no key or no expiry (lost meanwhile): measure at the next beat
+                    self.clock.guess(plan.now, plan.mono)
             elif role == "whoami":
                 owner = reply.decode(errors="replace") if isinstance(reply, bytes) else None
                 if owner is not None and owner != self.instance:
@@ -297,7 +375,7 @@ class Heartbeat:
             self.stats["pings_answered"] += plan.answered
         if "zrange" in plan.roles:
             self._next_beat = plan.now + self.interval
-            full = self.need_full
+            full = self.need_full or self.deaf
             self.need_full = False
             if zrange is not None:
                 actions += self._reconcile(zrange, full, now)
@@ -305,6 +383,17 @@ class Heartbeat:
                 self.need_full = full
         self.ready = self.ready or "zrange" in plan.roles
         return actions
+
+    def _clock_fallback(self, source: str, why: str) -> None:
+        if self.clock.source == source:
+            return
+        self.clock.source = source
+        how = (
+            "reading the server's clock from PEXPIRETIME of our key"
+            if source == "key"
+            else "using the local clock (a skewed clock here misjudges peers)"
+        )
+        log.warning("grid %s: %s; %s", self.who, why, how)
 
     def _reconcile(self, reply: Any, full: bool, now: float) -> List[Action]:
         try:
@@ -314,6 +403,8 @@ class Heartbeat:
             return []
         for err in bad:
             self.view.bad_data("index entry", err)
+        if entries:  # the newest entry's key: where an observer without TIME reads the clock
+            self._probe = max(entries, key=entries.__getitem__)
         local = {n: self.clock.local(s) for n, s in entries.items()}
         fetch, (below, above) = self.view.reconcile(local, now, full=full)
         self._trim = (
@@ -345,14 +436,16 @@ class Heartbeat:
         """The batch (or a fetch) failed: Redis is unreachable or timed out."""
         self.stats["errors"] += 1
         if not self.view.stale:
-            log.warning("grid %s: Redis unreachable (%s); keeping the view, retrying", self.name, err)
+            log.warning("grid %s: Redis unreachable (%s); keeping the view, retrying", self.who, err)
         self.view.mark_stale(now)
         self.need_full = True
         self.need_register = self.need_ping = not self.observe
         self.clock.forget()
 
-    def next_wake(self, now: float) -> float:
+    def next_wake(self, now: float, mono: Optional[float] = None) -> float:
         """When ``plan`` has something to do next (local time)."""
+        if mono is not None:
+            self.clock_step(now, mono)
         if not self.clock.synced or (not self.observe and self.need_register) or self.need_full:
             return max(now, self._not_before)
         if self.need_ping and self.ready:
@@ -364,16 +457,26 @@ class Heartbeat:
 
     # -- the listener -----------------------------------------------------------
 
+    def on_channel_refused(self) -> None:
+        """Redis refused our SUBSCRIBE (ACL): no update will be heard, so every
+        reconcile fetches every live node's key (meta changes arrive within an interval)."""
+        self.deaf = True
+
     def on_subscribed(self) -> bool:
         """The listener (re)subscribed; True if the writer must be woken to catch up."""
+        self.deaf = False
         if self.ready:  # the writer went ahead without us: catch up on what we missed
             self.need_full = True
             self.need_ping = not self.observe
             return True
         return False
 
-    def on_messages(self, batch: Sequence[Any], now: float) -> Tuple[List[GridEvent], List[str], bool]:
+    def on_messages(
+        self, batch: Sequence[Any], now: float, mono: Optional[float] = None
+    ) -> Tuple[List[GridEvent], List[str], bool]:
         """Channel messages ``(kind, channel, data)`` -> (events, names to fetch, wake the writer)."""
+        if mono is not None:
+            self.clock_step(now, mono)
         fetch: List[str] = []
         events: List[GridEvent] = []
         wake = False

@@ -36,6 +36,16 @@ log = logging.getLogger("greenredis.grid")
 _STOP = object()
 
 
+def _elapsed():
+    """A clock that no one steps. Linux's CLOCK_BOOTTIME also runs while the machine
+    sleeps (CLOCK_MONOTONIC does not), so a resumed laptop is not taken for a step
+    of the wall clock (elsewhere it is: peers gone meanwhile expire ttl late)."""
+    return time.clock_gettime(_BOOTTIME) if _BOOTTIME is not None else time.monotonic()
+
+
+_BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)
+
+
 def default_name():
     """Heroku's ``$DYNO`` when set, else ``hostname:pid``."""
     return os.environ.get("DYNO") or f"{_stdsocket.gethostname()}:{os.getpid()}"
@@ -156,7 +166,9 @@ class Grid:
         state is "up", "stale" (Redis unreachable, or no news for 2.5 intervals)
         or "gone" (left or expired lately); last_seen is a unix time.
         """
-        return self.view.health(time.time())
+        now = time.time()
+        self._hb.clock_step(now, _elapsed())
+        return self.view.health(now)
 
     @property
     def meta(self):
@@ -172,7 +184,9 @@ class Grid:
         subscribe: joins and leaves are then only seen by the index, within an
         interval, and by ttl); ``channel_error``: why; ``twins``: ids of other
         processes seen registering under this node's name lately;
-        ``clock_offset``: seconds from the local clock to Redis's.
+        ``clock_offset``: seconds from the local clock to Redis's;
+        ``clock_source``: "time" (``TIME``), "key" (TIME refused by the ACL:
+        ``PEXPIRETIME`` of our key) or "local" (neither: our own clock).
         """
         return {
             "instance": self.instance,
@@ -183,6 +197,7 @@ class Grid:
             "channel_error": self._channel_error,
             "twins": sorted(self._hb.live_twins(time.time())),
             "clock_offset": self._hb.clock.offset,
+            "clock_source": self._hb.clock.source,
         }
 
     @property
@@ -314,7 +329,7 @@ class Grid:
         self._subscribed.wait(self.timeout)
         while True:
             try:
-                plan = hb.plan(time.time(), time.monotonic())
+                plan = hb.plan(time.time(), _elapsed())
                 if plan is not None:
                     replies = self._batch(plan.commands)
                     for action in hb.on_replies(plan, replies, time.time()):
@@ -328,9 +343,10 @@ class Grid:
             if hb.ready:
                 self._ready.set()
             now = time.time()
+            hb.clock_step(now, _elapsed())  # before expiring anyone by that clock
             self._emit(self.view.tick(now))
             self._wake.clear()
-            wake = hb.next_wake(now)
+            wake = hb.next_wake(now, _elapsed())
             if wake > now:
                 self._wake.wait(wake - now + 0.001)
 
@@ -367,7 +383,7 @@ class Grid:
                     break
                 batch.append(more)
             try:
-                events, fetch, wake = self._hb.on_messages(batch, time.time())
+                events, fetch, wake = self._hb.on_messages(batch, time.time(), _elapsed())
                 if wake:
                     self._wake.set()
                 self._emit(events)
@@ -399,6 +415,7 @@ class Grid:
                 self.layout.channel,
             )
         self._channel, self._channel_error = "refused", str(err)
+        self._hb.on_channel_refused()
         self._subscribed.set()  # the writer need not wait for us
 
 

@@ -114,6 +114,10 @@ def valid_instance(instance):
 
 #: The most meta one node may carry: keys and values, UTF-8 bytes, in all.
 MAX_META_BYTES = 64 * 1024
+# A peer's message or registration bigger than these is skipped as bad data (JSON's
+# \uXXXX escapes make a 2-byte UTF-8 char 6 bytes; the rest is the key and the id).
+_MAX_MESSAGE = 3 * MAX_META_BYTES + 4096
+_MAX_REGISTRATION = MAX_META_BYTES + 4096  # chars
 
 
 def meta_value(key, value):
@@ -214,6 +218,8 @@ class Layout:
 
         Raises GridDataError for anything else.
         """
+        if len(data) > _MAX_MESSAGE:
+            raise GridDataError(f"message of {len(data)} bytes (over {_MAX_MESSAGE}): {data[:60]!r}")
         text = _text(data, "message")
         if text == "ping":
             return Message("ping", None, None)
@@ -264,6 +270,11 @@ class Layout:
         else:
             raise GridDataError(f"unexpected HGETALL reply: {reply!r:.120}")
         meta = {_text(k, "meta key"): _text(v, "meta value") for k, v in pairs}
+        size = sum(len(k) + len(v) for k, v in meta.items())
+        if size > _MAX_REGISTRATION:
+            raise GridDataError(
+                f"registration of {size} chars (over {_MAX_REGISTRATION}): {str(meta)[:60]!r}"
+            )
         if "ip" not in meta:
             raise GridDataError(f"registration without ip: {meta!r:.120}")
         instance = meta.pop(INSTANCE_FIELD, None)
@@ -322,7 +333,7 @@ class _Node:
         self.gone_at = None  # when it left or expired (kept a while for health())
         self.reason = None
         self.instance = None  # the process id last seen registering this name
-        self.instances = {}  # process id -> when last heard of: more than one live is a twin
+        self.instances = {}  # process id -> (first, last) heard of: more than one live is a twin
 
 
 class GridView:
@@ -421,11 +432,11 @@ class GridView:
         if instance is not None:
             s = self._nodes[name]
             s.instance = instance
-            s.instances[instance] = now
+            s.instances[instance] = (s.instances.get(instance, (now,))[0], now)
             if len(s.instances) > 1:  # forget process ids not heard of within ttl
-                s.instances = {i: t for i, t in s.instances.items() if now - t < self.ttl or i == instance}
+                s.instances = {i: t for i, t in s.instances.items() if now - t[1] < self.ttl or i == instance}
                 while len(s.instances) > 100:  # forged ids: stay bounded
-                    del s.instances[min(s.instances, key=s.instances.__getitem__)]
+                    del s.instances[min(s.instances, key=lambda i: s.instances[i][1])]
         return events
 
     def _seen(self, name, meta, now, score, ours):
@@ -477,14 +488,17 @@ class GridView:
         """The node left (graceful) or expired: drop it from nodes().
 
         A leave from process ``instance`` while another process registered under
-        the same name was heard of within ttl (a twin) drops only that process id.
+        the same name was heard of within ttl, and since ``instance`` first was
+        (a twin, not a crashed predecessor), drops only that process id.
         """
         s = self._nodes.get(name)
         if name == self.self_name or s is None or s.gone_at is not None:
             return []
         if instance is not None:
-            s.instances.pop(instance, None)
-            live = [(t, i) for i, t in s.instances.items() if now - t < self.ttl]
+            # Another id is a live twin if heard of since the leaving one first was:
+            # a crashed predecessor under the same name (a restarted dyno) is not.
+            since = s.instances.pop(instance, (-float("inf"),))[0]
+            live = [(t, i) for i, (_, t) in s.instances.items() if now - t < self.ttl and t >= since]
             if live:
                 s.instance = max(live)[1]
                 self.counters["twin_leaves"] += 1
@@ -553,6 +567,18 @@ class GridView:
                 del self._nodes[name]
         return events
 
+    def shift(self, delta):
+        """The caller's clock stepped by ``delta`` seconds: move every time kept."""
+        if self.stale_since is not None:
+            self.stale_since += delta
+        for s in self._nodes.values():
+            s.last_seen += delta
+            if s.score is not None:
+                s.score += delta
+            if s.gone_at is not None:
+                s.gone_at += delta
+            s.instances = {i: (a + delta, b + delta) for i, (a, b) in s.instances.items()}
+
     def mark_stale(self, now):
         """Redis is unreachable: keep the view, stop expiring nodes."""
         if self.stale_since is None:
@@ -578,7 +604,7 @@ class GridView:
         log.log(
             level,
             "grid %s: skipped %s (%d %s so far): %s",
-            self.self_name,
+            self.self_name or "observer",
             what,
             n,
             counter.replace("_", " "),

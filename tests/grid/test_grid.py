@@ -473,3 +473,18 @@ def test_nodes_table_escapes_control_characters():
     table = format_table(health, 1.0)
     assert "\x1b" not in table and "\x07" not in table
     assert "evil\\x1b[2J" in table and "role=\\x1b]0;pwned\\x07web" in table
+
+
+@pytest.mark.parametrize(
+    "bad, why",
+    [(["--domain", "a:b"], "':'"), (["--ttl", "5"], "twice the interval"), (["--interval", "0"], "interval")],
+)
+def test_cli_nodes_bad_arguments_are_one_line(bad, why):
+    """Not a traceback: one line saying what is wrong, exit status 2 (as argparse)."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    out = gsubprocess.run(
+        CLI + ["nodes", "--url", url, "--timeout", "1", *bad], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr and why in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1

@@ -246,3 +246,124 @@ def test_future_and_dead_index_entries_are_trimmed_by_the_server_clock(redis_ser
         ]
         assert len(said) == 1, said
     r.close()
+
+
+JUMPING = textwrap.dedent("""
+    import json, os, sys, time
+    step = [0.0]
+    real = time.time
+    time.time = lambda: real() + step[0]  # this process's wall clock, stepped below
+    sys.path.insert(0, {root!r})
+    import gevent
+    from greenredis.grid.node import Grid
+    url, jump, out = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+    leaves = []
+    grids = [Grid(url, name=f"jump{{i}}", ttl=5, interval=0.5) for i in range(4)]
+    grids.append(Grid(url, observe=True, ttl=5, interval=0.5))
+    for g in grids:
+        g.on_leave = lambda name, meta, g=g: leaves.append([g.name, name])
+        g.start()
+    while True:
+        if os.path.exists(out + ".go"):
+            step[0] = jump  # NTP steps the clock, mid-run
+        tmp = out + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({{"views": [sorted(g.nodes()) for g in grids], "leaves": leaves,
+                       "stepped": step[0] == jump}}, f)
+        os.replace(tmp, out)
+        gevent.sleep(0.1)
+""")
+
+
+@pytest.mark.parametrize("jump", ["-100", "100"])
+def test_a_clock_stepped_mid_run_keeps_the_grid(redis_server, grids, tmp_path, jump):
+    """A process whose wall clock steps ±100 s while running: its nodes keep
+    beating (the old code slept 100 s after a step back: it vanished for
+    everyone) and nobody, in it or beside it, sees a live node leave."""
+    url = redis_server.url
+    script = tmp_path / "jumping.py"
+    script.write_text(JUMPING.format(root=ROOT))
+    out = str(tmp_path / "jump.json")
+    leaves = []
+    here = [grids(url, name=f"ok{i}", ttl=5) for i in range(3)]
+    here.append(grids(url, observe=True, ttl=5))
+    for g in here:
+        g.on_leave = lambda name, meta, g=g: leaves.append([g.name, name])
+    everyone = sorted([f"ok{i}" for i in range(3)] + [f"jump{i}" for i in range(4)])
+    proc = gsubprocess.Popen([sys.executable, str(script), url, jump, out])
+    try:
+
+        def converged():
+            got = _read(out)
+            views = [sorted(g.nodes()) for g in here] + (got["views"] if got else [None])
+            return all(v == everyone for v in views)
+
+        wait_for(converged, timeout=60, what="7 nodes in 9 views")
+        open(out + ".go", "w").close()
+        wait_for(lambda: (_read(out) or {}).get("stepped"), timeout=30, what="the step")
+        start = [g.stats["batches"] for g in here]  # a few ttls of beats after the step
+        wait_for(lambda: all(g.stats["batches"] >= s + 30 for g, s in zip(here, start)), timeout=90)
+        got = _read(out)
+        assert leaves == [] and got["leaves"] == []
+        assert converged()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_skewed_node_without_time_rights_keeps_the_grid(make_server, grids, tmp_path):
+    """A process 100 s fast whose ACL user may not run TIME (``+@read +@write``
+    has no TIME): its nodes read the server's clock from their key (PEXPIRETIME),
+    its observer from a peer's key; the old code used their own clock: the nodes
+    expired every healthy peer and the observer saw nobody."""
+    server = make_server(users=["u on >pw ~* &* +@read +@write +@pubsub +@connection -time -eval"])
+    ok_url = server.url
+    url = f"redis://u:pw@127.0.0.1:{server.port}/0"
+    r = greenredis.Redis.from_url(url)
+    with pytest.raises(greenredis.ReplyError):
+        r.cmd(["TIME"])
+    r.close()
+    script = tmp_path / "skewed.py"
+    script.write_text(SKEWED.format(root=ROOT))
+    out = str(tmp_path / "fast.json")
+    leaves = []
+    here = [grids(ok_url, name=f"ok{i}", ttl=5) for i in range(3)]
+    for g in here:
+        g.on_leave = lambda name, meta, g=g: leaves.append([g.name, name])
+    proc = gsubprocess.Popen([sys.executable, str(script), url, "100", "fast", "3", out])
+    try:
+        members = sorted([f"ok{i}" for i in range(3)] + [f"fast{i}" for i in range(3)])
+
+        def converged():
+            got = _read(out)
+            views = [sorted(g.nodes()) for g in here] + (got["views"] if got else [None])
+            return all(v == members for v in views)
+
+        wait_for(converged, timeout=60, what="6 nodes in 7 views")
+        start = [g.stats["batches"] for g in here]
+        wait_for(lambda: all(g.stats["batches"] >= s + 24 for g, s in zip(here, start)), timeout=60)
+        assert converged()
+        child_leaves = _read(out)["leaves"]
+        assert leaves == [] and child_leaves == []
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_meta_changes_reach_peers_without_channel_rights(make_server):
+    """No channel: the update message is lost, so peers must read keys on reconcile
+    (the old code fetched only unknown names: a peer's new meta was never seen)."""
+    server = make_server(users=["u on >pw ~* resetchannels +@all"])
+    url = f"redis://u:pw@127.0.0.1:{server.port}/0"
+    a = Grid(url, name="a", ttl=3, interval=0.5).start()
+    b = Grid(url, name="b", ttl=3, interval=0.5).start()
+    try:
+        wait_for(lambda: set(b.nodes()) == {"a", "b"} and b.status["channel"] == "refused", what="grid")
+        updates = []
+        b.on_update = lambda name, meta: updates.append((name, meta.get("weight")))
+        a.update_meta(weight=0)
+        wait_for(lambda: b.nodes()["a"].get("weight") == "0", timeout=30, what="the new meta at b")
+        assert updates == [("a", "0")]
+    finally:
+        a.stop(timeout=1)
+        b.stop(timeout=1)

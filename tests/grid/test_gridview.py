@@ -1,8 +1,10 @@
 """GridView and Layout: the grid's pure logic, fed directly (no Redis needed)."""
 
+import json
+
 import pytest
 
-from greenredis.grid.view import GridDataError, GridView, Layout, valid_name
+from greenredis.grid.view import GridDataError, GridView, Layout, clean_meta, valid_name
 
 pytestmark = pytest.mark.unit  # pure: no server, no sockets
 
@@ -265,3 +267,37 @@ def test_bad_data_is_counted():
     v.bad_data("message", "junk")
     v.bad_data("registration", "junk")
     assert v.counters["bad_messages"] == 1 and v.counters["bad_data"] == 1
+
+
+def test_a_leave_after_a_crash_and_restart_under_the_same_name_drops_the_node():
+    """A crashes, its successor B (same name: a restarted dyno) joins and then
+    stops gracefully: A is not a live twin (not heard of since B came), so
+    peers drop the node at once instead of keeping it for ttl."""
+    v = GridView("me", {"ip": "1"}, ttl=30, interval=5, now=0)
+    v.on_message("update", "t", 0.0, {"ip": "2"}, instance="aaaa")
+    v.on_message("update", "t", 1.0, {"ip": "2"}, instance="bbbb")  # A crashed; B took over
+    events = v.leave("t", 2.0, instance="bbbb")
+    assert [e.kind for e in events] == ["leave"] and "t" not in v.nodes()
+    # real twins (both announce every beat) still spare each other
+    v.on_message("update", "u", 10.0, {"ip": "3"}, instance="aaaa")
+    v.on_message("update", "u", 11.0, {"ip": "3"}, instance="bbbb")
+    v.on_message("update", "u", 11.5, {"ip": "3"}, instance="aaaa")  # A told of B: still alive
+    assert v.leave("u", 12.0, instance="bbbb") == [] and "u" in v.nodes()
+    assert [e.kind for e in v.leave("u", 13.0, instance="aaaa")] == ["leave"]
+
+
+def test_oversized_messages_and_registrations_are_bad_data():
+    """A peer's meta is capped at 64 KiB when set; what arrives far beyond that (a
+    forged 10 MB update, a hash of 100,000 fields) is skipped, not kept in every view."""
+    lay = Layout("d", "1")
+    big = {"ip": "1", "x": "y" * 10_000_000}
+    with pytest.raises(GridDataError):
+        lay.parse_message(f"update redgrid:d:1:n {json.dumps(big)}".encode())
+    with pytest.raises(GridDataError):
+        lay.parse_registration([b"ip", b"1"] + [x for i in range(100_000) for x in (b"k%d" % i, b"v")])
+    # the largest meta a node may set still passes, even with every char escaped in JSON
+    for most in ({"ip": "1", "x": "\n" * (64 * 1024 - 4)}, {"ip": "1", "x": "é" * (32 * 1024 - 2)}):
+        assert len(clean_meta(most)) == 2
+        assert lay.parse_message(lay.message("update", "n", most, "abcd")).meta == most
+        flat = [x.encode() for kv in most.items() for x in kv] + [b"_instance", b"abcd"]
+        assert lay.parse_registration(flat) == (most, "abcd")

@@ -327,3 +327,145 @@ def test_a_slow_time_round_trip_is_measured_again():
     assert clock.offset == pytest.approx(1000.0, abs=0.01) and not clock.due(13.0, 13.0)
     clock.sync(1030.0, 14.0, 20.0, mono=20.0)  # slow again: keep the good measure
     assert clock.offset == pytest.approx(1000.0, abs=0.01) and clock.due(21.0, 21.0)
+
+
+@pytest.mark.parametrize("jump", [-100.0, 100.0])
+def test_a_wall_clock_jump_mid_run_keeps_the_beat_and_the_peers(jump):
+    """The local clock steps ±100 s (NTP, a resumed laptop): the node keeps
+    beating every interval (monotonic), scores by the server, and neither
+    expires a live peer nor keeps a dead one for 100 s more."""
+    n = Node()
+    peer = ("peer", SERVER)
+    peer_meta = {"redgrid:d:1:peer": [b"ip", b"10.0.0.2"]}
+    for action in n.settle([peer]):
+        if isinstance(action, Fetch):
+            n.hb.fetched(
+                action.names, [peer_meta["redgrid:d:1:" + x] for x in action.names], n.now, action.scores
+            )
+    assert "peer" in n.view.nodes()
+    n.advance(INTERVAL / 2)
+    n.skew += jump  # the step
+    # a message handled before the writer notices the step still counts at the right time
+    reg = (b"message", b"redgrid:d:1", n.lay.message("update", "peer", {"ip": "10.0.0.2"}, "cccc"))
+    n.hb.on_messages([reg], n.now, n.mono)
+    for _ in range(int(TTL / INTERVAL) + 2):
+        wake = n.hb.next_wake(n.now, n.mono)
+        assert wake - n.now <= INTERVAL + 1e-6  # never sleeps through beats
+        n.advance(max(0.0, wake - n.now))
+        plan = n.plan()
+        if plan is None:
+            continue
+        assert "zadd" in plan.roles
+        (zadd,) = commands(plan, "zadd")
+        assert zadd[2] == pytest.approx(n.t, abs=0.01)  # the server's time, not the stepped clock
+        n.answer(plan, [peer[0:1] + (n.t,)])  # the peer beats too
+        assert n.view.tick(n.now) == []
+        assert n.view.health(n.now)["peer"]["state"] == "up"
+    # the peer dies: it expires ttl after its last beat, not 100 s later
+    last = n.t
+    while n.t - last < TTL + 2 * INTERVAL:
+        n.advance(INTERVAL)
+        plan = n.plan()
+        if plan is not None:
+            n.answer(plan, [("peer", last)])
+        if n.view.tick(n.now):
+            break
+    assert "peer" not in n.view.nodes() and n.t - last <= TTL + INTERVAL + 1e-6
+
+
+def test_time_refused_reads_the_server_clock_from_our_key():
+    """An ACL user without TIME (e.g. ``+@read +@write``): a node 100 s fast must
+    still score by the server's clock, from PEXPIRETIME of the key it just PEXPIREd."""
+    n = Node(skew=100.0)
+    refused = ReplyError("NOPERM User u has no permissions to run the 'time' command")
+
+    def answer(plan, index=()):
+        over = {"time": refused}
+        if "keytime" in plan.roles:
+            over["keytime"] = int((n.t + TTL) * 1000)
+        return n.answer(plan, index, over)
+
+    for _ in range(6):  # start, register, beats
+        plan = n.plan()
+        if plan is not None:
+            answer(plan, [("me", n.t), ("peer", n.t)])
+        n.advance(INTERVAL)
+    plan = n.plan()
+    (zadd,) = commands(plan, "zadd")
+    assert zadd[2] == pytest.approx(n.t, abs=0.01)  # not n.t + 100
+    assert n.hb.clock.offset == pytest.approx(-100.0, abs=0.01)
+    assert n.hb.clock.source == "key"
+    assert "TIME" not in [c[0] for c in plan.commands]  # no refused TIME every beat
+
+
+def test_an_observer_without_time_reads_the_clock_from_a_peers_key():
+    """An observer 100 s fast, TIME refused: PEXPIRETIME - PTTL of a peer's key is
+    the server's now; it then sees the live peer (its own clock would call it dead)."""
+    n = Node(skew=100.0, observe=True)
+    refused = ReplyError("NOPERM User u has no permissions to run the 'time' command")
+    peer = {"redgrid:d:1:peer": [b"ip", b"10.0.0.2"]}
+    for _ in range(6):
+        plan = n.plan()
+        if plan is not None:
+            over = {"time": refused, "keytime": int((n.t + 4) * 1000), "keyttl": 4000}
+            for action in n.answer(plan, [("peer", n.t - 0.5)], over):
+                if isinstance(action, Fetch):
+                    n.hb.fetched(action.names, [peer["redgrid:d:1:" + x] for x in action.names], n.now)
+        n.advance(INTERVAL)
+    assert n.hb.clock.source == "key" and n.hb.clock.offset == pytest.approx(-100.0, abs=0.01)
+    assert "peer" in n.view.nodes()
+    assert n.view.tick(n.now) == []
+
+
+def test_an_observer_logs_as_an_observer(caplog):
+    """Not "grid None: Redis is back; re-registering": an observer registers nothing."""
+    caplog.set_level(logging.WARNING, "greenredis.grid")
+    n = Node(observe=True)
+    n.settle()
+    n.hb.on_error(n.now, ConnectionError("down"))
+    n.settle()
+    n.hb.on_messages([(b"message", b"redgrid:d:1", b"\xff")], n.now)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "None" not in text and "re-registering" not in text
+    assert "observer of redgrid:d:1: Redis is back" in text
+
+
+def test_a_deaf_node_reconciles_in_full_and_does_not_warn_of_each_publish(caplog):
+    """Channel refused: each reconcile fetches every live node (meta changes are not
+    heard), and refused PUBLISHes are neither warned about every time nor paused on."""
+    caplog.set_level(logging.WARNING, "greenredis.grid")
+    n = Node()
+    n.hb.on_channel_refused()
+    noperm = ReplyError("NOPERM this user has no permissions to access one of the channels used as arguments")
+    over = {"update": noperm, "register": noperm, "ping": noperm}
+    n.answer(n.plan(), overrides=over)  # TIME
+    fetched = []
+    for _ in range(3):
+        plan = n.plan()
+        while plan is not None:
+            for action in n.answer(plan, [("me", n.t), ("peer", n.t)], over):
+                fetched += action.names
+                n.hb.fetched(action.names, [[b"ip", b"2"]] * len(action.names), n.now, action.scores)
+            plan = n.plan()
+        n.advance(INTERVAL)
+    assert fetched == ["peer"] * 3
+    assert not [r for r in caplog.records if "PUBLISH failed" in r.getMessage()]
+    assert n.hb.stats["errors"] >= 2
+
+
+def test_a_slow_time_reply_is_not_taken_for_a_clock_step():
+    """Redis stalled 3 s under a TIME (a paused server): the wall and monotonic
+    clocks both moved 3 s; nothing stepped, so no time the node keeps may move."""
+    clock = ServerClock()
+    clock.sync(1003.0, 10.0, 13.0, mono=5.0)  # sent at wall 10 / mono 5, answered at 13
+    assert clock.step(14.0, 9.0) == 0.0
+    n = Node()
+    n.settle()
+    n.hb.clock.forget()
+    plan = n.plan()
+    assert plan.roles == ("time",)
+    n.advance(3.0)  # the reply takes 3 s
+    n.answer(plan)
+    before = n.view.health(n.now)["me"]["last_seen"]
+    n.hb.clock_step(n.now, n.mono)
+    assert n.view.health(n.now)["me"]["last_seen"] == before
