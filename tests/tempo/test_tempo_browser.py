@@ -191,3 +191,51 @@ def test_browser_pages(redis_server):
     for w in (1280, 390):
         for page in ("index", "instance", "logs"):
             assert os.path.getsize(os.path.join(ARTIFACTS, f"tempo-{page}-{w}.png")) > 10000
+
+
+def test_browser_hostile_data_on_a_small_phone(redis_server):
+    """320 px: a value of 1e300, a 300-metric instance, a metric that stopped, a long role legend."""
+    r = greenredis.Redis.from_url(redis_server.url)
+    long_name = "w" * 120 + ".example"
+    grids = [Grid(r, name=n, meta={"role": "web"}, ttl=30, interval=5).start() for n in ("many", long_name)]
+    many = Stats(r, "many")
+    now = time.time()
+    for i in range(60):
+        many.publish("old", i, ts=now - 240 + i, unit="ms")  # stopped 3 min ago
+    for k in range(300):
+        many.publish(f"metric_{k:03d}.with.a.long.name", k, ts=now, unit="ms")
+    Stats(r, long_name).publish("huge", 1e300, ts=now, unit="B")
+    web = WebProcess(redis_server.url, TEMPO_GRID="1").start()
+    b = Browser(web.url)
+    try:
+        b.goto(320, 700, "/")
+        b.wait("document.querySelector('#role-plot .u-legend')?.textContent.includes('example')")
+        b.wait("document.querySelector('tr[data-name=\"many\"] .more')")
+        assert b.eval("document.querySelectorAll('tr[data-name=\"many\"] .metric').length") == 12
+        assert b.eval("document.querySelector('tr[data-name=\"many\"] .more').textContent") == "+ 289 more"
+        assert b.eval(WIDE) <= 320
+        b.do("SHOT", "hostile-index-320")
+
+        b.goto(320, 700, "/instances/" + long_name)
+        b.wait(
+            "document.querySelector('.chart[data-metric=\"huge\"] .chart-num')?.textContent === '1.00e+300'"
+        )
+        assert b.eval(WIDE) <= 320
+        b.do("SHOT", "hostile-instance-320")
+
+        b.goto(320, 700, "/instances/many")
+        b.wait("document.querySelector('.chart[data-metric=\"old\"] .plot[data-end]')")
+        many.publish("metric_000.with.a.long.name", 1, unit="ms")  # a live point: the page knows "now"
+        end = "Number(document.querySelector('.chart[data-metric=\"{}\"] .plot').getAttribute('data-end'))"
+        live, old = end.format("metric_000.with.a.long.name"), end.format("old")
+        num = "document.querySelector('.chart[data-metric=\"metric_000.with.a.long.name\"] .chart-num')"
+        b.wait(f"{num}.textContent === '1' && Math.abs({live} - {old}) <= 2")
+        code, err = b.close()
+        assert code == 0, err
+    finally:
+        if b.proc.poll() is None:
+            b.proc.kill()
+        web.stop()
+        for g in grids:
+            g.stop()
+        r.close()
