@@ -269,7 +269,9 @@ def create_app(
     @app.errorhandler(404)
     def not_found(_e):
         name = (request.view_args or {}).get("name")
-        return render_template("404.html", name=name, cfg=page_config(page="404")), 404
+        # a valid name that may join later: the page opens itself when it does
+        wait_for = name if name is not None and _valid_instance(name) else None
+        return render_template("404.html", name=name, cfg=page_config(page="404", waitFor=wait_for)), 404
 
     def origin_ok(origin):
         origin = origin.lower().rstrip("/")

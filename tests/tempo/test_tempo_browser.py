@@ -194,7 +194,8 @@ def test_browser_pages(redis_server):
 
 
 def test_browser_hostile_data_on_a_small_phone(redis_server):
-    """320 px: a value of 1e300, a 300-metric instance, a metric that stopped, a long role legend."""
+    """320 px: a value of 1e300, a 300-metric instance, a metric that stopped, a long role legend;
+    then the page of an instance that has not joined yet."""
     r = greenredis.Redis.from_url(redis_server.url)
     long_name = "w" * 120 + ".example"
     grids = [Grid(r, name=n, meta={"role": "web"}, ttl=30, interval=5).start() for n in ("many", long_name)]
@@ -230,8 +231,21 @@ def test_browser_hostile_data_on_a_small_phone(redis_server):
         live, old = end.format("metric_000.with.a.long.name"), end.format("old")
         num = "document.querySelector('.chart[data-metric=\"metric_000.with.a.long.name\"] .chart-num')"
         b.wait(f"{num}.textContent === '1' && Math.abs({live} - {old}) <= 2")
+
+        # an instance page opened before the instance joined shows its health once it does
+        b.goto(390, 844, "/instances/later.1")
+        b.wait(
+            "document.querySelector('#wait-note') && document.querySelector('#status').textContent === 'live'"
+        )
+        grids.append(Grid(r, name="later.1", meta={"role": "web"}, ttl=30, interval=5).start())
+        b.wait("document.querySelector('#health')?.textContent === 'up'")
         code, err = b.close()
-        assert code == 0, err
+        # the one console error: the 404 of /instances/later.1 itself (no asset failed)
+        errors = [e for e in err.splitlines()[1:] if e.strip()]
+        assert (code, errors) == (
+            2,
+            ["error: Failed to load resource: the server responded with a status of 404 (NOT FOUND)"],
+        ), err
     finally:
         if b.proc.poll() is None:
             b.proc.kill()

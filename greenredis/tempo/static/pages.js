@@ -377,9 +377,15 @@
     }, 2000);
   }
 
-  // -- 404: only the pill ----------------------------------------------------------
+  // -- 404: the pill; a page of an instance that has not joined yet opens when it does
   function notFoundPage() {
-    const sock = new T.Socket(cfg, (m) => { if (m.type === "grid") serverState(m); });
+    let reloading = false;
+    const sock = new T.Socket(cfg, (m) => {
+      if (m.type !== "grid") return;
+      serverState(m);
+      const node = cfg.waitFor && m.nodes.find((n) => n.name === cfg.waitFor && n.health !== "gone");
+      if (node && !reloading) { reloading = true; location.reload(); }
+    });
     sock.watch("grid");
   }
 
