@@ -198,7 +198,10 @@ def test_browser_hostile_data_on_a_small_phone(redis_server):
     then the page of an instance that has not joined yet."""
     r = greenredis.Redis.from_url(redis_server.url)
     long_name = "w" * 120 + ".example"
-    grids = [Grid(r, name=n, meta={"role": "web"}, ttl=30, interval=5).start() for n in ("many", long_name)]
+    grids = [
+        Grid(r, name=n, meta={"role": "web", "note": "n" * 300}, ttl=30, interval=5).start()
+        for n in ("many", long_name)
+    ]
     many = Stats(r, "many")
     now = time.time()
     for i in range(60):
@@ -216,6 +219,12 @@ def test_browser_hostile_data_on_a_small_phone(redis_server):
         assert b.eval("document.querySelector('tr[data-name=\"many\"] .more').textContent") == "+ 289 more"
         assert b.eval(WIDE) <= 320
         b.do("SHOT", "hostile-index-320")
+
+        # a phone turned sideways (and any screen narrower than a long meta value)
+        for path in ("/", "/instances/many"):
+            b.goto(844, 390, path)
+            b.wait("document.querySelector('#status').textContent === 'live'")
+            assert b.eval(WIDE) <= 844, path
 
         b.goto(320, 700, "/instances/" + long_name)
         b.wait(
