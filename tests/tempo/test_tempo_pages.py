@@ -129,3 +129,9 @@ def test_a_paused_redis_shows_as_down_within_the_read_timeout(redis_server, r):
         assert reg.snapshot()["redis"] is True
     finally:
         reg.stop()
+
+
+@pytest.mark.parametrize("value", [10**400, -(10**400), float("nan"), float("inf")])
+def test_a_value_no_float_can_hold_is_refused_clearly(r, value):
+    with pytest.raises(ValueError, match="'memory' must be finite"):
+        Stats(r, "web.1").publish("memory", value)
