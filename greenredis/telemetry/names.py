@@ -134,7 +134,11 @@ def encode_point(metric, value, ts, unit=None):
     check_unit(unit)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"value of {metric!r} must be a number, not {value!r}")
-    if not math.isfinite(value) or not math.isfinite(ts):
+    try:
+        finite = math.isfinite(value) and math.isfinite(ts)
+    except OverflowError:  # an int beyond a float's range (10**400)
+        finite = False
+    if not finite:
         raise ValueError(f"value and ts of {metric!r} must be finite")
     point = {"metric": metric, "ts": round(float(ts), 6), "value": value}
     if unit is not None:

@@ -409,7 +409,9 @@ def create_app(
 def _not_found(_e: Exception) -> tuple[str, int]:
     """The styled 404 page, with the header and a way back (any unknown URL)."""
     name = (request.view_args or {}).get("name")
-    return render_template("404.html", name=name, cfg=_page_config(page="404")), 404
+    # a valid name that may join later: the page opens itself when it does
+    wait_for = name if name is not None and _valid_instance(name) else None
+    return render_template("404.html", name=name, cfg=_page_config(page="404", waitFor=wait_for)), 404
 
 
 def _valid_instance(name: str) -> bool:

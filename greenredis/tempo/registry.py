@@ -15,6 +15,7 @@ import gevent
 import gevent.event
 
 from greenredis.errors import RedisError
+from greenredis.errors import TimeoutError as NoAnswer
 from greenredis.telemetry import names
 from greenredis.telemetry.stats import instance_metrics
 
@@ -85,7 +86,9 @@ class Registry:
     """What ``/`` lists, kept current in a greenlet. ``grid``: a started ``Grid``
     (or None: instances come from the stats alone). ``recent``: how far back a
     stats-only instance is still listed (seconds). ``gone_after``: seconds a gone
-    instance stays listed (default ``$TEMPO_GONE_AFTER`` or 3600)."""
+    instance stays listed (default ``$TEMPO_GONE_AFTER`` or 3600). ``read_timeout``: a
+    read that gets no answer within it counts as Redis being down (a hung or paused
+    server would otherwise keep the pages "live" until the client's dead_after)."""
 
     def __init__(
         self,
@@ -96,6 +99,7 @@ class Registry:
         max_instances=1000,
         forget_after=86400.0,
         gone_after=None,
+        read_timeout=5.0,
     ):
         if gone_after is None:
             raw = os.environ.get("TEMPO_GONE_AFTER") or "3600"
@@ -106,6 +110,7 @@ class Registry:
         if not gone_after > 0:
             raise ValueError(f"gone_after must be positive seconds, not {gone_after!r}")
         self.gone_after = float(gone_after)
+        self.read_timeout = read_timeout
         self.redis = redis
         self.grid = grid
         self.refresh = refresh
@@ -175,6 +180,10 @@ class Registry:
 
     def _update(self, read):
         if read:
+            timer = gevent.Timeout(
+                self.read_timeout, NoAnswer(f"no answer from Redis within {self.read_timeout:g} s")
+            )
+            timer.start()
             try:
                 since = time.time() - max(self.recent, self.gone_after)
                 reply = self.redis.cmd(
@@ -214,6 +223,8 @@ class Registry:
                 if self._redis_ok:
                     log.warning("tempo: cannot read the stats instances: %s", e)
                 self._redis_ok = False
+            finally:
+                timer.close()
         health = self.grid.health() if self.grid is not None else None
         snap = merge(
             health,

@@ -191,3 +191,74 @@ def test_browser_pages(redis_server):
     for w in (1280, 390):
         for page in ("index", "instance", "logs"):
             assert os.path.getsize(os.path.join(ARTIFACTS, f"tempo-{page}-{w}.png")) > 10000
+
+
+def test_browser_hostile_data_on_a_small_phone(redis_server):
+    """320 px: a value of 1e300, a 300-metric instance, a metric that stopped, a long role legend;
+    then the page of an instance that has not joined yet."""
+    r = greenredis.Redis.from_url(redis_server.url)
+    long_name = "w" * 120 + ".example"
+    grids = [
+        Grid(r, name=n, meta={"role": "web", "note": "n" * 300}, ttl=30, interval=5).start()
+        for n in ("many", long_name)
+    ]
+    many = Stats(r, "many")
+    now = time.time()
+    for i in range(60):
+        many.publish("old", i, ts=now - 240 + i, unit="ms")  # stopped 3 min ago
+    for k in range(300):
+        many.publish(f"metric_{k:03d}.with.a.long.name", k, ts=now, unit="ms")
+    Stats(r, long_name).publish("huge", 1e300, ts=now, unit="B")
+    web = WebProcess(redis_server.url, TEMPO_GRID="1").start()
+    b = Browser(web.url)
+    try:
+        b.goto(320, 700, "/")
+        b.wait("document.querySelector('#role-plot .u-legend')?.textContent.includes('example')")
+        b.wait("document.querySelector('tr[data-name=\"many\"] .more')")
+        assert b.eval("document.querySelectorAll('tr[data-name=\"many\"] .metric').length") == 12
+        assert b.eval("document.querySelector('tr[data-name=\"many\"] .more').textContent") == "+ 289 more"
+        assert b.eval(WIDE) <= 320
+        b.do("SHOT", "hostile-index-320")
+
+        # a phone turned sideways (and any screen narrower than a long meta value)
+        for path in ("/", "/instances/many"):
+            b.goto(844, 390, path)
+            b.wait("document.querySelector('#status').textContent === 'live'")
+            assert b.eval(WIDE) <= 844, path
+
+        b.goto(320, 700, "/instances/" + long_name)
+        b.wait(
+            "document.querySelector('.chart[data-metric=\"huge\"] .chart-num')?.textContent === '1.00e+300'"
+        )
+        assert b.eval(WIDE) <= 320
+        b.do("SHOT", "hostile-instance-320")
+
+        b.goto(320, 700, "/instances/many")
+        b.wait("document.querySelector('.chart[data-metric=\"old\"] .plot[data-end]')")
+        many.publish("metric_000.with.a.long.name", 1, unit="ms")  # a live point: the page knows "now"
+        end = "Number(document.querySelector('.chart[data-metric=\"{}\"] .plot').getAttribute('data-end'))"
+        live, old = end.format("metric_000.with.a.long.name"), end.format("old")
+        num = "document.querySelector('.chart[data-metric=\"metric_000.with.a.long.name\"] .chart-num')"
+        b.wait(f"{num}.textContent === '1' && Math.abs({live} - {old}) <= 2")
+
+        # an instance page opened before the instance joined shows its health once it does
+        b.goto(390, 844, "/instances/later.1")
+        b.wait(
+            "document.querySelector('#wait-note') && document.querySelector('#status').textContent === 'live'"
+        )
+        grids.append(Grid(r, name="later.1", meta={"role": "web"}, ttl=30, interval=5).start())
+        b.wait("document.querySelector('#health')?.textContent === 'up'")
+        code, err = b.close()
+        # the one console error: the 404 of /instances/later.1 itself (no asset failed)
+        errors = [e for e in err.splitlines()[1:] if e.strip()]
+        assert (code, errors) == (
+            2,
+            ["error: Failed to load resource: the server responded with a status of 404 (NOT FOUND)"],
+        ), err
+    finally:
+        if b.proc.poll() is None:
+            b.proc.kill()
+        web.stop()
+        for g in grids:
+            g.stop()
+        r.close()

@@ -4,6 +4,7 @@ leaving the index, styled 404 pages (real redis-servers, no browser)."""
 import json
 import time
 
+import gevent
 import pytest
 from tempo_helpers import Client, WebProcess
 
@@ -105,3 +106,32 @@ def test_the_page_hears_when_the_live_feed_is_refused(make_server):
         finally:
             c.close()
     admin.close()
+
+
+def test_a_paused_redis_shows_as_down_within_the_read_timeout(redis_server, r):
+    """SIGSTOP: the server keeps its socket open and answers nothing. The snapshot (and so
+    every page's pill) must say Redis is down after the registry's read timeout, not stay
+    "live" until the client's 30 s dead_after; it says up again once Redis answers."""
+    reg = Registry(r, refresh=0.5, read_timeout=1.0).start()
+    try:
+        assert reg.snapshot()["redis"] is True
+        redis_server.pause()
+        try:
+            deadline = time.monotonic() + 10
+            while reg.snapshot()["redis"] and time.monotonic() < deadline:
+                gevent.sleep(0.2)
+            assert reg.snapshot()["redis"] is False and reg.snapshot()["stale"] is True
+        finally:
+            redis_server.resume()
+        deadline = time.monotonic() + 10
+        while not reg.snapshot()["redis"] and time.monotonic() < deadline:
+            gevent.sleep(0.2)
+        assert reg.snapshot()["redis"] is True
+    finally:
+        reg.stop()
+
+
+@pytest.mark.parametrize("value", [10**400, -(10**400), float("nan"), float("inf")])
+def test_a_value_no_float_can_hold_is_refused_clearly(r, value):
+    with pytest.raises(ValueError, match="'memory' must be finite"):
+        Stats(r, "web.1").publish("memory", value)

@@ -211,6 +211,7 @@ window.TempoCharts = (function () {
       const data = align(this.series.map((pts) => visible(pts, tmin)));
       this.u.setData(data);
       // for tests and people: how many times the line is broken
+      this.box.setAttribute("data-end", Math.round(tmax));   // where the window ends (publisher's clock)
       this.box.setAttribute("data-gaps", data.slice(1).reduce((n, ys) => n + ys.filter((v) => v === null).length, 0));
       if (this.u.cursor.idx != null) this.showTip(this.u);
     }

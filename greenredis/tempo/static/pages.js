@@ -77,6 +77,7 @@
     const charts = new Map();   // metric -> {chart, value, unit, sub, card}
     const box = $("charts");
     let seen = $("health").getAttribute("data-known") === "1";
+    let skew = null;   // local clock minus the instance's, once a live point came
     const win = windowChoice((w) => { for (const c of charts.values()) { c.chart.setWindow(w); refresh(c); } });
 
     function chartFor(metric) {
@@ -95,6 +96,7 @@
       const none = $("no-metrics");
       if (none) none.remove();
       c = { chart: new C.TimeChart(plot, { labels: [metric], window: win() }), value: value, unit: unit, sub: sub, card: card };
+      if (skew !== null) { c.chart.skew = skew; c.chart.anyLive = true; }
       charts.set(metric, c);
       return c;
     }
@@ -118,6 +120,9 @@
         const c = chartFor(m.metric);
         if (m.unit) c.chart.setUnit(m.unit);
         c.chart.add(0, m.ts, m.value, true);
+        // one publisher, one clock: a metric that stopped still ends its window at now
+        skew = c.chart.skew;
+        for (const o of charts.values()) { o.chart.skew = skew; o.chart.anyLive = true; }
         refresh(c);
       } else if (m.type === "history" && m.instance === cfg.instance) {
         for (const [metric, pts] of Object.entries(m.metrics)) {
@@ -230,6 +235,7 @@
     let snap = null;
     let skew = 0;
     const MAX_WATCH = 200, SPARK = 120, KEEP = 4000;
+    const CHIPS = 12;   // metric chips per row: the instance page has them all
     const key = (i, m) => i + "\u0000" + m;
 
     function metricChip(name, metric) {
@@ -249,7 +255,8 @@
         T.el("td", { class: "name", "data-label": "Instance" }, T.el("a", { href: href }, T.nameNode(n.name))),
         T.el("td", { "data-label": "Health" }, T.el("span", { class: "health health-" + n.health }, n.health)),
         T.el("td", { class: "meta", "data-label": "Meta" }, ...meta),
-        T.el("td", { class: "metrics", "data-label": "Metrics" }, ...n.metrics.map((m) => metricChip(n.name, m))),
+        T.el("td", { class: "metrics", "data-label": "Metrics" }, ...n.metrics.slice(0, CHIPS).map((m) => metricChip(n.name, m)),
+          n.metrics.length > CHIPS ? T.el("a", { class: "small more", href: href }, "+ " + (n.metrics.length - CHIPS) + " more") : null),
         T.el("td", { class: "links" }, T.el("a", { class: "small", href: href + "/logs" }, "logs")));
     }
 
@@ -370,9 +377,15 @@
     }, 2000);
   }
 
-  // -- 404: only the pill ----------------------------------------------------------
+  // -- 404: the pill; a page of an instance that has not joined yet opens when it does
   function notFoundPage() {
-    const sock = new T.Socket(cfg, (m) => { if (m.type === "grid") serverState(m); });
+    let reloading = false;
+    const sock = new T.Socket(cfg, (m) => {
+      if (m.type !== "grid") return;
+      serverState(m);
+      const node = cfg.waitFor && m.nodes.find((n) => n.name === cfg.waitFor && n.health !== "gone");
+      if (node && !reloading) { reloading = true; location.reload(); }
+    });
     sock.watch("grid");
   }
 

@@ -6,10 +6,12 @@ window.Tempo = (function () {
     return JSON.parse(document.getElementById("tempo-config").textContent);
   }
 
-  // Numbers as people read them: 1,234 / 56.7 / 0.0123 / 1.2M
+  // Numbers as people read them: 1,234 / 56.7 / 0.0123 / 1.2M / 3.40e+20
   function fmt(v) {
     if (typeof v !== "number" || !isFinite(v)) return "–";
     const a = Math.abs(v);
+    if (a >= 1e15) return v.toExponential(2);   // toFixed would print 21+ digits (or "1e+291G")
+    if (a >= 1e12) return (v / 1e12).toFixed(2) + "T";
     if (a >= 1e9) return (v / 1e9).toFixed(2) + "G";
     if (a >= 1e6) return (v / 1e6).toFixed(2) + "M";
     if (a >= 1000) return v.toLocaleString("en-US", { maximumFractionDigits: 0 });
