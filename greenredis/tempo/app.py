@@ -23,7 +23,7 @@ Configuration (arguments of ``create_app`` win over the environment):
 ``TEMPO_TOKEN_TTL``    token lifetime in seconds (default 60)
 ``TEMPO_GRID``         ``0`` to not watch the grid (instances then come from stats only)
 ``TEMPO_QUEUE_SIZE``   messages queued per websocket before the oldest drop (256)
-``TEMPO_QUEUE_BYTES``  bytes queued per websocket before the oldest drop (4 MiB)
+``TEMPO_QUEUE_BYTES``  bytes queued per websocket; past it the viewer is closed as slow (4 MiB)
 ``TEMPO_MAX_MESSAGE``  size cap of a websocket request in bytes (4096)
 ``GRID_TTL``           grid timing shared with the instances (``greenredis demo``
 ``GRID_INTERVAL``      reads the same): a node is gone ``GRID_TTL`` seconds after
