@@ -1,7 +1,7 @@
 """Where and how to connect: ``ConnectionParams`` and ``parse_url``."""
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qs, unquote, urlsplit
 
 __all__ = ["ConnectionParams", "parse_url", "DEFAULT_URL"]
@@ -15,7 +15,7 @@ class ConnectionParams:
     port: int = 6379
     db: int = 0
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a repr or a log line
     ssl: bool = False
     ssl_ca_certs: str | None = None
     ssl_check_hostname: bool = True  # with ssl_cert_reqs "none" there is nothing to check
@@ -59,6 +59,7 @@ def parse_url(url=None, **overrides):
     """
     url = url or os.environ.get("REDIS_URL") or DEFAULT_URL
     parts = urlsplit(url)
+    url = _redact(url, parts)  # what error messages show: never the password
     scheme = parts.scheme.lower()
     if scheme not in ("redis", "rediss", "unix"):
         raise ValueError(
@@ -107,6 +108,15 @@ def parse_url(url=None, **overrides):
         if value is not None:
             kw[field] = value
     return ConnectionParams(**kw)
+
+
+def _redact(url, parts):
+    """``url`` with its password replaced by ``***``, for error messages."""
+    if parts.password is None:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return url.replace(parts.netloc, f"{user}:***@{hostport}", 1)
 
 
 _FIELDS = frozenset(ConnectionParams.__dataclass_fields__)

@@ -404,11 +404,15 @@ class Redis(_Commands):
             if self.closed:  # closed while we connected
                 conn.close()
                 raise ConnectionError("client is closed")
+            if self._connecting is not attempt:  # forked meanwhile: the child forgot this attempt
+                conn.close()
+                raise ConnectionError(f"connecting to {self.params.address} was overtaken by a fork")
             outcome = self._shared = conn
         except Exception as e:
             outcome = e
         finally:  # even if killed: nobody may wait on an attempt that never ends
-            self._connecting = None
+            if self._connecting is attempt:  # not a newer one (a forked child's own)
+                self._connecting = None
             attempt.set(outcome)
 
     def _conn(self):

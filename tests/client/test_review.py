@@ -1,0 +1,99 @@
+"""Defects found by an adversarial review after issue 8: each test failed before its fix."""
+
+import os
+import socket
+import time
+
+import gevent
+import pytest
+from gevent import socket as gsocket
+
+import greenredis
+from greenredis.url import parse_url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:s3cr%40t@h:99999/0",
+        "redis://:s3cr%40t@h/x",
+        "redis://user:s3cr%40t@h/0?nosuch=1",
+        "redis://:s3cr%40t@h/0?timeout=abc",
+        "rediss://user:s3cr%40t@[::1]:6380/0?ssl_check_hostname=maybe",
+    ],
+)
+def test_url_errors_never_show_the_password(url):
+    with pytest.raises(ValueError) as e:
+        parse_url(url)
+    assert "s3cr" not in str(e.value) and "***" in str(e.value)
+
+
+def test_params_repr_never_shows_the_password():
+    params = parse_url("redis://user:s3cret@h:1/0")
+    assert params.password == "s3cret"
+    assert "s3cret" not in repr(params) and "s3cret" not in repr(greenredis.Redis(params=params).params)
+
+
+def _pipe(a, b):
+    try:
+        while True:
+            data = a.recv(65536)
+            if not data:
+                break
+            b.sendall(data)
+    except OSError:
+        pass
+
+
+def test_fork_while_the_tcp_connect_is_pending_leaves_the_socket_to_the_parent(redis_server):
+    """A fork while the shared connection's TCP connect waits for its SYN-ACK: the child
+    must not finish that connect and use the parent's socket (it read the parent's replies)."""
+    listener = gsocket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)  # an accept queue of one: a second connect waits for a retransmitted SYN
+    port = listener.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port))
+    filler2 = socket.socket()
+    filler2.setblocking(False)
+    filler2.connect_ex(("127.0.0.1", port))
+    time.sleep(0.2)
+    r = greenredis.Redis(port=port, connect_timeout=10)
+    first = gevent.spawn(r.cmd, ["ECHO", "first"], timeout=10)
+    gevent.sleep(0.3)
+    assert r._connecting is not None  # the connect is in progress
+    pid = os.fork()
+    if pid == 0:  # the child: its copy of the pending call must fail, and nothing more
+        code = 1
+        try:
+            first.join(8)
+            code = 0 if isinstance(first.exception, greenredis.ConnectionError) else 3
+            gevent.sleep(3)  # stay alive while the parent works: a stolen socket would show
+        finally:
+            os._exit(code)
+    links = []
+
+    def accept():
+        while True:
+            client, _ = listener.accept()
+            upstream = gsocket.create_connection(("127.0.0.1", redis_server.port))
+            links.extend((client, upstream))
+            gevent.spawn(_pipe, client, upstream)
+            gevent.spawn(_pipe, upstream, client)
+
+    acceptor = gevent.spawn(accept)
+    try:
+        assert first.get(timeout=10) == b"first"
+        replies = []
+        for i in range(10):
+            try:
+                replies.append(r.cmd(["ECHO", f"p{i}"], timeout=1))
+            except greenredis.RedisError as e:
+                replies.append(e)
+        assert replies == [f"p{i}".encode() for i in range(10)]
+    finally:
+        _, status = os.waitpid(pid, 0)
+        acceptor.kill()
+        r.close()
+        for s in [*links, listener, filler, filler2]:
+            s.close()
+    assert os.waitstatus_to_exitcode(status) == 0
