@@ -187,6 +187,7 @@ class _PushStream:
         while not self._queue:
             if self.closed:
                 return None
+            self.redis._check_thread()  # waiting needs the hub of the thread that made it
             conn = self._conn
             if (conn is None or conn.error is not None) and not self._reconnecting:
                 self._start_reconnect()  # e.g. in a forked child: the parent's socket is not ours
@@ -284,6 +285,7 @@ class Subscription(_PushStream):
         self._put(type(first)(f"resubscribing after a reconnect: {shown}: {first}"))
 
     def _change(self, verb, names, target, add, timeout):
+        self.redis._check_thread()  # before anything is changed or sent
         names = [n.encode() if isinstance(n, str) else n for n in names]
         if not names and add:
             raise ValueError(f"{verb} needs at least one name")

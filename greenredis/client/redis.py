@@ -537,6 +537,7 @@ class Dedicated(_Commands):
         self._batch_blocks = False
 
     def _conn(self):
+        self.redis._check_thread()  # refuse before sending, not after
         conn = self._connection
         if conn is None:
             conn = self._connection = self.redis._open()

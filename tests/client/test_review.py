@@ -97,3 +97,33 @@ def test_fork_while_the_tcp_connect_is_pending_leaves_the_socket_to_the_parent(r
         for s in [*links, listener, filler, filler2]:
             s.close()
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_dedicated_and_subscription_refuse_another_thread_before_sending(redis_server):
+    import threading
+
+    r = greenredis.Redis(port=redis_server.port)
+    d = r.dedicated()
+    d.cmd(["SET", "k", "0"])
+    sub = r.subscribe("c")
+    errors = []
+
+    def other():
+        for call in (lambda: d.cmd(["INCR", "k"]), lambda: sub.subscribe("d"), lambda: sub.get(0.01)):
+            try:
+                call()
+            except BaseException as e:
+                errors.append(e)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    thread.join()
+    assert [type(e) for e in errors] == [greenredis.RedisError] * 3, errors
+    assert all("belongs to the thread" in str(e) for e in errors)
+    assert d.cmd(["GET", "k"]) == b"0"  # the INCR was never sent
+    assert r.cmd(["PUBSUB", "NUMSUB", "d"]) == [b"d", 0]
+    r.cmd(["PUBLISH", "c", "hi"])
+    assert tuple(sub.get(5)) == (b"message", b"c", b"hi")
+    sub.close()
+    d.close()
+    r.close()
