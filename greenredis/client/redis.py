@@ -63,6 +63,8 @@ _REFUSED = _both(
         "HELLO": "the client speaks RESP2",
         "QUIT": "use r.close()",
         "AUTH": "a reconnect would forget it: Redis(username=, password=) or redis://user:pw@host",
+        "SYNC": "it turns the connection into a replication stream; see greenredis.replication",
+        "PSYNC": "it turns the connection into a replication stream; see greenredis.replication",
         "WAIT": _USE_WAIT_DEDICATED,
         "WAITAOF": _USE_WAIT_DEDICATED,
     }

@@ -127,3 +127,16 @@ def test_dedicated_and_subscription_refuse_another_thread_before_sending(redis_s
     sub.close()
     d.close()
     r.close()
+
+
+def test_sync_and_psync_are_refused_on_the_shared_connection(redis_server):
+    """PSYNC made the shared connection a replication stream: everyone else's calls then
+    failed (or would read the RDB as their reply)."""
+    r = greenredis.Redis(port=redis_server.port)
+    r.cmd(["SET", "k", "v"])
+    for command in (["PSYNC", "?", -1], [b"sync"], [memoryview(b"PSync"), "?", -1]):
+        with pytest.raises(ValueError, match="replication stream"):
+            r.cmd(command, timeout=3)
+    gevent.sleep(0.3)
+    assert [r.cmd(["GET", "k"], timeout=3) for _ in range(3)] == [b"v"] * 3
+    r.close()
