@@ -29,12 +29,20 @@ class ConnectionParams:
     ssl_keyfile: str | None = None
     health_check_interval: float = 0.0  # PING a connection idle this long before using it; 0: never
 
+    def __post_init__(self):
+        for name in ("timeout", "connect_timeout", "dead_after", "health_check_interval"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:  # NaN too
+                raise ValueError(f"{name} must be a number of seconds >= 0 or None, not {value!r}")
+
     def replace(self, **changes):
         return replace(self, **changes)
 
     @property
     def address(self):
-        return self.unix_socket_path or f"{self.host}:{self.port}"
+        if self.unix_socket_path:
+            return self.unix_socket_path
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 _FLOAT_OPTIONS = {"timeout", "connect_timeout", "dead_after", "health_check_interval"}

@@ -164,7 +164,7 @@ class _Commands:
         if first is _EMPTY:
             return []
         if first.__class__ is list or first.__class__ is tuple:
-            return self._call_many([self._pack_in_batch(c) for c in command], timeout)
+            return self._call_many(self._pack_batch(command), timeout)
         reply = self._call_one(first, command, timeout)
         if isinstance(reply, ReplyError):
             raise reply
@@ -179,7 +179,7 @@ class _Commands:
         first = _first(commands)
         if first.__class__ not in (list, tuple):
             raise ValueError("transaction() takes a list of commands")
-        packed = [self._pack_in_batch(c) for c in commands]
+        packed = self._pack_batch(commands)
         replies = self._call_many([_MULTI, *packed, _EXEC], timeout)
         result = replies[-1]
         if isinstance(result, ReplyError):
@@ -188,6 +188,9 @@ class _Commands:
         if result is None:
             raise WatchError("EXEC aborted: a WATCHed key changed; nothing was written")
         return result
+
+    def _pack_batch(self, commands):
+        return [self._pack_in_batch(c) for c in commands]
 
 
 _EMPTY = object()
@@ -547,6 +550,10 @@ class Dedicated(_Commands):
             # Its state (WATCH, MULTI, SELECT) is gone with it: say so, never reconnect silently.
             raise type(conn.error)(*conn.error.args)
         return conn
+
+    def _pack_batch(self, commands):
+        self._batch_blocks = False  # not left over from a batch that failed to pack
+        return [self._pack_in_batch(c) for c in commands]
 
     def _pack_in_batch(self, command):
         packed = pack(command)

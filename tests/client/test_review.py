@@ -140,3 +140,31 @@ def test_sync_and_psync_are_refused_on_the_shared_connection(redis_server):
     gevent.sleep(0.3)
     assert [r.cmd(["GET", "k"], timeout=3) for _ in range(3)] == [b"v"] * 3
     r.close()
+
+
+def test_a_batch_that_failed_to_pack_does_not_switch_off_the_next_batchs_watchdog(redis_server):
+    r = greenredis.Redis(port=redis_server.port, dead_after=0.5)
+    with r.dedicated() as d:
+        with pytest.raises(TypeError):
+            d.cmd([["BLPOP", "q", 1], ["GET", object()]])  # BLPOP packed, then GET failed
+        redis_server.pause()
+        try:
+            with gevent.Timeout(10, AssertionError("the watchdog never fired")):
+                with pytest.raises(greenredis.ConnectionError, match="declared dead"):
+                    d.cmd([["GET", "k"], ["GET", "k"]])
+        finally:
+            redis_server.resume()
+    r.close()
+
+
+@pytest.mark.parametrize("option", ["timeout", "connect_timeout", "dead_after", "health_check_interval"])
+@pytest.mark.parametrize("value", ["nan", "-1"])
+def test_bad_durations_are_refused_with_the_options_name(option, value):
+    with pytest.raises(ValueError, match=option):
+        parse_url(f"redis://h/0?{option}={value}")
+    with pytest.raises(ValueError, match=option):
+        greenredis.Redis(**{option: float(value)})
+
+
+def test_ipv6_address_is_bracketed_in_messages():
+    assert parse_url("redis://[::1]:7000/0").address == "[::1]:7000"
