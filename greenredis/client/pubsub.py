@@ -12,6 +12,8 @@ past its ``client-output-buffer-limit``, drops the connection: a gap).
 """
 
 import logging
+import os
+import weakref
 from collections import deque
 from time import monotonic
 
@@ -68,6 +70,7 @@ class _PushStream:
         self._holding = None  # during a reconnect: what arrives before the gap is announced
         self._warned_at = None
         self._connect()
+        _streams.add(self)
 
     # -- connection ----------------------------------------------------------
 
@@ -366,3 +369,17 @@ class Monitor(_PushStream):
 
     def __repr__(self):
         return f"<Monitor {self.redis.params.address}>"
+
+
+_streams: "weakref.WeakSet[_PushStream]" = weakref.WeakSet()  # for the fork hook
+
+
+def _after_fork_in_child():
+    # A greenlet that was iterating when the process forked waits on _ready in the child
+    # too: wake it, so that get() finds the parent's connection abandoned and reconnects.
+    for stream in list(_streams):
+        if not stream.closed:
+            stream._ready.set()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -168,3 +168,34 @@ def test_bad_durations_are_refused_with_the_options_name(option, value):
 
 def test_ipv6_address_is_bracketed_in_messages():
     assert parse_url("redis://[::1]:7000/0").address == "[::1]:7000"
+
+
+def test_a_subscription_iterated_at_fork_time_hears_the_childs_messages(redis_server):
+    """The child inherits the greenlet iterating the subscription: it waited forever on
+    the parent's abandoned connection (no reconnect, nothing heard)."""
+    r = greenredis.Redis(port=redis_server.port)
+    sub = r.subscribe("ch")
+    got = []
+    listener = gevent.spawn(lambda: got.extend(tuple(m) for m in sub))
+    gevent.sleep(0.2)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            for i in range(100):
+                r.cmd(["PUBLISH", "ch", f"c{i}"], timeout=5)
+                gevent.sleep(0.05)
+                if (b"message", b"ch", b"c%d" % i) in got:
+                    code = 0 if got[0] == (b"gap", None, None) else 2
+                    break
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    r.cmd(["PUBLISH", "ch", "parent"])
+    gevent.sleep(0.3)
+    assert got[-1] == (b"message", b"ch", b"parent")  # the parent's stays as it was
+    assert (b"gap", None, None) not in got and got[0] == (b"message", b"ch", b"c0")
+    sub.close()
+    listener.join(5)
+    r.close()
