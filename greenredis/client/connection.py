@@ -579,8 +579,9 @@ def open_connection(params, on_push=None, on_close=None):
         sock.close()
         raise
     setup = []
-    if params.password is not None or params.username:
-        # A username alone is an ACL user with nopass, whatever password is sent (as redis-py does).
+    if params.password or params.username:
+        # A username alone is an ACL user with nopass, whatever password is sent; an empty
+        # password alone is no password (as redis-py does: redis://:@host works).
         setup.append(
             ["AUTH", params.username, params.password or ""] if params.username else ["AUTH", params.password]
         )

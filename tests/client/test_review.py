@@ -199,3 +199,13 @@ def test_a_subscription_iterated_at_fork_time_hears_the_childs_messages(redis_se
     sub.close()
     listener.join(5)
     r.close()
+
+
+def test_an_empty_password_is_no_password_as_in_redis_py(redis_server):
+    for client in (
+        greenredis.Redis.from_url(f"redis://:@127.0.0.1:{redis_server.port}/0"),
+        greenredis.Redis(port=redis_server.port, password=""),
+        greenredis.Redis.from_url(f"redis://default:@127.0.0.1:{redis_server.port}/0"),
+    ):
+        assert client.cmd(["PING"], timeout=5) == b"PONG"
+        client.close()
