@@ -34,6 +34,10 @@ class ConnectionParams:
             value = getattr(self, name)
             if value is not None and not value >= 0:  # NaN too
                 raise ValueError(f"{name} must be a number of seconds >= 0 or None, not {value!r}")
+        reqs = self.ssl_cert_reqs
+        if isinstance(reqs, str) and reqs.lower() not in ("none", "optional", "required"):
+            # said now, not as a ValueError from every later call's connect attempt
+            raise ValueError(f"ssl_cert_reqs must be 'none', 'optional' or 'required', not {reqs!r}")
 
     def replace(self, **changes):
         return replace(self, **changes)

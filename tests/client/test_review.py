@@ -209,3 +209,14 @@ def test_an_empty_password_is_no_password_as_in_redis_py(redis_server):
     ):
         assert client.cmd(["PING"], timeout=5) == b"PONG"
         client.close()
+
+
+def test_a_bad_ssl_cert_reqs_is_refused_when_the_client_is_made():
+    """It used to pass, then every call failed with ValueError from its connect attempt."""
+    with pytest.raises(ValueError, match="ssl_cert_reqs"):
+        greenredis.Redis.from_url("rediss://127.0.0.1:1/0?ssl_cert_reqs=bogus")
+    with pytest.raises(ValueError, match="ssl_cert_reqs"):
+        greenredis.Redis(ssl=True, ssl_cert_reqs="requierd")
+    assert (
+        greenredis.Redis.from_url("rediss://127.0.0.1:1/0?ssl_cert_reqs=NONE").params.ssl_cert_reqs == "NONE"
+    )
