@@ -456,7 +456,8 @@ class Redis(_Commands):
     def _blocking_call(self, packed, timeout):
         self._check_thread()
         start = monotonic()
-        if not self._blocking_slots.acquire(timeout=timeout):
+        slots = self._blocking_slots  # a forked child gets new ones: release what we took
+        if not slots.acquire(timeout=timeout):
             raise TimeoutError(
                 f"all {self.max_blocking} connections for blocking commands are busy "
                 f"(max_blocking) and none came free within {timeout}s"
@@ -466,7 +467,7 @@ class Redis(_Commands):
                 timeout = max(0.001, timeout - (monotonic() - start))
             return self._blocking_call_on(packed, timeout)
         finally:
-            self._blocking_slots.release()
+            slots.release()
 
     def _blocking_call_on(self, packed, timeout):
         conn = None

@@ -220,3 +220,23 @@ def test_a_bad_ssl_cert_reqs_is_refused_when_the_client_is_made():
     assert (
         greenredis.Redis.from_url("rediss://127.0.0.1:1/0?ssl_cert_reqs=NONE").params.ssl_cert_reqs == "NONE"
     )
+
+
+def test_a_blocking_call_cut_by_a_fork_does_not_raise_the_childs_cap(redis_server):
+    """The inherited BLPOP released the child's fresh semaphore: max_blocking + 1 slots."""
+    r = greenredis.Redis(port=redis_server.port, max_blocking=1)
+    call = gevent.spawn(r.cmd, ["BLPOP", "never", 30])
+    gevent.sleep(0.3)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            call.join(5)
+            failed = isinstance(call.exception, greenredis.ConnectionError)
+            code = 0 if failed and r._blocking_slots.counter == 1 else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    call.kill()
+    r.close()
