@@ -1,6 +1,7 @@
 """Where and how to connect: ``ConnectionParams`` and ``parse_url``."""
 
 import os
+import re
 from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -123,7 +124,10 @@ def parse_url(url=None, **overrides):
 
 
 def _redact(url, parts):
-    """``url`` with its password replaced by ``***``, for error messages."""
+    """``url`` with its password (and any ``password=`` query value) replaced by ``***``,
+    for error messages."""
+    if parts.query and "password" in parts.query.lower():
+        url = re.sub(r"(?i)(password=)[^&#]*", r"\1***", url)
     if parts.password is None:
         return url
     userinfo, _, hostport = parts.netloc.rpartition("@")

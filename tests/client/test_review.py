@@ -20,6 +20,8 @@ from greenredis.url import parse_url
         "redis://user:s3cr%40t@h/0?nosuch=1",
         "redis://:s3cr%40t@h/0?timeout=abc",
         "rediss://user:s3cr%40t@[::1]:6380/0?ssl_check_hostname=maybe",
+        "redis://h/0?password=s3cr%40t",  # redis-py users put it there too
+        "redis://:s3cr@t@h/x",  # an unencoded @ in the password
     ],
 )
 def test_url_errors_never_show_the_password(url):
