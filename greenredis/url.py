@@ -1,10 +1,11 @@
 """Where and how to connect: ``ConnectionParams`` and ``parse_url``."""
 
 import os
-from dataclasses import dataclass, replace
-from urllib.parse import parse_qs, unquote, urlsplit
+import re
+from dataclasses import dataclass, field, replace
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
-__all__ = ["ConnectionParams", "parse_url", "DEFAULT_URL"]
+__all__ = ["ConnectionParams", "parse_url", "DEFAULT_URL", "redact_url", "redact_text"]
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
@@ -15,7 +16,7 @@ class ConnectionParams:
     port: int = 6379
     db: int = 0
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a repr or a log line
     ssl: bool = False
     ssl_ca_certs: str | None = None
     ssl_check_hostname: bool = True  # with ssl_cert_reqs "none" there is nothing to check
@@ -29,12 +30,24 @@ class ConnectionParams:
     ssl_keyfile: str | None = None
     health_check_interval: float = 0.0  # PING a connection idle this long before using it; 0: never
 
+    def __post_init__(self):
+        for name in ("timeout", "connect_timeout", "dead_after", "health_check_interval"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:  # NaN too
+                raise ValueError(f"{name} must be a number of seconds >= 0 or None, not {value!r}")
+        reqs = self.ssl_cert_reqs
+        if isinstance(reqs, str) and reqs.lower() not in ("none", "optional", "required"):
+            # said now, not as a ValueError from every later call's connect attempt
+            raise ValueError(f"ssl_cert_reqs must be 'none', 'optional' or 'required', not {reqs!r}")
+
     def replace(self, **changes):
         return replace(self, **changes)
 
     @property
     def address(self):
-        return self.unix_socket_path or f"{self.host}:{self.port}"
+        if self.unix_socket_path:
+            return self.unix_socket_path
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 _FLOAT_OPTIONS = {"timeout", "connect_timeout", "dead_after", "health_check_interval"}
@@ -59,6 +72,7 @@ def parse_url(url=None, **overrides):
     """
     url = url or os.environ.get("REDIS_URL") or DEFAULT_URL
     parts = urlsplit(url)
+    url = _redact(url, parts)  # what error messages show: never the password
     scheme = parts.scheme.lower()
     if scheme not in ("redis", "rediss", "unix"):
         raise ValueError(
@@ -109,6 +123,18 @@ def parse_url(url=None, **overrides):
     return ConnectionParams(**kw)
 
 
+def _redact(url, parts):
+    """``url`` with its password (and any ``password=`` query value) replaced by ``***``,
+    for error messages."""
+    if parts.query and "password" in parts.query.lower():
+        url = re.sub(r"(?i)(password=)[^&#]*", r"\1***", url)
+    if parts.password is None:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return url.replace(parts.netloc, f"{user}:***@{hostport}", 1)
+
+
 _FIELDS = frozenset(ConnectionParams.__dataclass_fields__)
 
 
@@ -120,9 +146,6 @@ def _int(name, text, url):
 
 
 # -- masking secrets: the CLI and its logs show URLs without their passwords -------------
-
-import re  # noqa: E402  (this section is self-contained)
-from urllib.parse import urlunsplit  # noqa: E402
 
 _URL_PASSWORD = re.compile(r"(?i)\b((?:redis|rediss|unix|https?)://[^:/@\s'\"]*:)[^\s'\"]*@")
 

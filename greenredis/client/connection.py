@@ -557,6 +557,7 @@ def open_connection(params, on_push=None, on_close=None):
     (``AuthenticationError`` for a refused AUTH)."""
     timeout = params.connect_timeout
     deadline = None if timeout is None else monotonic() + timeout
+    pid = os.getpid()
     sock = open_socket(params, timeout)
     try:
         if params.ssl:
@@ -568,13 +569,19 @@ def open_connection(params, on_push=None, on_close=None):
                 raise ConnectionError(f"TLS handshake with {params.address} failed: {e}") from None
         else:
             transport = _Plain(sock)
+        if os.getpid() != pid:
+            # Forked while connecting: the socket is the parent's too (its close sends nothing).
+            raise ConnectionError(
+                f"connecting to {params.address} began in process {pid}, which forked meanwhile"
+            )
         conn = Connection(transport, params, on_close=on_close)
     except BaseException:
         sock.close()
         raise
     setup = []
-    if params.password is not None or params.username:
-        # A username alone is an ACL user with nopass, whatever password is sent (as redis-py does).
+    if params.password or params.username:
+        # A username alone is an ACL user with nopass, whatever password is sent; an empty
+        # password alone is no password (as redis-py does: redis://:@host works).
         setup.append(
             ["AUTH", params.username, params.password or ""] if params.username else ["AUTH", params.password]
         )

@@ -12,6 +12,8 @@ past its ``client-output-buffer-limit``, drops the connection: a gap).
 """
 
 import logging
+import os
+import weakref
 from collections import deque
 from time import monotonic
 
@@ -68,6 +70,7 @@ class _PushStream:
         self._holding = None  # during a reconnect: what arrives before the gap is announced
         self._warned_at = None
         self._connect()
+        _streams.add(self)
 
     # -- connection ----------------------------------------------------------
 
@@ -187,6 +190,7 @@ class _PushStream:
         while not self._queue:
             if self.closed:
                 return None
+            self.redis._check_thread()  # waiting needs the hub of the thread that made it
             conn = self._conn
             if (conn is None or conn.error is not None) and not self._reconnecting:
                 self._start_reconnect()  # e.g. in a forked child: the parent's socket is not ours
@@ -284,6 +288,7 @@ class Subscription(_PushStream):
         self._put(type(first)(f"resubscribing after a reconnect: {shown}: {first}"))
 
     def _change(self, verb, names, target, add, timeout):
+        self.redis._check_thread()  # before anything is changed or sent
         names = [n.encode() if isinstance(n, str) else n for n in names]
         if not names and add:
             raise ValueError(f"{verb} needs at least one name")
@@ -364,3 +369,17 @@ class Monitor(_PushStream):
 
     def __repr__(self):
         return f"<Monitor {self.redis.params.address}>"
+
+
+_streams: "weakref.WeakSet[_PushStream]" = weakref.WeakSet()  # for the fork hook
+
+
+def _after_fork_in_child():
+    # A greenlet that was iterating when the process forked waits on _ready in the child
+    # too: wake it, so that get() finds the parent's connection abandoned and reconnects.
+    for stream in list(_streams):
+        if not stream.closed:
+            stream._ready.set()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -63,6 +63,8 @@ _REFUSED = _both(
         "HELLO": "the client speaks RESP2",
         "QUIT": "use r.close()",
         "AUTH": "a reconnect would forget it: Redis(username=, password=) or redis://user:pw@host",
+        "SYNC": "it turns the connection into a replication stream; see greenredis.replication",
+        "PSYNC": "it turns the connection into a replication stream; see greenredis.replication",
         "WAIT": _USE_WAIT_DEDICATED,
         "WAITAOF": _USE_WAIT_DEDICATED,
     }
@@ -162,7 +164,7 @@ class _Commands:
         if first is _EMPTY:
             return []
         if first.__class__ is list or first.__class__ is tuple:
-            return self._call_many([self._pack_in_batch(c) for c in command], timeout)
+            return self._call_many(self._pack_batch(command), timeout)
         reply = self._call_one(first, command, timeout)
         if isinstance(reply, ReplyError):
             raise reply
@@ -177,7 +179,7 @@ class _Commands:
         first = _first(commands)
         if first.__class__ not in (list, tuple):
             raise ValueError("transaction() takes a list of commands")
-        packed = [self._pack_in_batch(c) for c in commands]
+        packed = self._pack_batch(commands)
         replies = self._call_many([_MULTI, *packed, _EXEC], timeout)
         result = replies[-1]
         if isinstance(result, ReplyError):
@@ -186,6 +188,9 @@ class _Commands:
         if result is None:
             raise WatchError("EXEC aborted: a WATCHed key changed; nothing was written")
         return result
+
+    def _pack_batch(self, commands):
+        return [self._pack_in_batch(c) for c in commands]
 
 
 _EMPTY = object()
@@ -404,11 +409,15 @@ class Redis(_Commands):
             if self.closed:  # closed while we connected
                 conn.close()
                 raise ConnectionError("client is closed")
+            if self._connecting is not attempt:  # forked meanwhile: the child forgot this attempt
+                conn.close()
+                raise ConnectionError(f"connecting to {self.params.address} was overtaken by a fork")
             outcome = self._shared = conn
         except Exception as e:
             outcome = e
         finally:  # even if killed: nobody may wait on an attempt that never ends
-            self._connecting = None
+            if self._connecting is attempt:  # not a newer one (a forked child's own)
+                self._connecting = None
             attempt.set(outcome)
 
     def _conn(self):
@@ -447,7 +456,8 @@ class Redis(_Commands):
     def _blocking_call(self, packed, timeout):
         self._check_thread()
         start = monotonic()
-        if not self._blocking_slots.acquire(timeout=timeout):
+        slots = self._blocking_slots  # a forked child gets new ones: release what we took
+        if not slots.acquire(timeout=timeout):
             raise TimeoutError(
                 f"all {self.max_blocking} connections for blocking commands are busy "
                 f"(max_blocking) and none came free within {timeout}s"
@@ -457,7 +467,7 @@ class Redis(_Commands):
                 timeout = max(0.001, timeout - (monotonic() - start))
             return self._blocking_call_on(packed, timeout)
         finally:
-            self._blocking_slots.release()
+            slots.release()
 
     def _blocking_call_on(self, packed, timeout):
         conn = None
@@ -533,6 +543,7 @@ class Dedicated(_Commands):
         self._batch_blocks = False
 
     def _conn(self):
+        self.redis._check_thread()  # refuse before sending, not after
         conn = self._connection
         if conn is None:
             conn = self._connection = self.redis._open()
@@ -540,6 +551,10 @@ class Dedicated(_Commands):
             # Its state (WATCH, MULTI, SELECT) is gone with it: say so, never reconnect silently.
             raise type(conn.error)(*conn.error.args)
         return conn
+
+    def _pack_batch(self, commands):
+        self._batch_blocks = False  # not left over from a batch that failed to pack
+        return [self._pack_in_batch(c) for c in commands]
 
     def _pack_in_batch(self, command):
         packed = pack(command)
