@@ -358,3 +358,27 @@ def test_replica_pfadd_pfcount_workload_never_resyncs(valkey):
                 rep.pfcount(b"plain")
         finally:
             rep.stop()
+
+
+def test_replica_uses_the_master_s_hll_sparse_max_bytes():
+    # The master goes dense past 100 bytes: the copy must too, without being told.
+    args = ["--repl-diskless-sync-delay", "0", "--hll-sparse-max-bytes", "100"]
+    with RedisServer(args=args) as master:
+        r = client(master)
+        r.cmd([b"ACL", b"SETUSER", b"noconf", b"on", b">pw", b"~*", b"+@all", b"-config"])
+        asked = Replica(master.url)
+        told = Replica(f"redis://noconf:pw@127.0.0.1:{master.port}", hll_sparse_max_bytes=100)
+        try:
+            asked.start(timeout=30)
+            told.start(timeout=30)
+            r.cmd([b"PFADD", b"k", *[b"x%d" % i for i in range(30)]])
+            want = r.cmd([b"GET", b"k"])
+            assert want[4] == 0  # dense on the master
+            for rep in (asked, told):
+                wait_for(
+                    lambda rep=rep: rep.status()["offset"] == master_offset(r), timeout=30, what="catch-up"
+                )
+                assert rep.get(b"k") == want
+        finally:
+            asked.stop()
+            told.stop()
