@@ -621,6 +621,10 @@ class Replica:
                     key[:64],
                 )
             self._stats["on_key_errors"] += 1
+        if self._stopped:
+            # stop() from on_key runs on this greenlet, which it cannot kill: end the load here
+            # (the old dataset stays) instead of finishing it on a closed socket.
+            raise gevent.GreenletExit
 
     def _on_module(self, db, key, module_name):
         log.warning(
