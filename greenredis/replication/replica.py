@@ -41,10 +41,10 @@ import gevent
 import gevent.event
 import gevent.lock
 import gevent.queue
+import hiredis
 from gevent import socket
 
 from greenredis.backoff import delay as backoff_delay
-from greenredis.client.redis import Redis
 from greenredis.errors import ConnectionError, TimeoutError
 from greenredis.replication.applier import Applier, ApplyError
 from greenredis.replication.keymatch import match_keys
@@ -59,6 +59,7 @@ from greenredis.replication.protocol import (
     RdbStart,
     ReplicaProtocol,
     ReplicationError,
+    encode_command,
 )
 from greenredis.replication.rdb.parser import RDBError, RDBParser
 from greenredis.url import parse_url
@@ -493,7 +494,7 @@ class Replica:
         self._sock = sock = self._connect()
         self._stats["connects"] += 1
         if self.hll_sparse_max_bytes is None:
-            self._hll_max = self._ask_hll_sparse_max_bytes()
+            self._hll_max = self._ask_hll_sparse_max_bytes(sock)
         port = self.listening_port
         if port is None:
             port = sock.getsockname()[1] if not self.params.unix_socket_path else 0
@@ -568,14 +569,32 @@ class Replica:
         log.info("replica of %s: streaming at offset %s (%s)", self.master, self._offset, how)
         self._set_link(True, partial=how == "partial")
 
-    def _ask_hll_sparse_max_bytes(self):
-        """The master's ``hll-sparse-max-bytes``, or None (Redis's default) if it will not say."""
+    def _ask_hll_sparse_max_bytes(self, sock):
+        """The master's ``hll-sparse-max-bytes`` asked on the replication connection before
+        the handshake, or None (Redis's default) if it will not say."""
+        p = self.params
+        auth = []
+        if p.password is not None:
+            auth = [("AUTH", p.username, p.password) if p.username else ("AUTH", p.password)]
         try:
-            with Redis.from_url(self._url, timeout=self.params.connect_timeout or 10) as r:
-                reply = r.cmd([b"CONFIG", b"GET", b"hll-sparse-max-bytes"])
-            if isinstance(reply, dict):
-                reply = [x for kv in reply.items() for x in kv]
+            sock.sendall(
+                b"".join(encode_command(*c) for c in [*auth, ("CONFIG", "GET", "hll-sparse-max-bytes")])
+            )
+            reader = hiredis.Reader()
+            replies = []
+            while len(replies) <= len(auth):
+                data = sock.recv(65536)
+                if not data:
+                    raise ConnectionResetError("the master closed the connection")
+                reader.feed(data)
+                while (reply := reader.gets()) is not False:
+                    replies.append(reply)
+            reply = replies[-1]
+            if isinstance(reply, Exception):
+                raise reply
             return int(reply[1])
+        except (OSError, gevent.Timeout):
+            raise
         except Exception as e:  # ACL, a renamed CONFIG, an old server: fall back
             if not self._hll_warned:
                 self._hll_warned = True
