@@ -382,3 +382,23 @@ def test_replica_uses_the_master_s_hll_sparse_max_bytes():
         finally:
             asked.stop()
             told.stop()
+
+
+def test_pfadd_on_a_value_ending_in_half_an_xzero_matches_the_server(any_server):
+    # A corrupt sparse HLL whose last byte starts an XZERO: Redis reads the string's NUL
+    # terminator as the second byte and still adds (the applier raised INVALIDOBJ, so a
+    # full resync, on every such PFADD the master propagated).
+    t = Twin(any_server)
+    rnd = random.Random(12)
+    for i in range(60):
+        body = bytes(rnd.choice([0x00, 0x3F, 0x85, 0x9F, 0x45, 0x4A]) for _ in range(rnd.randrange(0, 4)))
+        value = b"HYLL\x01" + bytes(11) + body + bytes([rnd.choice([0x40, 0x55, 0x7D, 0x7F])])
+        t.run("SET", f"k{i}", value)
+        try:
+            t.r.cmd([b"PFADD", b"k%d" % i, b"e%d" % i])
+        except ReplyError:
+            with pytest.raises(ApplyError):
+                t.ap.apply([b"PFADD", b"k%d" % i, b"e%d" % i])  # the master refused it too
+            continue
+        t.ap.apply([b"PFADD", b"k%d" % i, b"e%d" % i])
+        t.assert_same(f"k{i}")
