@@ -291,6 +291,7 @@ def _sparse_set(s: bytearray, index: int, count: int, max_bytes: int, start=(HEA
         # length only changes by len(seq) - 2, so its last byte is cut off
         s[p:] = seq
         del s[end + len(seq) - oplen :]
+        s.after_end = seq[-1]  # written past the new end, where the NUL was
     else:
         s[p : p + oplen] = seq
     _merge_vals(s, prev)
@@ -316,8 +317,15 @@ def _span(s, p: int) -> int:
 
 def _xzero_span(s, p: int) -> int:
     """Registers of the XZERO at ``p``. A string ending in the first byte of one (a corrupt
-    value PFADD still takes) reads the C string's NUL terminator as the second byte."""
-    return (((s[p] & 0x3F) << 8) | (s[p + 1] if p + 1 < len(s) else 0)) + 1
+    value PFADD still takes) reads the byte past its end: the C string's NUL terminator, or
+    what an earlier edit of this command left there (``_Sparse.after_end``)."""
+    return (((s[p] & 0x3F) << 8) | (s[p + 1] if p + 1 < len(s) else getattr(s, "after_end", 0))) + 1
+
+
+class _Sparse(bytearray):
+    """A sparse HLL being edited, with the byte Redis's buffer holds just past its end."""
+
+    after_end = 0
 
 
 def _locate(s, index: int, start):
@@ -414,6 +422,7 @@ def _merge_vals(s: bytearray, prev) -> None:
                 if n <= SPARSE_VAL_MAX_LEN:
                     s[p + 1] = _val(value, n)
                     del s[p]
+                    s.after_end = 0  # the shorter string's new NUL terminator
                     end -= 1
                     continue
         p += 1
@@ -558,7 +567,7 @@ def pfadd(
     if value is None:
         value = new_hll()
     encoding = _check(value)
-    s = bytearray(value)
+    s = _Sparse(value)
     changed = created
     for element in elements:
         index, count = pattern(element)
@@ -587,7 +596,7 @@ def pfmerge(
     inputs = [v for v in (dest, *sources) if v is not None]
     use_dense = any(_check(v) == DENSE for v in inputs)
     merged = _max_registers(inputs)
-    s = bytearray(dest if dest is not None else new_hll())
+    s = _Sparse(dest if dest is not None else new_hll())
     if s[4] == SPARSE and not use_dense:
         start = (HEADER_SIZE, 0, None)
         try:

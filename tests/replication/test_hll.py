@@ -402,3 +402,14 @@ def test_pfadd_on_a_value_ending_in_half_an_xzero_matches_the_server(any_server)
             continue
         t.ap.apply([b"PFADD", b"k%d" % i, b"e%d" % i])
         t.assert_same(f"k{i}")
+
+
+def test_pfadd_reads_what_an_earlier_edit_left_past_the_end(any_server):
+    # Within one PFADD, an edit of a trailing half XZERO writes its last byte just past the
+    # string's new end, and the next element's search reads it there (not a NUL).
+    value = b"HYLL\x01" + bytes(10) + b"\x80" + bytes(21) + b"IA\x80G'\x80N>\x80\r\x80G]]"
+    elements = b"e654545175 e7 e375574678 e9780 e2255 e445600170 e513527801 e656858036 e7984".split()
+    t = Twin(any_server)
+    t.run("SET", "k", value)
+    t.run("PFADD", "k", *elements)
+    t.assert_same("k")
