@@ -291,7 +291,8 @@ def _sparse_set(s: bytearray, index: int, count: int, max_bytes: int, start=(HEA
         # length only changes by len(seq) - 2, so its last byte is cut off
         s[p:] = seq
         del s[end + len(seq) - oplen :]
-        s.after_end = seq[-1]  # written past the new end, where the NUL was
+        if isinstance(s, _Sparse):
+            s.after_end = seq[-1]  # written past the new end, where the NUL was
     else:
         s[p : p + oplen] = seq
     _merge_vals(s, prev)
@@ -422,7 +423,8 @@ def _merge_vals(s: bytearray, prev) -> None:
                 if n <= SPARSE_VAL_MAX_LEN:
                     s[p + 1] = _val(value, n)
                     del s[p]
-                    s.after_end = 0  # the shorter string's new NUL terminator
+                    if isinstance(s, _Sparse):
+                        s.after_end = 0  # the shorter string's new NUL terminator
                     end -= 1
                     continue
         p += 1
@@ -567,7 +569,7 @@ def pfadd(
     if value is None:
         value = new_hll()
     encoding = _check(value)
-    s = _Sparse(value)
+    s: bytearray = _Sparse(value)
     changed = created
     for element in elements:
         index, count = pattern(element)
@@ -596,7 +598,7 @@ def pfmerge(
     inputs = [v for v in (dest, *sources) if v is not None]
     use_dense = any(_check(v) == DENSE for v in inputs)
     merged = _max_registers(inputs)
-    s = _Sparse(dest if dest is not None else new_hll())
+    s: bytearray = _Sparse(dest if dest is not None else new_hll())
     if s[4] == SPARSE and not use_dense:
         start = (HEADER_SIZE, 0, None)
         try:
