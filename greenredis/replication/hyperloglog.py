@@ -216,9 +216,7 @@ def _sparse_registers(s) -> bytes:
         parts.append(b"".join(map(expand, s[pos:stop])))
         if m is None:
             break
-        if stop + 1 >= end:
-            raise HLLError(INVALIDOBJ)
-        parts.append(bytes((((s[stop] & 0x3F) << 8) | s[stop + 1]) + 1))
+        parts.append(bytes(_xzero_span(s, stop)))
         if sum(map(len, parts)) > REGISTERS:
             raise HLLError(INVALIDOBJ)
         pos = stop + 2
@@ -249,7 +247,7 @@ def _sparse_set(s: bytearray, index: int, count: int, max_bytes: int, start=(HEA
     elif op >= 0x80:
         span, oplen = (op & 3) + 1, 1
     else:
-        span, oplen = (((op & 0x3F) << 8) | s[p + 1]) + 1, 2
+        span, oplen = _xzero_span(s, p), 2
     is_val = op >= 0x80
     # Nothing before ``prev`` changes below, so a later search may start there.
     if prev is None or prevprev == _UNKNOWN:
@@ -288,7 +286,15 @@ def _sparse_set(s: bytearray, index: int, count: int, max_bytes: int, start=(HEA
             seq.append(_val(current, last - index))
     if len(seq) > oplen and end + len(seq) - oplen > max_bytes:
         raise _Promote
-    s[p : p + oplen] = seq
+    if p + oplen > end:
+        # a truncated trailing XZERO: Redis writes the sequence there but the string's
+        # length only changes by len(seq) - 2, so its last byte is cut off
+        s[p:] = seq
+        del s[end + len(seq) - oplen :]
+        if isinstance(s, _Sparse):
+            s.after_end = seq[-1]  # written past the new end, where the NUL was
+    else:
+        s[p : p + oplen] = seq
     _merge_vals(s, prev)
     _invalidate(s)
     return 1, hint
@@ -307,7 +313,20 @@ def _span(s, p: int) -> int:
         return op + 1
     if op >= 0x80:
         return (op & 3) + 1
-    return (((op & 0x3F) << 8) | s[p + 1]) + 1
+    return _xzero_span(s, p)
+
+
+def _xzero_span(s, p: int) -> int:
+    """Registers of the XZERO at ``p``. A string ending in the first byte of one (a corrupt
+    value PFADD still takes) reads the byte past its end: the C string's NUL terminator, or
+    what an earlier edit of this command left there (``_Sparse.after_end``)."""
+    return (((s[p] & 0x3F) << 8) | (s[p + 1] if p + 1 < len(s) else getattr(s, "after_end", 0))) + 1
+
+
+class _Sparse(bytearray):
+    """A sparse HLL being edited, with the byte Redis's buffer holds just past its end."""
+
+    after_end = 0
 
 
 def _locate(s, index: int, start):
@@ -345,11 +364,9 @@ def _locate(s, index: int, start):
             pos = chunk_end
         if m is None:
             break
-        if stop + 1 >= end:
-            raise HLLError(INVALIDOBJ)
         prev_q = _before(stop, a, pa)
         prevprev_q = _before(stop - 1, a, pa) if stop > a else ppa
-        span = (((s[stop] & 0x3F) << 8) | s[stop + 1]) + 1
+        span = _xzero_span(s, stop)
         if index < first + span:
             return stop, first, prev_q, prevprev_q
         first += span
@@ -370,9 +387,7 @@ def _locate_walk(s, index: int, start):
         elif op >= 0x80:
             span, oplen = (op & 3) + 1, 1
         else:
-            if p + 1 >= end:
-                break
-            span, oplen = (((op & 0x3F) << 8) | s[p + 1]) + 1, 2
+            span, oplen = _xzero_span(s, p), 2
         if index < first + span:
             return p, first, prev, prevprev
         prevprev, prev = prev, p
@@ -408,6 +423,8 @@ def _merge_vals(s: bytearray, prev) -> None:
                 if n <= SPARSE_VAL_MAX_LEN:
                     s[p + 1] = _val(value, n)
                     del s[p]
+                    if isinstance(s, _Sparse):
+                        s.after_end = 0  # the shorter string's new NUL terminator
                     end -= 1
                     continue
         p += 1
@@ -552,7 +569,7 @@ def pfadd(
     if value is None:
         value = new_hll()
     encoding = _check(value)
-    s = bytearray(value)
+    s: bytearray = _Sparse(value)
     changed = created
     for element in elements:
         index, count = pattern(element)
@@ -581,7 +598,7 @@ def pfmerge(
     inputs = [v for v in (dest, *sources) if v is not None]
     use_dense = any(_check(v) == DENSE for v in inputs)
     merged = _max_registers(inputs)
-    s = bytearray(dest if dest is not None else new_hll())
+    s: bytearray = _Sparse(dest if dest is not None else new_hll())
     if s[4] == SPARSE and not use_dense:
         start = (HEADER_SIZE, 0, None)
         try:

@@ -41,6 +41,7 @@ import gevent
 import gevent.event
 import gevent.lock
 import gevent.queue
+import hiredis
 from gevent import socket
 
 from greenredis.backoff import delay as backoff_delay
@@ -58,6 +59,7 @@ from greenredis.replication.protocol import (
     RdbStart,
     ReplicaProtocol,
     ReplicationError,
+    encode_command,
 )
 from greenredis.replication.rdb.parser import RDBError, RDBParser
 from greenredis.url import parse_url
@@ -126,6 +128,11 @@ class Replica:
     dead (the master pings every 10 s; default 60, Redis's ``repl-timeout``);
     backoff: (first, max) reconnect delays in seconds.
 
+    hll_sparse_max_bytes: the master's ``hll-sparse-max-bytes`` (when an HLL turns dense,
+    so its bytes). None: asked with ``CONFIG GET`` at each connect; if the master refuses,
+    Redis's default 3000 is assumed (logged once). A later ``CONFIG SET`` on the master is
+    not replicated: reconnect (``stop()``/``start()``) or pass the value.
+
     Loading a snapshot or applying a heavy stream, it gives the rest of the process
     (other greenlets, timers) a turn at least every ``TIME_SLICE`` seconds.
     """
@@ -145,6 +152,7 @@ class Replica:
         repl_timeout=60.0,
         backoff=(0.1, 5.0),
         chunk_size=256 * 1024,
+        hll_sparse_max_bytes=None,
     ):
         self.params = parse_url(url)
         self.callback = callback
@@ -155,6 +163,10 @@ class Replica:
         self.repl_timeout = repl_timeout
         self.backoff = backoff
         self.chunk_size = chunk_size
+        self.hll_sparse_max_bytes = hll_sparse_max_bytes
+        self._url = url
+        self._hll_max = hll_sparse_max_bytes  # the value the appliers use
+        self._hll_warned = False
         self._ks = None  # the complete dataset readers see
         self._applier = None
         self._replid = None  # of the dataset in _ks
@@ -481,6 +493,8 @@ class Replica:
         self._state = CONNECTING
         self._sock = sock = self._connect()
         self._stats["connects"] += 1
+        if self.hll_sparse_max_bytes is None:
+            self._hll_max = self._ask_hll_sparse_max_bytes(sock)
         port = self.listening_port
         if port is None:
             port = sock.getsockname()[1] if not self.params.unix_socket_path else 0
@@ -555,9 +569,45 @@ class Replica:
         log.info("replica of %s: streaming at offset %s (%s)", self.master, self._offset, how)
         self._set_link(True, partial=how == "partial")
 
-    @staticmethod
-    def _new_applier(ks, old=None):
-        applier = Applier(ks)
+    def _ask_hll_sparse_max_bytes(self, sock):
+        """The master's ``hll-sparse-max-bytes`` asked on the replication connection before
+        the handshake, or None (Redis's default) if it will not say."""
+        p = self.params
+        auth = []
+        if p.password is not None:
+            auth = [("AUTH", p.username, p.password) if p.username else ("AUTH", p.password)]
+        try:
+            sock.sendall(
+                b"".join(encode_command(*c) for c in [*auth, ("CONFIG", "GET", "hll-sparse-max-bytes")])
+            )
+            reader = hiredis.Reader()
+            replies = []
+            while len(replies) <= len(auth):
+                data = sock.recv(65536)
+                if not data:
+                    raise ConnectionResetError("the master closed the connection")
+                reader.feed(data)
+                while (reply := reader.gets()) is not False:
+                    replies.append(reply)
+            reply = replies[-1]
+            if isinstance(reply, Exception):
+                raise reply
+            return int(reply[1])
+        except (OSError, gevent.Timeout):
+            raise
+        except Exception as e:  # ACL, a renamed CONFIG, an old server: fall back
+            if not self._hll_warned:
+                self._hll_warned = True
+                log.warning(
+                    "replica of %s: cannot read the master's hll-sparse-max-bytes (%s); assuming"
+                    " 3000: pass Replica(hll_sparse_max_bytes=...) if it is configured otherwise",
+                    self.master,
+                    _describe(e),
+                )
+            return None
+
+    def _new_applier(self, ks, old=None):
+        applier = Applier(ks, hll_sparse_max_bytes=self._hll_max)
         if old is not None:
             applier.select(old.db)  # the master's stream relies on its last SELECT
         return applier
@@ -590,6 +640,10 @@ class Replica:
                     key[:64],
                 )
             self._stats["on_key_errors"] += 1
+        if self._stopped:
+            # stop() from on_key runs on this greenlet, which it cannot kill: end the load here
+            # (the old dataset stays) instead of finishing it on a closed socket.
+            raise gevent.GreenletExit
 
     def _on_module(self, db, key, module_name):
         log.warning(

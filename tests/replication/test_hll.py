@@ -358,3 +358,58 @@ def test_replica_pfadd_pfcount_workload_never_resyncs(valkey):
                 rep.pfcount(b"plain")
         finally:
             rep.stop()
+
+
+def test_replica_uses_the_master_s_hll_sparse_max_bytes():
+    # The master goes dense past 100 bytes: the copy must too, without being told.
+    args = ["--repl-diskless-sync-delay", "0", "--hll-sparse-max-bytes", "100"]
+    with RedisServer(args=args) as master:
+        r = client(master)
+        r.cmd([b"ACL", b"SETUSER", b"noconf", b"on", b">pw", b"~*", b"+@all", b"-config"])
+        asked = Replica(master.url)
+        told = Replica(f"redis://noconf:pw@127.0.0.1:{master.port}", hll_sparse_max_bytes=100)
+        try:
+            asked.start(timeout=30)
+            told.start(timeout=30)
+            r.cmd([b"PFADD", b"k", *[b"x%d" % i for i in range(30)]])
+            want = r.cmd([b"GET", b"k"])
+            assert want[4] == 0  # dense on the master
+            for rep in (asked, told):
+                wait_for(
+                    lambda rep=rep: rep.status()["offset"] == master_offset(r), timeout=30, what="catch-up"
+                )
+                assert rep.get(b"k") == want
+        finally:
+            asked.stop()
+            told.stop()
+
+
+def test_pfadd_on_a_value_ending_in_half_an_xzero_matches_the_server(any_server):
+    # A corrupt sparse HLL whose last byte starts an XZERO: Redis reads the string's NUL
+    # terminator as the second byte and still adds (the applier raised INVALIDOBJ, so a
+    # full resync, on every such PFADD the master propagated).
+    t = Twin(any_server)
+    rnd = random.Random(12)
+    for i in range(60):
+        body = bytes(rnd.choice([0x00, 0x3F, 0x85, 0x9F, 0x45, 0x4A]) for _ in range(rnd.randrange(0, 4)))
+        value = b"HYLL\x01" + bytes(11) + body + bytes([rnd.choice([0x40, 0x55, 0x7D, 0x7F])])
+        t.run("SET", f"k{i}", value)
+        try:
+            t.r.cmd([b"PFADD", b"k%d" % i, b"e%d" % i])
+        except ReplyError:
+            with pytest.raises(ApplyError):
+                t.ap.apply([b"PFADD", b"k%d" % i, b"e%d" % i])  # the master refused it too
+            continue
+        t.ap.apply([b"PFADD", b"k%d" % i, b"e%d" % i])
+        t.assert_same(f"k{i}")
+
+
+def test_pfadd_reads_what_an_earlier_edit_left_past_the_end(any_server):
+    # Within one PFADD, an edit of a trailing half XZERO writes its last byte just past the
+    # string's new end, and the next element's search reads it there (not a NUL).
+    value = b"HYLL\x01" + bytes(10) + b"\x80" + bytes(21) + b"IA\x80G'\x80N>\x80\r\x80G]]"
+    elements = b"e654545175 e7 e375574678 e9780 e2255 e445600170 e513527801 e656858036 e7984".split()
+    t = Twin(any_server)
+    t.run("SET", "k", value)
+    t.run("PFADD", "k", *elements)
+    t.assert_same("k")

@@ -1048,3 +1048,24 @@ def test_per_key_work_only_for_an_on_key_callback(make_server, replicas):
     assert len(calls) == 50000  # every key, none dropped
     assert (0, b"key:7", b"value:7") in seen
     assert rep2.status()["on_key_errors"] == 5 and rep2.dbsize() == 50000
+
+
+def test_stop_from_on_key_ends_the_load(make_server, replicas):
+    # on_key runs inline on the replication greenlet: a stop() there must end the load,
+    # not let it finish on a closed socket and go "streaming" after the stop.
+    server = make_server(args=FAST_SYNC)
+    r = client(server)
+    r.cmd(["SET", "a", "1"])
+    r.cmd(["SET", "b", "2"])
+
+    def on_key(db, key, value, expire_ms):
+        rep.stop()
+
+    rep = replicas(server.url, on_key=on_key)
+    with pytest.raises(greenredis.ConnectionError, match="stopped"):
+        rep.start(timeout=60)
+    gevent.sleep(0.3)  # what a finished load would have done by now
+    st = rep.status()
+    assert (st["state"], st["link"], st["loaded"], st["full_syncs"]) == ("stopped", "down", False, 0), st
+    assert st["last_error"] is None, st
+    assert rep.get("a") is None and rep.keys() == []  # nothing half-loaded
