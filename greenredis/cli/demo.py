@@ -140,7 +140,8 @@ def leave(redis, sims, timeout=2.0):
 
     from greenredis.errors import RedisError
 
-    gevent.joinall([gevent.spawn(s.stop, timeout) for s in sims], timeout=timeout + 1)
+    # each stop closes its log handler, then leaves the grid: up to ``timeout`` each
+    gevent.joinall([gevent.spawn(s.stop, timeout) for s in sims], timeout=2 * timeout + 1)
     try:
         left = redis.cmd([["EXISTS", s.grid.key] for s in sims], timeout=timeout)
     except RedisError as e:

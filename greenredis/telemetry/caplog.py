@@ -290,8 +290,10 @@ class RedisLogHandler(logging.Handler):
                 backoff.reset()
 
     def flush(self, timeout=5.0):
-        """Wait up to ``timeout`` seconds until the buffer is sent (or dropped)."""
-        if gevent.getcurrent() is not self._drainer:
+        """Wait up to ``timeout`` seconds until the buffer is sent (or dropped). A closed
+        (or closing) handler returns at once: ``logging.shutdown`` at exit must not wait
+        on a Redis that is down."""
+        if not self._closed and gevent.getcurrent() is not self._drainer:
             self._idle.wait(timeout)
 
     def close(self, timeout=5.0):
