@@ -45,6 +45,7 @@ import hiredis
 from gevent import socket
 
 from greenredis.backoff import delay as backoff_delay
+from greenredis.client.sockets import connect
 from greenredis.errors import ConnectionError, TimeoutError
 from greenredis.replication.applier import Applier, ApplyError
 from greenredis.replication.keymatch import match_keys
@@ -441,26 +442,10 @@ class Replica:
             gevent.sleep(backoff_delay(max(failures, 1), first, most))
 
     def _connect(self):
-        p = self.params
-        if p.unix_socket_path:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(p.connect_timeout)
-            sock.connect(p.unix_socket_path)
-        else:
-            sock = socket.create_connection((p.host, p.port), timeout=p.connect_timeout)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if p.ssl:
-            from gevent import ssl  # its SSLContext makes cooperative sockets
-
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.check_hostname = bool(getattr(p, "ssl_check_hostname", False))
-            if p.ssl_ca_certs:
-                ctx.load_verify_locations(cafile=p.ssl_ca_certs)
-            elif ctx.check_hostname:
-                ctx.load_default_certs()
-            else:
-                ctx.verify_mode = ssl.CERT_NONE
-            sock = ctx.wrap_socket(sock, server_hostname=p.host)
+        # The client's socket opener: TCP/unix/TLS (verified by default), keepalive, and
+        # every failure a ConnectionError. A socket of its own, not the pipelined
+        # connection: after PSYNC the master sends an RDB that is not RESP.
+        sock = connect(self.params)
         sock.settimeout(self.repl_timeout)
         return sock
 
