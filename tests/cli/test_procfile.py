@@ -14,17 +14,11 @@ from waiting import wait_for
 from greenredis.server import free_port
 
 
-def test_honcho_start_runs_web_and_demo(redis_server):
-    port = free_port()
-    bin_dir = os.path.dirname(sys.executable)  # the venv's `greenredis` and `honcho`
-    env = {
-        **os.environ,
-        "REDIS_URL": redis_server.url,
-        "PORT": str(port),
-        "PATH": bin_dir + os.pathsep + os.environ["PATH"],
-    }
+def run_honcho(honcho, env, port, timeout):
+    """``honcho start`` in the repo until the web process shows both demo instances up
+    with metrics (or ``timeout``); then Ctrl-C; its output."""
     proc = subprocess.Popen(
-        [os.path.join(bin_dir, "honcho"), "start"],
+        [honcho, "start"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -32,18 +26,18 @@ def test_honcho_start_runs_web_and_demo(redis_server):
         text=True,
         start_new_session=True,
     )
+
+    def instances():
+        try:
+            snap = json.loads(
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/instances", timeout=5).read()
+            )
+        except (urllib.error.URLError, OSError):
+            return None
+        return {n["name"] for n in snap["nodes"] if n["health"] == "up" and n["metrics"]}
+
     try:
-
-        def instances():
-            try:
-                snap = json.loads(
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/api/instances", timeout=5).read()
-                )
-            except (urllib.error.URLError, OSError):
-                return None
-            return {n["name"] for n in snap["nodes"] if n["health"] == "up" and n["metrics"]}
-
-        up = wait_for(instances, timeout=60, interval=0.2)
+        up = wait_for(instances, timeout=timeout, interval=0.2)
         assert {"demo-web.1", "demo-worker.1"} <= up  # the demo process, through Redis, seen by web
         page = urllib.request.urlopen(f"http://127.0.0.1:{port}/instances/demo-web.1", timeout=5)
         assert page.status == 200 and b"demo-web.1" in page.read()
@@ -54,6 +48,19 @@ def test_honcho_start_runs_web_and_demo(redis_server):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             out, _ = proc.communicate()
+    return out
+
+
+def test_honcho_start_runs_web_and_demo(redis_server):
+    port = free_port()
+    bin_dir = os.path.dirname(sys.executable)  # the venv's `greenredis` and `honcho`
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_server.url,
+        "PORT": str(port),
+        "PATH": bin_dir + os.pathsep + os.environ["PATH"],
+    }
+    out = run_honcho(os.path.join(bin_dir, "honcho"), env, port, timeout=60)
     assert "web.1" in out and "demo.1" in out, out
 
 
@@ -81,35 +88,7 @@ def test_a_fresh_venv_from_requirements_txt_serves_under_honcho(tmp_path, make_s
         "DYNO": "web.1",
         "PATH": str(venv / "bin") + os.pathsep + os.environ["PATH"],
     }
-    proc = subprocess.Popen(
-        [honcho, "start"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-
-        def instances():
-            try:
-                snap = json.loads(
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/api/instances", timeout=5).read()
-                )
-            except (urllib.error.URLError, OSError):
-                return None
-            return {n["name"] for n in snap["nodes"] if n["health"] == "up" and n["metrics"]}
-
-        up = wait_for(instances, timeout=90, interval=0.2)
-        assert {"demo-web.1", "demo-worker.1"} <= up
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            out, _ = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, _ = proc.communicate()
+    out = run_honcho(honcho, env, port, timeout=90)
     assert "s3cret-deploy" not in out, out
     assert ":***@" in out, out  # the URL is shown, masked
     ours = [line.split("| ", 1)[1] for line in out.splitlines() if "| " in line]

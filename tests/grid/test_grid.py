@@ -23,22 +23,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CLI = [sys.executable, "-c", "import sys; from greenredis.cli import main; sys.exit(main())"]
 
 
-@pytest.fixture
-def grids():
-    made = []
-
-    def make(url, **kw):
-        kw.setdefault("ttl", 30)
-        kw.setdefault("interval", 0.5)
-        g = Grid(url, **kw)
-        made.append(g)
-        return g.start()
-
-    yield make
-    for g in made:
-        g.stop(timeout=1)
-
-
 def test_three_grids_see_each_other_update_and_leave(redis_server, grids):
     url = redis_server.url
     seen = {"join": [], "update": [], "leave": []}

@@ -18,20 +18,7 @@ from greenredis.grid.node import Grid
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-@pytest.fixture
-def grids():
-    made = []
-
-    def make(url, **kw):
-        kw.setdefault("ttl", 3)
-        kw.setdefault("interval", 0.5)
-        g = Grid(url, **kw)
-        made.append(g)
-        return g.start()
-
-    yield make
-    for g in made:
-        g.stop(timeout=1)
+GRID_TTL = 3  # the grids fixture's default ttl here: faults heal within a few ttl
 
 
 SKEWED = textwrap.dedent("""
