@@ -261,6 +261,11 @@ class Subscription(_PushStream):
             f"patterns={some(self.patterns)}>"
         )
 
+    def __str__(self):  # what log lines say: no internal repr
+        names = sorted(self.channels | self.patterns)
+        shown = ", ".join(n.decode(errors="replace") for n in names[:3]) + (", ..." if len(names) > 3 else "")
+        return f"subscription to {self.redis.params.address} ({shown or 'nothing yet'})"
+
     def _setup_commands(self, resubscribe=False):
         if not resubscribe:
             if self.channels:
@@ -369,6 +374,9 @@ class Monitor(_PushStream):
 
     def __repr__(self):
         return f"<Monitor {self.redis.params.address}>"
+
+    def __str__(self):
+        return f"monitor of {self.redis.params.address}"
 
 
 _streams: "weakref.WeakSet[_PushStream]" = weakref.WeakSet()  # for the fork hook

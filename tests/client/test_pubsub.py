@@ -137,3 +137,15 @@ def test_a_subscribe_refused_by_acl_raises_and_leaves_no_connection(make_server)
     assert sub.get(timeout=5) == (b"message", b"orders", b"x")
     sub.close()
     r.close()
+
+
+def test_log_lines_name_a_subscription_without_its_repr(redis_server, caplog):
+    r = greenredis.Redis(port=redis_server.port)
+    sub = r.subscribe("orders")
+    redispy.Redis(port=redis_server.port).client_kill_filter(_type="pubsub")
+    assert wait_for(lambda: "lost its connection" in caplog.text)
+    line = next(rec.getMessage() for rec in caplog.records if "lost its connection" in rec.getMessage())
+    assert line.startswith(f"subscription to 127.0.0.1:{redis_server.port} (orders)"), line
+    assert "<Subscription" not in caplog.text
+    sub.close()
+    r.close()
