@@ -282,7 +282,7 @@ class RedisServer:
             return False
 
     def _make_certs(self):
-        """A throwaway CA and a server certificate for 127.0.0.1, made with openssl."""
+        """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate (openssl)."""
         if shutil.which("openssl") is None:
             raise RuntimeError("openssl not found: install it (Debian: apt-get install -y openssl)")
         d = self.dir
@@ -307,64 +307,18 @@ class RedisServer:
             "-subj",
             "/CN=greenredis test CA",
         )
-        run(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        )
+
+        def issue(name, subject, *extra):
+            """``<name>.key`` and ``<name>.crt``, signed by the CA."""
+            run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                "-subj", subject)  # fmt: skip
+            run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                "-days", "2", "-out", f"{name}.crt", *extra)  # fmt: skip
+
         with open(os.path.join(d, "ext.cnf"), "w") as f:
             f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-        run(
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-out",
-            "server.crt",
-            "-extfile",
-            "ext.cnf",
-        )
-        run(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "client.key",
-            "-out",
-            "client.csr",
-            "-subj",
-            "/CN=greenredis test client",
-        )
-        run(
-            "x509",
-            "-req",
-            "-in",
-            "client.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-out",
-            "client.crt",
-        )
+        issue("server", "/CN=127.0.0.1", "-extfile", "ext.cnf")
+        issue("client", "/CN=greenredis test client")
 
 
 @atexit.register
