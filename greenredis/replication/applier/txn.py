@@ -269,6 +269,15 @@ def _undo_srem(name, argv, data, key, value, meta):
     return undo_srem
 
 
+def _put_back(target, old):
+    """Restore ``{field: old value or None (absent)}`` in a hash or zset."""
+    for k, v in old.items():
+        if v is None:
+            target.pop(k, None)
+        else:
+            target[k] = v
+
+
 def _undo_hash(name, argv, data, key, value, meta):
     names = argv[2::2] if name in (b"HSET", b"HMSET") else (argv[2:] if name == b"HDEL" else argv[2:3])
     old = {f: value.get(f) for f in names}
@@ -276,12 +285,7 @@ def _undo_hash(name, argv, data, key, value, meta):
         return None
 
     def undo_hash():
-        h = data[key]
-        for f, v in old.items():
-            if v is None:
-                h.pop(f, None)
-            else:
-                h[f] = v
+        _put_back(data[key], old)
         meta()
 
     return undo_hash
@@ -302,12 +306,7 @@ def _undo_zset(name, argv, data, key, value, meta):
         return None
 
     def undo_zset():
-        z = data[key]
-        for m, s in old.items():
-            if s is None:
-                z.pop(m, None)
-            else:
-                z[m] = s
+        _put_back(data[key], old)
 
     return undo_zset
 
