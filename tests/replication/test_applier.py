@@ -10,6 +10,7 @@ import time
 
 import hiredis
 import redis
+from waiting import wait_for
 
 from greenredis.replication.keyspace import Stream, ZSet, type_name
 
@@ -904,10 +905,7 @@ def _blocked(port, *argv):
 
 
 def _wait_blocked(r, n):
-    deadline = time.monotonic() + 10
-    while int(_info(r, "clients")["blocked_clients"]) < n:
-        assert time.monotonic() < deadline, "clients did not block"
-        time.sleep(0.01)
+    wait_for(lambda: int(_info(r, "clients")["blocked_clients"]) >= n, 10, "clients blocked", 0.01)
 
 
 def test_blocked_clients_served_later(master, make_server):

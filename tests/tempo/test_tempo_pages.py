@@ -4,9 +4,9 @@ leaving the index, styled 404 pages (real redis-servers, no browser)."""
 import json
 import time
 
-import gevent
 import pytest
 from tempo_helpers import Client, WebProcess
+from waiting import wait_for
 
 from greenredis.telemetry import names
 from greenredis.telemetry.stats import Stats, read_history
@@ -117,15 +117,11 @@ def test_a_paused_redis_shows_as_down_within_the_read_timeout(redis_server, r):
         assert reg.snapshot()["redis"] is True
         redis_server.pause()
         try:
-            deadline = time.monotonic() + 10
-            while reg.snapshot()["redis"] and time.monotonic() < deadline:
-                gevent.sleep(0.2)
+            wait_for(lambda: not reg.snapshot()["redis"], 10, "Redis down in the snapshot", 0.2)
             assert reg.snapshot()["redis"] is False and reg.snapshot()["stale"] is True
         finally:
             redis_server.resume()
-        deadline = time.monotonic() + 10
-        while not reg.snapshot()["redis"] and time.monotonic() < deadline:
-            gevent.sleep(0.2)
+        wait_for(lambda: reg.snapshot()["redis"], 10, "Redis up in the snapshot", 0.2)
         assert reg.snapshot()["redis"] is True
     finally:
         reg.stop()
