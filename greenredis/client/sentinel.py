@@ -299,6 +299,8 @@ class Sentinel:
             if isinstance(reply, NoPermissionError):
                 return  # an ACL user without ROLE: trust the sentinels, as redis-py always does
             if isinstance(reply, ReplyError):
+                if reply.prefix == "NOAUTH":  # no point waiting for another master: say it
+                    raise AuthenticationError(f"{where} requires a password ({reply}): pass password=")
                 raise ConnectionError(f"ROLE on {where} failed: {reply}")
             actual = role_of(reply)
             if actual != role:
