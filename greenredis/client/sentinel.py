@@ -107,6 +107,7 @@ class Sentinel:
         self._clients: weakref.WeakSet[SentinelRedis] = weakref.WeakSet()
         self._changed: dict[str, Event] = {}
         self._refreshed: dict[str, float] = {}
+        self._callbacks: list = []
         self._reset_after_fork()
 
     def _reset_after_fork(self) -> None:
@@ -137,6 +138,18 @@ class Sentinel:
         """The replicas of ``service`` the first answering sentinel calls healthy."""
         reply, _ = self._ask_any(service, "SENTINEL", "REPLICAS", service)
         return replica_addresses(reply)
+
+    def master_address(self, service: str) -> Address:
+        """The master of ``service`` as this Sentinel believes it now (announcements included),
+        else as the sentinels say."""
+        return self.view.master(service) or self._discover(service)
+
+    def on_switch(self, callback: Any) -> None:
+        """Call ``callback(service, old, new)`` (addresses; ``old`` may be None) in a greenlet of
+        its own whenever this Sentinel moves a service it follows (one a client of it or
+        ``master_address`` asked for) to a new master; starts listening."""
+        self._callbacks.append(callback)
+        self._watch()
 
     def close(self) -> None:
         """End the subscriptions to the sentinels. Clients made from it fail their next
@@ -338,8 +351,19 @@ class Sentinel:
                 event = self._changed.pop(effect.service, None)
                 if event is not None:
                     event.set()
+                for callback in self._callbacks:
+                    gevent.spawn(callback, effect.service, effect.old, effect.new)
             elif isinstance(effect, SentinelFound) and self._watchers:
                 self._start_watcher(effect.address)
+
+    def _demoted(self, service: str, address: Address, message: str) -> None:
+        """A master client got -READONLY from ``address``: no client of ours writes there again."""
+        self.view.failed(service, address)
+        for client in list(self._clients):
+            if client.service == service and client.role == "master":
+                for conn in list(client._owned.conns):
+                    if (conn.params.host, conn.params.port) == address:
+                        conn.close(ConnectionError(message))
 
     def _watch(self) -> None:
         """Listen to every known sentinel (once; again in a forked child)."""
@@ -473,14 +497,12 @@ class SentinelRedis(Redis):
 
     def _demoted(self, reply: ReplyError) -> None:
         address = (self.params.host, self.params.port)
-        self.sentinel.view.failed(self.service, address)
-        error = ConnectionError(
+        message = (
             f"{_show(address)} is no longer the master of {self.service!r} ({reply}): "
             "nothing was written; the next call goes to the new master"
         )
-        if self._shared is not None:
-            self._shared.close(error)
-        raise error
+        self.sentinel._demoted(self.service, address, message)
+        raise ConnectionError(message)
 
     def close(self) -> None:
         super().close()

@@ -170,7 +170,11 @@ def _follow_under_load(group, sentinel, act):
 
 def test_forced_failover_under_load(sentinel_healed, sentinel):
     group = sentinel_healed
+    switches = []
+    sentinel.on_switch(lambda *switch: switches.append(switch))
+    old = group.master
     _follow_under_load(group, sentinel, group.failover)
+    assert switches[0] == ("mymaster", ("127.0.0.1", old.port), ("127.0.0.1", group.master.port))
 
 
 def test_sigkilled_master_under_load(sentinel_healed, sentinel):
@@ -218,16 +222,20 @@ def test_readonly_from_a_demoted_master_rediscovers(sentinel_healed, sentinel):
     deaf = greenredis.Sentinel(group.sentinel_addresses, failover_timeout=20)
     deaf._watch = lambda: None  # hears no announcement: as if every subscription were down
     r = deaf.master_for("mymaster", timeout=10)
+    other = deaf.master_for("mymaster", timeout=10)
     r.cmd(["SET", "ro", "1"])
+    other.cmd(["SET", "ro", "1"])
     old = group.master
     new = group.failover(demote=True)  # the old master is a replica before r hears of it
     assert new is not old
     with pytest.raises(ConnectionError, match="no longer the master") as e:
         r.cmd(["SET", "ro", "2"])
     assert "READONLY" in str(e.value)
-    assert wait_for(lambda: r.cmd(["SET", "ro", "3"]) == b"OK", what="a write after READONLY")
-    assert r.params.port == new.port
+    assert r.cmd(["SET", "ro", "3"]) == b"OK" and r.params.port == new.port
+    # the other client of the same Sentinel no longer writes to the demoted node either
+    assert other.cmd(["SET", "ro", "4"]) == b"OK" and other.params.port == new.port
     r.close()
+    other.close()
     deaf.close()
 
 
