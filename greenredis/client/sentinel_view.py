@@ -136,6 +136,7 @@ def parse_announcement(channel: Any, data: Any) -> Optional[Announcement]:
 @dataclass(slots=True)
 class _Service:
     master: Optional[Address] = None
+    last: Optional[Address] = None  # the master before ``failed`` cleared it: connections may remain
     superseded: set[Address] = field(default_factory=set)
     generation: int = 0  # counts switches: a connection opened under an older one is stale
 
@@ -145,8 +146,14 @@ class SentinelView:
 
     def __init__(self, sentinels: Iterable[Address]) -> None:
         self.sentinels: list[Address] = []
+        if isinstance(sentinels, (str, bytes)):
+            raise ValueError(f"Sentinel takes a list of (host, port) pairs, not {sentinels!r}")
         for address in sentinels:
-            self._add_sentinel(_address(*address))
+            try:
+                host, port = address
+                self._add_sentinel(_address(host, port))
+            except (TypeError, ValueError):
+                raise ValueError(f"a sentinel is a (host, port) pair, not {address!r}") from None
         if not self.sentinels:
             raise ValueError("Sentinel needs at least one (host, port) of a sentinel")
         self._services: dict[str, _Service] = {}
@@ -187,9 +194,10 @@ class SentinelView:
         state.superseded.discard(address)
         if state.master == address:
             return []
-        old, state.master = state.master, address
-        if old is None:
-            return []  # first discovery (or after a loss): nobody holds a connection to drop
+        old = state.master or state.last
+        state.master = state.last = address
+        if old is None or old == address:
+            return []  # first discovery, or the same master back: nobody holds a connection to drop
         state.superseded.add(old)
         state.generation += 1
         return [MasterChanged(service, old, address, "discovery")]
@@ -200,6 +208,7 @@ class SentinelView:
         state.superseded.add(address)
         if state.master == address:
             state.master = None
+            state.last = address
             state.generation += 1
 
     def forget(self, service: str) -> None:
@@ -223,7 +232,8 @@ class SentinelView:
             return []  # a copy of one we acted on
         if message.old != state.master and message.new in state.superseded:
             return []  # a late copy: ``new`` has been replaced since
-        old, state.master = state.master, message.new
+        old = state.master or state.last
+        state.master = state.last = message.new
         state.superseded.discard(message.new)
         if old is not None:
             state.superseded.add(old)

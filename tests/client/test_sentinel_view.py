@@ -90,7 +90,15 @@ def test_a_sentinel_still_naming_the_replaced_master_is_behind():
     view.failed("mymaster", B)  # B did not answer either
     assert view.master("mymaster") is None
     assert view.choose("mymaster", [A]) == A  # nothing better: try it, it may be back
-    assert view.confirmed("mymaster", A) == []  # we held no master: nothing to drop
+    # A it is: clients still holding connections to B (a paused B) must drop them
+    assert view.confirmed("mymaster", A) == [MasterChanged("mymaster", B, A, "discovery")]
+
+
+def test_the_master_back_after_a_failed_connect_drops_nothing():
+    view = following()
+    view.failed("mymaster", A)  # one connect timed out on a loaded machine
+    assert view.choose("mymaster", [A]) == A
+    assert view.confirmed("mymaster", A) == []
 
 
 def test_discovery_of_a_new_master_drops_connections_to_the_old():
@@ -113,8 +121,9 @@ def test_other_services_and_sentinels():
     assert view.sentinels_reported(reply) == [SentinelFound(("10.0.1.4", 26380))]
     view.answered(("10.0.1.4", 26380))
     assert view.sentinels[0] == ("10.0.1.4", 26380)
-    with pytest.raises(ValueError):
-        SentinelView([])
+    for bad in ([], "10.0.1.1:26379", [("10.0.1.1",)], [("h", "port")]):
+        with pytest.raises(ValueError):
+            SentinelView(bad)
 
 
 def test_sentinel_url():
