@@ -134,6 +134,13 @@ class Replica:
     Redis's default 3000 is assumed (logged once). A later ``CONFIG SET`` on the master is
     not replicated: reconnect (``stop()``/``start()``) or pass the value.
 
+    locator: where the master is now, for a master that can change (see ``follow()``): an
+    object with ``master_address()`` -> ``(host, port)``, asked before each connection
+    (so after a lost link too; raising ``ConnectionError`` counts as a failed try), and
+    optionally ``watch(callback)``, which calls ``callback(host, port)`` when the master
+    changes and returns a function that stops watching. ``url`` then gives only the
+    credentials and TLS settings.
+
     Loading a snapshot or applying a heavy stream, it gives the rest of the process
     (other greenlets, timers) a turn at least every ``TIME_SLICE`` seconds.
     """
@@ -154,8 +161,11 @@ class Replica:
         backoff=(0.1, 5.0),
         chunk_size=256 * 1024,
         hll_sparse_max_bytes=None,
+        locator=None,
     ):
         self.params = parse_url(url)
+        self.locator = locator
+        self._unwatch = None
         self.callback = callback
         self.on_key = on_key
         self.listening_port = listening_port
@@ -252,6 +262,9 @@ class Replica:
             self._stopped = False
             self._stopping.clear()
             self._state = CONNECTING
+            watch = getattr(self.locator, "watch", None)
+            if watch is not None and self._unwatch is None:
+                self._unwatch = watch(self.follow)
             self._greenlets.append(gevent.spawn(self._run))
             if self._queue is not None:
                 self._greenlets.append(gevent.spawn(self._callback_worker))
@@ -278,6 +291,9 @@ class Replica:
         greenlets, self._greenlets = self._greenlets, []
         me = gevent.getcurrent()  # a callback calling stop() runs in the callback worker
         gevent.killall([g for g in greenlets if g is not me])
+        unwatch, self._unwatch = self._unwatch, None
+        if unwatch is not None:
+            unwatch()
         self._close_socket()
         if self._link_up:
             self._set_link(False, "stopped")
@@ -458,16 +474,17 @@ class Replica:
             except Exception as e:
                 if self._switching:  # follow() cut it: not an error
                     log.debug("replica: session ended for a switch of master (%s)", _describe(e))
-                    continue
-                level = logging.ERROR if _is_data_error(e) else logging.WARNING
-                if getattr(e, "quiet", False):
-                    level = logging.DEBUG  # a command that keeps failing: logged the first time
-                self._error(_describe(e), level)
+                else:
+                    level = logging.ERROR if _is_data_error(e) else logging.WARNING
+                    if getattr(e, "quiet", False):
+                        level = logging.DEBUG  # a command that keeps failing: logged the first time
+                    self._error(_describe(e), level)
             finally:
                 self._close_socket()
                 self._load = None
                 if self._link_up:
-                    self._set_link(False, self._stats["last_error"])
+                    why = f"switching to {self.master}" if self._switching else self._stats["last_error"]
+                    self._set_link(False, why)
             if self._stopped:
                 break
             self._state = DOWN
@@ -519,6 +536,11 @@ class Replica:
         self._state = CONNECTING
         self._switching = False
         self._wake.clear()
+        if self.locator is not None:
+            host, port = self.locator.master_address()
+            if (host, int(port)) != (self.params.host, self.params.port):
+                log.info("replica of %s: the master is at %s:%s now", self.master, host, port)
+                self.params = self.params.replace(host=host, port=int(port), unix_socket_path=None)
         p = self.params
         self._session_address = p.address
         self._sock = sock = self._connect()

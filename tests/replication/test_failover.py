@@ -163,3 +163,85 @@ def test_a_write_on_the_old_master_after_the_promotion_is_a_full_resync(make_ser
         rep.stop()
         rm.close()
         rr.close()
+
+
+class Locator:
+    """What a Sentinel tells: the master's address, and switches to those watching."""
+
+    def __init__(self, port, watchable):
+        self.address = ("127.0.0.1", port)
+        self.asked = 0
+        self.watchers = []
+        if watchable:
+            self.watch = self._watch
+
+    def master_address(self):
+        self.asked += 1
+        return self.address
+
+    def _watch(self, callback):
+        self.watchers.append(callback)
+        return lambda: self.watchers.remove(callback)
+
+    def switch(self, port):
+        self.address = ("127.0.0.1", port)
+        for callback in list(self.watchers):
+            callback(*self.address)
+
+
+@pytest.mark.parametrize("how", ["watch", "rediscover"])
+def test_a_locator_moves_the_replica_to_the_new_master(make_server, how):
+    """watch: the old master stays up (sending PUBLISHes) and only the switch callback moves
+    the replica; rediscover: the old master is killed and the replica, reconnecting, asks the
+    locator again."""
+    m, rs = start_pair(make_server, None)
+    rm, rr = client(m), client(rs)
+    bump(rm, 2)
+    locator = Locator(m.port, watchable=how == "watch")
+    rep = Replica("redis://127.0.0.1:1", locator=locator, backoff=(0.05, 0.2))  # the URL's address: unused
+    try:
+        rep.start(timeout=60)
+        assert rep.status()["master"] == f"127.0.0.1:{m.port}"
+        reader = CounterReader(rep)
+        wait_for(lambda: master_offset(rr) == master_offset(rm), what="R caught up")
+        promote(rr, rm, rep, trap=True)
+        if how == "watch":
+            locator.switch(rs.port)
+        else:
+            m.kill()
+            wait_for(lambda: rep.status()["link"] == "down", what="link down")
+            locator.switch(rs.port)
+        bump(rr)
+        wait_for(caught_up_with(rep, rr), what="replica follows R")
+        st = rep.status()
+        assert (st["partial_resyncs"], st["full_syncs"]) == (1, 1), st
+        assert st["master"] == f"127.0.0.1:{rs.port}"
+        reader.stop()
+        assert_same(rep, rs, dbs=(0,))
+    finally:
+        rep.stop()
+        assert locator.watchers == []  # stop() stopped watching
+        rm.close()
+        rr.close()
+
+
+def test_follow_cuts_a_backoff_wait_short(make_server):
+    m, rs = start_pair(make_server, None)
+    rm, rr = client(m), client(rs)
+    bump(rm)
+    rep = Replica(m.url, backoff=(60.0, 60.0))
+    try:
+        rep.start(timeout=60)
+        wait_for(lambda: master_offset(rr) == master_offset(rm), what="R caught up")
+        promote(rr, rm, rep, trap=False)
+        m.kill()
+        wait_for(lambda: rep.status()["state"] == "down", what="the replica waits out its backoff")
+        rep.follow("127.0.0.1", rs.port)
+        wait_for(lambda: rep.status()["state"] == "streaming", timeout=20, what="streaming at once")
+        assert rep.status()["partial_resyncs"] == 1
+        with pytest.raises(ValueError):
+            rep.follow("127.0.0.1", 0)
+    finally:
+        rep.stop()
+        rm.close()
+        rr.close()
