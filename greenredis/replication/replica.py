@@ -235,9 +235,7 @@ class Replica:
         once and the new one asked to continue where the data left off (``PSYNC <replid>
         <offset>``): a promoted replica that was in sync answers ``+CONTINUE``. Reads go on
         from the local copy meanwhile. Callable from any greenlet, callbacks included."""
-        port = int(port)
-        if not 0 < port < 65536:
-            raise ValueError(f"follow(): port must be 1-65535, not {port}")
+        host, port = _address(host, port)
         params = self.params.replace(host=host, port=port, unix_socket_path=None)
         if params == self.params:
             return
@@ -537,10 +535,11 @@ class Replica:
         self._switching = False
         self._wake.clear()
         if self.locator is not None:
-            host, port = self.locator.master_address()
-            if (host, int(port)) != (self.params.host, self.params.port):
+            host, port = _address(*self.locator.master_address())
+            # a follow() while we asked knows better than the answer
+            if not self._switching and (host, port) != (self.params.host, self.params.port):
                 log.info("replica of %s: the master is at %s:%s now", self.master, host, port)
-                self.params = self.params.replace(host=host, port=int(port), unix_socket_path=None)
+                self.params = self.params.replace(host=host, port=port, unix_socket_path=None)
         p = self.params
         self._session_address = p.address
         self._sock = sock = self._connect()
@@ -821,6 +820,21 @@ class _DataError(Exception):
 
 class _RepeatedDataError(_DataError):
     quiet = True
+
+
+def _address(host, port):
+    """``(host, port)`` checked: str host (bytes from a Sentinel reply are decoded), int port."""
+    if isinstance(host, bytes):
+        host = host.decode("utf-8", "replace")
+    if not isinstance(host, str) or not host:
+        raise ValueError(f"a master's host must be a non-empty str, not {host!r}")
+    try:
+        number = int(port)
+    except (TypeError, ValueError):
+        raise ValueError(f"a master's port must be a number, not {port!r}") from None
+    if not 0 < number < 65536:
+        raise ValueError(f"a master's port must be 1-65535, not {number}")
+    return host, number
 
 
 def _command_name(argv):

@@ -239,8 +239,11 @@ def test_follow_cuts_a_backoff_wait_short(make_server):
         rep.follow("127.0.0.1", rs.port)
         wait_for(lambda: rep.status()["state"] == "streaming", timeout=20, what="streaming at once")
         assert rep.status()["partial_resyncs"] == 1
-        with pytest.raises(ValueError):
-            rep.follow("127.0.0.1", 0)
+        for bad in [("127.0.0.1", 0), ("127.0.0.1", "x"), ("", 6379), (None, 6379)]:
+            with pytest.raises(ValueError, match="master's"):
+                rep.follow(*bad)
+        rep.follow(b"127.0.0.1", str(rs.port))  # as a Sentinel reply has them: the same master
+        assert rep.status()["master"] == f"127.0.0.1:{rs.port}" and rep.status()["state"] == "streaming"
     finally:
         rep.stop()
         rm.close()
