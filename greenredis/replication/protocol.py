@@ -491,6 +491,8 @@ class ReplicaProtocol:
         argvs, offsets = [], []
         off = self._parsed  # replica offset of the end of the last parsed command
         in_multi, multi_data, cur_db = self._in_multi, self._multi_data, self._cur_db
+        # the committed positions, as locals in the loop (written back in finally)
+        committed, db, data_offset, data_db = self.offset, self.db, self.data_offset, self.data_db
         try:
             while True:
                 argv = gets()
@@ -525,13 +527,13 @@ class ReplicaProtocol:
                     if name == _REPLCONF:
                         if len(argv) > 1 and argv[1].upper() == b"GETACK":
                             # like Redis: the ACK does not count the GETACK itself
-                            self._send("REPLCONF", "ACK", self.offset if in_multi else before)
+                            self._send("REPLCONF", "ACK", committed if in_multi else before)
                         if not in_multi:
-                            self.offset, self.db = off, cur_db
+                            committed, db = off, cur_db
                         continue
                     if name == _PING:
                         if not in_multi:
-                            self.offset, self.db = off, cur_db
+                            committed, db = off, cur_db
                         continue
                     if name == _SELECT:
                         changes = False
@@ -550,14 +552,15 @@ class ReplicaProtocol:
                 if in_multi:
                     multi_data = multi_data or changes
                 else:
-                    self.offset, self.db = off, cur_db
+                    committed, db = off, cur_db
                     if changes:
-                        self.data_offset, self.data_db = off, cur_db
+                        data_offset, data_db = off, cur_db
         except hiredis.ProtocolError as e:
             self._fail(f"the replication stream is not RESP after offset {off}: {e}")
         finally:
             self._parsed = off
             self._in_multi, self._multi_data, self._cur_db = in_multi, multi_data, cur_db
+            self.offset, self.db, self.data_offset, self.data_db = committed, db, data_offset, data_db
             n = reader.len()
             if n != self._reader_len:  # dropped after an incomplete reply: keep count
                 self._reader_base += self._reader_len - n
