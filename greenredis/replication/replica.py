@@ -63,7 +63,7 @@ from greenredis.replication.protocol import (
     encode_command,
 )
 from greenredis.replication.rdb.parser import RDBError, RDBParser
-from greenredis.url import parse_url
+from greenredis.url import is_sentinel_url, parse_url
 
 __all__ = ["Replica"]
 
@@ -102,7 +102,9 @@ def _copy(value, field_exp=None, now=None):
 
 class Replica:
     """A replica of the Redis master at ``url`` (``redis://``, ``rediss://``, ``unix://``;
-    ``redis://user:password@host:port`` for an ACL user).
+    ``redis://user:password@host:port`` for an ACL user), or of the master of a Sentinel
+    service (``redis+sentinel://[[user]:password@]host:port[,host:port...]/service``),
+    followed through its failovers with a partial resync.
 
     callback(event, info): called from a greenlet of its own, behind a bounded queue
     (``queue_size``; when full, events are dropped and counted in ``status()`` rather
@@ -139,7 +141,8 @@ class Replica:
     (so after a lost link too; raising ``ConnectionError`` counts as a failed try), and
     optionally ``watch(callback)``, which calls ``callback(host, port)`` when the master
     changes and returns a function that stops watching. ``url`` then gives only the
-    credentials and TLS settings.
+    credentials and TLS settings. A ``redis+sentinel://`` URL makes one
+    (``greenredis.replication.sentinel_locator``): it follows the service's failovers.
 
     Loading a snapshot or applying a heavy stream, it gives the rest of the process
     (other greenlets, timers) a turn at least every ``TIME_SLICE`` seconds.
@@ -163,8 +166,15 @@ class Replica:
         hll_sparse_max_bytes=None,
         locator=None,
     ):
-        self.params = parse_url(url)
+        if locator is None and is_sentinel_url(url):
+            from greenredis.replication.sentinel_locator import SentinelLocator
+
+            locator = SentinelLocator(url)
+            self.params = locator.params
+        else:
+            self.params = parse_url(url)
         self.locator = locator
+        self._located = locator is None  # params name the master (a locator has answered)
         self._unwatch = None
         self.callback = callback
         self.on_key = on_key
@@ -225,7 +235,10 @@ class Replica:
 
     @property
     def master(self):
-        """The address of the master it follows now."""
+        """The address of the master it follows now (before a locator's first answer, what
+        the locator is)."""
+        if not self._located:
+            return getattr(self.locator, "name", None) or repr(self.locator)
         p = self.params
         return p.unix_socket_path or f"{p.host}:{p.port}"
 
@@ -239,7 +252,7 @@ class Replica:
         params = self.params.replace(host=host, port=port, unix_socket_path=None)
         if params == self.params:
             return
-        old, self.params = self.master, params
+        old, self.params, self._located = self.master, params, True
         log.info("replica of %s: following %s from now on", old, self.master)
         self._switching = True
         self._wake.set()
@@ -537,9 +550,14 @@ class Replica:
         if self.locator is not None:
             host, port = _address(*self.locator.master_address())
             # a follow() while we asked knows better than the answer
-            if not self._switching and (host, port) != (self.params.host, self.params.port):
-                log.info("replica of %s: the master is at %s:%s now", self.master, host, port)
+            if not self._switching and (
+                not self._located or (host, port) != (self.params.host, self.params.port)
+            ):
+                if self._located:
+                    log.info("replica of %s: the master is at %s:%s now", self.master, host, port)
                 self.params = self.params.replace(host=host, port=port, unix_socket_path=None)
+                self._located = True
+            self._switching = False  # a follow() while we asked: that is where we go now
         p = self.params
         self._session_address = p.address
         self._sock = sock = self._connect()
