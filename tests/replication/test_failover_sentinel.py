@@ -215,3 +215,57 @@ def test_killed_master_continues_partially(healed):
 def master_offset_of(c):
     """A replica's replication offset (``slave_repl_offset``)."""
     return int(info(c)["slave_repl_offset"])
+
+
+def test_replica_and_link_status_cli_take_the_sentinel_url(group, capsys):
+    from greenredis.cli import link_status
+    from greenredis.cli import replica as cli
+
+    class Args:
+        url = group.url
+        interval = 0.05
+        every = 0
+        port = None
+        timeout = 60
+
+    g = gevent.spawn(cli.run, Args)
+    try:
+        master = f"master=127.0.0.1:{group.master.port}"
+        wait_for(lambda: any("state=streaming" in s and master in s for s in [capsys.readouterr().out]))
+    finally:
+        g.kill()
+    lines = []
+    assert link_status.run(Args, out=lambda s, flush=False: lines.append(s)) == 0
+    for server in group.replicas:
+        assert any(f"127.0.0.1:{server.port} STATUS: master_link_status:up" in s for s in lines), lines
+    assert "every replica of 'mymaster' (2) has master_link_status:up" in lines[-1]
+
+
+def test_cli_sentinel_url_mistakes(group, capsys):
+    from greenredis.cli import link_status
+    from greenredis.cli import replica as cli
+    from greenredis.cli.failures import Fatal
+
+    hosts = group.url.split("://", 1)[1].split("/", 1)[0]
+
+    class Args:
+        url = f"redis+sentinel://:s3cret@{hosts}/nosuchservice"
+        interval = 0.05
+        every = 0
+        port = None
+        timeout = 5
+
+    with pytest.raises(Fatal) as e:
+        link_status.run(Args, out=lambda s, flush=False: None)
+    assert "nosuchservice" in e.value.message and "s3cret" not in e.value.message
+    g = gevent.spawn(cli.run, Args)
+    try:
+        wait_for(lambda: "check the service name" in capsys.readouterr().out, what="the hint")
+    finally:
+        g.kill()
+    for bad in [f"redis+sentinel://:s3cret@{hosts}", "redis+sentinel://:s3cret@127.0.0.1:99999/mymaster"]:
+        Args.url = bad
+        for run in (cli.run, link_status.run):
+            with pytest.raises(Fatal) as e:
+                run(Args)
+            assert e.value.code == 2 and "s3cret" not in e.value.message, e.value.message
