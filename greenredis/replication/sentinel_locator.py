@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 
 from greenredis.client.sentinel import Sentinel
 from greenredis.client.sentinel_view import MasterChanged
-from greenredis.url import ConnectionParams, parse_sentinel_url, redact_url
+from greenredis.url import ConnectionParams, parse_sentinel_url
 
 __all__ = ["SentinelLocator"]
 
@@ -57,7 +57,8 @@ class SentinelLocator:
         self.params: ConnectionParams = parsed.params
         self._parsed = parsed
         self._sentinel: Optional[_AnnouncingSentinel] = None
-        self.name = f"{self.service!r} via {redact_url(url).split('://', 1)[1].split('/', 1)[0]}"
+        hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in parsed.sentinels)
+        self.name = f"{self.service!r} via sentinels {hosts}"
 
     @property
     def sentinel(self) -> _AnnouncingSentinel:
