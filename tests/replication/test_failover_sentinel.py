@@ -269,3 +269,12 @@ def test_cli_sentinel_url_mistakes(group, capsys):
             with pytest.raises(Fatal) as e:
                 run(Args)
             assert e.value.code == 2 and "s3cret" not in e.value.message, e.value.message
+
+
+def test_before_the_first_answer_status_names_the_service_not_the_password():
+    rep = Replica("redis+sentinel://alice:s3cret@127.0.0.1:1,[::1]:2/mymaster")
+    st = rep.status()
+    assert st["master"] == "'mymaster' via sentinels 127.0.0.1:1,[::1]:2"
+    assert "s3cret" not in repr(st)
+    with pytest.raises(ValueError, match="names no service"):
+        Replica("redis+sentinel://127.0.0.1:1")
