@@ -151,6 +151,7 @@ def check_after(rep, load, new, before):
 
 
 def start(group):
+    group.wait_settled()  # the master now (a loaded machine sees spurious failovers)
     rep = Replica(group.url, backoff=(0.05, 0.5))
     rep.start(timeout=60)
     assert rep.status()["master"] == f"127.0.0.1:{group.master.port}"
@@ -196,7 +197,7 @@ def test_killed_master_continues_partially(healed):
         others = [node_client(s) for s in group.replicas]
         try:
             wait_for(
-                lambda: all(master_offset_of(c) >= rep.status()["data_offset"] for c in others),
+                lambda: all(replica_offset(c, old) >= rep.status()["data_offset"] for c in others),
                 what="the replicas to hold what the replica has",
             )
         finally:
@@ -212,9 +213,14 @@ def test_killed_master_continues_partially(healed):
         rep.stop()
 
 
-def master_offset_of(c):
-    """A replica's replication offset (``slave_repl_offset``)."""
-    return int(info(c)["slave_repl_offset"])
+def replica_offset(c, master):
+    """The replication offset of a replica of ``master``; AssertionError if it is not one."""
+    fields = info(c)
+    where = f"{c.params.host}:{c.params.port}"
+    assert fields["role"] == "slave" and int(fields["master_port"]) == master.port, (
+        f"{where} is no replica of {master.port} (a spurious failover?): {fields['role']}"
+    )
+    return int(fields["slave_repl_offset"])
 
 
 def test_replica_and_link_status_cli_take_the_sentinel_url(group, capsys):
