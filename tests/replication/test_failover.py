@@ -105,6 +105,9 @@ def test_promoted_replica_continues_partially(make_server, binary, old_master, t
     rnd = random.Random(13)
     dbs = [client(m, 3)]
     random_workload(rnd, rm, 400, dbs)
+    # its "gone" key (PX 1) expires now, not by chance after the promotion: the old master's
+    # DEL would be a write the new master never had (a full resync, and rightly so)
+    wait_for(lambda: rm.cmd(["EXISTS", "gone"]) == 0, what="the PX 1 key to expire")
     bump(rm, 3)
     rep = Replica(m.url, backoff=(0.05, 0.5))
     try:
