@@ -128,16 +128,11 @@ def run(args, out=print):
 def run_sentinel(args, out=print):
     """``redis+sentinel://.../service``: every replica the sentinels list for the service,
     asked again each round (a failover changes them), until all their links are up."""
-    from greenredis.cli.failures import URL_HINT, Fatal, describe, transient
+    from greenredis.cli.failures import Fatal, describe, transient
+    from greenredis.cli.replica import check_replica_url
     from greenredis.client.sentinel import Sentinel
-    from greenredis.url import parse_sentinel_url, redact_text, redact_url
 
-    try:
-        parsed = parse_sentinel_url(args.url)
-    except ValueError as e:
-        shown = redact_url(args.url)
-        message = redact_text(str(e).replace(repr(args.url), repr(shown)))
-        raise Fatal(f"bad Redis URL: {message}", URL_HINT, code=2) from None
+    parsed = check_replica_url(args.url)
     service = parsed.service
     sentinel = Sentinel(
         parsed.sentinels,

@@ -167,7 +167,7 @@ def diskless_delay(url):
 def check_replica_url(url):
     """``check_url`` for redis://, rediss://, unix://; for redis+sentinel:// its own parser.
     A ``Fatal`` (exit 2) that never shows the password."""
-    from greenredis.cli.failures import URL_HINT, Fatal, check_url
+    from greenredis.cli.failures import Fatal, check_url
     from greenredis.url import is_sentinel_url, parse_sentinel_url, redact_text, redact_url
 
     if not is_sentinel_url(url):
@@ -176,7 +176,10 @@ def check_replica_url(url):
         return parse_sentinel_url(url)
     except ValueError as e:
         message = redact_text(str(e).replace(repr(url), repr(redact_url(url))))
-        raise Fatal(f"bad Redis URL: {message}", URL_HINT, code=2) from None
+        raise Fatal(f"bad Redis URL: {message}", SENTINEL_URL_HINT, code=2) from None
+
+
+SENTINEL_URL_HINT = "e.g. redis+sentinel://:PASSWORD@HOST:26379[,HOST:PORT...]/SERVICE"
 
 
 def run(args):

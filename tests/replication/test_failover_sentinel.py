@@ -275,6 +275,7 @@ def test_cli_sentinel_url_mistakes(group, capsys):
             with pytest.raises(Fatal) as e:
                 run(Args)
             assert e.value.code == 2 and "s3cret" not in e.value.message, e.value.message
+            assert "redis+sentinel://" in e.value.hint  # not the redis:// example
 
 
 def test_before_the_first_answer_status_names_the_service_not_the_password():
