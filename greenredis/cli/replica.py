@@ -22,7 +22,11 @@ from greenredis.replication.replica import Replica
 
 
 def add_arguments(parser):
-    parser.add_argument("url", help="the master, e.g. redis://:password@127.0.0.1:6379")
+    parser.add_argument(
+        "url",
+        help="the master, e.g. redis://:password@127.0.0.1:6379, or a Sentinel service to follow"
+        " through failovers: redis+sentinel://:password@host:26379[,host:port...]/service",
+    )
     parser.add_argument(
         "--interval", type=float, default=0.5, help="seconds between progress updates (default 0.5)"
     )
@@ -84,6 +88,7 @@ def status_line(st):
     stale = st.get("staleness")
     fields = [
         f"state={st['state']}",
+        f"master={st['master']}",
         f"link={st['link']} ({st['link_seconds']:.0f}s)",
         f"replid={st['replid'] or '-'}",
         f"offset={st['offset']}",
@@ -125,6 +130,13 @@ def explain(error):
             "that server is a replica whose link to its own master is down (NOMASTERLINK)",
             "point at the master, or wait for its link",
         )
+    if "no sentinel knows a master named" in error:
+        return (
+            error,
+            "check the service name at the end of the URL (SENTINEL MASTERS on a sentinel lists them)",
+        )
+    if "no sentinel of" in error and "answered" in error:
+        return error, "are the sentinels running at the URL's addresses (and is sentinel_password right)?"
     if "NOPERM" in error:
         return "the user may not replicate (NOPERM)", "grant it +psync +sync +replconf +ping"
     if "refused" in error.lower():
@@ -152,11 +164,28 @@ def diskless_delay(url):
     return None
 
 
+def check_replica_url(url):
+    """``check_url`` for redis://, rediss://, unix://; for redis+sentinel:// its own parser.
+    A ``Fatal`` (exit 2) that never shows the password."""
+    from greenredis.cli.failures import Fatal, check_url
+    from greenredis.url import is_sentinel_url, parse_sentinel_url, redact_text, redact_url
+
+    if not is_sentinel_url(url):
+        return check_url(url)
+    try:
+        return parse_sentinel_url(url)
+    except ValueError as e:
+        message = redact_text(str(e).replace(repr(url), repr(redact_url(url))))
+        raise Fatal(f"bad Redis URL: {message}", SENTINEL_URL_HINT, code=2) from None
+
+
+SENTINEL_URL_HINT = "e.g. redis+sentinel://:PASSWORD@HOST:26379[,HOST:PORT...]/SERVICE"
+
+
 def run(args):
-    from greenredis.cli.failures import check_url
     from greenredis.url import redact_url
 
-    check_url(args.url)
+    check_replica_url(args.url)
     if not getattr(args, "log_level_set", False):
         # this command says each error itself, with what to do
         logging.getLogger("greenredis.replica").setLevel(logging.CRITICAL)
@@ -246,6 +275,7 @@ def run(args):
                     delay_known = False
                 key = (
                     st["state"],
+                    st["master"],
                     st["link"],
                     st["replid"],
                     st["full_syncs"],

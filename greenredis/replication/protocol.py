@@ -33,6 +33,15 @@ sum is checked against hiredis's own buffer bookkeeping each time it drops consu
 bytes (``Reader.len()`` shrinks by exactly what was parsed); a mismatch is an error,
 never a silently wrong offset. Like Redis, the offset does not advance inside
 MULTI ... EXEC, so a reconnect resumes before an incomplete transaction.
+
+Besides ``offset``, the protocol tracks ``data_offset``: the offset just after the last
+command that changed data (anything but PING, REPLCONF, SELECT, PUBLISH, SPUBLISH, or a
+transaction of only those), and ``db``/``data_db``, the db selected at each. A master
+goes on propagating PINGs and sentinel hellos (PUBLISH, after a SELECT) when nobody
+writes, also after one of its replicas was promoted; that replica only knows the old
+history (its ``replid2``) up to the offset it had reached. Asking the new master for
+``PSYNC <replid> <data_offset+1>`` gets ``+CONTINUE`` where ``offset+1`` gets a full
+resync; re-receiving a tail of PINGs, PUBLISHes and SELECTs changes nothing.
 """
 
 import hiredis
@@ -182,7 +191,9 @@ def multibulk_size(argv):
 _EOF_MARK_LEN = 40
 # Commands the protocol itself interprets (upper-cased argv[0]).
 _PING, _REPLCONF, _MULTI, _EXEC, _DISCARD = b"PING", b"REPLCONF", b"MULTI", b"EXEC", b"DISCARD"
-_SPECIAL = {_PING, _REPLCONF, _MULTI, _EXEC, _DISCARD}
+# ... and those that change no data (see data_offset)
+_SELECT, _PUBLISH, _SPUBLISH = b"SELECT", b"PUBLISH", b"SPUBLISH"
+_SPECIAL = {_PING, _REPLCONF, _MULTI, _EXEC, _DISCARD, _SELECT, _PUBLISH, _SPUBLISH}
 _SPECIAL_LENS = {len(name) for name in _SPECIAL}
 
 
@@ -192,11 +203,19 @@ class ReplicaProtocol:
     password/username: AUTH; listening_port: what ``REPLCONF listening-port`` announces
     (the master lists it in ``INFO replication``; None: skip); ip_address: ``REPLCONF
     ip-address``; replid/offset: the dataset we hold, to ask for a partial resync
-    (``PSYNC replid offset+1``); None/-1 asks for a full one.
+    (``PSYNC replid offset+1``); None/-1 asks for a full one; db: the db selected at
+    ``offset`` (where the master's stream resumes after ``+CONTINUE``).
     """
 
     def __init__(
-        self, password=None, username=None, listening_port=None, ip_address=None, replid=None, offset=-1
+        self,
+        password=None,
+        username=None,
+        listening_port=None,
+        ip_address=None,
+        replid=None,
+        offset=-1,
+        db=0,
     ):
         self.password = password
         self.username = username
@@ -204,6 +223,9 @@ class ReplicaProtocol:
         self.ip_address = ip_address
         self.replid = replid
         self.offset = offset  # committed: outside any MULTI, as PSYNC/ACK use it
+        self.db = db  # selected at offset
+        self.data_offset = offset  # just after the last data-changing command
+        self.data_db = db  # selected at data_offset
         self.psync = True  # False after falling back to SYNC
         self.replconf = False  # the master accepted REPLCONF capa (so knows ACK)
         self.state = State.PING
@@ -220,6 +242,8 @@ class ReplicaProtocol:
         self._reader_base = 0  # stream bytes hiredis has dropped from its buffer
         self._reader_len = 0  # hiredis buffer length we expect
         self._in_multi = False
+        self._multi_data = False
+        self._cur_db = db
         self.error = None
 
     # -- output ------------------------------------------------------------------
@@ -364,6 +388,7 @@ class ReplicaProtocol:
             if len(parts) != 3 or not parts[2].lstrip("-").isdigit():
                 self._fail(f"bad reply to PSYNC: {text!r}")
             self.replid, self.offset = parts[1], int(parts[2])
+            self.data_offset, self.db, self.data_db = self.offset, 0, 0
             self.state = State.WAIT_PAYLOAD
             events.append(FullResync(self.replid, self.offset))
         elif line.startswith(b"+CONTINUE"):
@@ -378,6 +403,7 @@ class ReplicaProtocol:
             # a master before 2.8: no PSYNC, so SYNC, with no replid and no offsets
             self.psync = False
             self.replid, self.offset = None, 0
+            self.data_offset, self.db, self.data_db = 0, 0, 0
             self.state = State.WAIT_PAYLOAD
             self._send("SYNC")
             events.append(FullResync(None, None))
@@ -454,6 +480,8 @@ class ReplicaProtocol:
         self._parsed = self._stream_start = self.offset
         self._reader_base = self._reader_len = 0
         self._in_multi = False
+        self._multi_data = False  # the open transaction holds a data-changing command
+        self._cur_db = self.db  # selected by the last SELECT parsed (inside a MULTI too)
 
     def _stream(self, data, events):
         reader = self._reader
@@ -462,7 +490,9 @@ class ReplicaProtocol:
         gets = reader.gets
         argvs, offsets = [], []
         off = self._parsed  # replica offset of the end of the last parsed command
-        in_multi = self._in_multi
+        in_multi, multi_data, cur_db = self._in_multi, self._multi_data, self._cur_db
+        # the committed positions, as locals in the loop (written back in finally)
+        committed, db, data_offset, data_db = self.offset, self.db, self.data_offset, self.data_db
         try:
             while True:
                 argv = gets()
@@ -491,32 +521,46 @@ class ReplicaProtocol:
                             f"(a non-canonical encoding?)"
                         )
                 name = argv[0]
+                changes = True  # data: what a PSYNC after a promotion must not skip
                 if len(name) in _SPECIAL_LENS and name.upper() in _SPECIAL:
                     name = name.upper()
                     if name == _REPLCONF:
                         if len(argv) > 1 and argv[1].upper() == b"GETACK":
                             # like Redis: the ACK does not count the GETACK itself
-                            self._send("REPLCONF", "ACK", self.offset if in_multi else before)
+                            self._send("REPLCONF", "ACK", committed if in_multi else before)
                         if not in_multi:
-                            self.offset = off
+                            committed, db = off, cur_db
                         continue
                     if name == _PING:
                         if not in_multi:
-                            self.offset = off
+                            committed, db = off, cur_db
                         continue
-                    if name == _MULTI:
-                        in_multi = True
-                    elif name == _EXEC or name == _DISCARD:
-                        in_multi = False
+                    if name == _SELECT:
+                        changes = False
+                        if len(argv) == 2 and argv[1].isdigit():  # else the applier refuses it
+                            cur_db = int(argv[1])
+                    elif name == _PUBLISH or name == _SPUBLISH:
+                        changes = False
+                    elif name == _MULTI:
+                        in_multi, multi_data, changes = True, False, False
+                    elif name == _EXEC:
+                        in_multi, changes = False, multi_data
+                    elif name == _DISCARD:
+                        in_multi, changes = False, False
                 argvs.append(argv)
                 offsets.append(off)
-                if not in_multi:
-                    self.offset = off
+                if in_multi:
+                    multi_data = multi_data or changes
+                else:
+                    committed, db = off, cur_db
+                    if changes:
+                        data_offset, data_db = off, cur_db
         except hiredis.ProtocolError as e:
             self._fail(f"the replication stream is not RESP after offset {off}: {e}")
         finally:
             self._parsed = off
-            self._in_multi = in_multi
+            self._in_multi, self._multi_data, self._cur_db = in_multi, multi_data, cur_db
+            self.offset, self.db, self.data_offset, self.data_db = committed, db, data_offset, data_db
             n = reader.len()
             if n != self._reader_len:  # dropped after an incomplete reply: keep count
                 self._reader_base += self._reader_len - n

@@ -63,7 +63,7 @@ from greenredis.replication.protocol import (
     encode_command,
 )
 from greenredis.replication.rdb.parser import RDBError, RDBParser
-from greenredis.url import parse_url
+from greenredis.url import is_sentinel_url, parse_url
 
 __all__ = ["Replica"]
 
@@ -102,7 +102,9 @@ def _copy(value, field_exp=None, now=None):
 
 class Replica:
     """A replica of the Redis master at ``url`` (``redis://``, ``rediss://``, ``unix://``;
-    ``redis://user:password@host:port`` for an ACL user).
+    ``redis://user:password@host:port`` for an ACL user), or of the master of a Sentinel
+    service (``redis+sentinel://[[user]:password@]host:port[,host:port...]/service``),
+    followed through its failovers with a partial resync.
 
     callback(event, info): called from a greenlet of its own, behind a bounded queue
     (``queue_size``; when full, events are dropped and counted in ``status()`` rather
@@ -134,6 +136,14 @@ class Replica:
     Redis's default 3000 is assumed (logged once). A later ``CONFIG SET`` on the master is
     not replicated: reconnect (``stop()``/``start()``) or pass the value.
 
+    locator: where the master is now, for a master that can change (see ``follow()``): an
+    object with ``master_address()`` -> ``(host, port)``, asked before each connection
+    (so after a lost link too; raising ``ConnectionError`` counts as a failed try), and
+    optionally ``watch(callback)``, which calls ``callback(host, port)`` when the master
+    changes and returns a function that stops watching. ``url`` then gives only the
+    credentials and TLS settings. A ``redis+sentinel://`` URL makes one
+    (``greenredis.replication.sentinel_locator``): it follows the service's failovers.
+
     Loading a snapshot or applying a heavy stream, it gives the rest of the process
     (other greenlets, timers) a turn at least every ``TIME_SLICE`` seconds.
     """
@@ -154,8 +164,18 @@ class Replica:
         backoff=(0.1, 5.0),
         chunk_size=256 * 1024,
         hll_sparse_max_bytes=None,
+        locator=None,
     ):
-        self.params = parse_url(url)
+        if locator is None and is_sentinel_url(url):
+            from greenredis.replication.sentinel_locator import SentinelLocator
+
+            locator = SentinelLocator(url)
+            self.params = locator.params
+        else:
+            self.params = parse_url(url)
+        self.locator = locator
+        self._located = locator is None  # params name the master (a locator has answered)
+        self._unwatch = None
         self.callback = callback
         self.on_key = on_key
         self.listening_port = listening_port
@@ -172,6 +192,14 @@ class Replica:
         self._applier = None
         self._replid = None  # of the dataset in _ks
         self._offset = -1
+        # just after the last data-changing command, and the db selected there: where a
+        # new master (a promoted replica) is asked to continue from (see protocol.py)
+        self._data_offset = -1
+        self._data_db = 0
+        self._streamed_from = None  # the address of the last session that streamed
+        self._session_address = None
+        self._switching = False  # follow() ended the session: reconnect at once
+        self._wake = gevent.event.Event()  # cuts a backoff wait short
         self._force_full = False
         self._proto = None
         self._sock = None
@@ -207,8 +235,33 @@ class Replica:
 
     @property
     def master(self):
+        """The address of the master it follows now (before a locator's first answer, what
+        the locator is)."""
+        if not self._located:
+            return getattr(self.locator, "name", None) or repr(self.locator)
         p = self.params
         return p.unix_socket_path or f"{p.host}:{p.port}"
+
+    def follow(self, host: str, port: int) -> None:
+        """Replicate from the master at ``host:port`` from now on, as after a failover; the
+        URL's credentials and TLS settings stay. The link to the old master is closed at
+        once and the new one asked to continue where the data left off (``PSYNC <replid>
+        <offset>``): a promoted replica that was in sync answers ``+CONTINUE``. Reads go on
+        from the local copy meanwhile. Callable from any greenlet, callbacks included."""
+        host, port = _address(host, port)
+        params = self.params.replace(host=host, port=port, unix_socket_path=None)
+        if params == self.params:
+            return
+        old, self.params, self._located = self.master, params, True
+        log.info("replica of %s: following %s from now on", old, self.master)
+        self._switching = True
+        self._wake.set()
+        sock = self._sock
+        if sock is not None:
+            try:  # wakes the session's recv (close() from another greenlet would not)
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -220,6 +273,9 @@ class Replica:
             self._stopped = False
             self._stopping.clear()
             self._state = CONNECTING
+            watch = getattr(self.locator, "watch", None)
+            if watch is not None and self._unwatch is None:
+                self._unwatch = watch(self.follow)
             self._greenlets.append(gevent.spawn(self._run))
             if self._queue is not None:
                 self._greenlets.append(gevent.spawn(self._callback_worker))
@@ -246,6 +302,9 @@ class Replica:
         greenlets, self._greenlets = self._greenlets, []
         me = gevent.getcurrent()  # a callback calling stop() runs in the callback worker
         gevent.killall([g for g in greenlets if g is not me])
+        unwatch, self._unwatch = self._unwatch, None
+        if unwatch is not None:
+            unwatch()
         self._close_socket()
         if self._link_up:
             self._set_link(False, "stopped")
@@ -343,8 +402,10 @@ class Replica:
 
         ``state`` connecting | loading | streaming | down | stopped; ``link`` "up" /
         "down", ``link_since`` (unix time) and ``link_seconds``; ``master``; ``replid``
-        and ``offset`` of the dataset being served; ``keys`` in it; ``loaded`` (a first
-        dataset exists); ``staleness``: seconds since the master was last heard from
+        and ``offset`` of the dataset being served; ``data_offset``, the offset after its
+        last data-changing command (where another master is asked to continue from);
+        ``keys`` in it; ``loaded`` (a first dataset exists); ``staleness``: seconds since the
+        master was last heard from
         (None before that; it pings every 10 s while idle); ``last_heard``;
         ``bytes_loaded``, ``keys_loaded``, ``keys_expected`` (the dbs' RESIZEDB hints seen so
         far, or None), ``rdb_size`` (None when diskless) and
@@ -367,6 +428,7 @@ class Replica:
                 "link_seconds": now - self._link_since,
                 "replid": self._replid,
                 "offset": self._offset,
+                "data_offset": self._data_offset,
                 "keys": self._ks.key_count() if self._ks is not None else 0,
                 "loaded": self._loaded.is_set(),
                 "staleness": None if self._last_heard is None else now - self._last_heard,
@@ -421,25 +483,32 @@ class Replica:
             except gevent.GreenletExit:
                 raise
             except Exception as e:
-                level = logging.ERROR if _is_data_error(e) else logging.WARNING
-                if getattr(e, "quiet", False):
-                    level = logging.DEBUG  # a command that keeps failing: logged the first time
-                self._error(_describe(e), level)
+                if self._switching:  # follow() cut it: not an error
+                    log.debug("replica: session ended for a switch of master (%s)", _describe(e))
+                else:
+                    level = logging.ERROR if _is_data_error(e) else logging.WARNING
+                    if getattr(e, "quiet", False):
+                        level = logging.DEBUG  # a command that keeps failing: logged the first time
+                    self._error(_describe(e), level)
             finally:
                 self._close_socket()
                 self._load = None
                 if self._link_up:
-                    self._set_link(False, self._stats["last_error"])
+                    why = f"switching to {self.master}" if self._switching else self._stats["last_error"]
+                    self._set_link(False, why)
             if self._stopped:
                 break
             self._state = DOWN
+            if self._switching:
+                failures = 0
+                continue
             # A session that ended in a command we cannot apply is no success: each retry is
             # a full sync (a fork on the master), so back off, up to a minute.
             failures = 0 if self._streamed and not self._force_full else failures + 1
             first, most = self.backoff
             if self._force_full:
                 most = max(most, 60.0)
-            gevent.sleep(backoff_delay(max(failures, 1), first, most))
+            self._wake.wait(backoff_delay(max(failures, 1), first, most))
 
     def _connect(self):
         # The client's socket opener: TCP/unix/TLS (verified by default), keepalive, and
@@ -476,22 +545,45 @@ class Replica:
 
     def _session(self):
         self._state = CONNECTING
+        self._switching = False
+        self._wake.clear()
+        if self.locator is not None:
+            host, port = _address(*self.locator.master_address())
+            # a follow() while we asked knows better than the answer
+            if not self._switching and (
+                not self._located or (host, port) != (self.params.host, self.params.port)
+            ):
+                if self._located:
+                    log.info("replica of %s: the master is at %s:%s now", self.master, host, port)
+                self.params = self.params.replace(host=host, port=port, unix_socket_path=None)
+                self._located = True
+            self._switching = False  # a follow() while we asked: that is where we go now
+        p = self.params
+        self._session_address = p.address
         self._sock = sock = self._connect()
         self._stats["connects"] += 1
+        if self.params is not p:  # follow() while connecting
+            return
         if self.hll_sparse_max_bytes is None:
             self._hll_max = self._ask_hll_sparse_max_bytes(sock)
         port = self.listening_port
         if port is None:
             port = sock.getsockname()[1] if not self.params.unix_socket_path else 0
         full = self._force_full or self._replid is None
-        p = self.params
+        if self._streamed_from in (None, p.address) and self._applier is not None:
+            # the same master again: it has every byte we have (its backlog may not reach
+            # back to the data offset after a long quiet spell of PINGs and hellos)
+            offset, db = self._offset, self._applier.db
+        else:  # another master: it may hold our history only up to our last data
+            offset, db = self._data_offset, self._data_db
         proto = self._proto = ReplicaProtocol(
             password=p.password,
             username=p.username,
             listening_port=port,
             ip_address=self.ip_address,
             replid=None if full else self._replid,
-            offset=-1 if full else self._offset,
+            offset=-1 if full else offset,
+            db=db,
         )
         self._send(proto.data_to_send())
         acker = gevent.spawn(self._acker, proto)
@@ -515,6 +607,7 @@ class Replica:
                 on_event[type(event)](self, event, proto)
             if proto.streaming:  # every event of the chunk is handled: PINGs count too
                 self._advance(proto.offset)
+                self._data_offset, self._data_db = proto.data_offset, proto.data_db
             out = proto.data_to_send()
             if out:
                 self._send(out)
@@ -539,7 +632,9 @@ class Replica:
     def _on_continue(self, event, proto):
         # the same dataset goes on; a fresh applier drops any MULTI left half-read
         self._advance(event.offset, event.replid)
-        self._applier = self._new_applier(self._ks, self._applier)
+        self._data_offset, self._data_db = proto.data_offset, proto.data_db
+        self._applier = self._new_applier(self._ks)
+        self._applier.select(proto.db)  # the master's stream relies on the last SELECT
         self._stats["last_partial_resync"] = time.time()
         self._stats["partial_resyncs"] += 1
         self._went_live("partial")
@@ -550,6 +645,7 @@ class Replica:
     def _went_live(self, how):
         self._state = STREAMING
         self._streamed = True
+        self._streamed_from = self._session_address
         self._force_full = False
         log.info("replica of %s: streaming at offset %s (%s)", self.master, self._offset, how)
         self._set_link(True, partial=how == "partial")
@@ -591,11 +687,8 @@ class Replica:
                 )
             return None
 
-    def _new_applier(self, ks, old=None):
-        applier = Applier(ks, hll_sparse_max_bytes=self._hll_max)
-        if old is not None:
-            applier.select(old.db)  # the master's stream relies on its last SELECT
-        return applier
+    def _new_applier(self, ks):
+        return Applier(ks, hll_sparse_max_bytes=self._hll_max)
 
     def _on_rdb_start(self, event, proto):
         self._load = FullSync(
@@ -645,6 +738,7 @@ class Replica:
         self._ks = ks
         self._applier = self._new_applier(ks)
         self._advance(proto.offset, proto.replid)
+        self._data_offset, self._data_db = proto.offset, 0
         self._load = None
         st = self._stats
         st.update(
@@ -744,6 +838,21 @@ class _DataError(Exception):
 
 class _RepeatedDataError(_DataError):
     quiet = True
+
+
+def _address(host, port):
+    """``(host, port)`` checked: str host (bytes from a Sentinel reply are decoded), int port."""
+    if isinstance(host, bytes):
+        host = host.decode("utf-8", "replace")
+    if not isinstance(host, str) or not host:
+        raise ValueError(f"a master's host must be a non-empty str, not {host!r}")
+    try:
+        number = int(port)
+    except (TypeError, ValueError):
+        raise ValueError(f"a master's port must be a number, not {port!r}") from None
+    if not 0 < number < 65536:
+        raise ValueError(f"a master's port must be 1-65535, not {number}")
+    return host, number
 
 
 def _command_name(argv):

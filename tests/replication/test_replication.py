@@ -369,3 +369,43 @@ def test_ack_only_while_streaming():
     assert p.ack() == b""
     p.receive_data(b"$0\r\n")
     assert p.ack() == cmd("REPLCONF", "ACK", 100)
+
+
+def test_data_offset_skips_pings_publish_and_select():
+    p = streaming(offset=100)
+    write = cmd("SELECT", "3") + cmd("SET", "a", "1")
+    tail = cmd("PING") + cmd("SELECT", "0") + cmd("PUBLISH", "__sentinel__:hello", "x") + cmd("PING")
+    tail += cmd("REPLCONF", "GETACK", "*") + cmd("SPUBLISH", "s", "x")
+    p.receive_data(write + tail)
+    assert p.offset == 100 + len(write) + len(tail)
+    assert (p.data_offset, p.data_db) == (100 + len(write), 3)  # the db of the last data command
+    assert p.db == 0  # the last SELECT, at offset
+    p.receive_data(cmd("DEL", "a"))
+    assert p.data_offset == p.offset and p.data_db == 0
+
+
+def test_data_offset_of_a_transaction_counts_at_its_exec():
+    p = streaming(offset=0)
+    only_publish = cmd("MULTI") + cmd("PUBLISH", "c", "m") + cmd("EXEC")
+    p.receive_data(only_publish)
+    assert p.offset == len(only_publish) and p.data_offset == 0
+    tx = cmd("MULTI") + cmd("SELECT", "2") + cmd("INCR", "n")
+    p.receive_data(tx)
+    assert p.data_offset == 0 and p.offset == len(only_publish)  # inside: nothing committed
+    p.receive_data(cmd("EXEC"))
+    assert p.data_offset == p.offset == len(only_publish) + len(tx) + len(cmd("EXEC"))
+    assert p.data_db == p.db == 2
+
+
+def test_continue_from_a_data_offset_resumes_its_db():
+    p = ReplicaProtocol(replid=REPLID, offset=700, db=4)
+    handshake(p, b"+CONTINUE\r\n")
+    assert (p.offset, p.db, p.data_offset, p.data_db) == (700, 4, 700, 4)
+    p.receive_data(cmd("PING"))
+    assert (p.data_offset, p.data_db) == (700, 4)
+
+
+def test_full_resync_resets_the_data_offset_and_db():
+    p = ReplicaProtocol(replid=REPLID, offset=700, db=4)
+    handshake(p)  # +FULLRESYNC <replid> 100
+    assert (p.offset, p.db, p.data_offset, p.data_db) == (100, 0, 100, 0)

@@ -1,0 +1,108 @@
+"""Where a ``Replica``'s master is, from Redis Sentinel: a locator on ``greenredis.Sentinel``.
+
+``Replica("redis+sentinel://...")`` makes one. Before each connection it asks the
+Sentinel for the master, confirmed with ``ROLE`` (waiting through a failover up to
+``failover_timeout``), and it passes every switch the Sentinel applies (``+switch-master``
+from any sentinel, the leader's earlier ``+promoted-slave``, a re-discovery) to the
+replica, which then continues from the new master with a partial resync.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Optional
+
+from greenredis.client.sentinel import Sentinel
+from greenredis.client.sentinel_view import MasterChanged
+from greenredis.url import ConnectionParams, parse_sentinel_url
+
+__all__ = ["SentinelLocator"]
+
+log = logging.getLogger("greenredis.replica")
+
+Watcher = Callable[[str, int], Any]
+
+
+class _AnnouncingSentinel(Sentinel):
+    """A ``Sentinel`` that also calls watchers with each master switch it applies (the
+    Sentinel itself only tells the ``master_for`` clients it made)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.watchers: dict[str, list[Watcher]] = {}
+
+    def _apply(self, effects: list) -> None:
+        super()._apply(effects)
+        for effect in effects:
+            if isinstance(effect, MasterChanged):
+                for callback in list(self.watchers.get(effect.service, ())):
+                    try:
+                        callback(*effect.new)
+                    except Exception:
+                        log.exception("a watcher of %r failed on a switch; ignored", effect.service)
+
+
+class SentinelLocator:
+    """The master of a ``redis+sentinel://`` URL's service, for ``Replica(locator=...)``.
+
+    ``params``: the data nodes' connection options from the URL (password, TLS...).
+    The sentinel connections are made at first use and ended by ``close()`` (a later use
+    makes them again).
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        parsed = parse_sentinel_url(url)
+        self.service = parsed.service
+        self.params: ConnectionParams = parsed.params
+        self._parsed = parsed
+        self._sentinel: Optional[_AnnouncingSentinel] = None
+        hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in parsed.sentinels)
+        self.name = f"{self.service!r} via sentinels {hosts}"
+
+    @property
+    def sentinel(self) -> _AnnouncingSentinel:
+        if self._sentinel is None:
+            p = self._parsed
+            self._sentinel = _AnnouncingSentinel(
+                p.sentinels,
+                sentinel_password=p.sentinel_password,
+                sentinel_username=p.sentinel_username,
+                sentinel_timeout=p.sentinel_timeout,
+                failover_timeout=p.failover_timeout,
+            )
+        return self._sentinel
+
+    def master_address(self) -> tuple[str, int]:
+        """The master's ``(host, port)``, confirmed with ROLE; ConnectionError when no
+        sentinel answers (naming them) or no master answers within failover_timeout."""
+        sentinel = self.sentinel
+        sentinel._watch()  # the subscriptions: a switch must reach watch() callbacks
+        conn = sentinel._connect_master(self.service, self.params, None)
+        try:
+            return conn.params.host, conn.params.port
+        finally:
+            conn.close()
+
+    def watch(self, callback: Watcher) -> Callable[[], None]:
+        """Call ``callback(host, port)`` on each switch of master; returns the unwatch."""
+        sentinel = self.sentinel
+        watchers = sentinel.watchers.setdefault(self.service, [])
+        watchers.append(callback)
+        sentinel._watch()
+
+        def unwatch() -> None:
+            if callback in watchers:
+                watchers.remove(callback)
+            if not any(sentinel.watchers.values()) and sentinel is self._sentinel:
+                self.close()
+
+        return unwatch
+
+    def close(self) -> None:
+        sentinel, self._sentinel = self._sentinel, None
+        if sentinel is not None:
+            sentinel.close()
+
+    def __repr__(self) -> str:
+        return f"<SentinelLocator {self.name}>"
