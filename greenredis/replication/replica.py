@@ -188,6 +188,7 @@ class Replica:
         self._load = None  # the FullSync in progress
         self._apply_errors = {}  # command name -> full resyncs it forced
         self._streamed = False  # this session reached streaming (resets backoff)
+        self._next_attempt_at = None  # monotonic time of the next try while backing off
         self._stats = {
             "bytes_loaded": 0,
             "keys_loaded": 0,
@@ -353,7 +354,8 @@ class Replica:
         ``last_partial_resync``, ``partial_resyncs``; ``last_error`` and
         ``last_error_time``; ``commands_applied``; ``apply_errors``: {command name: full
         resyncs it forced} (each name is logged the first time only); ``callbacks_dropped``;
-        ``on_key_errors``; ``connects``.
+        ``on_key_errors``; ``connects``; ``next_attempt_in``: seconds until the next try
+        while backing off after a failure (the jittered delay really slept), else None.
         """
         now = time.time()
         load = self._load
@@ -372,6 +374,11 @@ class Replica:
                 "staleness": None if self._last_heard is None else now - self._last_heard,
                 "last_heard": self._last_heard,
                 "apply_errors": dict(self._apply_errors),
+                "next_attempt_in": (
+                    None
+                    if self._next_attempt_at is None
+                    else max(0.0, self._next_attempt_at - time.monotonic())
+                ),
             }
         )
         if load is not None:
@@ -439,7 +446,12 @@ class Replica:
             first, most = self.backoff
             if self._force_full:
                 most = max(most, 60.0)
-            gevent.sleep(backoff_delay(max(failures, 1), first, most))
+            wait = backoff_delay(max(failures, 1), first, most)
+            self._next_attempt_at = time.monotonic() + wait
+            try:
+                gevent.sleep(wait)
+            finally:
+                self._next_attempt_at = None
 
     def _connect(self):
         # The client's socket opener: TCP/unix/TLS (verified by default), keepalive, and

@@ -1069,3 +1069,42 @@ def test_stop_from_on_key_ends_the_load(make_server, replicas):
     assert (st["state"], st["link"], st["loaded"], st["full_syncs"]) == ("stopped", "down", False, 0), st
     assert st["last_error"] is None, st
     assert rep.get("a") is None and rep.keys() == []  # nothing half-loaded
+
+
+# -- the wait before the next try ---------------------------------------------------------
+
+
+def test_status_says_when_the_next_try_is(replicas, monkeypatch, make_server):
+    """``next_attempt_in`` is the jittered delay the replica really sleeps, counting down,
+    and None while it is not waiting."""
+    import greenredis.replication.replica as replica_module
+    from greenredis.backoff import delay
+
+    drawn = []
+
+    def recording_delay(*args, **kw):
+        drawn.append(delay(*args, **kw))
+        return drawn[-1]
+
+    monkeypatch.setattr(replica_module, "backoff_delay", recording_delay)
+    server = make_server(args=FAST_SYNC)
+    port = server.port
+    server.kill()  # a refused connection
+    rep = replicas(f"redis://127.0.0.1:{port}/0", backoff=(3.0, 3.0))
+    rep.start(block=False)
+    st = wait_for(lambda: drawn and rep.status(), what="the first failure")
+    assert st["state"] == "down"
+    assert 0 < st["next_attempt_in"] <= drawn[-1]
+    gevent.sleep(0.3)
+    later = rep.status()["next_attempt_in"]
+    assert later < st["next_attempt_in"] and st["next_attempt_in"] - later >= 0.3
+    assert len(drawn) == 1  # still the same wait
+    rep.stop()
+    assert rep.status()["next_attempt_in"] is None
+
+
+def test_next_attempt_in_is_none_while_connected(make_server, replicas):
+    server = make_server(args=FAST_SYNC)
+    rep = replicas(server.url)
+    rep.start(timeout=60)
+    assert rep.status()["next_attempt_in"] is None
