@@ -178,12 +178,16 @@ def type_name(value):
 class Db:
     """One numbered database: keys, their expiry (ms) and hash field expiry."""
 
-    __slots__ = ("data", "expires", "field_expires")
+    __slots__ = ("data", "expires", "field_expires", "hll_past_end")
 
     def __init__(self):
         self.data = {}  # key -> value
         self.expires = {}  # key -> unix ms
         self.field_expires = {}  # key -> {field: unix ms}, hashes with HFE only
+        # key -> (value, byte): the non-zero byte Redis's buffer holds just past the end of
+        # a corrupt sparse HLL (see hyperloglog.pfadd_tail); only while ``value`` is still
+        # the key's value (the same object), so every other write forgets it
+        self.hll_past_end = {}
 
     def __len__(self):
         return len(self.data)
