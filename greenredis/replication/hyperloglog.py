@@ -589,8 +589,9 @@ def pfadd_tail(
     if value is None:
         value = new_hll()
     encoding = _check(value)
-    s: bytearray = _Sparse(value)
-    s.after_end = after_end
+    sparse = _Sparse(value)
+    sparse.after_end = after_end
+    s: bytearray = sparse
     changed = created
     for element in elements:
         index, count = pattern(element)
@@ -629,8 +630,9 @@ def pfmerge_tail(
     inputs = [v for v in (dest, *sources) if v is not None]
     use_dense = any(_check(v) == DENSE for v in inputs)
     merged = _max_registers(inputs)
-    s: bytearray = _Sparse(dest if dest is not None else new_hll())
-    s.after_end = after_end if dest is not None else 0
+    sparse = _Sparse(dest if dest is not None else new_hll())
+    sparse.after_end = after_end if dest is not None else 0
+    s: bytearray = sparse
     if s[4] == SPARSE and not use_dense:
         start = (HEADER_SIZE, 0, None)
         try:
