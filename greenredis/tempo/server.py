@@ -140,12 +140,13 @@ class TempoHandler(WebSocketHandler):
         return super()._handle_client_error(ex)
 
     def log_error(self, msg: str, *args: Any) -> None:
-        """gevent's error lines, without its socket repr in front, to ``http_log``."""
+        """gevent's lines about bad requests, without its socket repr in front, to
+        ``http_log`` as WARNING: the client's mistake (or probe), not the server's."""
         try:
             message = msg % args if args else msg
         except (TypeError, ValueError):
             message = f"{msg} {args!r}"
-        http_log.error("tempo: %s", message)
+        http_log.warning("tempo: %s", message)
 
     def _log_error(self, t: Any, v: Any, tb: Any) -> None:
         # gevent hands an application's exception to the hub, which prints the traceback

@@ -90,3 +90,34 @@ def test_debug_level_shows_the_traceback_masked(tmp_path, app):
     assert "Traceback" in err, err
     for secret in SECRETS:
         assert secret not in out + err, (secret, err)
+
+
+def test_a_bad_request_is_one_warning_line(tmp_path):
+    (tmp_path / "failing.py").write_text(APP)
+    port = free_port()
+    proc = subprocess.Popen(
+        [*CLI, "web", "--app", "failing:raw", "--port", str(port), "--no-access-log"],
+        cwd=ROOT,
+        env=clean_env(PYTHONPATH=tmp_path),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def up():
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_for(up, timeout=30, what="web to listen")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n")
+            assert b"400" in s.recv(65536).split(b"\r\n", 1)[0]
+        time.sleep(0.5)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    bad = [line for line in err.splitlines() if "abc" in line]
+    assert len(bad) == 1 and "WARNING greenredis.tempo.http: tempo: " in bad[0], err
+    assert "<gevent" not in err and "Traceback" not in err, err  # no socket repr, no traceback
