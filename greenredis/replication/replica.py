@@ -49,7 +49,7 @@ from greenredis.client.sockets import connect
 from greenredis.errors import ConnectionError, TimeoutError
 from greenredis.replication.applier import Applier, ApplyError
 from greenredis.replication.keymatch import match_keys
-from greenredis.replication.keyspace import Keyspace, Stream, ZSet, type_name
+from greenredis.replication.keyspace import Keyspace, Set, Stream, ZSet, type_name
 from greenredis.replication.protocol import (
     Commands,
     Continue,
@@ -91,7 +91,7 @@ def _copy(value, field_exp=None, now=None):
         if field_exp:
             return {f: v for f, v in value.items() if (e := field_exp.get(f)) is None or e >= now}
         return dict(value)
-    if t is set:
+    if t is Set:
         return set(value)
     if t is ZSet:
         return ZSet(value)
