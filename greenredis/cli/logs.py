@@ -42,21 +42,33 @@ def want_time(stream=None, env=None):
 
 
 class RedactingFormatter(logging.Formatter):
-    """``logging.Formatter`` whose output has every URL password and known secret masked."""
+    """``logging.Formatter`` whose output has every URL password and known secret masked.
 
-    def __init__(self, fmt=None, datefmt=None, secrets=()):
+    Without ``tracebacks``, a record's exception is one line (``... (RuntimeError: why)``)
+    instead of its traceback: a log drain gets a line per failure, and the traceback
+    (source lines and all) only at debug level."""
+
+    def __init__(self, fmt=None, datefmt=None, secrets=(), tracebacks=True):
         super().__init__(fmt, datefmt)
         self.secrets = tuple(secrets)
+        self.tracebacks = tracebacks
 
     def format(self, record):
+        if record.exc_info and not self.tracebacks:
+            _, exc, _ = record.exc_info
+            record = logging.makeLogRecord(
+                {**record.__dict__, "exc_info": None, "exc_text": None, "stack_info": None}
+            )
+            record.msg = f"{record.getMessage()} ({type(exc).__name__}: {exc})"
+            record.args = None
         return redact_text(super().format(record), self.secrets)
 
 
-def formatter(with_time=True, secrets=()):
+def formatter(with_time=True, secrets=(), tracebacks=True):
     fmt = "%(levelname)s %(name)s: %(message)s"
     if with_time:
         fmt = "%(asctime)s " + fmt
-    return RedactingFormatter(fmt, "%Y-%m-%d %H:%M:%S", secrets)
+    return RedactingFormatter(fmt, "%Y-%m-%d %H:%M:%S", secrets, tracebacks)
 
 
 def secrets_from_env(env=None):
@@ -79,14 +91,15 @@ def secrets_from_env(env=None):
 
 
 def setup(level=logging.INFO, stream=None, secrets=()):
-    """Route the root logger to ``stream`` (stderr) in our one format; returns the handler."""
+    """Route the root logger to ``stream`` (stderr) in our one format, tracebacks only at
+    debug level; returns the handler."""
     root = logging.getLogger()
     for h in list(root.handlers):
         if getattr(h, "_greenredis_cli", False):
             root.removeHandler(h)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler._greenredis_cli = True  # type: ignore[attr-defined]
-    handler.setFormatter(formatter(want_time(), [*secrets, *secrets_from_env()]))
+    handler.setFormatter(formatter(want_time(), [*secrets, *secrets_from_env()], level <= logging.DEBUG))
     root.addHandler(handler)
     root.setLevel(level)
     return handler

@@ -146,8 +146,17 @@ def explain(error):
     return error, None
 
 
+def next_try(rep):
+    """``; next try in 3.2s``: the replica's own (jittered) wait, or that it is trying now."""
+    wait = rep.status().get("next_attempt_in")
+    if wait is None:
+        return "; trying again now"
+    return f"; next try in {wait:.1f}s"
+
+
 def diskless_delay(url):
-    """The master's repl-diskless-sync-delay when it is diskless and lets us ask, else None."""
+    """The master's repl-diskless-sync-delay in seconds when it syncs diskless, 0 when it
+    writes its snapshot to disk, None when it does not let us ask (CONFIG is denied)."""
     from greenredis.client.redis import Redis
     from greenredis.errors import RedisError
 
@@ -157,11 +166,20 @@ def diskless_delay(url):
         conf = dict(zip(reply[::2], reply[1::2]))
         if conf.get(b"repl-diskless-sync") == b"yes":
             return int(conf.get(b"repl-diskless-sync-delay") or 0)
+        return 0 if conf else None
     except (RedisError, TypeError, ValueError):
         return None
     finally:
         r.close()
-    return None
+
+
+def waiting_reason(wait):
+    """Why the snapshot has not come yet, for ``diskless_delay``'s answer."""
+    if wait is None:  # we may not know: say both, not a guess
+        return "it is writing it to disk, or a diskless master waits out repl-diskless-sync-delay first"
+    if wait:
+        return f"a diskless master first waits out repl-diskless-sync-delay ({wait}s)"
+    return "the master forks and writes it first"
 
 
 def check_replica_url(url):
@@ -201,7 +219,7 @@ def run(args):
     rep.start(block=False)
     tty = sys.stdout.isatty()
     last_key, last_print, in_bar, bar_shown = None, 0.0, False, False
-    failures, delay_known, connecting_since = 0, False, None
+    delay_known, connecting_since = False, None
 
     def end_bar():
         nonlocal in_bar
@@ -214,18 +232,9 @@ def run(args):
             for event, info in events[:]:
                 events.remove((event, info))
                 if event == "error":
-                    failures += 1
                     what, fix = explain(str(info.get("error", "")))
-                    wait = min(most, first * 2 ** (failures - 1))
                     end_bar()
-                    print(
-                        f"{_stamp()} {what}"
-                        + (f": {fix}" if fix else "")
-                        + f"; next try in about {wait:.0f}s",
-                        flush=True,
-                    )
-                elif event == "link_up":
-                    failures = 0
+                    print(f"{_stamp()} {what}" + (f": {fix}" if fix else "") + next_try(rep), flush=True)
                 elif event == "load_start":
                     bar_shown = False
                 elif event == "load_done" and not bar_shown:  # a load shorter than one update
@@ -253,12 +262,7 @@ def run(args):
             if waiting:
                 if not delay_known:  # FULLRESYNC said, no snapshot yet
                     delay_known = True
-                    wait = diskless_delay(args.url)
-                    why = (
-                        f"a diskless master first waits out repl-diskless-sync-delay ({wait}s)"
-                        if wait
-                        else "the master forks and writes it first"
-                    )
+                    why = waiting_reason(diskless_delay(args.url))
                     print(f"{_stamp()} waiting for the master's snapshot ({why})", flush=True)
             elif st["state"] == "loading" and st.get("load_seconds") is not None:
                 line = f"{_stamp()} {progress_line(st)}"

@@ -295,6 +295,8 @@ def _sparse_set(s: bytearray, index: int, count: int, max_bytes: int, start=(HEA
             s.after_end = seq[-1]  # written past the new end, where the NUL was
     else:
         s[p : p + oplen] = seq
+        if isinstance(s, _Sparse):
+            s.after_end = 0  # sdsIncrLen wrote the terminator at the (new) end
     _merge_vals(s, prev)
     _invalidate(s)
     return 1, hint
@@ -565,11 +567,31 @@ def pfadd(
     value: bytes | None, elements: Iterable[bytes], sparse_max_bytes: int = DEFAULT_SPARSE_MAX_BYTES
 ) -> tuple[bytes, bool]:
     """PFADD: ``(new value, changed)``; a missing key (None) is created (that is a change)."""
+    value, changed, _ = pfadd_tail(value, elements, sparse_max_bytes)
+    return value, changed
+
+
+def pfadd_tail(
+    value: bytes | None,
+    elements: Iterable[bytes],
+    sparse_max_bytes: int = DEFAULT_SPARSE_MAX_BYTES,
+    after_end: int = 0,
+) -> tuple[bytes, bool, int]:
+    """``pfadd`` with the byte just past the value's end in Redis's buffer: ``after_end``
+    before, and after, the command (``(value, changed, after_end)``).
+
+    It matters only for a corrupt sparse value ending in the first byte of an XZERO: Redis
+    reads that byte as the second one. It is the terminator (0) of a fresh string, but an
+    edit of such a trailing XZERO writes its sequence's last byte there, and Redis keeps it
+    until the next edit that moves the end.
+    """
     created = value is None
     if value is None:
         value = new_hll()
     encoding = _check(value)
-    s: bytearray = _Sparse(value)
+    sparse = _Sparse(value)
+    sparse.after_end = after_end
+    s: bytearray = sparse
     changed = created
     for element in elements:
         index, count = pattern(element)
@@ -585,9 +607,9 @@ def pfadd(
             _dense_set(s, index, count)
             changed = True
     if not changed:
-        return value, False
+        return value, False, after_end
     _invalidate(s)
-    return bytes(s), True
+    return bytes(s), True, getattr(s, "after_end", 0)
 
 
 def pfmerge(
@@ -595,10 +617,22 @@ def pfmerge(
 ) -> bytes:
     """PFMERGE: the new value of ``dest`` (None if missing) merged with ``sources``
     (None entries are missing keys). ``dest`` itself is one of the inputs, as in Redis."""
+    return pfmerge_tail(dest, sources, sparse_max_bytes)[0]
+
+
+def pfmerge_tail(
+    dest: bytes | None,
+    sources: Iterable[bytes | None],
+    sparse_max_bytes: int = DEFAULT_SPARSE_MAX_BYTES,
+    after_end: int = 0,
+) -> tuple[bytes, int]:
+    """``pfmerge`` with the byte past the end of ``dest`` before and after (see ``pfadd_tail``)."""
     inputs = [v for v in (dest, *sources) if v is not None]
     use_dense = any(_check(v) == DENSE for v in inputs)
     merged = _max_registers(inputs)
-    s: bytearray = _Sparse(dest if dest is not None else new_hll())
+    sparse = _Sparse(dest if dest is not None else new_hll())
+    sparse.after_end = after_end if dest is not None else 0
+    s: bytearray = sparse
     if s[4] == SPARSE and not use_dense:
         start = (HEADER_SIZE, 0, None)
         try:
@@ -609,14 +643,14 @@ def pfmerge(
             s = _to_dense_array(s)
         else:
             _invalidate(s)
-            return bytes(s)
+            return bytes(s), getattr(s, "after_end", 0)
     elif s[4] == SPARSE:
         s = _to_dense_array(s)
     # Dense: every register ends at the maximum (dest is one of the inputs).
     out = bytearray(s[:HEADER_SIZE])
     out += _pack_dense(merged)
     _invalidate(out)
-    return bytes(out)
+    return bytes(out), 0
 
 
 def to_dense(value: bytes) -> tuple[bytes, bool]:

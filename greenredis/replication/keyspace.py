@@ -5,7 +5,8 @@ Values are plain Python objects, chosen so a reader gets what Redis holds:
 =========  ===========================================================
 string     ``bytes`` (int-encoded strings become their decimal bytes)
 list       ``collections.deque`` of ``bytes``
-set        ``set`` of ``bytes``
+set        ``Set``: a ``dict`` ``member -> None`` in Redis's iteration order
+           where Redis has one (intset, listpack), with Redis's encoding
 hash       ``dict`` ``bytes -> bytes``
 zset       ``ZSet``: a ``dict`` ``member -> float score``, ordered on demand
 stream     ``Stream``
@@ -22,6 +23,7 @@ __all__ = [
     "Keyspace",
     "Db",
     "ZSet",
+    "Set",
     "Stream",
     "StreamID",
     "ConsumerGroup",
@@ -34,6 +36,120 @@ __all__ = [
 # Redis's defaults for zset-max-listpack-entries / zset-max-listpack-value.
 ZSET_LISTPACK_ENTRIES = 128
 ZSET_LISTPACK_VALUE = 64
+
+
+# Redis's defaults for set-max-intset-entries, set-max-listpack-entries / -value (7.2+).
+SET_INTSET_ENTRIES = 512
+SET_LISTPACK_ENTRIES = 128
+SET_LISTPACK_VALUE = 64
+INTSET, LISTPACK, HASHTABLE = "intset", "listpack", "hashtable"
+
+
+def is_int64(member: bytes) -> bool:
+    """Whether Redis's ``string2ll`` takes ``member``: what an intset may hold."""
+    if not 0 < len(member) <= 20:
+        return False
+    try:
+        n = int(member)
+    except ValueError:
+        return False
+    return b"%d" % n == member and -(1 << 63) <= n < (1 << 63)
+
+
+class Set(dict):
+    """A set: ``member -> None``, with the encoding Redis gives it (``encoding``).
+
+    Redis 7.2+ (and Valkey) iterate a listpack set in insertion order and an intset in
+    numeric order, so SORT's ties and the *STORE commands show that order; ``ordered()``
+    gives it. ``add`` follows ``setTypeAddAux``'s conversions (intset -> listpack when a
+    non-integer comes and it fits, intset/listpack -> hashtable past the limits, never
+    back); ``discard`` never converts. A hashtable's order is Redis's hash order, which
+    no replica reproduces: ``ordered()`` then returns insertion order, arbitrary as Redis's.
+    (Before 7.2 a set that is not an intset is always a hashtable.)
+    """
+
+    __slots__ = ("encoding",)
+
+    def __init__(self, members=(), encoding=INTSET):
+        super().__init__()
+        self.encoding = encoding
+        for m in members:
+            self.add(m)
+
+    def __eq__(self, other):
+        if isinstance(other, (set, frozenset)):
+            return self.keys() == other
+        return dict.__eq__(self, other)
+
+    def __ne__(self, other):
+        return not self == other
+
+    __hash__ = None
+
+    def add(self, member: bytes) -> bool:
+        """Add ``member`` as ``setTypeAdd`` does; True if it was not there."""
+        if member in self:
+            return False
+        enc = self.encoding
+        if enc == INTSET:
+            if is_int64(member):
+                if len(self) + 1 > SET_INTSET_ENTRIES:
+                    self.encoding = HASHTABLE
+            elif len(self) < SET_LISTPACK_ENTRIES and len(member) <= SET_LISTPACK_VALUE:
+                # the listpack starts as the intset's numeric order, then appends
+                ordered = sorted(self, key=int)
+                self.clear()
+                self.update(dict.fromkeys(ordered))
+                self.encoding = LISTPACK
+            else:
+                self.encoding = HASHTABLE
+        elif enc == LISTPACK:
+            if len(self) >= SET_LISTPACK_ENTRIES or len(member) > SET_LISTPACK_VALUE:
+                self.encoding = HASHTABLE
+        self[member] = None
+        return True
+
+    def add_all(self, members) -> int:
+        """``add`` each; how many were new."""
+        return sum(self.add(m) for m in members)
+
+    def discard(self, member: bytes) -> bool:
+        """Remove ``member`` if there (the encoding stays); True if it was there."""
+        try:
+            del self[member]
+        except KeyError:
+            return False
+        return True
+
+    def expect(self, size_hint: int) -> None:
+        """``setTypeMaybeConvert``: a hashtable now if ``size_hint`` members would not fit."""
+        if (self.encoding == LISTPACK and size_hint > SET_LISTPACK_ENTRIES) or (
+            self.encoding == INTSET and size_hint > SET_INTSET_ENTRIES
+        ):
+            self.encoding = HASHTABLE
+
+    @classmethod
+    def create(cls, first: bytes, size_hint: int) -> "Set":
+        """An empty set as ``setTypeCreate(first, size_hint)`` makes it for SADD/SMOVE."""
+        if is_int64(first) and size_hint <= SET_INTSET_ENTRIES:
+            return cls(encoding=INTSET)
+        if size_hint <= SET_LISTPACK_ENTRIES:
+            return cls(encoding=LISTPACK)
+        return cls(encoding=HASHTABLE)
+
+    def ordered(self) -> list:
+        """The members in Redis's iteration order (see the class docstring)."""
+        if self.encoding == INTSET:
+            return sorted(self, key=int)
+        return list(self)
+
+    def copy(self) -> "Set":
+        c = Set(encoding=self.encoding)
+        c.update(self)
+        return c
+
+    def __repr__(self):
+        return f"Set({list(self)!r}, {self.encoding})"
 
 
 class ZSet(dict):
@@ -165,7 +281,7 @@ class Stream:
         return f"Stream({len(self.entries)} entries, last_id={self.last_id}, groups={list(self.groups)})"
 
 
-_TYPE_NAMES = {bytes: "string", deque: "list", set: "set", dict: "hash", ZSet: "zset", Stream: "stream"}
+_TYPE_NAMES = {bytes: "string", deque: "list", Set: "set", dict: "hash", ZSet: "zset", Stream: "stream"}
 
 
 def type_name(value):
@@ -178,12 +294,16 @@ def type_name(value):
 class Db:
     """One numbered database: keys, their expiry (ms) and hash field expiry."""
 
-    __slots__ = ("data", "expires", "field_expires")
+    __slots__ = ("data", "expires", "field_expires", "hll_past_end")
 
     def __init__(self):
         self.data = {}  # key -> value
         self.expires = {}  # key -> unix ms
         self.field_expires = {}  # key -> {field: unix ms}, hashes with HFE only
+        # key -> (value, byte): the non-zero byte Redis's buffer holds just past the end of
+        # a corrupt sparse HLL (see hyperloglog.pfadd_tail); only while ``value`` is still
+        # the key's value (the same object), so every other write forgets it
+        self.hll_past_end = {}
 
     def __len__(self):
         return len(self.data)

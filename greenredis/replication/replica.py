@@ -49,7 +49,7 @@ from greenredis.client.sockets import connect
 from greenredis.errors import ConnectionError, TimeoutError
 from greenredis.replication.applier import Applier, ApplyError
 from greenredis.replication.keymatch import match_keys
-from greenredis.replication.keyspace import Keyspace, Stream, ZSet, type_name
+from greenredis.replication.keyspace import Keyspace, Set, Stream, ZSet, type_name
 from greenredis.replication.protocol import (
     Commands,
     Continue,
@@ -91,7 +91,7 @@ def _copy(value, field_exp=None, now=None):
         if field_exp:
             return {f: v for f, v in value.items() if (e := field_exp.get(f)) is None or e >= now}
         return dict(value)
-    if t is set:
+    if t is Set:
         return set(value)
     if t is ZSet:
         return ZSet(value)
@@ -216,6 +216,7 @@ class Replica:
         self._load = None  # the FullSync in progress
         self._apply_errors = {}  # command name -> full resyncs it forced
         self._streamed = False  # this session reached streaming (resets backoff)
+        self._next_attempt_at = None  # monotonic time of the next try while backing off
         self._stats = {
             "bytes_loaded": 0,
             "keys_loaded": 0,
@@ -414,7 +415,8 @@ class Replica:
         ``last_partial_resync``, ``partial_resyncs``; ``last_error`` and
         ``last_error_time``; ``commands_applied``; ``apply_errors``: {command name: full
         resyncs it forced} (each name is logged the first time only); ``callbacks_dropped``;
-        ``on_key_errors``; ``connects``.
+        ``on_key_errors``; ``connects``; ``next_attempt_in``: seconds until the next try
+        while backing off after a failure (the jittered delay really slept), else None.
         """
         now = time.time()
         load = self._load
@@ -434,6 +436,11 @@ class Replica:
                 "staleness": None if self._last_heard is None else now - self._last_heard,
                 "last_heard": self._last_heard,
                 "apply_errors": dict(self._apply_errors),
+                "next_attempt_in": (
+                    None
+                    if self._next_attempt_at is None
+                    else max(0.0, self._next_attempt_at - time.monotonic())
+                ),
             }
         )
         if load is not None:
@@ -508,7 +515,12 @@ class Replica:
             first, most = self.backoff
             if self._force_full:
                 most = max(most, 60.0)
-            self._wake.wait(backoff_delay(max(failures, 1), first, most))
+            wait = backoff_delay(max(failures, 1), first, most)
+            self._next_attempt_at = time.monotonic() + wait
+            try:
+                self._wake.wait(wait)  # follow() cuts it short
+            finally:
+                self._next_attempt_at = None
 
     def _connect(self):
         # The client's socket opener: TCP/unix/TLS (verified by default), keepalive, and
@@ -737,6 +749,7 @@ class Replica:
         # the one-step swap: readers go from the old complete dataset to the new one
         self._ks = ks
         self._applier = self._new_applier(ks)
+        release_freed_memory()  # the old copy was freed just now: hand its pages back
         self._advance(proto.offset, proto.replid)
         self._data_offset, self._data_db = proto.offset, 0
         self._load = None
@@ -853,6 +866,32 @@ def _address(host, port):
     if not 0 < number < 65536:
         raise ValueError(f"a master's port must be 1-65535, not {number}")
     return host, number
+
+
+_libc = None
+
+
+def release_freed_memory():
+    """Ask glibc's malloc to give freed pages back to the OS (``malloc_trim(0)``); False
+    where there is no glibc. A few ms on a heap of hundreds of MB.
+
+    Reference counting frees the old dataset at a swap, but the allocator keeps the pages:
+    RSS after 5 full resyncs of 1M keys was 1.1-1.4x one copy (varying with how the
+    allocations interleave), 1.08x with a trim after each swap."""
+    global _libc
+    if _libc is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _libc = lib if hasattr(lib, "malloc_trim") else False
+        except OSError:
+            _libc = False
+    if not _libc:
+        return False
+    _libc.malloc_trim(0)
+    return True
 
 
 def _command_name(argv):

@@ -23,17 +23,19 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import sys
 from typing import Any, Mapping
 
 import gevent
+from gevent import pywsgi
 from gevent.pool import Pool
-from gevent.pywsgi import WSGIServer
+from gevent.pywsgi import LoggingLogAdapter, WSGIServer
 from geventwebsocket.handler import WebSocketHandler
 
 __all__ = ["ServerLimits", "TempoHandler", "TempoServer", "make_server"]
 
 log = logging.getLogger("greenredis.tempo")
+# gevent's own messages (bad requests, wsgi.errors), through logging and so masked
+http_log = logging.getLogger("greenredis.tempo.http")
 
 
 class HeadersTooLarge(ValueError):
@@ -131,7 +133,32 @@ class TempoHandler(WebSocketHandler):
         if isinstance(ex, HeadersTooLarge):
             self.close_connection = True
             return ("431", _RESPONSES[431])
+        if not isinstance(ex, (ValueError, pywsgi._InvalidClientInput)):
+            # gevent would print this one's traceback to stderr first: the line says it
+            self.log_error("invalid request (from %s): %s: %s", self.client_address, type(ex).__name__, ex)
+            return ("400", pywsgi._BAD_REQUEST_RESPONSE)
         return super()._handle_client_error(ex)
+
+    def log_error(self, msg: str, *args: Any) -> None:
+        """gevent's lines about bad requests, without its socket repr in front, to
+        ``http_log`` as WARNING: the client's mistake (or probe), not the server's."""
+        try:
+            message = msg % args if args else msg
+        except (TypeError, ValueError):
+            message = f"{msg} {args!r}"
+        http_log.warning("tempo: %s", message)
+
+    def _log_error(self, t: Any, v: Any, tb: Any) -> None:
+        # gevent hands an application's exception to the hub, which prints the traceback
+        # and the request's environ (query string, headers: secrets) to stderr unmasked.
+        # One line through logging instead (masked by the CLI's formatter); the traceback
+        # only at debug level.
+        if issubclass(t, gevent.GreenletExit):
+            return
+        env = self.environ or {}
+        where = f"{env.get('REQUEST_METHOD', '?')} {env.get('PATH_INFO', '?')}"  # no query string
+        log.error("tempo: %s failed: %s: %s", where, t.__name__, v)
+        log.debug("tempo: %s failed", where, exc_info=(t, v, tb))
 
     def handle_one_request(self) -> Any:
         try:
@@ -217,6 +244,6 @@ def make_server(
         spawn=Pool(max_connections),
         backlog=2048,
         log=None,
-        error_log=sys.stderr,
+        error_log=LoggingLogAdapter(http_log, logging.ERROR),
         limits=limits or ServerLimits.from_env(),
     )

@@ -9,7 +9,7 @@ from test_applier import assert_same_dataset, raw_client
 
 from greenredis.replication.applier import REFUSED, Applier, ApplyError, commands
 from greenredis.replication.applier.base import copy_value
-from greenredis.replication.keyspace import Keyspace, Stream, StreamID, ZSet
+from greenredis.replication.keyspace import Keyspace, Set, Stream, StreamID, ZSet
 
 
 def A(*argv):
@@ -826,8 +826,8 @@ def _canon(v):
         return v
     if t is deque:
         return ("l", tuple(v))
-    if t is set:
-        return ("s", frozenset(v))
+    if t is Set:  # a small set's order and every set's encoding must come back too
+        return ("s", v.encoding, frozenset(v) if v.encoding == "hashtable" else tuple(v.ordered()))
     if t is ZSet:
         return ("z", tuple(sorted(v.items())))
     if t is dict:

@@ -15,6 +15,7 @@ import pytest
 
 from greenredis.replication.keyspace import (
     Keyspace,
+    Set,
     Stream,
     StreamID,
     ZSet,
@@ -253,7 +254,7 @@ def test_generated_fixture_content(name):
         elif t == "list":
             assert isinstance(got, deque) and list(got) == [expect_bytes(x) for x in want]
         elif t == "set":
-            assert isinstance(got, set) and got == {expect_bytes(x) for x in want}
+            assert isinstance(got, Set) and got == {expect_bytes(x) for x in want}
         elif t == "hash":
             assert type(got) is dict
             assert got == {expect_bytes(f): expect_bytes(v) for f, v in want}
@@ -401,7 +402,7 @@ def test_badboy_expectations(stem):
                 assert same_text(value, got)
             elif isinstance(got, deque):
                 assert len(got) == len(value) and all(map(same_text, value, got))
-            elif isinstance(got, set):
+            elif isinstance(got, Set):
                 same_set(value, got)
             elif isinstance(got, ZSet):
                 same_zset(value, got)
@@ -470,7 +471,7 @@ def test_librdb_expectations(rdb):
                 assert same_text(value, got)
             elif isinstance(got, deque):
                 assert len(got) == len(value) and all(map(same_text, value, got))
-            elif isinstance(got, set):
+            elif isinstance(got, Set):
                 same_set(value, got)
             elif isinstance(got, ZSet):
                 same_zset(value, got)
@@ -487,7 +488,7 @@ def test_librdb_expectations(rdb):
 @needs_fixtures
 def test_redis_rdb_cli_type_counts():
     counts = {"string": 0, "list": 0, "set": 0, "sortedset": 0, "hash": 0, "stream": 0, "module": 0}
-    names = {bytes: "string", deque: "list", set: "set", ZSet: "sortedset", dict: "hash", Stream: "stream"}
+    names = {bytes: "string", deque: "list", Set: "set", ZSet: "sortedset", dict: "hash", Stream: "stream"}
     p = RDBParser(
         store=False,
         duplicates="replace",

@@ -15,6 +15,7 @@ from greenredis.replication.keyspace import (
     ConsumerGroup,
     Keyspace,
     PendingEntry,
+    Set,
     Stream,
     ZSet,
 )
@@ -114,7 +115,8 @@ def read_back(r):
             elif t == "list":
                 v = deque(r.lrange(key, 0, -1))
             elif t == "set":
-                v = set(r.smembers(key))
+                v = Set(encoding=r.object("encoding", key).decode())
+                v.update(dict.fromkeys(r.execute_command("SMEMBERS", key)))
             elif t == "hash":
                 v = r.hgetall(key)
             elif t == "zset":

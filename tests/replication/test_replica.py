@@ -1069,3 +1069,79 @@ def test_stop_from_on_key_ends_the_load(make_server, replicas):
     assert (st["state"], st["link"], st["loaded"], st["full_syncs"]) == ("stopped", "down", False, 0), st
     assert st["last_error"] is None, st
     assert rep.get("a") is None and rep.keys() == []  # nothing half-loaded
+
+
+# -- the wait before the next try ---------------------------------------------------------
+
+
+def test_status_says_when_the_next_try_is(replicas, monkeypatch, make_server):
+    """``next_attempt_in`` is the jittered delay the replica really sleeps, counting down,
+    and None while it is not waiting."""
+    import greenredis.replication.replica as replica_module
+    from greenredis.backoff import delay
+
+    drawn = []
+
+    def recording_delay(*args, **kw):
+        drawn.append(delay(*args, **kw))
+        return drawn[-1]
+
+    monkeypatch.setattr(replica_module, "backoff_delay", recording_delay)
+    server = make_server(args=FAST_SYNC)
+    port = server.port
+    server.kill()  # a refused connection
+    rep = replicas(f"redis://127.0.0.1:{port}/0", backoff=(3.0, 3.0))
+    rep.start(block=False)
+    st = wait_for(lambda: drawn and rep.status(), what="the first failure")
+    assert st["state"] == "down"
+    assert 0 < st["next_attempt_in"] <= drawn[-1]
+    gevent.sleep(0.3)
+    later = rep.status()["next_attempt_in"]
+    assert later < st["next_attempt_in"] and st["next_attempt_in"] - later >= 0.3
+    assert len(drawn) == 1  # still the same wait
+    rep.stop()
+    assert rep.status()["next_attempt_in"] is None
+
+
+def test_next_attempt_in_is_none_while_connected(make_server, replicas):
+    server = make_server(args=FAST_SYNC)
+    rep = replicas(server.url)
+    rep.start(timeout=60)
+    assert rep.status()["next_attempt_in"] is None
+
+
+def test_freed_memory_goes_back_to_the_os_after_each_swap(make_server, replicas, proxies, monkeypatch):
+    """After a full sync replaces the dataset, the allocator is asked to return the freed
+    pages (malloc_trim), once the old copy is gone: the mechanism, not an RSS figure."""
+    import greenredis.replication.replica as replica_module
+
+    server = make_server(args=FAST_SYNC + ["--repl-ping-replica-period", "3600"])
+    with client(server) as r:
+        r.cmd(["DEBUG", "POPULATE", 2000])
+    proxy = proxies(server.port)
+    rep = replicas(proxy.url)
+    calls = []
+
+    def release():
+        calls.append(sum(type(o) is Keyspace for o in gc.get_objects()))  # no reference kept
+        return True
+
+    monkeypatch.setattr(replica_module, "release_freed_memory", release)
+    rep.start(timeout=60)
+    gc.collect()
+    gc.disable()  # only reference counting frees anything
+    try:
+        resync_by_bad_commands(proxy, rep, 2)
+    finally:
+        gc.enable()
+    assert len(calls) == 3, calls  # the first sync and each resync
+    assert calls[1:] == [1, 1], calls  # the old copy was already freed when it was asked
+
+
+def test_release_freed_memory_is_safe_to_call():
+    import platform
+
+    from greenredis.replication.replica import release_freed_memory
+
+    # True with glibc (this machine, CI); False elsewhere (musl, macOS), never an error
+    assert release_freed_memory() is (platform.libc_ver()[0] == "glibc")

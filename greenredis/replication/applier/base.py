@@ -4,7 +4,7 @@ import time
 from fractions import Fraction
 
 from greenredis.errors import RedisError
-from greenredis.replication.keyspace import _TYPE_NAMES, Stream, ZSet, type_name
+from greenredis.replication.keyspace import _TYPE_NAMES, Set, Stream, ZSet, type_name
 
 __all__ = ["ApplyError", "Core", "now_ms", "parse_int", "parse_float", "copy_value"]
 
@@ -58,13 +58,13 @@ def copy_value(value):
     t = type(value)
     if t is bytes:
         return value
-    if t is Stream:
-        return value.copy()
+    if t is Stream or t is Set:
+        return value.copy()  # a Set keeps its encoding and order, as setTypeDup does
     if t is ZSet:
         z = ZSet(value)
         z.skiplist = not value.listpack()  # DUP keeps the encoding
         return z
-    return t(value)  # deque, set, dict, ZSet
+    return t(value)  # deque, dict
 
 
 # ---- INCRBYFLOAT / HINCRBYFLOAT: x86-64 long double arithmetic and "%.17Lf" formatting ----

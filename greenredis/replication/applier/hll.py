@@ -20,13 +20,27 @@ class HyperLogLogMixin(Core):
             raise ApplyError(f"{hll.WRONGTYPE} (key {key!r})")
         return value
 
+    def _past_end(self, key, value):
+        """The byte past the end of ``value`` (the value at ``key``) in Redis's buffer."""
+        entry = self.keyspace.db(self._db).hll_past_end.get(key)
+        return entry[1] if entry is not None and entry[0] is value else 0
+
+    def _set_past_end(self, key, value, byte):
+        kept = self.keyspace.db(self._db).hll_past_end
+        if byte:
+            kept[key] = (value, byte)
+        else:
+            kept.pop(key, None)
+
     def cmd_pfadd(self, argv):
         if len(argv) < 2:
             raise ApplyError("PFADD: wrong number of arguments")
         key = argv[1]
         old = self._hll_value(key)
         try:
-            value, changed = hll.pfadd(old, argv[2:], self.hll_sparse_max_bytes)
+            value, changed, past_end = hll.pfadd_tail(
+                old, argv[2:], self.hll_sparse_max_bytes, self._past_end(key, old)
+            )
         except hll.HLLError as e:
             raise ApplyError(f"PFADD {key!r}: {e}") from None
         if not changed:
@@ -35,6 +49,7 @@ class HyperLogLogMixin(Core):
             self._put(key, value)
         else:
             self.data[key] = value  # the TTL stays
+        self._set_past_end(key, value, past_end)
         return [(self._db, key)]
 
     def cmd_pfmerge(self, argv):
@@ -44,13 +59,16 @@ class HyperLogLogMixin(Core):
         old = self._hll_value(key)
         sources = [self._hll_value(k) for k in argv[2:]]
         try:
-            value = hll.pfmerge(old, sources, self.hll_sparse_max_bytes)
+            value, past_end = hll.pfmerge_tail(
+                old, sources, self.hll_sparse_max_bytes, self._past_end(key, old)
+            )
         except hll.HLLError as e:
             raise ApplyError(f"PFMERGE {key!r}: {e}") from None
         if old is None:
             self._put(key, value)
         else:
             self.data[key] = value
+        self._set_past_end(key, value, past_end)
         return [(self._db, key)]
 
     def cmd_pfcount(self, argv):
@@ -67,6 +85,8 @@ class HyperLogLogMixin(Core):
             raise ApplyError(f"PFCOUNT {argv[1]!r}: {e}") from None
         if value is values[0]:
             return []
+        # the cache is written into the header in place: the byte past the end stays
+        self._set_past_end(argv[1], value, self._past_end(argv[1], values[0]))
         self.data[argv[1]] = value
         return [(self._db, argv[1])]
 

@@ -4,7 +4,7 @@ import functools
 from collections import deque
 
 from greenredis.replication.applier.base import ApplyError, Core, parse_int
-from greenredis.replication.keyspace import ZSet
+from greenredis.replication.keyspace import Set, ZSet
 
 
 class SortMixin(Core):
@@ -66,11 +66,11 @@ class SortMixin(Core):
             return []  # a read
         value = self.data.get(key)
         kind = type(value)
-        if value is not None and kind not in (deque, set, ZSet):
+        if value is not None and kind not in (deque, Set, ZSet):
             self._wrongtype(key, value, "list, set or zset")
         if value is None:
             value, kind = deque(), deque
-        if dontsort and kind is set:
+        if dontsort and kind is Set:
             # Redis sorts a set anyway when storing, so replicas get the same order.
             dontsort, alpha, by = False, True, None
 
@@ -150,23 +150,11 @@ class SortMixin(Core):
 
 def _members(value, kind):
     """The elements in the order Redis loads them into its sort vector."""
-    if kind is set and len(value) <= _INTSET_ENTRIES and all(_is_int64(m) for m in value):
-        return sorted(value, key=int)  # an intset iterates in numeric order
+    if kind is Set:
+        return value.ordered()  # an intset in numeric order, a 7.2+ listpack as inserted
     # A list in its order. A hashtable set or a sorted set iterates in hash order, seeded
     # at random per process: no replica reproduces it, so the order of ties is arbitrary.
-    # (A 7.2+ listpack set iterates in insertion order, which a Python set does not keep.)
     return list(value)
-
-
-_INTSET_ENTRIES = 512  # set-max-intset-entries
-
-
-def _is_int64(m):
-    try:
-        n = int(m)
-    except ValueError:
-        return False
-    return b"%d" % n == m and -(1 << 63) <= n < (1 << 63)
 
 
 def pqsort(v, cmp, lrange, rrange):

@@ -11,7 +11,7 @@ and the function libraries are saved up front; that is cheap.
 from collections import deque
 
 from greenredis.replication.applier.base import copy_value
-from greenredis.replication.keyspace import Stream, ZSet
+from greenredis.replication.keyspace import HASHTABLE, Set, Stream, ZSet
 
 BIG = 256  # values with fewer elements than this are simply copied
 
@@ -249,24 +249,30 @@ def _undo_pop(name, argv, data, key, value, meta):
     return undo_pop
 
 
-def _undo_sadd(name, argv, data, key, value, meta):
-    added = set(argv[2:]) - value
+def _undo_set(name, argv, data, key, value, meta):
+    members = argv[2:]
+    if name == b"SREM" and sum(m in value for m in set(members)) >= len(value):
+        return None  # the key goes: the whole-key path restores it, TTL included
+    if value.encoding != HASHTABLE:
+        # small (<= 512 members): a copy keeps its encoding and listpack order
+        before = value.copy()
 
-    def undo_sadd():
-        data[key].difference_update(added)
+        def undo_small():
+            data[key] = before
 
-    return undo_sadd
+        return undo_small
+    # a hashtable stays one and has no order to keep: invert the change
+    changed = {m for m in members if (m in value) == (name == b"SREM")}
 
+    def undo_big():
+        s = data[key]
+        for m in changed:
+            if name == b"SADD":
+                s.discard(m)
+            else:
+                s[m] = None
 
-def _undo_srem(name, argv, data, key, value, meta):
-    removed = set(argv[2:]) & value
-    if len(removed) >= len(value):
-        return None
-
-    def undo_srem():
-        data[key].update(removed)
-
-    return undo_srem
+    return undo_big
 
 
 def _put_back(target, old):
@@ -330,8 +336,8 @@ def _undo_xadd(name, argv, data, key, value, meta):
 _INVERSES = {
     **{(deque, c): _undo_push for c in (b"LPUSH", b"RPUSH", b"LPUSHX", b"RPUSHX")},
     **{(deque, c): _undo_pop for c in (b"LPOP", b"RPOP")},
-    (set, b"SADD"): _undo_sadd,
-    (set, b"SREM"): _undo_srem,
+    (Set, b"SADD"): _undo_set,
+    (Set, b"SREM"): _undo_set,
     **{(dict, c): _undo_hash for c in (b"HSET", b"HMSET", b"HSETNX", b"HDEL", b"HINCRBY", b"HINCRBYFLOAT")},
     **{(ZSet, c): _undo_zset for c in (b"ZADD", b"ZINCRBY", b"ZREM")},
     (Stream, b"XADD"): _undo_xadd,

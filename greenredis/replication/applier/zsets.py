@@ -3,7 +3,7 @@
 import heapq
 
 from greenredis.replication.applier.base import ApplyError, Core, parse_float, parse_int
-from greenredis.replication.keyspace import ZSET_LISTPACK_ENTRIES, ZSET_LISTPACK_VALUE, ZSet
+from greenredis.replication.keyspace import ZSET_LISTPACK_ENTRIES, ZSET_LISTPACK_VALUE, Set, ZSet
 
 
 def _score_bound(arg):
@@ -331,7 +331,7 @@ class ZSetsMixin(Core):
             return {}
         if type(value) is ZSet:
             return value
-        if type(value) is set:
+        if type(value) is Set:
             return dict.fromkeys(value, 1.0)
         self._wrongtype(key, value, "zset or set")
 

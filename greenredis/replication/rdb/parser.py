@@ -30,10 +30,16 @@ import struct
 from collections import deque
 
 from greenredis.replication.keyspace import (
+    HASHTABLE,
+    INTSET,
+    LISTPACK,
+    SET_INTSET_ENTRIES,
+    SET_LISTPACK_ENTRIES,
     Consumer,
     ConsumerGroup,
     Keyspace,
     PendingEntry,
+    Set,
     Stream,
     StreamID,
     ZSet,
@@ -1002,7 +1008,10 @@ class RDBParser:
 
     def _h_set(self, buf, i):
         n, i = _rlen(buf, i)
-        return _Partial(n, set(), _step_set, unique=True), i
+        # rdbLoadObject: a hashtable past set-max-intset-entries, else an intset that
+        # converts as the members come (so a small set iterates as Redis loaded it)
+        value = Set(encoding=HASHTABLE if n > SET_INTSET_ENTRIES else INTSET)
+        return _Partial(n, value, _step_set, unique=True), i
 
     def _h_zset(self, buf, i):
         n, i = _rlen(buf, i)
@@ -1054,12 +1063,14 @@ class RDBParser:
 
     def _h_intset(self, buf, i):
         blob, i = _rstr(buf, i)
-        return (set(intset_members(blob)), None), i
+        members = intset_members(blob)
+        return (Set(members, encoding=INTSET if len(members) <= SET_INTSET_ENTRIES else HASHTABLE), None), i
 
     def _h_set_listpack(self, buf, i):
         blob, i = _rstr(buf, i)
         members = listpack_entries(blob)
-        value = set(members)
+        value = Set(encoding=LISTPACK if len(members) <= SET_LISTPACK_ENTRIES else HASHTABLE)
+        value.update(dict.fromkeys(members))  # in the listpack's order
         if len(value) != len(members):
             raise _Bad("duplicate set members")
         return (value, None), i

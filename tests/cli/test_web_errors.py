@@ -1,0 +1,123 @@
+"""A request that fails inside `greenredis web` is one masked log line on stderr: not
+gevent's raw traceback (with the request's environ), not a password."""
+
+import socket
+import subprocess
+import textwrap
+import time
+
+import pytest
+from cli_helpers import CLI, ROOT, clean_env
+from waiting import wait_for
+
+from greenredis.server import free_port
+
+SECRETS = ("s3cret-pw", "hunter2-query", "tok-in-a-header")
+
+APP = textwrap.dedent(
+    """
+    from flask import Flask
+
+    def raw(environ, start_response):  # a bare WSGI app: errors reach gevent's handler
+        if environ["PATH_INFO"] == "/boom":
+            raise RuntimeError("cannot reach redis://:s3cret-pw@10.0.0.1:6379/0")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    flask_app = Flask("failing")
+
+    @flask_app.route("/boom")
+    def boom():
+        raise RuntimeError("cannot reach redis://:s3cret-pw@10.0.0.1:6379/0")
+    """
+)
+
+
+def get(port, path, headers=""):
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data.split(b"\r\n", 1)[0]
+
+
+def failing_request(tmp_path, app, *extra):
+    """(stdout, stderr) of ``greenredis web --app failing:APP`` that served one /boom."""
+    (tmp_path / "failing.py").write_text(APP)
+    port = free_port()
+    env = clean_env(PYTHONPATH=tmp_path, REDIS_URL="redis://:s3cret-pw@127.0.0.1:1/0")
+    proc = subprocess.Popen(
+        [*CLI, "web", "--app", f"failing:{app}", "--port", str(port), "--no-access-log", *extra],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def up():
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_for(up, timeout=30, what="web to listen")
+        status = get(port, "/boom?password=hunter2-query", "Authorization: Bearer tok-in-a-header\r\n")
+        assert b"500" in status, status
+        time.sleep(0.5)  # let the error line be written
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+    return out, err
+
+
+@pytest.mark.parametrize("app", ["raw", "flask_app"])
+def test_a_failing_request_is_one_masked_line(tmp_path, app):
+    out, err = failing_request(tmp_path, app)
+    text = out + err
+    for secret in SECRETS:
+        assert secret not in text, (secret, text)
+    assert "Traceback" not in text, text
+    failed = [line for line in err.splitlines() if "/boom" in line or "RuntimeError" in line]
+    assert len(failed) == 1, err
+    assert "ERROR" in failed[0] and "RuntimeError" in failed[0] and "***" in failed[0], failed
+
+
+@pytest.mark.parametrize("app", ["raw", "flask_app"])
+def test_debug_level_shows_the_traceback_masked(tmp_path, app):
+    out, err = failing_request(tmp_path, app, "--log-level", "debug")
+    assert "Traceback" in err, err
+    for secret in SECRETS:
+        assert secret not in out + err, (secret, err)
+
+
+def test_a_bad_request_is_one_warning_line(tmp_path):
+    (tmp_path / "failing.py").write_text(APP)
+    port = free_port()
+    proc = subprocess.Popen(
+        [*CLI, "web", "--app", "failing:raw", "--port", str(port), "--no-access-log"],
+        cwd=ROOT,
+        env=clean_env(PYTHONPATH=tmp_path),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def up():
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_for(up, timeout=30, what="web to listen")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n")
+            assert b"400" in s.recv(65536).split(b"\r\n", 1)[0]
+        time.sleep(0.5)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    bad = [line for line in err.splitlines() if "abc" in line]
+    assert len(bad) == 1 and "WARNING greenredis.tempo.http: tempo: " in bad[0], err
+    assert "<gevent" not in err and "Traceback" not in err, err  # no socket repr, no traceback
