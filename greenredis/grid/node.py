@@ -26,7 +26,7 @@ from gevent.queue import Full, Queue
 from greenredis.backoff import Backoff
 from greenredis.client.redis import Redis
 from greenredis.errors import NoPermissionError, RedisError
-from greenredis.grid.heartbeat import Fetch, Heartbeat
+from greenredis.grid.heartbeat import Fetch, Heartbeat, Resubscribe
 from greenredis.grid.view import GridView, Layout, clean_meta, valid_name
 
 __all__ = ["Grid", "default_name"]
@@ -335,6 +335,8 @@ class Grid:
                     for action in hb.on_replies(plan, replies, time.time()):
                         if isinstance(action, Fetch):
                             self._fetch(action.names, action.scores)
+                        elif isinstance(action, Resubscribe):
+                            self._resubscribe()
             except RedisError as e:
                 hb.on_error(time.time(), e)
                 gevent.sleep(backoff.failure())
@@ -353,6 +355,18 @@ class Grid:
     # -- the listener greenlet ------------------------------------------------
 
     def _listen(self):
+        while not self.stopped:
+            self._listen_once()
+
+    def _resubscribe(self):
+        """Drop the subscription; the listener opens a new one (on the server the
+        client reaches now) and, once there, the writer reconciles in full."""
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            self._channel = "subscribing"
+            sub.close()
+
+    def _listen_once(self):
         backoff = Backoff(0.05, min(2.0, self.interval))
         while self._sub is None:
             try:
@@ -373,9 +387,15 @@ class Grid:
         if self._hb.on_subscribed():
             self._wake.set()
         while True:
-            message = sub.get()
+            try:
+                message = sub.get()
+            except NoPermissionError as e:  # an ACL change refused the resubscription
+                self._resubscribe()
+                self._refused_channel(e)
+                gevent.sleep(_refused_delay(backoff, self.interval))
+                return
             if message is None:
-                return  # closed
+                return  # closed: by stop(), or by _resubscribe()
             batch = [message]
             while len(batch) < 1000:  # take what is already queued: one fetch round trip for all
                 more = sub.get(timeout=0)
