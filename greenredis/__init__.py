@@ -19,6 +19,7 @@ _LAZY = {
     "Subscription": "greenredis.client",
     "Monitor": "greenredis.client",
     "Message": "greenredis.client",
+    "Sentinel": "greenredis.client",
     "RedisServer": "greenredis.server",
     "Grid": "greenredis.grid",
     "GridEvent": "greenredis.grid",

@@ -41,6 +41,10 @@ class AuthenticationError(ConnectionError):
     """AUTH failed at connect (``WRONGPASS``, ``NOAUTH``): the connection is unusable."""
 
 
+class MasterNotFoundError(ConnectionError):
+    """No sentinel knows a master by that name (or none could be reached that does)."""
+
+
 class NoPermissionError(ReplyError):
     """``-NOPERM``: the ACL user may not run this command or touch this key or channel."""
 

@@ -5,6 +5,11 @@ in a temp dir, with no disk persistence unless asked, waits until it answers
 PING and stops it on ``stop()``, on leaving a ``with`` block, or at exit.
 It can be killed (SIGKILL) and restarted on the same port, which the fault
 tests rely on.
+
+``RedisSentinel`` is one ``redis-server <conf> --sentinel`` with a generated,
+writable config; ``SentinelGroup`` starts a master, its replicas and the sentinels
+that watch them, and fails them over on request, waiting on the state Redis
+reports rather than on sleeps.
 """
 
 import atexit
@@ -16,7 +21,14 @@ import subprocess
 import tempfile
 import time
 
-__all__ = ["RedisServer", "find_redis_server", "find_valkey_server", "free_port"]
+__all__ = [
+    "RedisServer",
+    "RedisSentinel",
+    "SentinelGroup",
+    "find_redis_server",
+    "find_valkey_server",
+    "free_port",
+]
 
 _running = set()
 
@@ -319,6 +331,438 @@ class RedisServer:
             f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
         issue("server", "/CN=127.0.0.1", "-extfile", "ext.cnf")
         issue("client", "/CN=greenredis test client")
+
+
+def _command(port, *args, password=None, username=None, timeout=1.0):
+    """One command to ``127.0.0.1:port`` on a fresh connection (gevent-friendly): its reply,
+    or the ReplyError raised; OSError when nothing answers."""
+    import hiredis
+    from gevent import socket as gsocket
+
+    commands = [("AUTH", username, password) if username else ("AUTH", password)] if password else []
+    commands.append(args)
+    with gsocket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(b"".join(hiredis.pack_command(c) for c in commands))
+        reader = hiredis.Reader()
+        replies = []
+        while len(replies) < len(commands):
+            data = s.recv(65536)
+            if not data:
+                raise OSError(f"127.0.0.1:{port} closed the connection")
+            reader.feed(data)
+            while (reply := reader.gets()) is not False:
+                replies.append(reply)
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies[-1]
+
+
+def _pairs(flat):
+    """A flat ``[k1, v1, k2, v2...]`` reply (SENTINEL MASTER/REPLICAS) as a str dict."""
+    text = [x.decode() if isinstance(x, bytes) else x for x in flat]
+    return dict(zip(text[::2], text[1::2]))
+
+
+class RedisSentinel(RedisServer):
+    """One ``redis-server <conf> --sentinel`` process watching ``service`` at ``master``.
+
+    The config is generated once in the temp dir and left writable: Sentinel rewrites it
+    with what it learns (replicas, other sentinels, a new master), so ``restart()`` comes
+    back with that state, as a real deployment does. master_password/master_user: the
+    credentials it uses on the data nodes (``auth-pass``/``auth-user``); password: its own
+    ``requirepass``, also used towards the other sentinels (``sentinel-pass``).
+    """
+
+    def __init__(
+        self,
+        master,
+        service="mymaster",
+        quorum=2,
+        port=None,
+        down_after_ms=1000,
+        failover_timeout_ms=3000,
+        parallel_syncs=1,
+        master_password=None,
+        master_user=None,
+        password=None,
+        args=(),
+        dir=None,
+        binary=None,
+    ):
+        super().__init__(port=port, password=password, dir=dir, binary=binary)
+        self.master = master
+        self.service = service
+        self.quorum = quorum
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+        self.parallel_syncs = parallel_syncs
+        self.master_password = master_password
+        self.master_user = master_user
+        self.sentinel_args = list(args)
+        self.config_path = os.path.join(self.dir, "sentinel.conf")
+        self.log_path = os.path.join(self.dir, "sentinel.log")
+
+    @property
+    def address(self):
+        return ("127.0.0.1", self.port)
+
+    @property
+    def url(self):
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}"
+
+    def config_text(self):
+        s = self.service
+        lines = [
+            f"port {self.port}",
+            "bind 127.0.0.1",
+            "protected-mode no",
+            "daemonize no",
+            f'dir "{self.dir}"',
+            f'logfile "{self.log_path}"',
+            f"sentinel monitor {s} {self.master[0]} {self.master[1]} {self.quorum}",
+            f"sentinel down-after-milliseconds {s} {self.down_after_ms}",
+            f"sentinel failover-timeout {s} {self.failover_timeout_ms}",
+            f"sentinel parallel-syncs {s} {self.parallel_syncs}",
+        ]
+        if self.master_password:
+            lines.append(f"sentinel auth-pass {s} {self.master_password}")
+        if self.master_user:
+            lines.append(f"sentinel auth-user {s} {self.master_user}")
+        if self.password:
+            lines += [f"requirepass {self.password}", f"sentinel sentinel-pass {self.password}"]
+        return "\n".join(lines + self.sentinel_args) + "\n"
+
+    def command_line(self):
+        if not os.path.exists(self.config_path):
+            with open(self.config_path, "w") as f:
+                f.write(self.config_text())
+        return [self.binary or find_redis_server(), self.config_path, "--sentinel"]
+
+    def command(self, *args, timeout=1.0):
+        """Ask this sentinel one command (with its password); its reply."""
+        return _command(self.port, *args, password=self.password, timeout=timeout)
+
+    def __repr__(self):
+        state = "running" if self.running else "stopped"
+        return f"<RedisSentinel 127.0.0.1:{self.port} {self.service} {state}>"
+
+
+class SentinelGroup:
+    """A master, ``replicas`` replicas and ``sentinels`` sentinels watching them as ``service``.
+
+    ``start()`` (or ``with``) returns once every sentinel knows every replica and every other
+    sentinel. ``master``/``replicas`` are the data nodes in the roles the sentinels last
+    agreed on (``wait_settled()`` and ``failover()`` refresh them); ``servers`` is all of
+    them. password: ``requirepass``/``masterauth`` on the data nodes (the sentinels use it);
+    users: ACL rules on the data nodes, with master_user naming the sentinels' user;
+    sentinel_password: ``requirepass`` on the sentinels. Data nodes keep no disk state and
+    sync diskless with no delay, so a resync takes milliseconds.
+    """
+
+    def __init__(
+        self,
+        service="mymaster",
+        replicas=2,
+        sentinels=3,
+        quorum=None,
+        down_after_ms=1000,
+        failover_timeout_ms=3000,
+        password=None,
+        users=None,
+        master_user=None,
+        sentinel_password=None,
+        binary=None,
+    ):
+        self.service = service
+        self.password = password
+        self.master_user = master_user
+        self.sentinel_password = sentinel_password
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+        self.quorum = quorum or sentinels // 2 + 1
+        self.binary = binary
+        args = ["--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"]
+        node = dict(password=password, masterauth=password, users=users, args=args, binary=binary)
+        first = RedisServer(**node)
+        self.servers = [first] + [
+            RedisServer(replicaof=("127.0.0.1", first.port), **node) for _ in range(replicas)
+        ]
+        self.sentinels = [
+            RedisSentinel(
+                ("127.0.0.1", first.port),
+                service=service,
+                quorum=self.quorum,
+                down_after_ms=down_after_ms,
+                failover_timeout_ms=failover_timeout_ms,
+                master_password=password,
+                master_user=master_user,
+                password=sentinel_password,
+                binary=binary,
+            )
+            for _ in range(sentinels)
+        ]
+        self._master_port = first.port
+
+    # -- what the group looks like -------------------------------------------------------
+
+    @property
+    def master(self):
+        """The data node the sentinels last agreed is the master."""
+        return self._server(self._master_port)
+
+    @property
+    def replicas(self):
+        return [s for s in self.servers if s.port != self._master_port]
+
+    @property
+    def sentinel_addresses(self):
+        return [s.address for s in self.sentinels]
+
+    @property
+    def url(self):
+        """``redis+sentinel://`` for this group (data password in it, sentinels' as an option)."""
+        auth = f":{self.password}@" if self.password else ""
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        query = f"?sentinel_password={self.sentinel_password}" if self.sentinel_password else ""
+        return f"redis+sentinel://{auth}{hosts}/{self.service}{query}"
+
+    def node_command(self, server, *args, timeout=1.0):
+        """One command to a data node, with the group's password."""
+        user = self.master_user if self.master_user and self.password else None
+        return _command(server.port, *args, password=self.password, username=user, timeout=timeout)
+
+    def current_master(self):
+        """``(host, port)`` of the master as the first live sentinel that answers tells it."""
+        errors = []
+        for sentinel in self.sentinels:
+            if not sentinel.running:
+                continue
+            try:
+                host, port = sentinel.command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
+                return host.decode(), int(port)
+            except Exception as e:
+                errors.append(f"{sentinel.port}: {e}")
+        raise RuntimeError(f"no sentinel of {self.service} answered: {'; '.join(errors) or 'none running'}")
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self, timeout=30.0):
+        for server in self.servers:
+            server.start()
+        for sentinel in self.sentinels:
+            sentinel.start()
+        self.wait_settled(timeout)
+        return self
+
+    def close(self):
+        for process in self.sentinels + self.servers:
+            try:
+                process.close()
+            except Exception:
+                pass
+
+    def __enter__(self):
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"<SentinelGroup {self.service} master=127.0.0.1:{self._master_port}>"
+
+    # -- waiting on real state ------------------------------------------------------------
+
+    def settled(self):
+        """The master's port if every live sentinel names the same live master, sees no
+        failover in progress, knows every other sentinel and every live replica, the master's
+        ROLE says master and every other live data node's ROLE says it is linked to it; else None."""
+        import hiredis
+
+        live = [s for s in self.sentinels if s.running]
+        if not live:
+            return None
+        try:
+            ports = set()
+            for sentinel in live:
+                info = _pairs(sentinel.command("SENTINEL", "MASTER", self.service))
+                if info["flags"] != "master" or int(info["num-other-sentinels"]) != len(self.sentinels) - 1:
+                    return None
+                port = int(info["port"])
+                ports.add(port)
+                replicas = map(_pairs, sentinel.command("SENTINEL", "REPLICAS", self.service))
+                seen = {int(r["port"]): r for r in replicas}
+                for server in self.servers:
+                    if server.port == port or not server.running:
+                        continue
+                    # known and reachable; its link comes from ROLE below (a sentinel's INFO
+                    # of a replica is up to 10 s old)
+                    if seen.get(server.port, {}).get("flags") != "slave":
+                        return None
+            master = self._server(port)
+            if len(ports) > 1 or master is None or not master.running:
+                return None
+            if self.node_command(master, "ROLE")[0] != b"master":
+                return None
+            for server in self.servers:
+                if server is master or not server.running:
+                    continue
+                role = self.node_command(server, "ROLE")
+                if role[0] != b"slave" or int(role[2]) != port or role[3] != b"connected":
+                    return None
+        except (OSError, hiredis.ReplyError, ValueError, KeyError, IndexError):
+            return None  # a node restarting (-LOADING), a sentinel between states
+        return port
+
+    def wait_settled(self, timeout=30.0):
+        """Wait until ``settled()``; the master then. RuntimeError with the sentinels' view
+        after ``timeout``."""
+        port = self._wait(self.settled, timeout, "the sentinels to agree")
+        self._master_port = port
+        return self.master
+
+    def config_epoch(self):
+        """The highest config epoch any live sentinel reports for the service."""
+        epochs = [0]
+        for sentinel in self.sentinels:
+            if sentinel.running:
+                try:
+                    info = _pairs(sentinel.command("SENTINEL", "MASTER", self.service))
+                    epochs.append(int(info["config-epoch"]))
+                except Exception:
+                    pass
+        return max(epochs)
+
+    def failover(self, timeout=30.0, demote=True):
+        """``SENTINEL FAILOVER`` and wait until every live sentinel, the new master and the
+        replicas (the old master among them) agree on the new master; return it. A spurious
+        failover on top is waited out the same way: what counts is a newer config epoch.
+
+        demote: once the sentinels agree, send the old master the ``REPLICAOF`` the sentinels
+        would send it themselves 8-20 s later (they wait for a stale INFO); False leaves the
+        old master a master until they do, as in production."""
+        self.wait_settled(timeout)
+        old, epoch = self.master, self.config_epoch()
+        deadline = time.monotonic() + timeout
+        self._wait(self._ask_failover, timeout, "a sentinel to accept SENTINEL FAILOVER")
+        if demote:
+            new = self._wait(
+                lambda: self.config_epoch() > epoch and self._agreed_master(),
+                max(0.1, deadline - time.monotonic()),
+                "the sentinels to agree on a new master",
+            )
+            if new != old.port and old.running:
+                self.node_command(old, "REPLICAOF", "127.0.0.1", str(new))
+        return self.wait_failed_over(epoch, max(0.1, deadline - time.monotonic()))
+
+    def wait_failed_over(self, old_epoch, timeout=30.0):
+        """After the master was killed or paused: wait for a config epoch above ``old_epoch``
+        and a settled group; the new master."""
+        deadline = time.monotonic() + timeout
+        self._wait(lambda: self.config_epoch() > old_epoch and self.settled(), timeout, "a failover")
+        return self.wait_settled(max(0.1, deadline - time.monotonic()))
+
+    def _agreed_master(self):
+        """The port every live sentinel names as the master, if they agree and it says ROLE master."""
+        import hiredis
+
+        try:
+            ports = {
+                int(s.command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)[1])
+                for s in self.sentinels
+                if s.running
+            }
+            if len(ports) != 1:
+                return None
+            port = ports.pop()
+            master = self._server(port)
+            ok = master is not None and master.running and self.node_command(master, "ROLE")[0] == b"master"
+            return port if ok else None
+        except (OSError, hiredis.ReplyError, ValueError, IndexError, TypeError):
+            return None
+
+    def revive(self, server, timeout=10.0):
+        """Restart a killed data node as a replica of the current master (a restarted master
+        would otherwise come back empty, as a master, until the sentinels demote it)."""
+        host, port = self.current_master()
+        server.replicaof = None if port == server.port else (host, port)
+        return server.restart(timeout)
+
+    def heal(self, timeout=60.0):
+        """Restart whatever was killed, resume what was paused, and wait until settled."""
+        for process in self.sentinels + self.servers:
+            if process.proc is not None and process.proc.poll() is None:
+                process.resume()
+        for sentinel in self.sentinels:
+            if not sentinel.running:
+                sentinel.restart()
+        for server in self.servers:
+            if not server.running:
+                self.revive(server)
+        return self.wait_settled(timeout)
+
+    def _ask_failover(self):
+        for sentinel in self.sentinels:
+            if sentinel.running:
+                try:
+                    return sentinel.command("SENTINEL", "FAILOVER", self.service) == b"OK"
+                except OSError:
+                    continue
+                except Exception as e:
+                    # -INPROG / -NOGOODSLAVE: the sentinel's view is not ready yet: ask again
+                    if "INPROG" in str(e) or "NOGOODSLAVE" in str(e):
+                        return False
+                    raise
+        return False
+
+    def _wait(self, cond, timeout, what):
+        import gevent
+
+        deadline = time.monotonic() + timeout
+        while True:
+            value = cond()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.service}: waited {timeout}s for {what}:\n{self._describe()}")
+            gevent.sleep(0.05)
+
+    def _describe(self):
+        lines = []
+        for sentinel in self.sentinels:
+            if not sentinel.running:
+                lines.append(f"  sentinel {sentinel.port}: not running")
+                continue
+            try:
+                info = _pairs(sentinel.command("SENTINEL", "MASTER", self.service))
+                lines.append(
+                    f"  sentinel {sentinel.port}: master {info['port']} flags={info['flags']} "
+                    f"epoch={info['config-epoch']} others={info['num-other-sentinels']} "
+                    f"replicas={info['num-slaves']}"
+                )
+            except Exception as e:
+                lines.append(f"  sentinel {sentinel.port}: {e}")
+        for server in self.servers:
+            if not server.running:
+                lines.append(f"  node {server.port}: not running")
+                continue
+            try:
+                role = self.node_command(server, "ROLE")
+                lines.append(f"  node {server.port}: {role[:4] if role[0] == b'slave' else role[:2]}")
+            except Exception as e:
+                lines.append(f"  node {server.port}: {e}")
+        return "\n".join(lines)
+
+    def _server(self, port):
+        for server in self.servers:
+            if server.port == port:
+                return server
+        return None
 
 
 @atexit.register

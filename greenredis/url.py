@@ -3,9 +3,19 @@
 import os
 import re
 from dataclasses import dataclass, field, replace
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
-__all__ = ["ConnectionParams", "parse_url", "DEFAULT_URL", "redact_url", "redact_text"]
+__all__ = [
+    "ConnectionParams",
+    "parse_url",
+    "DEFAULT_URL",
+    "redact_url",
+    "redact_text",
+    "SentinelURL",
+    "parse_sentinel_url",
+    "is_sentinel_url",
+]
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
@@ -74,6 +84,11 @@ def parse_url(url=None, **overrides):
     parts = urlsplit(url)
     url = _redact(url, parts)  # what error messages show: never the password
     scheme = parts.scheme.lower()
+    if scheme == SENTINEL_SCHEME:
+        raise ValueError(
+            f"{url!r} names sentinels, not one server: use Redis.from_url(url) or "
+            "greenredis.Sentinel (greenredis.url.parse_sentinel_url parses it)"
+        )
     if scheme not in ("redis", "rediss", "unix"):
         raise ValueError(
             f"unsupported URL scheme {parts.scheme!r} in {url!r}: use redis://, rediss:// or unix://"
@@ -96,16 +111,23 @@ def parse_url(url=None, **overrides):
         path = parts.path.strip("/")
         if path:
             kw["db"] = _int("db", path, url)
-    for name, values in parse_qs(parts.query).items():
+    _query_options(parse_qs(parts.query), url, kw)
+    _override(overrides, kw)
+    return ConnectionParams(**kw)
+
+
+def _query_options(query, url, kw, extra=()):
+    """The URL's query options into ``kw`` (the last value of each wins); names in
+    ``extra`` are left for the caller."""
+    for name, values in query.items():
         value = values[-1]
         name = _ALIASES.get(name, name)
+        if name in extra:
+            continue
         if name == "db":
             kw["db"] = _int("db", value, url)
         elif name in _FLOAT_OPTIONS:
-            try:
-                kw[name] = float(value)
-            except ValueError:
-                raise ValueError(f"bad {name} {value!r} in {url!r}: a number of seconds") from None
+            kw[name] = _seconds(name, value, url)
         elif name in _STR_OPTIONS:
             kw[name] = value
         elif name in _BOOL_OPTIONS:
@@ -114,13 +136,113 @@ def parse_url(url=None, **overrides):
             kw[name] = value.lower() in _TRUE
         else:
             raise ValueError(f"unknown URL option {name!r} in {url!r}")
+
+
+def _override(overrides, kw):
     for name, value in overrides.items():
         field = _ALIASES.get(name, name)
         if field not in _FIELDS:
             raise TypeError(f"unknown option {name!r}")
         if value is not None:
             kw[field] = value
-    return ConnectionParams(**kw)
+
+
+def _seconds(name, value, url):
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"bad {name} {value!r} in {url!r}: a number of seconds") from None
+
+
+# -- redis+sentinel:// -------------------------------------------------------------------
+
+SENTINEL_SCHEME = "redis+sentinel"
+SENTINEL_PORT = 26379
+_SENTINEL_OPTIONS = ("sentinel_username", "sentinel_password", "sentinel_timeout", "failover_timeout")
+
+
+@dataclass(frozen=True)
+class SentinelURL:
+    """A parsed ``redis+sentinel://`` URL: the sentinels to ask, the service they watch, the
+    data nodes' connection options (``params``: its host and port are unused, the sentinels
+    say where the master is) and the sentinels' own credentials and timeouts."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    params: ConnectionParams
+    sentinel_username: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
+    sentinel_timeout: float = 0.5
+    failover_timeout: float = 30.0
+
+
+def is_sentinel_url(url: "str | None") -> bool:
+    """Whether ``url`` (or, for None, ``$REDIS_URL``) is a ``redis+sentinel://`` URL."""
+    url = url or os.environ.get("REDIS_URL") or ""
+    return url.split("://", 1)[0].lower() == SENTINEL_SCHEME
+
+
+def parse_sentinel_url(url=None, **overrides) -> SentinelURL:
+    """Parse ``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]``
+    (port 26379 by default). The user and password are the data nodes'; the sentinels'
+    come as the query options ``sentinel_username`` and ``sentinel_password``, beside
+    ``sentinel_timeout`` and ``failover_timeout`` (seconds) and every option ``parse_url``
+    takes. Keyword ``overrides`` win, the sentinel ones included."""
+    url = url or os.environ.get("REDIS_URL") or ""
+    parts = urlsplit(url)
+    shown = _redact(url, parts)
+    if parts.scheme.lower() != SENTINEL_SCHEME:
+        raise ValueError(f"not a redis+sentinel:// URL: {shown!r}")
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    kw: dict[str, Any] = {"username": unquote(user) or None, "password": unquote(password) if colon else None}
+    sentinels = tuple(_host_port(h, shown) for h in hosts.split(","))
+    path = [unquote(p) for p in parts.path.split("/") if p]
+    if not path:
+        raise ValueError(f"{shown!r} names no service: redis+sentinel://host:port/<service>[/db]")
+    if len(path) > 2:
+        raise ValueError(f"{shown!r}: the path is /<service>[/db], not {parts.path!r}")
+    if len(path) == 2:
+        kw["db"] = _int("db", path[1], shown)
+    query = parse_qs(parts.query)
+    _query_options(query, shown, kw, extra=_SENTINEL_OPTIONS)
+    sentinel: dict = {}
+    for name in _SENTINEL_OPTIONS:
+        if name in query:
+            value = query[name][-1]
+            sentinel[name] = _seconds(name, value, shown) if name.endswith("timeout") else value
+    for name in _SENTINEL_OPTIONS:
+        value = overrides.pop(name, None)
+        if value is not None:
+            sentinel[name] = value
+    _override(overrides, kw)
+    for name in ("sentinel_timeout", "failover_timeout"):
+        value = sentinel.get(name)
+        if value is not None and not (isinstance(value, (int, float)) and value > 0):
+            raise ValueError(f"{name} must be a number of seconds > 0, not {value!r}")
+    return SentinelURL(sentinels, path[0], ConnectionParams(**kw), **sentinel)
+
+
+def _host_port(text, url):
+    text = text.strip()
+    if text.startswith("["):  # [IPv6]:port
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+        if rest and not rest.startswith(":"):
+            host = ""
+    else:
+        host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
+    if not host:
+        raise ValueError(f"bad sentinel address {text!r} in {url!r}: host:port")
+    if not port:
+        return (host, SENTINEL_PORT)
+    try:
+        number = int(port)
+    except ValueError:
+        number = -1
+    if not 0 < number < 65536:
+        raise ValueError(f"bad port in sentinel address {text!r} in {url!r}")
+    return (host, number)
 
 
 def _redact(url, parts):
@@ -147,7 +269,7 @@ def _int(name, text, url):
 
 # -- masking secrets: the CLI and its logs show URLs without their passwords -------------
 
-_URL_PASSWORD = re.compile(r"(?i)\b((?:redis|rediss|unix|https?)://[^:/@\s'\"]*:)[^\s'\"]*@")
+_URL_PASSWORD = re.compile(r"(?i)\b((?:redis\+sentinel|redis|rediss|unix|https?)://[^:/@\s'\"]*:)[^\s'\"]*@")
 
 
 def redact_url(url: str) -> str:
@@ -159,6 +281,9 @@ def redact_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return redact_text(url)
+    if parts.query and "password" in parts.query.lower():  # ?sentinel_password=
+        url = re.sub(r"(?i)(password=)[^&#]*", r"\1***", url)
+        parts = urlsplit(url)
     if parts.password is None:
         return url
     user = parts.username or ""

@@ -1,10 +1,13 @@
 """The pipelined client: one connection shared by every greenlet.
 
 ``connection`` is the pipeline itself (one socket driven from gevent's loop, hiredis as
-its pure parsing half), ``redis`` the user-facing ``Redis``, ``pubsub`` subscriptions.
+its pure parsing half), ``redis`` the user-facing ``Redis``, ``pubsub`` subscriptions,
+``sentinel`` the clients that follow a Sentinel failover (``sentinel_view``: what they
+believe, pure).
 """
 
 from greenredis.client.pubsub import Message, Monitor, Subscription
 from greenredis.client.redis import Dedicated, Redis
+from greenredis.client.sentinel import Sentinel
 
-__all__ = ["Redis", "Dedicated", "Subscription", "Monitor", "Message"]
+__all__ = ["Redis", "Dedicated", "Subscription", "Monitor", "Message", "Sentinel"]

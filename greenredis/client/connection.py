@@ -353,9 +353,10 @@ class Connection:
 
     # -- ending ----------------------------------------------------------
 
-    def close(self):
-        """Close the socket; callers still waiting get ConnectionError."""
-        self._fail(ConnectionError(f"connection to {self.params.address} closed"))
+    def close(self, error=None):
+        """Close the socket; callers still waiting get ConnectionError (``error``, if given:
+        one that says why)."""
+        self._fail(error or ConnectionError(f"connection to {self.params.address} closed"))
 
     def _fail(self, exc):
         if self.error is not None:
@@ -551,10 +552,11 @@ class _TLS:
         self.sock.close()
 
 
-def open_connection(params, on_push=None, on_close=None):
+def open_connection(params, on_push=None, on_close=None, check=None):
     """Connect, authenticate, select the db and name the client; return a ready ``Connection``.
     ``params.connect_timeout`` bounds all of it; every failure is a ``ConnectionError``
-    (``AuthenticationError`` for a refused AUTH)."""
+    (``AuthenticationError`` for a refused AUTH). ``check(conn, timeout)`` runs last,
+    before anyone may use the connection (Sentinel's ROLE); it raises to refuse it."""
     timeout = params.connect_timeout
     deadline = None if timeout is None else monotonic() + timeout
     pid = os.getpid()
@@ -605,6 +607,8 @@ def open_connection(params, on_push=None, on_close=None):
                     raise reply
                 cls = AuthenticationError if command[0] == "AUTH" else ConnectionError
                 raise cls(f"{command[0]} on {params.address} failed: {reply}")
+        if check is not None:
+            check(conn, None if deadline is None else max(0.001, deadline - monotonic()))
     except BaseException:
         conn.close()
         raise

@@ -13,7 +13,7 @@ from gevent.monkey import get_original
 from greenredis.backoff import Backoff
 from greenredis.client.connection import open_connection, pack
 from greenredis.errors import ConnectionError, RedisError, ReplyError, TimeoutError, WatchError
-from greenredis.url import ConnectionParams, parse_url
+from greenredis.url import ConnectionParams, is_sentinel_url, parse_url
 
 __all__ = ["Redis", "Dedicated"]
 
@@ -319,11 +319,20 @@ class Redis(_Commands):
     @classmethod
     def from_url(cls, url=None, max_blocking=64, **options):
         """``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` or ``unix:///path``;
-        ``url`` defaults to ``$REDIS_URL``. Keyword options override the URL's."""
+        ``url`` defaults to ``$REDIS_URL``. Keyword options override the URL's.
+        ``redis+sentinel://...`` gives the ``master_for`` client of its service."""
+        if is_sentinel_url(url):
+            from greenredis.client.sentinel import SentinelRedis
+
+            return SentinelRedis.from_url(url, max_blocking=max_blocking, **options)
         return cls(params=parse_url(url, **options), max_blocking=max_blocking)
 
     def __repr__(self):
         return f"<Redis {self.params.address} db={self.params.db}>"
+
+    def _where(self):
+        """What error messages call the server."""
+        return self.params.address
 
     # -- routing ---------------------------------------------------------
 
@@ -384,7 +393,7 @@ class Redis(_Commands):
             outcome = attempt.get(timeout=timeout)
         except gevent.Timeout:
             raise TimeoutError(
-                f"not connected to {self.params.address} within the call's timeout of {timeout}s"
+                f"not connected to {self._where()} within the call's timeout of {timeout}s"
             ) from None
         if isinstance(outcome, BaseException):
             raise type(outcome)(*outcome.args)
@@ -403,7 +412,7 @@ class Redis(_Commands):
         return False
 
     def _connect_shared(self, attempt):
-        outcome = ConnectionError(f"connecting to {self.params.address} was interrupted")
+        outcome = ConnectionError(f"connecting to {self._where()} was interrupted")
         try:
             conn = self._open()
             if self.closed:  # closed while we connected
@@ -411,7 +420,7 @@ class Redis(_Commands):
                 raise ConnectionError("client is closed")
             if self._connecting is not attempt:  # forked meanwhile: the child forgot this attempt
                 conn.close()
-                raise ConnectionError(f"connecting to {self.params.address} was overtaken by a fork")
+                raise ConnectionError(f"connecting to {self._where()} was overtaken by a fork")
             outcome = self._shared = conn
         except Exception as e:
             outcome = e
@@ -436,12 +445,11 @@ class Redis(_Commands):
         wait = self._retry_at - monotonic()
         if backoff and wait > 0:
             raise ConnectionError(
-                f"{self.params.address} unreachable, next attempt in {wait:.2f}s "
-                f"(last error: {self._last_error})"
+                f"{self._where()} unreachable, next attempt in {wait:.2f}s (last error: {self._last_error})"
             )
         try:
             params = self.params.replace(dead_after=None) if blocking else self.params
-            conn = open_connection(params, on_push=on_push)
+            conn = self._open_connection(params, on_push)
         except ConnectionError as e:
             if backoff:
                 self._last_error = e
@@ -452,6 +460,10 @@ class Redis(_Commands):
             self._retry_at = 0.0
         self._owned.conns.add(conn)
         return conn
+
+    def _open_connection(self, params, on_push):
+        """Where a new connection goes: ``params``' address (``Sentinel``'s clients ask)."""
+        return open_connection(params, on_push=on_push)
 
     def _blocking_call(self, packed, timeout):
         self._check_thread()

@@ -1,0 +1,481 @@
+"""``Sentinel``: clients that follow a Redis Sentinel failover.
+
+``Sentinel(addresses)`` asks the sentinels where a service's master is and listens on
+every sentinel it knows for ``+switch-master`` (and the failover leader's earlier
+``+promoted-slave``); one set of listeners serves every client made from it.
+``master_for(service)`` is a ``greenredis.Redis`` whose connect step asks the Sentinel
+for the address and confirms it with ``ROLE``; on a switch the Sentinel closes its
+connections to the old master (calls in flight there get ``ConnectionError``, never a
+reply from another node), and calls issued meanwhile wait for the new master.
+What the Sentinel believes lives in the pure ``sentinel_view``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import weakref
+from time import monotonic
+from typing import Any, Iterable, Optional
+
+import gevent
+from gevent.event import Event
+
+from greenredis.backoff import Backoff
+from greenredis.client.connection import Connection, open_connection, pack
+from greenredis.client.redis import Redis
+from greenredis.client.sentinel_view import (
+    CHANNELS,
+    Address,
+    MasterChanged,
+    SentinelFound,
+    SentinelView,
+    parse_address,
+    replica_addresses,
+    role_of,
+)
+from greenredis.errors import (
+    AuthenticationError,
+    ConnectionError,
+    MasterNotFoundError,
+    NoPermissionError,
+    ReadOnlyError,
+    ReplyError,
+    TimeoutError,
+)
+from greenredis.url import ConnectionParams, parse_sentinel_url
+
+__all__ = ["Sentinel", "SentinelRedis"]
+
+log = logging.getLogger(__name__)
+
+_ROLE = pack(("ROLE",))
+
+
+def _show(address: Address) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class _WrongRole(ConnectionError):
+    """The node is not what the sentinels said (a master that is a replica by now)."""
+
+
+class Sentinel:
+    """The sentinels of one or more services, and the clients that follow them.
+
+    ``sentinels``: ``(host, port)`` pairs (more are learnt from ``SENTINEL SENTINELS`` and
+    ``+sentinel``). sentinel_password/sentinel_username: the sentinels' own credentials;
+    sentinel_timeout bounds each question to one sentinel; failover_timeout is how long a
+    connect waits for a master that answers (calls with a timeout wait no longer than it).
+    sentinel_kwargs: more ``Redis()`` options for the sentinel connections (``ssl=True``...).
+    Other keywords are defaults for every ``master_for``/``replica_for`` client.
+    """
+
+    def __init__(
+        self,
+        sentinels: Iterable[tuple[str, int]],
+        sentinel_password: Optional[str] = None,
+        sentinel_username: Optional[str] = None,
+        sentinel_timeout: float = 0.5,
+        failover_timeout: float = 30.0,
+        sentinel_kwargs: Optional[dict[str, Any]] = None,
+        **connection_kwargs: Any,
+    ) -> None:
+        for name, value in (("sentinel_timeout", sentinel_timeout), ("failover_timeout", failover_timeout)):
+            if not (isinstance(value, (int, float)) and value > 0):
+                raise ValueError(f"{name} must be a number of seconds > 0, not {value!r}")
+        self.view = SentinelView(sentinels)
+        self.sentinel_timeout = sentinel_timeout
+        self.failover_timeout = failover_timeout
+        options = dict(sentinel_kwargs or {})
+        options.setdefault("password", sentinel_password)
+        options.setdefault("username", sentinel_username)
+        options.setdefault("connect_timeout", sentinel_timeout)
+        options.setdefault("timeout", sentinel_timeout)
+        options.setdefault("dead_after", None)
+        try:
+            self._sentinel_params = ConnectionParams(**options)  # checked now, not at each question
+        except TypeError as e:
+            raise TypeError(f"sentinel_kwargs: {e}") from None
+        self.connection_kwargs = connection_kwargs
+        self.closed = False
+        self._clients: weakref.WeakSet[SentinelRedis] = weakref.WeakSet()
+        self._changed: dict[str, Event] = {}
+        self._reset_after_fork()
+
+    def _reset_after_fork(self) -> None:
+        self._pid = os.getpid()
+        self._watchers: dict[Address, gevent.Greenlet] = {}
+        self._watch_conns: dict[Address, Connection] = {}
+
+    def __repr__(self) -> str:
+        return f"<Sentinel {', '.join(_show(a) for a in self.view.sentinels)}>"
+
+    # -- the public API ------------------------------------------------------------------
+
+    def master_for(self, service: str, **kwargs: Any) -> SentinelRedis:
+        """A ``Redis`` that always talks to the current master of ``service``; takes every
+        keyword ``Redis()`` takes (password, db, timeout, ssl_...)."""
+        return SentinelRedis(self, service, "master", **{**self.connection_kwargs, **kwargs})
+
+    def replica_for(self, service: str, **kwargs: Any) -> SentinelRedis:
+        """A ``Redis`` that reads from a replica of ``service`` (a random healthy one, another
+        after a connection loss), or from the master when no replica answers."""
+        return SentinelRedis(self, service, "replica", **{**self.connection_kwargs, **kwargs})
+
+    def discover_master(self, service: str) -> Address:
+        """Where the sentinels say the master of ``service`` is (not confirmed with ROLE)."""
+        return self._discover(service)
+
+    def discover_replicas(self, service: str) -> list[Address]:
+        """The replicas of ``service`` the first answering sentinel calls healthy."""
+        reply, _ = self._ask_any(service, "SENTINEL", "REPLICAS", service)
+        return replica_addresses(reply)
+
+    def close(self) -> None:
+        """End the subscriptions to the sentinels. Clients made from it fail their next
+        connect with ConnectionError; close them yourself."""
+        self.closed = True
+        for greenlet in list(self._watchers.values()):
+            greenlet.kill(block=False)
+        for conn in list(self._watch_conns.values()):
+            conn.close()
+        self._watchers.clear()
+        self._watch_conns.clear()
+
+    def __enter__(self) -> Sentinel:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- asking sentinels ----------------------------------------------------------------
+
+    def _params(self, address: Address) -> ConnectionParams:
+        return self._sentinel_params.replace(host=address[0], port=address[1])
+
+    def _ask(self, address: Address, *command: Any) -> Any:
+        """One command to one sentinel, on a connection of its own (questions are rare:
+        at a connect, after a switch); its reply, a ReplyError raised."""
+        self._check_open()
+        conn = open_connection(self._params(address))
+        try:
+            reply = conn.call(pack(command), self.sentinel_timeout)
+        finally:
+            conn.close()
+        if isinstance(reply, ReplyError):
+            raise reply
+        return reply
+
+    def _ask_any(self, service: str, *command: Any) -> tuple[Any, Address]:
+        """Ask the sentinels in turn until one answers; (reply, who)."""
+        errors = []
+        for address in list(self.view.sentinels):
+            try:
+                reply = self._ask(address, *command)
+            except (ConnectionError, TimeoutError, ReplyError) as e:
+                errors.append(f"{_show(address)}: {e}")
+                continue
+            self.view.answered(address)
+            return reply, address
+        raise ConnectionError(f"no sentinel of {service!r} answered: {'; '.join(errors)}")
+
+    def _discover(self, service: str) -> Address:
+        """Ask the sentinels in turn for the master of ``service`` until one names a master we
+        have no reason to distrust; ``MasterNotFoundError`` if none knows the name."""
+        answers: list[Address] = []
+        unknown: list[str] = []
+        errors: list[str] = []
+        asked = None
+        for address in list(self.view.sentinels):
+            try:
+                reply = self._ask(address, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", service)
+                master = parse_address(reply)
+            except (ConnectionError, TimeoutError, ReplyError, ValueError) as e:
+                if isinstance(e, AuthenticationError):
+                    errors.append(f"{_show(address)}: {e} (the sentinels' password is sentinel_password)")
+                else:
+                    errors.append(f"{_show(address)}: {e}")
+                continue
+            if master is None:
+                unknown.append(_show(address))
+                continue
+            self.view.answered(address)
+            asked = asked or address
+            answers.append(master)
+            if self.view.choose(service, [master]) == master:
+                break  # not superseded: good enough
+        chosen = self.view.choose(service, answers)
+        if chosen is None:
+            if unknown:
+                more = f"; unreachable: {'; '.join(errors)}" if errors else ""
+                raise MasterNotFoundError(
+                    f"no sentinel knows a master named {service!r} (asked {', '.join(unknown)}){more}"
+                )
+            raise ConnectionError(f"no sentinel of {service!r} answered: {'; '.join(errors)}")
+        if asked is not None:
+            gevent.spawn(self._refresh_sentinels, service, asked)
+        return chosen
+
+    def _refresh_sentinels(self, service: str, address: Address) -> None:
+        try:
+            reply = self._ask(address, "SENTINEL", "SENTINELS", service)
+        except (ConnectionError, TimeoutError, ReplyError):
+            return
+        self._apply(self.view.sentinels_reported(reply))
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ConnectionError(f"{self!r} is closed")
+
+    # -- connecting clients --------------------------------------------------------------
+
+    def _connect(self, client: SentinelRedis, params: ConnectionParams, on_push: Any) -> Connection:
+        self._check_open()
+        self._watch()
+        if client.role == "replica":
+            conn = self._connect_replica(client.service, params, on_push)
+            if conn is not None:
+                return conn
+        return self._connect_master(client.service, params, on_push)
+
+    def _connect_master(self, service: str, params: ConnectionParams, on_push: Any) -> Connection:
+        """A connection to the master of ``service``, confirmed with ROLE; waits through a
+        failover up to ``failover_timeout`` (woken at once by an announcement)."""
+        deadline = monotonic() + self.failover_timeout
+        backoff = Backoff(0.02, 0.5)
+        while True:
+            generation = self.view.generation(service)
+            address = self.view.master(service) or self._discover(service)
+            try:
+                conn = self._open_checked(service, address, params, on_push, "master")
+            except AuthenticationError:
+                raise
+            except (ConnectionError, TimeoutError) as e:
+                self.view.failed(service, address)
+                last = f"{_show(address)}: {e}"
+            else:
+                current = self.view.master(service)
+                if current is not None and current != address:
+                    conn.close()  # an announcement moved the master while we connected: go there
+                    continue
+                if self.view.generation(service) != generation and current is None:
+                    log.debug("%s: %s confirmed after a switch began", service, _show(address))
+                self._apply(self.view.confirmed(service, address))
+                return conn
+            left = deadline - monotonic()
+            if left <= 0:
+                raise ConnectionError(
+                    f"no master of {service!r} answered within failover_timeout={self.failover_timeout}s "
+                    f"(last: {last})"
+                )
+            self._changed_event(service).wait(min(left, backoff.failure()))
+
+    def _connect_replica(self, service: str, params: ConnectionParams, on_push: Any) -> Optional[Connection]:
+        try:
+            reply, _ = self._ask_any(service, "SENTINEL", "REPLICAS", service)
+        except ConnectionError:
+            return None  # the master path says which sentinels failed
+        replicas = replica_addresses(reply)
+        random.shuffle(replicas)
+        for address in replicas:
+            try:
+                return self._open_checked(service, address, params, on_push, "slave")
+            except AuthenticationError:
+                raise
+            except (ConnectionError, TimeoutError) as e:
+                log.debug("%s: replica %s refused: %s", service, _show(address), e)
+        return None
+
+    def _open_checked(
+        self, service: str, address: Address, params: ConnectionParams, on_push: Any, role: str
+    ) -> Connection:
+        where = _show(address)
+
+        def check(conn: Connection, timeout: Optional[float]) -> None:
+            reply = conn.call(_ROLE, timeout)
+            if isinstance(reply, NoPermissionError):
+                return  # an ACL user without ROLE: trust the sentinels, as redis-py always does
+            if isinstance(reply, ReplyError):
+                if reply.prefix == "NOAUTH":  # no point waiting for another master: say it
+                    raise AuthenticationError(f"{where} requires a password ({reply}): pass password=")
+                raise ConnectionError(f"ROLE on {where} failed: {reply}")
+            actual = role_of(reply)
+            if actual != role:
+                raise _WrongRole(f"{where} is a {actual}, not a {role} of {service!r}")
+
+        return open_connection(params.replace(host=address[0], port=address[1]), on_push=on_push, check=check)
+
+    # -- following announcements ---------------------------------------------------------
+
+    def _changed_event(self, service: str) -> Event:
+        event = self._changed.get(service)
+        if event is None:
+            event = self._changed[service] = Event()
+        return event
+
+    def _apply(self, effects: list) -> None:
+        for effect in effects:
+            if isinstance(effect, MasterChanged):
+                old = _show(effect.old) if effect.old else "unknown"
+                log.warning("%s: master %s -> %s (%s)", effect.service, old, _show(effect.new), effect.source)
+                reason = (
+                    f"{effect.service!r} failed over to {_show(effect.new)} ({effect.source}): "
+                    "this call's connection to the old master was closed; it may or may not have run"
+                )
+                for client in list(self._clients):
+                    if client.service == effect.service and client.role == "master":
+                        client._drop_all_but(effect.new, reason)
+                event = self._changed.pop(effect.service, None)
+                if event is not None:
+                    event.set()
+            elif isinstance(effect, SentinelFound) and self._watchers:
+                self._start_watcher(effect.address)
+
+    def _watch(self) -> None:
+        """Listen to every known sentinel (once; again in a forked child)."""
+        if self._pid != os.getpid():
+            self._reset_after_fork()
+        if self.closed:
+            return
+        for address in self.view.sentinels:
+            if address not in self._watchers:
+                self._start_watcher(address)
+
+    def _start_watcher(self, address: Address) -> None:
+        if address not in self._watchers and not self.closed:
+            self._watchers[address] = gevent.spawn(self._watch_one, address)
+
+    def _watch_one(self, address: Address) -> None:
+        """Subscribe to one sentinel's announcements, again after every disconnect (and then
+        recheck each service: an announcement may have gone by meanwhile)."""
+        backoff = Backoff(0.1, 2.0)
+        first = True
+        while not self.closed and self._pid == os.getpid():
+            ended = Event()
+            try:
+                conn = open_connection(
+                    self._params(address),
+                    on_push=lambda reply: self._on_push(address, reply),
+                    on_close=lambda conn, exc, ended=ended: ended.set(),
+                )
+            except (ConnectionError, TimeoutError) as e:
+                log.debug("sentinel %s: %s", _show(address), e)
+                gevent.sleep(backoff.failure())
+                continue
+            self._watch_conns[address] = conn
+            try:
+                conn.send(pack(("SUBSCRIBE", *CHANNELS)))
+                if not first:
+                    for service in self.view.services():
+                        gevent.spawn(self._recheck, service)
+                first = False
+                backoff.reset()
+                ended.wait()
+            finally:
+                conn.close()
+                self._watch_conns.pop(address, None)
+            gevent.sleep(backoff.failure())
+
+    def _on_push(self, address: Address, reply: Any) -> None:
+        """In the event loop: one message from a sentinel's subscription."""
+        if isinstance(reply, ReplyError):
+            log.warning("sentinel %s refused the subscription: %s", _show(address), reply)
+            return
+        if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
+            self._apply(self.view.announced(reply[1], reply[2]))
+
+    def _recheck(self, service: str) -> None:
+        """After a subscription gap: does a sentinel name another master that says so?"""
+        try:
+            address = self._discover(service)
+            if address == self.view.master(service):
+                return
+            conn = self._open_checked(service, address, self._sentinel_data_params(service), None, "master")
+        except (ConnectionError, TimeoutError, ValueError):
+            return
+        conn.close()
+        self._apply(self.view.confirmed(service, address))
+
+    def _sentinel_data_params(self, service: str) -> ConnectionParams:
+        for client in list(self._clients):
+            if client.service == service:
+                return client.params
+        raise ConnectionError(f"no client of {service!r}")
+
+
+class SentinelRedis(Redis):
+    """A ``Redis`` of a Sentinel service: made by ``Sentinel.master_for``/``replica_for``."""
+
+    def __init__(self, sentinel: Sentinel, service: str, role: str = "master", **kwargs: Any) -> None:
+        if not service or not isinstance(service, str):
+            raise ValueError(f"a service name is a non-empty str, not {service!r}")
+        self.sentinel = sentinel
+        self.service = service
+        self.role = role
+        self._owns_sentinel = False
+        super().__init__(**kwargs)
+        sentinel._clients.add(self)
+        sentinel._watch()
+
+    @classmethod
+    def from_url(cls, url=None, max_blocking=64, **options):
+        """A ``master_for`` client of ``redis+sentinel://...``; it owns its ``Sentinel``."""
+        parsed = parse_sentinel_url(url, **options)
+        sentinel = Sentinel(
+            parsed.sentinels,
+            sentinel_password=parsed.sentinel_password,
+            sentinel_username=parsed.sentinel_username,
+            sentinel_timeout=parsed.sentinel_timeout,
+            failover_timeout=parsed.failover_timeout,
+        )
+        client = cls(sentinel, parsed.service, "master", params=parsed.params, max_blocking=max_blocking)
+        client._owns_sentinel = True
+        return client
+
+    def __repr__(self) -> str:
+        return f"<Redis {self.role} of {self.service!r} via {self.sentinel!r} db={self.params.db}>"
+
+    def _where(self) -> str:
+        return f"the {self.role} of {self.service!r}"
+
+    def _open_connection(self, params: ConnectionParams, on_push: Any) -> Connection:
+        conn = self.sentinel._connect(self, params, on_push)
+        self.params = self.params.replace(host=conn.params.host, port=conn.params.port)
+        return conn
+
+    def _drop_all_but(self, address: Address, reason: str) -> None:
+        for conn in list(self._owned.conns):
+            if (conn.params.host, conn.params.port) != address:
+                conn.close(ConnectionError(reason))
+
+    # -READONLY: the node we write to was demoted without our hearing of it
+    def _call_one(self, first, command, timeout):
+        reply = super()._call_one(first, command, timeout)
+        if reply.__class__ is ReadOnlyError and self.role == "master":
+            self._demoted(reply)
+        return reply
+
+    def _call_many(self, packed_list, timeout):
+        replies = super()._call_many(packed_list, timeout)
+        if self.role == "master" and any(r.__class__ is ReadOnlyError for r in replies):
+            self._demoted(next(r for r in replies if r.__class__ is ReadOnlyError))
+        return replies
+
+    def _demoted(self, reply: ReplyError) -> None:
+        address = (self.params.host, self.params.port)
+        self.sentinel.view.failed(self.service, address)
+        error = ConnectionError(
+            f"{_show(address)} is no longer the master of {self.service!r} ({reply}): "
+            "nothing was written; the next call goes to the new master"
+        )
+        if self._shared is not None:
+            self._shared.close(error)
+        raise error
+
+    def close(self) -> None:
+        super().close()
+        if self._owns_sentinel:
+            self.sentinel.close()

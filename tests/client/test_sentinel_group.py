@@ -1,0 +1,41 @@
+"""The SentinelGroup launcher: a master, two replicas and three sentinels that fail over."""
+
+from greenredis.server import SentinelGroup
+
+
+def test_group_fails_over_on_request_and_after_a_kill(sentinel_healed):
+    group = sentinel_healed
+    old = group.master
+    assert group.current_master() == ("127.0.0.1", old.port)
+    assert len(group.replicas) == 2 and old not in group.replicas
+    assert len({s.port for s in group.servers + group.sentinels}) == 6
+    group.node_command(old, "SET", "k", "v")
+    group.node_command(old, "WAIT", "2", "1000")
+
+    new = group.failover()
+    assert new is not old and new is group.master
+    for sentinel in group.sentinels:
+        reply = sentinel.command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster")
+        assert reply == [b"127.0.0.1", str(new.port).encode()]
+    role = group.node_command(old, "ROLE")
+    assert role[0] == b"slave" and int(role[2]) == new.port
+    assert group.node_command(new, "GET", "k") == b"v"
+
+    epoch = group.config_epoch()
+    new.kill()
+    third = group.wait_failed_over(epoch)
+    assert third is not new and third.running and group.config_epoch() > epoch
+    assert group.node_command(third, "GET", "k") == b"v"
+    group.heal()
+    assert new.running and group.node_command(new, "ROLE")[0] == b"slave"
+
+
+def test_group_with_passwords_and_its_url():
+    with SentinelGroup(replicas=1, sentinels=2, quorum=1, password="pw", sentinel_password="spw") as group:
+        assert group.url == (
+            f"redis+sentinel://:pw@127.0.0.1:{group.sentinels[0].port},"
+            f"127.0.0.1:{group.sentinels[1].port}/mymaster?sentinel_password=spw"
+        )
+        assert group.sentinel_addresses == [("127.0.0.1", s.port) for s in group.sentinels]
+        old = group.master
+        assert group.failover() is not old
