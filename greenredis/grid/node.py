@@ -51,17 +51,22 @@ def default_name():
     return os.environ.get("DYNO") or f"{_stdsocket.gethostname()}:{os.getpid()}"
 
 
-def _routed_ip(params):
-    """The local address of the interface that routes to Redis (no packet is sent)."""
+def _routed_ip(redis):
+    """The local address of the interface that routes to Redis (no packet is sent);
+    for a Sentinel client, to its first sentinel (the master is not known before a
+    question, and lives on the same network)."""
+    params = redis.params
     if params.unix_socket_path:
         return "127.0.0.1"
+    sentinel = getattr(redis, "sentinel", None)
+    host, port = sentinel.view.sentinels[0] if sentinel is not None else (params.host, params.port)
     try:
-        info = socket.getaddrinfo(params.host, params.port, 0, socket.SOCK_DGRAM)[0]
+        info = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)[0]
         with socket.socket(info[0], socket.SOCK_DGRAM) as s:
             s.connect(info[4])
             return s.getsockname()[0]
     except OSError as e:
-        log.warning("grid: cannot find the address routing to %s (%s); using 127.0.0.1", params.address, e)
+        log.warning("grid: cannot find the address routing to %s:%s (%s); using 127.0.0.1", host, port, e)
         return "127.0.0.1"
 
 
@@ -118,7 +123,7 @@ class Grid:
         self.instance = os.urandom(8).hex()
         meta = clean_meta(dict(meta or {}))
         if not observe:
-            ip = ip or os.environ.get("LOCAL_IP") or meta.get("ip") or _routed_ip(self.redis.params)
+            ip = ip or os.environ.get("LOCAL_IP") or meta.get("ip") or _routed_ip(self.redis)
             meta = {"ip": str(ip), **{k: v for k, v in meta.items() if k != "ip"}}
         self._meta = meta
         self.ttl, self.interval = float(ttl), float(interval)
