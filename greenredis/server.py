@@ -107,6 +107,7 @@ class RedisServer:
         self.unix_path = os.path.join(self.dir, "redis.sock") if unixsocket else None
         self.log_path = os.path.join(self.dir, "redis.log")
         self.proc = None
+        self.paused = False
         if tls:
             self._make_certs()
 
@@ -186,6 +187,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             self.command_line(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
+        self.paused = False
         _running.add(self)
         deadline = time.monotonic() + timeout
         while not self._answers_ping():
@@ -229,9 +231,16 @@ class RedisServer:
     def pause(self):
         """SIGSTOP: the server keeps its sockets open but answers nothing."""
         self.proc.send_signal(signal.SIGSTOP)
+        self.paused = True
 
     def resume(self):
         self.proc.send_signal(signal.SIGCONT)
+        self.paused = False
+
+    @property
+    def answering(self):
+        """Running and not paused."""
+        return self.running and not self.paused
 
     def restart(self, timeout=10.0):
         """Stop (or after a kill, just start) again on the same port and dir."""
@@ -537,7 +546,7 @@ class SentinelGroup:
         """``(host, port)`` of the master as the first live sentinel that answers tells it."""
         errors = []
         for sentinel in self.sentinels:
-            if not sentinel.running:
+            if not sentinel.answering:
                 continue
             try:
                 host, port = sentinel.command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
@@ -584,7 +593,7 @@ class SentinelGroup:
         ROLE says master and every other live data node's ROLE says it is linked to it; else None."""
         import hiredis
 
-        live = [s for s in self.sentinels if s.running]
+        live = [s for s in self.sentinels if s.answering]
         if not live:
             return None
         try:
@@ -598,19 +607,19 @@ class SentinelGroup:
                 replicas = map(_pairs, sentinel.command("SENTINEL", "REPLICAS", self.service))
                 seen = {int(r["port"]): r for r in replicas}
                 for server in self.servers:
-                    if server.port == port or not server.running:
+                    if server.port == port or not server.answering:
                         continue
                     # known and reachable; its link comes from ROLE below (a sentinel's INFO
                     # of a replica is up to 10 s old)
                     if seen.get(server.port, {}).get("flags") != "slave":
                         return None
             master = self._server(port)
-            if len(ports) > 1 or master is None or not master.running:
+            if len(ports) > 1 or master is None or not master.answering:
                 return None
             if self.node_command(master, "ROLE")[0] != b"master":
                 return None
             for server in self.servers:
-                if server is master or not server.running:
+                if server is master or not server.answering:
                     continue
                 role = self.node_command(server, "ROLE")
                 if role[0] != b"slave" or int(role[2]) != port or role[3] != b"connected":
@@ -630,7 +639,7 @@ class SentinelGroup:
         """The highest config epoch any live sentinel reports for the service."""
         epochs = [0]
         for sentinel in self.sentinels:
-            if sentinel.running:
+            if sentinel.answering:
                 try:
                     info = _pairs(sentinel.command("SENTINEL", "MASTER", self.service))
                     epochs.append(int(info["config-epoch"]))
@@ -656,7 +665,7 @@ class SentinelGroup:
                 max(0.1, deadline - time.monotonic()),
                 "the sentinels to agree on a new master",
             )
-            if new != old.port and old.running:
+            if new != old.port and old.answering:
                 self.node_command(old, "REPLICAOF", "127.0.0.1", str(new))
         return self.wait_failed_over(epoch, max(0.1, deadline - time.monotonic()))
 
@@ -675,13 +684,13 @@ class SentinelGroup:
             ports = {
                 int(s.command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)[1])
                 for s in self.sentinels
-                if s.running
+                if s.answering
             }
             if len(ports) != 1:
                 return None
             port = ports.pop()
             master = self._server(port)
-            ok = master is not None and master.running and self.node_command(master, "ROLE")[0] == b"master"
+            ok = master is not None and master.answering and self.node_command(master, "ROLE")[0] == b"master"
             return port if ok else None
         except (OSError, hiredis.ReplyError, ValueError, IndexError, TypeError):
             return None
@@ -696,7 +705,7 @@ class SentinelGroup:
     def heal(self, timeout=60.0):
         """Restart whatever was killed, resume what was paused, and wait until settled."""
         for process in self.sentinels + self.servers:
-            if process.proc is not None and process.proc.poll() is None:
+            if process.running:
                 process.resume()
         for sentinel in self.sentinels:
             if not sentinel.running:
@@ -708,7 +717,7 @@ class SentinelGroup:
 
     def _ask_failover(self):
         for sentinel in self.sentinels:
-            if sentinel.running:
+            if sentinel.answering:
                 try:
                     return sentinel.command("SENTINEL", "FAILOVER", self.service) == b"OK"
                 except OSError:
@@ -735,8 +744,10 @@ class SentinelGroup:
     def _describe(self):
         lines = []
         for sentinel in self.sentinels:
-            if not sentinel.running:
-                lines.append(f"  sentinel {sentinel.port}: not running")
+            if not sentinel.answering:
+                lines.append(
+                    f"  sentinel {sentinel.port}: " + ("paused" if sentinel.running else "not running")
+                )
                 continue
             try:
                 info = _pairs(sentinel.command("SENTINEL", "MASTER", self.service))
@@ -748,8 +759,8 @@ class SentinelGroup:
             except Exception as e:
                 lines.append(f"  sentinel {sentinel.port}: {e}")
         for server in self.servers:
-            if not server.running:
-                lines.append(f"  node {server.port}: not running")
+            if not server.answering:
+                lines.append(f"  node {server.port}: " + ("paused" if server.running else "not running"))
                 continue
             try:
                 role = self.node_command(server, "ROLE")

@@ -51,6 +51,9 @@ __all__ = ["Sentinel", "SentinelRedis"]
 log = logging.getLogger(__name__)
 
 _ROLE = pack(("ROLE",))
+REFRESH_EVERY = (
+    10.0  # seconds between SENTINEL SENTINELS questions per service (discovery runs often in a failover)
+)
 
 
 def _show(address: Address) -> str:
@@ -103,6 +106,7 @@ class Sentinel:
         self.closed = False
         self._clients: weakref.WeakSet[SentinelRedis] = weakref.WeakSet()
         self._changed: dict[str, Event] = {}
+        self._refreshed: dict[str, float] = {}
         self._reset_after_fork()
 
     def _reset_after_fork(self) -> None:
@@ -194,10 +198,12 @@ class Sentinel:
                 reply = self._ask(address, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", service)
                 master = parse_address(reply)
             except (ConnectionError, TimeoutError, ReplyError, ValueError) as e:
+                hint = ""
                 if isinstance(e, AuthenticationError):
-                    errors.append(f"{_show(address)}: {e} (the sentinels' password is sentinel_password)")
-                else:
-                    errors.append(f"{_show(address)}: {e}")
+                    hint = " (the sentinels' password is sentinel_password)"
+                elif "unknown command" in str(e).lower():
+                    hint = " (not a sentinel?)"
+                errors.append(f"{_show(address)}: {str(e).strip()}{hint}")
                 continue
             if master is None:
                 unknown.append(_show(address))
@@ -215,7 +221,8 @@ class Sentinel:
                     f"no sentinel knows a master named {service!r} (asked {', '.join(unknown)}){more}"
                 )
             raise ConnectionError(f"no sentinel of {service!r} answered: {'; '.join(errors)}")
-        if asked is not None:
+        if asked is not None and monotonic() - self._refreshed.get(service, -REFRESH_EVERY) >= REFRESH_EVERY:
+            self._refreshed[service] = monotonic()
             gevent.spawn(self._refresh_sentinels, service, asked)
         return chosen
 
