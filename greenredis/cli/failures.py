@@ -100,6 +100,9 @@ def _describe_sentinel(exc, text):
     """(message, hint) for what a Sentinel client says when it finds no master, else None."""
     if isinstance(exc, MasterNotFoundError):
         return (redact_text(text), "check the service name: the path of the URL, /SERVICE[/DB]")
+    at = text.find("no sentinel of ")
+    if isinstance(exc, ConnectionError) and at > 0 and text.endswith(")"):
+        text = text[at:-1]  # "... unreachable, next attempt in 0.1s (last error: no sentinel of ...)"
     if isinstance(exc, ConnectionError) and text.startswith("no sentinel of "):
         if "unknown command 'SENTINEL'" in text:
             return (

@@ -360,8 +360,15 @@ class Grid:
     # -- the listener greenlet ------------------------------------------------
 
     def _listen(self):
+        backoff = Backoff(0.05, min(2.0, self.interval))
         while not self.stopped:
-            self._listen_once()
+            if self._listen_once():
+                backoff.reset()
+                continue
+            # the subscription ended by itself (its client was closed): a new one, after
+            # a pause, so a client that stays closed cannot make this loop spin
+            self._sub = None
+            gevent.sleep(backoff.failure())
 
     def _resubscribe(self):
         """Drop the subscription; the listener opens a new one (on the server the
@@ -372,6 +379,8 @@ class Grid:
             sub.close()
 
     def _listen_once(self):
+        """Subscribe (if need be) and handle messages until the subscription ends; False
+        if it ended by itself rather than by ``_resubscribe``."""
         backoff = Backoff(0.05, min(2.0, self.interval))
         while self._sub is None:
             try:
@@ -398,9 +407,9 @@ class Grid:
                 self._resubscribe()
                 self._refused_channel(e)
                 gevent.sleep(_refused_delay(backoff, self.interval))
-                return
+                return True
             if message is None:
-                return  # closed: by stop(), or by _resubscribe()
+                return sub is not self._sub  # True: _resubscribe() closed it (or stop())
             batch = [message]
             while len(batch) < 1000:  # take what is already queued: one fetch round trip for all
                 more = sub.get(timeout=0)
