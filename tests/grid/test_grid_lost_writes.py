@@ -223,3 +223,43 @@ def test_grid_moved_to_a_fresh_server_without_a_dropped_connection(make_server, 
         r.close()
     finally:
         proxy.close()
+
+
+CLOSED_CLIENT = """
+import sys, gevent, greenredis
+from greenredis.grid.node import Grid
+url = sys.argv[1]
+r = greenredis.Redis.from_url(url)
+g = Grid(r, name="a", ttl=20, interval=0.5).start()
+assert g.wait(10)
+listened = []
+listen_once = g._listen_once
+g._listen_once = lambda: listened.append(1) or listen_once()
+r.close()
+admin = greenredis.Redis.from_url(url)
+admin.cmd(["CLIENT", "KILL", "TYPE", "pubsub"])  # the subscription finds its client closed
+admin.close()
+gevent.sleep(1.0)
+print(len(listened))
+"""
+
+
+def test_a_closed_client_does_not_make_the_listener_spin(redis_server):
+    """The client given to the Grid is closed under it and its subscription ends by
+    itself: the listener tries again with backoff. (It spun on the ended subscription,
+    starving every other greenlet, once it learnt to reopen subscriptions: in a child
+    process, so that a spin fails this test instead of hanging the suite.)"""
+    import subprocess
+    import sys
+
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", CLOSED_CLIENT, redis_server.url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the listener spun: the process never got past gevent.sleep(1)") from None
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout.split()[-1]) < 40
