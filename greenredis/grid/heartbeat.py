@@ -61,9 +61,9 @@ class Emit:
 
 @dataclass(frozen=True, slots=True)
 class Resubscribe:
-    """Open the listener's subscription anew: Redis lost our key while the connection
-    stayed up, so it may be another server now (a failover), one whose channel the
-    old subscription does not hear."""
+    """Open the listener's subscription anew: Redis lost our key, or the writer is back
+    from an error while the listener heard no gap, so the client may reach another
+    server now (a failover), one whose channel the old subscription does not hear."""
 
 
 Action = Any  # Fetch | Emit | Resubscribe
