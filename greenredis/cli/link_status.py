@@ -4,8 +4,7 @@ Polls INFO replication on URL (a replica) and prints timestamped lines:
 ``STATUS: master_link_status:down``, then ``waiting for master_link_status:up``
 with the sync progress, until ``STATUS: master_link_status:up`` - the way
 operators watched a resync after ``CONFIG SET MASTERAUTH``. Exits 0 when the link
-is up, 1 on --timeout, 2 if the server is not a replica. A ``redis+sentinel://`` URL
-watches a replica of its service (the master when it has none: exit 2).
+is up, 1 on --timeout, 2 if the server is not a replica.
 """
 
 import time
@@ -16,11 +15,7 @@ from greenredis.client.redis import Redis
 
 
 def add_arguments(parser):
-    parser.add_argument(
-        "url",
-        help="the replica to watch, e.g. redis://127.0.0.1:6380, or redis+sentinel://HOST:26379/SERVICE "
-        "for a replica of that service",
-    )
+    parser.add_argument("url", help="the replica to watch, e.g. redis://127.0.0.1:6380")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
     parser.add_argument(
         "--timeout", type=float, default=None, help="give up after this many seconds (exit 1)"
@@ -40,23 +35,7 @@ def parse_info(text):
 
 
 def _client(url):
-    from greenredis.url import is_sentinel_url, parse_sentinel_url
-
-    if not is_sentinel_url(url):
-        r = Redis.from_url(url, timeout=5.0)
-        return lambda: r.cmd(["INFO", "replication"])
-    # redis+sentinel://: a replica of the service, as the sentinels list them
-    from greenredis.client.sentinel import Sentinel
-
-    parsed = parse_sentinel_url(url, timeout=5.0)
-    sentinel = Sentinel(
-        parsed.sentinels,
-        sentinel_password=parsed.sentinel_password,
-        sentinel_username=parsed.sentinel_username,
-        sentinel_timeout=parsed.sentinel_timeout,
-        failover_timeout=parsed.failover_timeout,
-    )
-    r = sentinel.replica_for(parsed.service, params=parsed.params)
+    r = Redis.from_url(url, timeout=5.0)
     return lambda: r.cmd(["INFO", "replication"])
 
 
