@@ -80,9 +80,12 @@ def _settled_on_the_new_master(group, nodes, observer, marker):
         keys = [f"redgrid:::{n}" for n in NAMES]
         wait_for(lambda: r.cmd(["EXISTS", *keys]) == 20, timeout=60, what="registered on the new master")
         wait_for(lambda: r.cmd(["ZCARD", "redgrid-index::"]) == 20, timeout=60, what="indexed there")
-        wait_for(
-            lambda: r.cmd(["PUBSUB", "NUMSUB", "redgrid::"])[1] == 21, timeout=60, what="listeners there"
-        )
+        try:
+            wait_for(lambda: r.cmd(["PUBSUB", "NUMSUB", "redgrid::"])[1] == 21, timeout=60, what="listeners")
+        except AssertionError:
+            channels = [g.status["channel"] for g in nodes + [observer]]
+            count = r.cmd(["PUBSUB", "NUMSUB", "redgrid::"])[1]
+            raise AssertionError(f"{count} listeners on the new master (not 21): {channels}") from None
         nodes[7].update_meta(v=marker)
         views = nodes + [observer]
         wait_for(lambda: all(g.nodes()["n07"]["v"] == marker for g in views), timeout=60, what="update heard")
