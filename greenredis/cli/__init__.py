@@ -100,6 +100,7 @@ def _main(argv):
         except ValueError as e:
             raise Fatal(str(e), "--log-level or LOG_LEVEL", code=2) from None
         args.log_level_set = bool(args.log_level or os.environ.get("LOG_LEVEL"))
+        logs.extra_secrets[:] = logs.url_secrets(getattr(args, "url", None))
         logs.setup(level)
         return modules[args.command].run(args) or 0
     except Fatal as e:

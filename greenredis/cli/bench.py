@@ -115,7 +115,15 @@ def run(args):
     server = None
     url = args.url
     if url:
-        from greenredis.cli.failures import probe
+        from greenredis.cli.failures import Fatal, probe
+        from greenredis.url import is_sentinel_url
+
+        if is_sentinel_url(url):
+            raise Fatal(
+                "bench measures one server against redis-py: a redis+sentinel:// URL names sentinels",
+                "give --url the master's redis:// URL",
+                code=2,
+            )
 
         probe(url)
     else:

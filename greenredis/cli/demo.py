@@ -145,10 +145,10 @@ def leave(redis, sims, timeout=2.0):
     try:
         left = redis.cmd([["EXISTS", s.grid.key] for s in sims], timeout=timeout)
     except RedisError as e:
-        from greenredis.cli.failures import describe
+        from greenredis.cli.failures import describe, where
 
         return (
-            f"stopped; could not tell the grid ({describe(e, redis.params.address)[0]}): "
+            f"stopped; could not tell the grid ({describe(e, where(redis))[0]}): "
             f"peers will drop the instances within GRID_TTL"
         )
     still = [s.name for s, n in zip(sims, left) if n]
@@ -164,7 +164,7 @@ def run(args):
         monkey.patch_all()
     import gevent
 
-    from greenredis.cli.failures import Fatal, describe, probe
+    from greenredis.cli.failures import Fatal, describe, probe, where
     from greenredis.client.redis import Redis
 
     url = args.url or DEFAULT_URL
@@ -180,7 +180,8 @@ def run(args):
         # the demo's own line says Redis is unreachable; the grid's per-instance lines would repeat it
         logging.getLogger("greenredis.grid").setLevel(logging.ERROR)
         logging.getLogger("greenredis.client").setLevel(logging.ERROR)
-    redis = Redis(params=params)
+    redis = Redis.from_url(url)  # redis+sentinel:// too: follows the master
+    address = where(params)
     sims = [SimInstance(redis, f"{args.prefix}web.{i + 1}", "web", i) for i in range(args.web)]
     sims += [
         SimInstance(redis, f"{args.prefix}worker.{i + 1}", "worker", 100 + i) for i in range(args.workers)
@@ -212,13 +213,11 @@ def run(args):
                 wait = backoff.failure()
                 if failing_since is None:
                     failing_since = time.monotonic()
-                    log.warning(
-                        "cannot publish (%s); retrying in %g s", describe(error, params.address)[0], wait
-                    )
+                    log.warning("cannot publish (%s); retrying in %g s", describe(error, address)[0], wait)
                 elif wait >= backoff.most:  # rate-limited: once per longest wait
                     log.warning(
                         "still cannot publish (%s) for %.0f s; retrying every %g s",
-                        describe(error, params.address)[0],
+                        describe(error, address)[0],
                         time.monotonic() - failing_since,
                         wait,
                     )

@@ -12,14 +12,19 @@ from urllib.parse import urlsplit
 from greenredis.errors import (
     AuthenticationError,
     ConnectionError,
+    MasterNotFoundError,
     ProtocolError,
     RedisError,
     ReplyError,
     TimeoutError,
 )
-from greenredis.url import redact_text, redact_url
+from greenredis.url import SentinelURL, is_sentinel_url, redact_text, redact_url
 
 URL_HINT = "set REDIS_URL or --url, e.g. redis://:PASSWORD@127.0.0.1:6379/0"
+SENTINEL_HINT = (
+    "the URL lists the sentinels and the service they watch: "
+    "redis+sentinel://[:PASSWORD@]HOST:26379[,HOST:26379...]/SERVICE[/DB]"
+)
 
 
 class Fatal(Exception):
@@ -46,6 +51,9 @@ def auth_problem(text):
 def describe(exc, address="Redis", timeout=None):
     """(message, hint) for an error met talking to Redis at ``address``."""
     text = str(exc)
+    sentinel = _describe_sentinel(exc, text)
+    if sentinel is not None:
+        return sentinel
     auth = auth_problem(text) if isinstance(exc, (ReplyError, ConnectionError)) else None
     if isinstance(exc, AuthenticationError) and auth is None:
         auth = "wrongpass"
@@ -88,8 +96,40 @@ def describe(exc, address="Redis", timeout=None):
     return (f"{address}: {redact_text(text)}", None)
 
 
+def _describe_sentinel(exc, text):
+    """(message, hint) for what a Sentinel client says when it finds no master, else None."""
+    if isinstance(exc, MasterNotFoundError):
+        return (redact_text(text), "check the service name: the path of the URL, /SERVICE[/DB]")
+    at = text.find("no sentinel of ")
+    if isinstance(exc, ConnectionError) and at > 0 and text.endswith(")"):
+        text = text[at:-1]  # "... unreachable, next attempt in 0.1s (last error: no sentinel of ...)"
+    if isinstance(exc, ConnectionError) and text.startswith("no sentinel of "):
+        if "unknown command 'SENTINEL'" in text:
+            return (
+                f"{redact_text(text.partition(':')[0])}: a listed address is a Redis, not a sentinel",
+                SENTINEL_HINT,
+            )
+        refused = "refused" in text.lower()
+        return (
+            redact_text(text) if not refused else f"{redact_text(text)} (are the sentinels running?)",
+            SENTINEL_HINT,
+        )
+    return None
+
+
+def where(params):
+    """What messages call the server of ``check_url``'s result, or of a client."""
+    if isinstance(params, SentinelURL):
+        return f"the master of {params.service!r}"
+    service = getattr(params, "service", None)  # a Sentinel client
+    if service is not None:
+        return f"the {params.role} of {service!r}"
+    return getattr(params, "params", params).address
+
+
 def check_url(url, what="Redis URL"):
-    """Parse ``url`` as the client will; a ``Fatal`` (exit 2) that never shows its password."""
+    """Parse ``url`` as the client will; a ``Fatal`` (exit 2) that never shows its password.
+    Returns its ``ConnectionParams``, or for ``redis+sentinel://`` its ``SentinelURL``."""
     from greenredis.url import parse_url
 
     shown = redact_url(url)
@@ -101,7 +141,17 @@ def check_url(url, what="Redis URL"):
         hint = URL_HINT
         if url.startswith("/"):
             hint = f"for a unix socket write unix://{url}; otherwise {URL_HINT}"
-        raise Fatal(f"{shown!r} is not a Redis URL (redis://, rediss:// or unix://)", hint, code=2)
+        raise Fatal(
+            f"{shown!r} is not a Redis URL (redis://, rediss://, unix:// or redis+sentinel://)", hint, code=2
+        )
+    if is_sentinel_url(url):
+        from greenredis.url import parse_sentinel_url
+
+        try:
+            return parse_sentinel_url(url)
+        except ValueError as e:
+            message = redact_text(str(e).replace(repr(url), repr(shown)), _passwords(parts))
+            raise Fatal(f"bad {what}: {message}", SENTINEL_HINT, code=2) from None
     try:
         if parts.scheme.lower() != "unix" and parts.port == 0:
             raise ValueError(f"port 0 in {url!r} is not a port")
@@ -127,13 +177,18 @@ def _passwords(parts):
 def probe(url, timeout=5.0):
     """Connect to ``url`` and PING within ``timeout``; a ``Fatal`` saying what is wrong.
 
-    Returns the ``ConnectionParams``. The message says which it is: a bad URL, a
-    refused connection, no answer in time, WRONGPASS / NOAUTH, or not Redis."""
+    Returns what ``check_url`` does. The message says which it is: a bad URL, a
+    refused connection, no answer in time, WRONGPASS / NOAUTH, or not Redis; for a
+    ``redis+sentinel://`` URL also no sentinel answering, an unknown service, or an
+    address that is not a sentinel."""
     from greenredis.client.redis import Redis
 
     params = check_url(url)
-    address = params.address
-    r = Redis(params=params.replace(connect_timeout=timeout, timeout=timeout))
+    address = where(params)
+    options = {"connect_timeout": timeout, "timeout": timeout}
+    if isinstance(params, SentinelURL):
+        options["failover_timeout"] = timeout  # no master within it: say so, do not wait 30 s
+    r = Redis.from_url(url, **options)
     try:
         reply = r.cmd(["PING"])
     except RedisError as e:
@@ -148,8 +203,11 @@ def probe(url, timeout=5.0):
 
 def transient(exc):
     """True for errors that may pass by themselves (refused, no answer, a dropped link);
-    False for those that need a fix (a wrong password, not Redis)."""
+    False for those that need a fix (a wrong password, not Redis, a service no sentinel
+    knows, an address that is not a sentinel)."""
     text = str(exc)
     if auth_problem(text) or isinstance(exc, (AuthenticationError, ProtocolError)) or "not RESP" in text:
+        return False
+    if isinstance(exc, MasterNotFoundError) or "unknown command 'SENTINEL'" in text:
         return False
     return isinstance(exc, (ConnectionError, TimeoutError, OSError))

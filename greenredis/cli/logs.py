@@ -71,23 +71,39 @@ def formatter(with_time=True, secrets=(), tracebacks=True):
     return RedactingFormatter(fmt, "%Y-%m-%d %H:%M:%S", secrets, tracebacks)
 
 
+def url_secrets(url):
+    """The passwords in ``url``: its own and any ``*password=`` query value
+    (``redis+sentinel://...?sentinel_password=``), as written and unquoted."""
+    from urllib.parse import parse_qsl, unquote, urlsplit
+
+    found = []
+    try:
+        parts = urlsplit(url or "")
+        password = parts.password
+        query = parse_qsl(parts.query)
+    except ValueError:
+        return found
+    values = [password] if password else []
+    values += [v for k, v in query if "password" in k.lower() and v]
+    for value in values:
+        found += [value, unquote(value)]
+    return found
+
+
 def secrets_from_env(env=None):
     """The values a log line must never show: passwords of REDIS_URL, TEMPO_PASSWORD, keys."""
-    from urllib.parse import unquote, urlsplit
-
     env = os.environ if env is None else env
     found = []
     for name in ("TEMPO_PASSWORD", "TEMPO_SECRET_KEY", "SECRET_KEY"):
         if env.get(name):
             found.append(env[name])
     for name in ("REDIS_URL",):
-        try:
-            password = urlsplit(env.get(name) or "").password
-        except ValueError:
-            password = None
-        if password:
-            found += [password, unquote(password)]
-    return found
+        found += url_secrets(env.get(name))
+    return found + list(extra_secrets)
+
+
+#: more values to mask, from the command line (``--url``, a positional URL)
+extra_secrets: list = []
 
 
 def setup(level=logging.INFO, stream=None, secrets=()):

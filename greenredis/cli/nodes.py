@@ -87,7 +87,7 @@ def _print_event(event, out):
 
 
 def run(args, out=None):
-    from greenredis.cli.failures import Fatal, check_url, probe
+    from greenredis.cli.failures import Fatal, check_url, probe, where
     from greenredis.url import DEFAULT_URL
 
     out = out or sys.stdout
@@ -110,7 +110,7 @@ def run(args, out=None):
     grid.start()
     try:
         if not grid.wait(args.timeout):
-            raise Fatal(f"no answer from {grid.redis.params.address} within {args.timeout:g} s")
+            raise Fatal(f"no answer from {where(grid.redis)} within {args.timeout:g} s")
         gevent.sleep(0)  # let fetches already under way land
         health = {n: h for n, h in grid.health().items() if h["state"] != "gone"}
         domain, version = grid.layout.domain, grid.layout.version

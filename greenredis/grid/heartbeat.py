@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from greenredis.errors import ReplyError
 from greenredis.grid.view import INSTANCE_FIELD, GridDataError, GridEvent, GridView, Layout, valid_instance
 
-__all__ = ["Heartbeat", "ServerClock", "Plan", "Fetch", "Emit"]
+__all__ = ["Heartbeat", "ServerClock", "Plan", "Fetch", "Emit", "Resubscribe"]
 
 log = logging.getLogger("greenredis.grid")
 
@@ -59,7 +59,14 @@ class Emit:
     events: Tuple[GridEvent, ...]
 
 
-Action = Any  # Fetch | Emit
+@dataclass(frozen=True, slots=True)
+class Resubscribe:
+    """Open the listener's subscription anew: Redis lost our key, or the writer is back
+    from an error while the listener heard no gap, so the client may reach another
+    server now (a failover), one whose channel the old subscription does not hear."""
+
+
+Action = Any  # Fetch | Emit | Resubscribe
 
 
 class ServerClock:
@@ -119,6 +126,10 @@ class ServerClock:
             self._wall, self._mono = now, mono
         self._again = self.source != "local"
 
+    def remeasure(self) -> None:
+        """Measure again at the next beat, keeping the offset till then."""
+        self._again = True
+
     def forget(self) -> None:
         """Measure again before the next score (Redis may be another server now)."""
         self.offset = None
@@ -175,6 +186,7 @@ class Heartbeat:
             "errors": 0,
             "pings_answered": 0,
             "events_dropped": 0,
+            "reregistered": 0,
         }
         self.ready = False  # registered (if a member) and reconciled once
         self.twins: Dict[str, float] = {}  # other process ids seen under our name -> when (local)
@@ -196,6 +208,9 @@ class Heartbeat:
         self._next_beat = -1e18
         self._probe: Optional[str] = None
         self.deaf = False  # the channel is refused: reconcile in full every time
+        # Redis failed us and the listener has not reconnected since: when Redis is back
+        # (maybe another server: a failover), the listener must move too
+        self._relisten = False
 
     # -- the writer -------------------------------------------------------------
 
@@ -305,16 +320,19 @@ class Heartbeat:
 
     def on_replies(self, plan: Plan, replies: Sequence[Any], now: float) -> List[Action]:
         """The replies of ``plan``'s batch, received at ``now`` -> actions."""
+        actions: List[Action] = []
         if self.view.stale:
             log.warning(
                 "grid %s: Redis is back; %s", self.who, "re-reading" if self.observe else "re-registering"
             )
             self.view.recover(now)
+            if self._relisten:  # the writer reconnected, the listener did not: it may hear another server
+                self._relisten = False
+                actions.append(Resubscribe())
         if not self.observe:
             self.view.touch_self(now)
         self._trim = (None, None)
         self._clobber = self._index_clobber = False
-        actions: List[Action] = []
         zrange = expire_at = None
         refused = False
         for role, command, reply in zip(plan.roles, plan.commands, replies):
@@ -364,7 +382,7 @@ class Heartbeat:
                         self._twin(owner, now, "our key")
                     self.need_register = True  # the key is another's now: write ours again
             elif role == "pexpire" and not plan.register and reply == 0:
-                self.need_register = True  # Redis lost our key: register again
+                actions += self._lost_key()
             elif role == "zrange":
                 zrange = reply
         if refused:  # Redis refused a command (OOM, ACL...): do not spin on it
@@ -383,6 +401,19 @@ class Heartbeat:
                 self.need_full = full
         self.ready = self.ready or "zrange" in plan.roles
         return actions
+
+    def _lost_key(self) -> List[Action]:
+        """Redis lost our key (it expired while we stalled, or a failover lost the
+        latest writes, or this is another server now): register again, re-read
+        everyone, ask the peers to re-register, measure the clock again (in the same
+        batch) and listen anew, as after a reconnect."""
+        self.stats["reregistered"] += 1
+        log.warning("grid %s: Redis lost our key %s; registering again", self.who, self.key)
+        self.need_register = self.need_full = self.need_ping = True
+        self.clock.remeasure()
+        self._relisten = False
+        self._announced = None  # peers may have re-read the old meta: send ours again
+        return [Resubscribe()]
 
     def _clock_fallback(self, source: str, why: str) -> None:
         if self.clock.source == source:
@@ -441,6 +472,8 @@ class Heartbeat:
         self.need_full = True
         self.need_register = self.need_ping = not self.observe
         self.clock.forget()
+        self._relisten = True
+        self._announced = None  # Redis may have lost our last meta, peers may read the old one
 
     def next_wake(self, now: float, mono: Optional[float] = None) -> float:
         """When ``plan`` has something to do next (local time)."""
@@ -464,7 +497,7 @@ class Heartbeat:
 
     def on_subscribed(self) -> bool:
         """The listener (re)subscribed; True if the writer must be woken to catch up."""
-        self.deaf = False
+        self.deaf = self._relisten = False
         if self.ready:  # the writer went ahead without us: catch up on what we missed
             self.need_full = True
             self.need_ping = not self.observe
@@ -482,8 +515,10 @@ class Heartbeat:
         wake = False
         for kind, _channel, data in batch:
             if kind == b"gap":  # messages were lost: re-register, reconcile all, ping
+                self._relisten = False
                 self.need_full = True
                 self.need_register = self.need_ping = not self.observe
+                self._announced = None  # a peer may have re-read an older meta meanwhile
                 wake = True
                 continue
             try:

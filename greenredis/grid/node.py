@@ -26,7 +26,7 @@ from gevent.queue import Full, Queue
 from greenredis.backoff import Backoff
 from greenredis.client.redis import Redis
 from greenredis.errors import NoPermissionError, RedisError
-from greenredis.grid.heartbeat import Fetch, Heartbeat
+from greenredis.grid.heartbeat import Fetch, Heartbeat, Resubscribe
 from greenredis.grid.view import GridView, Layout, clean_meta, valid_name
 
 __all__ = ["Grid", "default_name"]
@@ -51,17 +51,22 @@ def default_name():
     return os.environ.get("DYNO") or f"{_stdsocket.gethostname()}:{os.getpid()}"
 
 
-def _routed_ip(params):
-    """The local address of the interface that routes to Redis (no packet is sent)."""
+def _routed_ip(redis):
+    """The local address of the interface that routes to Redis (no packet is sent);
+    for a Sentinel client, to its first sentinel (the master is not known before a
+    question, and lives on the same network)."""
+    params = redis.params
     if params.unix_socket_path:
         return "127.0.0.1"
+    sentinel = getattr(redis, "sentinel", None)
+    host, port = sentinel.view.sentinels[0] if sentinel is not None else (params.host, params.port)
     try:
-        info = socket.getaddrinfo(params.host, params.port, 0, socket.SOCK_DGRAM)[0]
+        info = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)[0]
         with socket.socket(info[0], socket.SOCK_DGRAM) as s:
             s.connect(info[4])
             return s.getsockname()[0]
     except OSError as e:
-        log.warning("grid: cannot find the address routing to %s (%s); using 127.0.0.1", params.address, e)
+        log.warning("grid: cannot find the address routing to %s:%s (%s); using 127.0.0.1", host, port, e)
         return "127.0.0.1"
 
 
@@ -118,7 +123,7 @@ class Grid:
         self.instance = os.urandom(8).hex()
         meta = clean_meta(dict(meta or {}))
         if not observe:
-            ip = ip or os.environ.get("LOCAL_IP") or meta.get("ip") or _routed_ip(self.redis.params)
+            ip = ip or os.environ.get("LOCAL_IP") or meta.get("ip") or _routed_ip(self.redis)
             meta = {"ip": str(ip), **{k: v for k, v in meta.items() if k != "ip"}}
         self._meta = meta
         self.ttl, self.interval = float(ttl), float(interval)
@@ -335,6 +340,8 @@ class Grid:
                     for action in hb.on_replies(plan, replies, time.time()):
                         if isinstance(action, Fetch):
                             self._fetch(action.names, action.scores)
+                        elif isinstance(action, Resubscribe):
+                            self._resubscribe()
             except RedisError as e:
                 hb.on_error(time.time(), e)
                 gevent.sleep(backoff.failure())
@@ -353,6 +360,27 @@ class Grid:
     # -- the listener greenlet ------------------------------------------------
 
     def _listen(self):
+        backoff = Backoff(0.05, min(2.0, self.interval))
+        while not self.stopped:
+            if self._listen_once():
+                backoff.reset()
+                continue
+            # the subscription ended by itself (its client was closed): a new one, after
+            # a pause, so a client that stays closed cannot make this loop spin
+            self._sub = None
+            gevent.sleep(backoff.failure())
+
+    def _resubscribe(self):
+        """Drop the subscription; the listener opens a new one (on the server the
+        client reaches now) and, once there, the writer reconciles in full."""
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            self._channel = "subscribing"
+            sub.close()
+
+    def _listen_once(self):
+        """Subscribe (if need be) and handle messages until the subscription ends; False
+        if it ended by itself rather than by ``_resubscribe``."""
         backoff = Backoff(0.05, min(2.0, self.interval))
         while self._sub is None:
             try:
@@ -373,9 +401,15 @@ class Grid:
         if self._hb.on_subscribed():
             self._wake.set()
         while True:
-            message = sub.get()
+            try:
+                message = sub.get()
+            except NoPermissionError as e:  # an ACL change refused the resubscription
+                self._resubscribe()
+                self._refused_channel(e)
+                gevent.sleep(_refused_delay(backoff, self.interval))
+                return True
             if message is None:
-                return  # closed
+                return sub is not self._sub  # True: _resubscribe() closed it (or stop())
             batch = [message]
             while len(batch) < 1000:  # take what is already queued: one fetch round trip for all
                 more = sub.get(timeout=0)

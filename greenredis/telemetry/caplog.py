@@ -17,6 +17,7 @@ from greenredis.backoff import Backoff
 from greenredis.errors import RedisError, ReplyError
 from greenredis.telemetry import names
 from greenredis.telemetry.loglines import MAX_LINE, FollowJoin, is_mark, truncate_line
+from greenredis.telemetry.stats import as_client
 
 __all__ = ["CappedLog", "RedisLogHandler"]
 
@@ -40,7 +41,7 @@ class CappedLog:
         if not isinstance(max_line, int) or max_line < 64:
             raise ValueError(f"max_line must be an int of at least 64, not {max_line!r}")
         self.max_line = max_line
-        self.redis = redis
+        self.redis = as_client(redis)
         self.key = key
         self.cap = cap
         self.channel = names.log_channel(key)

@@ -11,12 +11,23 @@ from greenredis.telemetry import names
 __all__ = ["Stats"]
 
 
+def as_client(redis):
+    """A ``greenredis.Redis`` as given, or made from a URL (``redis+sentinel://`` too)."""
+    if isinstance(redis, str):
+        from greenredis.client.redis import Redis
+
+        return Redis.from_url(redis)
+    return redis
+
+
 class Stats:
     """The metrics of one instance.
 
     ``history``: points kept per metric (oldest trimmed); ``ttl``: seconds the
     history keys live after the last point (None: forever), so instances that
     went away do not leave keys behind for good.
+
+    ``redis``: a ``greenredis.Redis`` or a URL (``redis+sentinel://`` too).
 
     >>> stats = Stats(r, instance="web.1")
     >>> stats.publish("requests_per_sec", 231.5)
@@ -26,7 +37,7 @@ class Stats:
     def __init__(self, redis, instance, history=600, ttl=86400):
         if not isinstance(history, int) or history < 1:
             raise ValueError(f"history must be a positive int, not {history!r}")
-        self.redis = redis
+        self.redis = as_client(redis)
         self.instance = names.check_instance(instance)
         self.history_len = history
         self.ttl = ttl

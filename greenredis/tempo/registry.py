@@ -155,7 +155,8 @@ class Registry:
         if name in self._stats_seen:
             return True
         try:
-            return self.redis.cmd(["ZSCORE", names.INSTANCES, name]) is not None
+            # bounded: a Sentinel client waits out a failover, a page must not
+            return self.redis.cmd(["ZSCORE", names.INSTANCES, name], timeout=self.read_timeout) is not None
         except RedisError:
             # Cannot tell while Redis is away: let the page watch (still only this
             # instance's stats/logs channels); it fills in once Redis is back.

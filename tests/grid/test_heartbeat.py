@@ -5,7 +5,7 @@ import logging
 import pytest
 
 from greenredis.errors import ReplyError
-from greenredis.grid.heartbeat import Fetch, Heartbeat, ServerClock
+from greenredis.grid.heartbeat import Fetch, Heartbeat, Resubscribe, ServerClock
 from greenredis.grid.view import GridView, Layout
 
 pytestmark = pytest.mark.unit
@@ -183,6 +183,38 @@ def test_lost_key_and_clobbered_key_register_again():
     n.advance(1.0)
     plan = n.plan()
     assert plan.commands[0] == ("DEL", "redgrid:d:1:me") and "hset" in plan.roles
+
+
+def test_a_lost_key_is_taken_for_another_server():
+    """PEXPIRE 0 on a live connection: a failover may have lost our writes or the
+    client reaches another server now. Register again, reconcile in full, ping, measure
+    the server's clock again and move the listener (it may be on the old server)."""
+    n = Node()
+    n.settle()
+    n.advance(INTERVAL)
+    actions = n.answer(n.plan(), overrides={"pexpire": 0})
+    assert [a for a in actions if isinstance(a, Resubscribe)] == [Resubscribe()]
+    assert n.hb.stats["reregistered"] == 1
+    plan = n.plan()
+    assert {"time", "hset"} <= set(plan.roles)  # the clock measured again at once
+    assert n.hb.need_ping
+    n.answer(plan)
+    assert n.hb.on_subscribed()  # the listener is back: in full again, for what it missed
+    assert n.hb.need_full and n.hb.need_ping
+    n.settle()
+    assert not n.hb.need_full and not n.hb.need_ping
+
+
+def test_back_from_an_error_the_listener_moves_unless_it_reconnected_too():
+    n = Node()
+    n.settle()
+    n.hb.on_error(n.now, ConnectionError("down"))
+    n.advance(1.0)
+    assert any(isinstance(a, Resubscribe) for a in n.settle())  # the listener heard no gap
+    n.hb.on_error(n.now, ConnectionError("down"))
+    n.hb.on_messages([(b"gap", None, None)], n.now)  # it reconnected (to where the client goes)
+    n.advance(1.0)
+    assert not any(isinstance(a, Resubscribe) for a in n.settle())
 
 
 def test_pings_are_answered_at_most_once_per_gap():

@@ -1,0 +1,146 @@
+"""A grid of 20 nodes (and an observer, as the dashboard runs one) on a Sentinel service
+through a forced failover and a SIGKILLed master: every node follows the new master by
+itself, registers there (even when the failover lost its last writes), the listeners
+resubscribe there, the views converge and no view ever drops (emits ``leave`` for) a
+node that is alive. One sentinel group per module; counts and orders, no timings."""
+
+import gevent
+import pytest
+from waiting import wait_for
+
+import greenredis
+from greenredis.grid.node import Grid
+from greenredis.server import SentinelGroup
+
+NAMES = [f"n{i:02d}" for i in range(20)]
+TTL, INTERVAL = 12, 1.0
+
+
+@pytest.fixture(scope="module")
+def group():
+    with SentinelGroup(service="grid", replicas=2, sentinels=3) as g:
+        yield g
+
+
+@pytest.fixture
+def healed(group):
+    yield group
+    group.heal()
+
+
+@pytest.fixture
+def grid(group):
+    """20 nodes and an observer, all made from the group's redis+sentinel:// URL."""
+    nodes = [Grid(group.url, name=n, meta={"v": "1"}, ttl=TTL, interval=INTERVAL) for n in NAMES]
+    observer = Grid(group.url, observe=True, ttl=TTL, interval=INTERVAL)
+    views = nodes + [observer]
+    for g in views:
+        g.start()
+    try:
+        wait_for(
+            lambda: all(set(g.nodes()) == set(NAMES) for g in views), timeout=60, what="20 nodes in 21 views"
+        )
+        yield nodes, observer
+    finally:
+        for g in views:
+            g.stop(timeout=1)
+
+
+class Watch:
+    """Every view sampled while the test runs: leave events, and samples lacking a node."""
+
+    def __init__(self, views):
+        self.views = views
+        self.leaves, self.short = [], []
+        for g in views:
+            g.on_leave = lambda name, meta, g=g: self.leaves.append((g.name, name))
+        self._greenlet = gevent.spawn(self._sample)
+
+    def _sample(self):
+        while True:
+            for g in self.views:
+                missing = set(NAMES) - set(g.nodes())
+                if missing:
+                    self.short.append((g.name, sorted(missing)))
+            gevent.sleep(0.05)
+
+    def stop(self):
+        self._greenlet.kill()
+
+
+def _master_client(group):
+    return greenredis.Redis(port=group.master.port, password=group.password, timeout=2)
+
+
+def _settled_on_the_new_master(group, nodes, observer, marker):
+    """Every node registered and indexed on the master the sentinels agree on, every
+    listener subscribed there, and a meta change published there heard by every view."""
+    r = _master_client(group)
+    try:
+        keys = [f"redgrid:::{n}" for n in NAMES]
+        wait_for(lambda: r.cmd(["EXISTS", *keys]) == 20, timeout=60, what="registered on the new master")
+        wait_for(lambda: r.cmd(["ZCARD", "redgrid-index::"]) == 20, timeout=60, what="indexed there")
+        try:
+            wait_for(lambda: r.cmd(["PUBSUB", "NUMSUB", "redgrid::"])[1] == 21, timeout=60, what="listeners")
+        except AssertionError:
+            channels = [g.status["channel"] for g in nodes + [observer]]
+            count = r.cmd(["PUBSUB", "NUMSUB", "redgrid::"])[1]
+            raise AssertionError(f"{count} listeners on the new master (not 21): {channels}") from None
+        nodes[7].update_meta(v=marker)
+        views = nodes + [observer]
+        wait_for(lambda: all(g.nodes()["n07"]["v"] == marker for g in views), timeout=60, what="update heard")
+        wait_for(lambda: not any(g.stale for g in views), timeout=60, what="no view stale")
+        assert r.cmd(["HGET", "redgrid:::n07", "v"]) == marker.encode()
+        # two more reconciles by everybody on the new master
+        start = [g.stats["batches"] for g in views]
+        wait_for(lambda: all(g.stats["batches"] >= s + 2 for g, s in zip(views, start)), timeout=60)
+    finally:
+        r.close()
+
+
+def test_twenty_nodes_through_a_forced_failover(healed, grid):
+    group = healed
+    nodes, observer = grid
+    watch = Watch(nodes + [observer])
+    old = group.master
+    new = group.failover()
+    assert new.port != old.port
+    _settled_on_the_new_master(group, nodes, observer, "forced")
+    watch.stop()
+    assert watch.leaves == [] and watch.short == []
+    assert all(set(g.nodes()) == set(NAMES) for g in nodes + [observer])
+
+
+def test_twenty_nodes_through_a_sigkilled_master_that_lost_their_last_writes(healed, grid):
+    """The replicas' links are cut just before the last writes (a node's meta change
+    and every node's next heartbeat), then the master is SIGKILLed: the promoted replica
+    never got them. Each node finds its key lost or its writes refused, registers again on
+    the new master with its current meta, and no view drops a live node."""
+    group = healed
+    nodes, observer = grid
+    watch = Watch(nodes + [observer])
+    old = group.master
+    epoch = group.config_epoch()
+    r = _master_client(group)
+    try:
+        # connections open now stay authenticated; the replicas' new ones are refused
+        r.cmd(["CONFIG", "SET", "requirepass", "replicas-cannot-reconnect"])
+        r.cmd(["CLIENT", "KILL", "TYPE", "replica"])
+        wait_for(lambda: r.cmd(["ROLE"])[2] == [], what="replicas cut off")
+        nodes[3].update_meta(v="lost?")
+        r.cmd(["SET", "lost-marker", "1"])
+        start = [g.stats["batches"] for g in nodes]
+        wait_for(lambda: all(g.stats["batches"] > s for g, s in zip(nodes, start)), what="one more beat each")
+    finally:
+        r.close()
+    old.kill()
+    new = group.wait_failed_over(epoch, timeout=60)
+    assert new.port != old.port
+    probe = _master_client(group)
+    assert probe.cmd(["EXISTS", "lost-marker"]) == 0  # the new master never got the last writes
+    probe.close()
+    _settled_on_the_new_master(group, nodes, observer, "killed")
+    views = nodes + [observer]
+    wait_for(lambda: all(g.nodes()["n03"]["v"] == "lost?" for g in views), timeout=60, what="n03's meta")
+    watch.stop()
+    assert watch.leaves == [] and watch.short == []
