@@ -304,8 +304,15 @@ class Cluster:
             client = self.node_client(address)
             try:
                 smap = self._ask_map(client, address)
-            except (AuthenticationError, NoPermissionError):
+                if self._table is None:
+                    self._table = self._ask_table(client)
+            except AuthenticationError:
                 raise
+            except NoPermissionError as e:
+                raise NoPermissionError(
+                    f"{e} (the cluster client needs CLUSTER SHARDS or SLOTS, and COMMAND, on "
+                    f"{client.params.address}: grant them to the ACL user)"
+                ) from None
             except RedisError as e:
                 if "cluster support disabled" in str(e):
                     raise ConnectionError(
@@ -314,8 +321,6 @@ class Cluster:
                     ) from None
                 errors.append(f"{client.params.address}: {e}")
                 continue
-            if self._table is None:
-                self._table = self._ask_table(client)
             if not smap.uncovered():
                 return smap
             partial = partial or smap
@@ -454,6 +459,10 @@ class Cluster:
             except ConnectionError:
                 self._refresh_soon()  # in flight: the caller hears of it, the next call finds the new map
                 raise
+            except TimeoutError:  # said with the caller's timeout, not what was left of it
+                if timeout is None:
+                    raise
+                raise TimeoutError(f"no reply from {client.params.address} within {timeout}s") from None
             if not isinstance(reply, ReplyError):
                 return reply
             cls = reply.__class__
