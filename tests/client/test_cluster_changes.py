@@ -57,9 +57,12 @@ class Load:
                         self.wrong.append((counter, self.incrs[counter], n))
                     self.incrs[counter] = n
                 batch = self.client.cmd([["GET", key], ["GET", counter], ["PING"]])
+                failed = [r for r in batch if isinstance(r, (ConnectionError, TimeoutError))]
+                if failed:  # a node's part failed in flight: its errors are in place
+                    raise failed[0]
                 if batch[2] != b"PONG" or (
                     batch[:2] != [value, str(self.incrs[counter]).encode()]
-                    and (self.strict or not self._own(key, batch[0]) or not batch[1].isdigit())
+                    and (self.strict or not self._own(key, batch[0]) or not (batch[1] or b"0").isdigit())
                 ):
                     self.wrong.append((key, "batch", batch))
                 self.done += 1

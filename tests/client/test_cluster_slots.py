@@ -10,7 +10,6 @@ from greenredis.client.slots import (
     crossslot,
     key_slot,
     slot_of_keys,
-    split_batch,
 )
 from greenredis.errors import ReplyError
 from greenredis.server import RedisServer, admin_call, find_valkey_server
@@ -88,10 +87,6 @@ def test_crossslot_names_the_slots():
     assert str(crossslot([5, 3, 5])).startswith(
         "CROSSSLOT Keys in request don't hash to the same slot (slots 3, 5)"
     )
-
-
-def test_split_batch_keeps_each_nodes_order():
-    assert split_batch(["a", "b", "a", "c", "b"]) == {"a": [0, 2], "b": [1, 4], "c": [3]}
 
 
 SHARDS = [
