@@ -14,7 +14,9 @@ timeout (``retry_for`` seconds when the call has none).
 
 from __future__ import annotations
 
+import os
 import random
+import weakref
 from binascii import crc_hqx
 from time import monotonic
 
@@ -169,6 +171,7 @@ class Cluster:
         self._clients = {}  # (host, port) -> Redis
         self._readers = {}  # (host, port) -> _ReplicaRedis
         self._plain = {}  # command name as spelled -> (key index or 0, KeyRule): see _remember
+        _clusters.add(self)
 
     @classmethod
     def from_url(cls, url, read_from_replicas=False, retry_for=10.0, max_blocking=64, **options):
@@ -326,12 +329,12 @@ class Cluster:
     def _ask_table(self, client):
         return CommandTable.from_command_reply(client.cmd(["COMMAND"], timeout=self.params.connect_timeout))
 
-    def _moved(self, error):
-        """A ``MOVED``: point the slot at its new owner now and refresh the rest of the
-        map in the background, once however many callers saw it."""
+    def _moved(self, error, address):
+        """A ``MOVED`` to ``address``: point the slot at its new owner now and refresh the
+        rest of the map in the background, once however many callers saw it."""
         self.stats["moved"] += 1
         smap = self._map
-        if smap is not None and smap.moved(error.slot, error.address):
+        if smap is not None and smap.moved(error.slot, address):
             self._refresh_soon()
 
     # -- routing -----------------------------------------------------------
@@ -463,12 +466,12 @@ class Cluster:
                 if hops > MAX_REDIRECTS:
                     return reply
                 if cls is MovedError:
-                    self._moved(reply)
+                    self._moved(reply, _redirect(reply, client))
                     asking = False
                 else:
                     self.stats["ask"] += 1
                     asking = True
-                address, reader = reply.address, False
+                address, reader = _redirect(reply, client), False
                 if blocks and asking:  # a blocking command cannot be paired with ASKING here
                     backoff = backoff or Backoff(0.05, 1.0)
                     if not self._pause(backoff, retry_until):
@@ -569,17 +572,24 @@ class Cluster:
                 retry[i] = (None, False)
             if not any(issubclass(kind, RedisError) for kind in set(map(type, results))):
                 todo = []  # no error anywhere (the common case): no reply looked at one by one
+            sent_to = None  # position -> the node it went to, made if a redirect needs it
             for i in todo:
                 reply = results[i]
                 if not isinstance(reply, RedisError):
                     continue
                 cls = reply.__class__
-                if cls is MovedError:
-                    self._moved(reply)
-                    retry[i] = (reply.address, False)
-                elif cls is AskError:
-                    self.stats["ask"] += 1
-                    retry[i] = (reply.address, True)
+                if cls is MovedError or cls is AskError:
+                    address = reply.address
+                    if not address[0]:  # "MOVED 12 :7001": the host of the node that said it
+                        if sent_to is None:
+                            sent_to = {j: t[0] for t, ps in groups.items() for j in ps}
+                        address = (sent_to[i][0], address[1])
+                    if cls is MovedError:
+                        self._moved(reply, address)
+                        retry[i] = (address, False)
+                    else:
+                        self.stats["ask"] += 1
+                        retry[i] = (address, True)
                 elif cls is _Unsent:
                     self.stats["unsent_retries"] += 1
                     wait = refresh = True
@@ -732,8 +742,8 @@ class Cluster:
             if isinstance(result, ReplyError) and (redirect is not None or retry is not None):
                 hops += 1
                 if isinstance(redirect, MovedError) and hops <= MAX_REDIRECTS:
-                    self._moved(redirect)
-                    address = redirect.address
+                    address = _redirect(redirect, client)
+                    self._moved(redirect, address)
                     continue
                 # ASK (mid-migration), TRYAGAIN, CLUSTERDOWN: wait for the slot to settle
                 why = redirect if redirect is not None else retry
@@ -771,6 +781,13 @@ class Cluster:
         self.close()
 
 
+def _redirect(error, client):
+    """Where a MOVED/ASK points; an empty host (``MOVED 12 :7001``) is that of the node
+    that said it."""
+    host, port = error.address
+    return (host or client.params.host, port)
+
+
 def _deadline(timeout):
     return None if timeout is None else monotonic() + timeout
 
@@ -794,3 +811,16 @@ def _addresses(nodes):
             raise ValueError(f"bad port in startup node {node!r}")
         found.append((str(node[0]), int(node[1])))
     return found
+
+
+_clusters: weakref.WeakSet[Cluster] = weakref.WeakSet()  # for the fork hook
+
+
+def _after_fork_in_child():
+    # A refresh under way in the parent never ends in the child: forget it (the node
+    # clients forget their connections themselves).
+    for cluster in list(_clusters):
+        cluster._refreshing = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

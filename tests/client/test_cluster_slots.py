@@ -12,13 +12,15 @@ from greenredis.client.slots import (
     slot_of_keys,
 )
 from greenredis.errors import ReplyError
-from greenredis.server import RedisServer, admin_call, find_valkey_server
+from greenredis.server import RedisServer, admin_call, find_valkey_server, free_port
 
 
 @pytest.fixture(scope="module", params=["redis", "valkey"])
 def server(request):
     binary = find_valkey_server() if request.param == "valkey" else None
-    with RedisServer(binary=binary, args=["--cluster-enabled", "yes"]) as s:
+    # an explicit bus port: the default, port + 10000, may be past 65535
+    args = ["--cluster-enabled", "yes", "--cluster-port", str(free_port())]
+    with RedisServer(binary=binary, args=args) as s:
         yield s
 
 
