@@ -454,6 +454,7 @@ class Cluster:
                         if not self._pause(backoff, retry_until, refresh=True):
                             raise
                         self.stats["unsent_retries"] += 1
+                        readonly = readonly and not reader  # an unreachable replica: its primary
                         address = None
                         continue
                     if asking:
@@ -602,7 +603,7 @@ class Cluster:
                 elif cls is _Unsent:
                     self.stats["unsent_retries"] += 1
                     wait = refresh = True
-                    retry[i] = (None, False)
+                    retry[i] = (None, None)  # None: to the primary, even for a read
                 elif isinstance(reply, ReplyError) and reply.prefix in _RETRY_PREFIXES:
                     self.stats[reply.prefix.lower()] += 1
                     wait = True
@@ -621,9 +622,10 @@ class Cluster:
             for i in sorted(retry):
                 address, asking = retry[i]
                 if address is None:
-                    rule = rule_of(commands[i][0]).sub(commands[i])
+                    readonly = asking is not None and rule_of(commands[i][0]).sub(commands[i]).readonly
+                    asking = False
                     try:
-                        address, reader = self._target(slots[i], rule.readonly, deadline)
+                        address, reader = self._target(slots[i], readonly, deadline)
                     except ReplyError as e:
                         results[i] = e
                         again.append(i)
