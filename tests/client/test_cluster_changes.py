@@ -213,3 +213,26 @@ def test_reads_from_an_unreachable_replica_go_to_its_primary(redis_cluster):
         client.close()
         replica.start()
         rc.wait_ok(timeout=60)
+
+
+def test_many_callers_meeting_moved_refresh_the_map_once(c, redis_cluster):
+    rc = redis_cluster
+    slot = 8888
+    tag = _tag_for(slot)
+    source = rc.node_for_slot(slot)
+    target = next(n for n in rc.primaries if n is not source)
+    c.cmd([["SET", f"{{{tag}}}:{i}", i] for i in range(200)])
+    c.slot_map()  # loaded, and it says: source
+    rc.migrate_slot(slot, target)
+    try:
+        moved, refreshes = c.stats["moved"], c.stats["refreshes"]
+        calls = [gevent.spawn(c.cmd, ["GET", f"{{{tag}}}:{i}"]) for i in range(200)]
+        gevent.joinall(calls, raise_error=True)
+        assert [g.value for g in calls] == [str(i).encode() for i in range(200)]
+        # those sent before the first MOVED came back all met it (gevent starts ~50 per loop turn)
+        assert c.stats["moved"] - moved >= 20
+        wait_for(lambda: c._refreshing is None, what="the refresh to end")
+        assert c.stats["refreshes"] - refreshes == 1
+        assert c.slot_map().owners[slot] == ("127.0.0.1", target.port)
+    finally:
+        rc.migrate_slot(slot, source)
