@@ -9,16 +9,17 @@ import pytest
 UNIT = pytest.mark.unit
 
 TOP_LEVEL = [
-    "Redis", "Dedicated", "Subscription", "Monitor", "Message", "Sentinel", "RedisServer", "Grid",
-    "GridEvent", "Replica", "Stats", "CappedLog", "RedisLogHandler",
+    "Redis", "Cluster", "Dedicated", "Subscription", "Monitor", "Message", "Sentinel", "RedisServer",
+    "RedisCluster", "Grid", "GridEvent", "Replica", "Stats", "CappedLog", "RedisLogHandler",
     "RedisError", "ReplyError", "ConnectionError", "TimeoutError", "ProtocolError",
 ]  # fmt: skip
 
 MODULES = {
-    "greenredis.server": ["RedisServer", "RedisSentinel", "SentinelGroup"],
+    "greenredis.server": ["RedisServer", "RedisSentinel", "SentinelGroup", "RedisCluster"],
     "greenredis.backoff": ["Backoff", "delay"],
-    "greenredis.client": ["Redis", "Dedicated", "Subscription", "Monitor", "Sentinel"],
+    "greenredis.client": ["Redis", "Cluster", "Dedicated", "Subscription", "Monitor", "Sentinel"],
     "greenredis.client.sentinel": ["Sentinel", "SentinelRedis"],
+    "greenredis.client.slots": ["key_slot", "SlotMap", "CommandTable"],
     "greenredis.url": ["parse_url", "parse_sentinel_url", "SentinelURL", "redact_url"],
     "greenredis.grid": ["Grid", "GridView", "GridEvent"],
     "greenredis.replication": ["Replica"],

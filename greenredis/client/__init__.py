@@ -3,11 +3,13 @@
 ``connection`` is the pipeline itself (one socket driven from gevent's loop, hiredis as
 its pure parsing half), ``redis`` the user-facing ``Redis``, ``pubsub`` subscriptions,
 ``sentinel`` the clients that follow a Sentinel failover (``sentinel_view``: what they
-believe, pure).
+believe, pure), ``cluster`` the ``Cluster`` client (``slots`` its pure half: key slots, slot
+map, key positions).
 """
 
+from greenredis.client.cluster import Cluster
 from greenredis.client.pubsub import Message, Monitor, Subscription
 from greenredis.client.redis import Dedicated, Redis
 from greenredis.client.sentinel import Sentinel
 
-__all__ = ["Redis", "Dedicated", "Subscription", "Monitor", "Message", "Sentinel"]
+__all__ = ["Redis", "Cluster", "Dedicated", "Subscription", "Monitor", "Message", "Sentinel"]
