@@ -24,6 +24,7 @@ from gevent.event import Event
 from gevent.queue import Full, Queue
 
 from greenredis.backoff import Backoff
+from greenredis.client.cluster_pubsub import is_cluster, subscribe_channels
 from greenredis.client.redis import Redis
 from greenredis.errors import NoPermissionError, RedisError
 from greenredis.grid.heartbeat import Fetch, Heartbeat
@@ -112,6 +113,7 @@ class Grid:
         self.layout = Layout(
             os.environ.get("DOMAIN", "") if domain is None else domain,
             os.environ.get("VERSION", "") if version is None else version,
+            cluster=is_cluster(self.redis),
         )
         self.key = None if observe else self.layout.key(self.name)
         #: this process's id in the hash and the messages: tells twins (one name, two processes) apart
@@ -356,7 +358,7 @@ class Grid:
         backoff = Backoff(0.05, min(2.0, self.interval))
         while self._sub is None:
             try:
-                self._sub = self.redis.subscribe(self.layout.channel)
+                self._sub = subscribe_channels(self.redis, self.layout.channel)
             except NoPermissionError as e:
                 self._refused_channel(e)
                 gevent.sleep(_refused_delay(backoff, self.interval))
