@@ -5,6 +5,10 @@ in a temp dir, with no disk persistence unless asked, waits until it answers
 PING and stops it on ``stop()``, on leaving a ``with`` block, or at exit.
 It can be killed (SIGKILL) and restarted on the same port, which the fault
 tests rely on.
+
+``RedisCluster`` starts several of them with ``--cluster-enabled yes``, joins them
+with ``redis-cli --cluster create`` and offers what tests need to change the
+cluster under load: move a slot, add a node, fail a primary over.
 """
 
 import atexit
@@ -16,7 +20,11 @@ import subprocess
 import tempfile
 import time
 
-__all__ = ["RedisServer", "find_redis_server", "find_valkey_server", "free_port"]
+import hiredis
+
+from greenredis.errors import RedisError
+
+__all__ = ["RedisServer", "RedisCluster", "find_redis_server", "find_valkey_server", "free_port"]
 
 _running = set()
 
@@ -319,6 +327,383 @@ class RedisServer:
             f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
         issue("server", "/CN=127.0.0.1", "-extfile", "ext.cnf")
         issue("client", "/CN=greenredis test client")
+
+
+def admin_call(port, *command, password=None, timeout=5.0, host="127.0.0.1"):
+    """Run one command on a server with a plain blocking socket (no greenredis client):
+    the launcher's own tool. Returns the reply; an error reply is raised as ReplyError."""
+    from greenredis.errors import reply_error
+
+    reader = hiredis.Reader(replyError=reply_error)
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        commands = ([("AUTH", password)] if password else []) + [command]
+        s.sendall(b"".join(hiredis.pack_command(tuple(c)) for c in commands))
+        replies = []
+        while len(replies) < len(commands):
+            reply = reader.gets()
+            if reply is False:
+                data = s.recv(1 << 16)
+                if not data:
+                    raise ConnectionError(f"127.0.0.1:{port} closed the connection")
+                reader.feed(data)
+                continue
+            replies.append(reply)
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies[-1]
+
+
+class _NodeLine:
+    """One line of CLUSTER NODES."""
+
+    __slots__ = ("id", "port", "flags", "master_id", "slots", "connected")
+
+    def __init__(self, line):
+        fields = line.split()
+        self.id = fields[0]
+        address = fields[1].split("@")[0]
+        self.port = int(address.rpartition(":")[2] or 0)
+        self.flags = set(fields[2].split(","))
+        self.master_id = None if fields[3] == "-" else fields[3]
+        self.connected = fields[7] == "connected"
+        self.slots = set()
+        for item in fields[8:]:
+            if item.startswith("["):  # [slot->-importing-id]: a migration in progress
+                continue
+            first, _, last = item.partition("-")
+            self.slots.update(range(int(first), int(last or first) + 1))
+
+    @property
+    def primary(self):
+        return "master" in self.flags and not self.flags & {"fail", "fail?", "noaddr"}
+
+
+class RedisCluster:
+    """A Redis Cluster of private redis-server processes on loopback, for tests.
+
+    ``primaries`` nodes own the 16384 slots between them; each has
+    ``replicas_per_primary`` replicas. ``password`` is every node's ``requirepass`` and
+    ``masterauth``; ``binary`` and ``args`` are as for ``RedisServer``; ``node_timeout``
+    (ms) is ``cluster-node-timeout`` (how soon a dead primary is failed over).
+    ``start()`` returns once every node says ``cluster_state:ok`` and all agree on who
+    owns which slot. ``nodes`` lists every ``RedisServer`` ever started here;
+    ``primaries``/``replicas`` ask the cluster for the current roles.
+    """
+
+    def __init__(
+        self, primaries=3, replicas_per_primary=0, password=None, binary=None, args=(), node_timeout=2000
+    ):
+        if primaries < 1:
+            raise ValueError(f"a cluster needs at least one primary, not {primaries!r}")
+        if replicas_per_primary not in (0, 1, 2):
+            raise ValueError(f"replicas_per_primary must be 0, 1 or 2, not {replicas_per_primary!r}")
+        self.n_primaries = primaries
+        self.replicas_per_primary = replicas_per_primary
+        self.password = password
+        self.binary = binary
+        self.extra_args = list(args)
+        self.node_timeout = node_timeout
+        self.nodes = []
+        self._ids = {}  # port -> node id
+
+    # -- starting --------------------------------------------------------
+
+    def _new_server(self):
+        bus_port = free_port()
+        args = [
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", "nodes.conf",  # in the server's own temp dir
+            "--cluster-node-timeout", str(self.node_timeout),
+            # an explicit bus port: port + 10000 may be above 65535 or taken
+            "--cluster-port", str(bus_port),
+            *self.extra_args,
+        ]  # fmt: skip
+        server = RedisServer(password=self.password, masterauth=self.password, binary=self.binary, args=args)
+        server.bus_port = bus_port
+        self.nodes.append(server)
+        return server.start()
+
+    def start(self, timeout=60.0):
+        """Start the processes, join them, wait until the cluster is ok everywhere."""
+        if self.nodes:
+            return self
+        try:
+            for _ in range(self.n_primaries * (1 + self.replicas_per_primary)):
+                self._new_server()
+            if self.n_primaries >= 3:
+                self._redis_cli(
+                    "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                    "--cluster-replicas", str(self.replicas_per_primary), "--cluster-yes",
+                    timeout=timeout,
+                )  # fmt: skip
+            else:  # redis-cli wants 3 primaries at least: join by hand
+                self._join_by_hand(timeout)
+            self.wait_ok(timeout)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _join_by_hand(self, timeout):
+        primaries = self.nodes[: self.n_primaries]
+        share = 16384 // len(primaries)
+        for i, node in enumerate(primaries):
+            last = 16383 if i == len(primaries) - 1 else (i + 1) * share - 1
+            self.call(node, "CLUSTER", "ADDSLOTSRANGE", i * share, last)
+        first = self.nodes[0]
+        for node in self.nodes[1:]:
+            self.call(node, "CLUSTER", "MEET", "127.0.0.1", first.port, first.bus_port)
+        deadline = time.monotonic() + timeout
+        replicas = self.nodes[self.n_primaries :]
+        for i, node in enumerate(replicas):
+            primary_id = self.node_id(primaries[i % len(primaries)])
+            while True:  # it must have heard of its primary first
+                try:
+                    self.call(node, "CLUSTER", "REPLICATE", primary_id)
+                    break
+                except RedisError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+
+    def _redis_cli(self, *argv, timeout=60.0):
+        cmd = ["redis-cli"]
+        if self.password:
+            cmd += ["-a", self.password, "--no-auth-warning"]
+        if shutil.which("redis-cli") is None:
+            raise RuntimeError("redis-cli not found: install it (Debian: apt-get install -y redis-tools)")
+        done = subprocess.run(
+            [*cmd, *argv], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout
+        )
+        if done.returncode != 0 or "[ERR]" in done.stdout:
+            raise RuntimeError(f"redis-cli {' '.join(argv[:2])} failed:\n{done.stdout}\n{done.stderr}")
+        return done.stdout
+
+    # -- asking the nodes ------------------------------------------------
+
+    def call(self, node, *command, timeout=5.0):
+        """One command on ``node`` (a ``RedisServer`` or a port), e.g. ``CLUSTER INFO``."""
+        port = node if isinstance(node, int) else node.port
+        return admin_call(port, *command, password=self.password, timeout=timeout)
+
+    def _running(self):
+        return [n for n in self.nodes if n.running]
+
+    def _view(self, node):
+        """{node id: _NodeLine} as ``node`` sees the cluster."""
+        text = self.call(node, "CLUSTER", "NODES").decode()
+        lines = [_NodeLine(line) for line in text.splitlines() if line.strip()]
+        for line in lines:
+            if "myself" in line.flags:
+                self._ids[node.port] = line.id
+        return {line.id: line for line in lines}
+
+    def node_id(self, node):
+        """The cluster node id of ``node``."""
+        if node.port not in self._ids:
+            self._ids[node.port] = self.call(node, "CLUSTER", "MYID").decode()
+        return self._ids[node.port]
+
+    def _by_id(self, node_id):
+        for n in self.nodes:
+            if self.node_id(n) == node_id:
+                return n
+        raise KeyError(node_id)
+
+    def _agreed(self):
+        """The one view every running node shares (slot owners, roles), or None."""
+        running = self._running()
+        views = []
+        for node in running:
+            try:
+                if b"cluster_state:ok" not in self.call(node, "CLUSTER", "INFO", timeout=1.0):
+                    return None
+                views.append(self._view(node))
+            except (OSError, RedisError):
+                return None
+        alive_ids = {self.node_id(n) for n in running}
+        first = None
+        for view in views:
+            if not alive_ids <= set(view):
+                return None  # not everyone knows everyone yet
+            owners = {line.id: frozenset(line.slots) for line in view.values() if line.primary and line.slots}
+            roles = {line.id: line.master_id for line in view.values() if line.id in alive_ids}
+            if sum(len(s) for s in owners.values()) != 16384 or set(owners) - alive_ids:
+                return None
+            if first is None:
+                first = (owners, roles)
+            elif (owners, roles) != first:
+                return None
+        for node in running:  # replicas in sync, so a failover loses nothing
+            if roles_master := first[1].get(self.node_id(node)):
+                if roles_master not in alive_ids:
+                    continue
+                info = self.call(node, "INFO", "replication", timeout=1.0)
+                if b"master_link_status:up" not in info:
+                    return None
+        return first
+
+    def wait_ok(self, timeout=60.0):
+        """Wait until every running node says ``cluster_state:ok``, knows every other
+        and all agree on the slot owners and roles (and replicas are linked)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            agreed = self._agreed()
+            if agreed is not None:
+                return agreed
+            if time.monotonic() > deadline:
+                states = {}
+                for n in self._running():
+                    try:
+                        states[n.port] = self.call(n, "CLUSTER", "NODES", timeout=1.0).decode()
+                    except (OSError, RedisError) as e:
+                        states[n.port] = repr(e)
+                detail = "\n".join(f"{port}:\n{text}" for port, text in states.items())
+                raise RuntimeError(f"the cluster did not settle within {timeout}s:\n{detail}")
+            time.sleep(0.05)
+
+    @property
+    def primaries(self):
+        """The running primaries that own slots, as the cluster sees them now (by port)."""
+        owners, _ = self.wait_ok()
+        return sorted((self._by_id(i) for i in owners), key=lambda n: n.port)
+
+    @property
+    def replicas(self):
+        """The running replicas, as the cluster sees them now."""
+        _, roles = self.wait_ok()
+        return sorted((self._by_id(i) for i, m in roles.items() if m is not None), key=lambda n: n.port)
+
+    def replicas_of(self, primary):
+        _, roles = self.wait_ok()
+        pid = self.node_id(primary)
+        return [self._by_id(i) for i, m in roles.items() if m == pid]
+
+    @property
+    def startup_nodes(self):
+        """[(host, port)] of every running node."""
+        return [("127.0.0.1", n.port) for n in self._running()]
+
+    @property
+    def url(self):
+        """``redis+cluster://[:password@]host:port,host:port,...`` naming every running node."""
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis+cluster://{auth}" + ",".join(f"{h}:{p}" for h, p in self.startup_nodes)
+
+    def node_for_slot(self, slot):
+        """The primary that owns ``slot`` now."""
+        owners, _ = self.wait_ok()
+        for node_id, slots in owners.items():
+            if slot in slots:
+                return self._by_id(node_id)
+        raise KeyError(slot)  # pragma: no cover - wait_ok checked full coverage
+
+    # -- changing the cluster --------------------------------------------
+
+    def begin_migration(self, slot, target):
+        """Mark ``slot`` IMPORTING on ``target`` and MIGRATING on its owner: from now on
+        the owner answers ``-ASK`` for keys it no longer has. Returns the owner."""
+        source = self.node_for_slot(slot)
+        if source is target:
+            raise ValueError(f"slot {slot} is already on {target.port}")
+        self.call(target, "CLUSTER", "SETSLOT", slot, "IMPORTING", self.node_id(source))
+        self.call(source, "CLUSTER", "SETSLOT", slot, "MIGRATING", self.node_id(target))
+        return source
+
+    def move_keys(self, slot, source, target, count=100):
+        """MIGRATE up to ``count`` of the slot's keys from ``source`` to ``target``; the
+        number moved (0 once the source has none left)."""
+        keys = self.call(source, "CLUSTER", "GETKEYSINSLOT", slot, count)
+        if not keys:
+            return 0
+        auth = ["AUTH", self.password] if self.password else []
+        self.call(source, "MIGRATE", "127.0.0.1", target.port, "", 0, 10000, *auth, "KEYS", *keys, timeout=15)
+        return len(keys)
+
+    def finish_migration(self, slot, target, timeout=30.0):
+        """SETSLOT NODE on the target, then the source, then every other primary (replicas
+        refuse SETSLOT and follow their primary); wait until everyone agrees."""
+        target_id = self.node_id(target)
+        source = self.node_for_slot(slot)
+        _, roles = self.wait_ok()
+        others = [n for n in self._running() if roles.get(self.node_id(n)) is None and n is not target]
+        others.sort(key=lambda n: n is not source)
+        for node in [target, *others]:
+            self.call(node, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        deadline = time.monotonic() + timeout
+        while self.node_for_slot(slot) is not target:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"slot {slot} not agreed on {target.port} within {timeout}s")
+            time.sleep(0.05)
+
+    def migrate_slot(self, slot, target, batch=100):
+        """Move ``slot`` and its keys to the primary ``target`` (the steps above)."""
+        source = self.begin_migration(slot, target)
+        while self.move_keys(slot, source, target, batch):
+            pass
+        self.finish_migration(slot, target)
+        return source
+
+    def add_node(self, replica_of=None, timeout=60.0):
+        """Start a new node and MEET it into the cluster: a primary with no slots, or a
+        replica of ``replica_of``. Returns its ``RedisServer`` once everyone knows it."""
+        anchor = self._running()[0]
+        server = self._new_server()
+        self.call(server, "CLUSTER", "MEET", "127.0.0.1", anchor.port, anchor.bus_port)
+        deadline = time.monotonic() + timeout
+        while self.node_id(server) not in self._view(anchor):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"node {server.port} not met within {timeout}s")
+            time.sleep(0.05)
+        if replica_of is not None:
+            while True:  # the new node must know the primary before it can replicate it
+                try:
+                    self.call(server, "CLUSTER", "REPLICATE", self.node_id(replica_of))
+                    break
+                except RedisError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+        self.wait_ok(max(1.0, deadline - time.monotonic()))
+        return server
+
+    def failover(self, primary, timeout=60.0):
+        """``CLUSTER FAILOVER`` on a replica of ``primary`` (a graceful, coordinated
+        handover); returns that replica, the new primary, once everyone agrees."""
+        replicas = self.replicas_of(primary)
+        if not replicas:
+            raise ValueError(f"{primary.port} has no replica to fail over to")
+        replica = replicas[0]
+        self.call(replica, "CLUSTER", "FAILOVER")
+        deadline = time.monotonic() + timeout
+        rid = self.node_id(replica)
+        while True:
+            owners, _ = self.wait_ok(max(1.0, deadline - time.monotonic()))
+            if rid in owners:
+                return replica
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"failover of {primary.port} to {replica.port} not agreed in {timeout}s")
+            time.sleep(0.05)
+
+    # -- ending ----------------------------------------------------------
+
+    def close(self):
+        """Stop every node and remove their dirs."""
+        for node in self.nodes:
+            try:
+                node.close()
+            except Exception:
+                pass
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"<RedisCluster {len(self._running())} nodes running: {self.url}>"
 
 
 @atexit.register

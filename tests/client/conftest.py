@@ -3,7 +3,7 @@
 
 import pytest
 
-from greenredis.server import RedisServer, find_valkey_server
+from greenredis.server import RedisCluster, RedisServer, find_valkey_server
 
 
 @pytest.fixture(params=["redis", "valkey"])
@@ -12,3 +12,11 @@ def redis_server(request):
     binary = find_valkey_server() if request.param == "valkey" else None
     with RedisServer(debug=True, binary=binary) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def redis_cluster():
+    """One 3-primary cluster (one replica each) per test module; tests that change it
+    (move a slot, fail over) leave it serving every slot."""
+    with RedisCluster(primaries=3, replicas_per_primary=1) as cluster:
+        yield cluster
