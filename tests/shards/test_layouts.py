@@ -1,9 +1,9 @@
 """Key and channel names on a cluster (hash tags: one slot per grid, per instance) and
 on a single server (unchanged from 0.2: data written by 0.2 is read as it is)."""
 
-import binascii
-
 import pytest
+from shard_helpers import slot
+from waiting import wait_for
 
 from greenredis.client.redis import Redis
 from greenredis.grid.node import Grid
@@ -11,18 +11,6 @@ from greenredis.grid.view import Layout
 from greenredis.server import RedisServer
 from greenredis.telemetry import CappedLog, Stats, names
 from greenredis.tempo.registry import Registry
-from tests.waiting import wait_for
-
-
-def slot(name):
-    """Redis's slot of a key, computed here as a referee (cluster.c keyHashSlot)."""
-    key = name.encode()
-    start = key.find(b"{")
-    if start >= 0:
-        end = key.find(b"}", start + 1)
-        if end > start + 1:
-            key = key[start + 1 : end]
-    return binascii.crc_hqx(key, 0) % 16384
 
 
 @pytest.mark.parametrize("domain,version", [("", ""), ("shop", "v2"), ("a}b", "1"), ("{x", "y}"), ("é", "")])

@@ -1,0 +1,164 @@
+"""Pub/sub on a 3-primary Redis Cluster: sharded channels through a slot move and a
+primary failover, classic channels across nodes."""
+
+import gevent
+import pytest
+from shard_helpers import channels_on_every_primary, slot
+from waiting import wait_for
+
+import greenredis
+from greenredis.client.cluster_pubsub import ClusterSubscription, ShardedSubscription
+from greenredis.errors import ConnectionError
+
+
+@pytest.fixture
+def c(rc):
+    client = greenredis.Cluster(rc.startup_nodes)
+    yield client
+    client.close()
+
+
+def drain(sub, timeout=0.5):
+    out = []
+    while True:
+        m = sub.get(timeout=timeout)
+        if m is None:
+            return out
+        out.append(m)
+
+
+def test_sharded_channels_on_every_primary(rc, c, publisher):
+    by_port = channels_on_every_primary(rc, per_node=2, prefix="orders-")
+    every = [ch for chans in by_port.values() for ch in chans]
+    sub = c.ssubscribe(*every)
+    try:
+        assert isinstance(sub, ShardedSubscription)
+        assert {port for _, port in sub.nodes} == set(by_port)  # one connection per primary
+        assert {ch for chans in sub.nodes.values() for ch in chans} == {ch.encode() for ch in every}
+        for ch in every:
+            assert publisher.spublish(slot(ch), ch, f"to {ch}") == 1  # one subscriber heard it
+        got = drain(sub)
+        assert sorted(got) == sorted((b"smessage", ch.encode(), f"to {ch}".encode()) for ch in every)
+        sub.sunsubscribe(every[0])
+        assert publisher.spublish(slot(every[0]), every[0], "late") == 0
+        sub.sunsubscribe()
+        assert sub.nodes == {} and sub.channels == set()
+    finally:
+        sub.close()
+    assert sub.get(timeout=0.1) is None  # closed: iteration ends
+
+
+def test_sharded_subscription_follows_a_slot_move(rc, c, publisher):
+    """While a publisher keeps sending on "orders", its slot moves to another primary:
+    the subscription gets exactly one gap, then every later message in order; the
+    channels of other slots lose nothing."""
+    s = slot("orders")
+    others = {p: chans for p, chans in channels_on_every_primary(rc, 1, "other-").items()}
+    other = [ch for chans in others.values() for ch in chans]
+    sub = c.ssubscribe("orders", *other)
+    source = rc.node_for_slot(s)
+    target = next(n for n in rc.primaries if n is not source)
+    sent = {"orders": 0, **dict.fromkeys(other, 0)}
+    stop = False
+
+    def publish():
+        while not stop:
+            for ch in sent:
+                publisher.spublish(slot(ch), ch, str(sent[ch]))
+                sent[ch] += 1
+            gevent.sleep(0.005)
+
+    try:
+        pub = gevent.spawn(publish)
+        wait_for(lambda: sent["orders"] > 20, 10, "messages before the move")
+        rc.migrate_slot(s, target)
+        n_moved = sent["orders"]
+        wait_for(lambda: sent["orders"] > n_moved + 50, 20, "messages after the move")
+        stop = True
+        pub.get(timeout=10)
+        got = drain(sub, 1.0)
+    finally:
+        sub.close()
+        rc.migrate_slot(s, source)  # as it was
+    kinds = [m.kind for m in got]
+    assert kinds.count(b"gap") == 1
+    gap = kinds.index(b"gap")
+    orders = [int(m.data) for m in got if m.channel == b"orders"]
+    before = [int(m.data) for m in got[:gap] if m.channel == b"orders"]
+    after = [int(m.data) for m in got[gap:] if m.channel == b"orders"]
+    assert orders == sorted(orders) and len(set(orders)) == len(orders)  # in order, no repeat
+    assert before == list(range(len(before))) and len(before) >= 20  # nothing lost before the move
+    assert after and after == list(range(after[0], sent["orders"]))  # nothing lost once resubscribed
+    assert after[0] <= n_moved + 50
+    for ch in other:  # the other slots did not move: every message, in order
+        assert [int(m.data) for m in got if m.channel == ch.encode()] == list(range(sent[ch]))
+
+
+def test_sharded_subscription_survives_a_primary_failover(rc, c, publisher):
+    """SIGKILL the primary a channel lives on: its replica takes over, the subscription
+    resubscribes there (one gap) and hears what is published after."""
+    s = slot("failing")
+    primary = rc.node_for_slot(s)
+    sub = c.ssubscribe("failing")
+    try:
+        publisher.spublish(s, "failing", "before")
+        assert sub.get(timeout=5) == (b"smessage", b"failing", b"before")
+        primary.kill()
+        new = wait_for(lambda: _promoted(rc, s, primary), 60, "the replica promoted")
+        assert sub.get(timeout=30).kind == b"gap"
+        wait_for(lambda: sub.nodes.get(("127.0.0.1", new.port)), 10, "resubscribed on the new primary")
+        publisher.owner.pop(s, None)
+        publisher.spublish(s, "failing", "after")
+        assert sub.get(timeout=5) == (b"smessage", b"failing", b"after")
+    finally:
+        sub.close()
+        primary.start()  # back as a replica of the new primary
+        rc.wait_ok(60)
+
+
+def _promoted(rc, s, old):
+    try:
+        node = rc.node_for_slot(s)
+    except RuntimeError:  # not settled yet
+        return None
+    return node if node is not old else None
+
+
+def test_classic_pubsub_across_nodes(rc, c, publisher):
+    """A classic subscription hears what is published on every node, and moves to
+    another node when its own dies."""
+    sub = c.subscribe("news")
+    listening = None
+    try:
+        assert isinstance(sub, ClusterSubscription)
+        for node in rc.nodes:  # primaries and replicas alike
+            publisher.publish(node.port, "news", f"from {node.port}")
+        got = drain(sub)
+        assert sorted(got) == sorted((b"message", b"news", f"from {n.port}".encode()) for n in rc.nodes)
+        assert c.cmd(["PUBLISH", "news", "through the client"]) >= 1
+        assert sub.get(timeout=5) == (b"message", b"news", b"through the client")
+        listening = next(n for n in rc.nodes if n.port == sub.address[1])
+        listening.kill()
+        assert sub.get(timeout=30).kind == b"gap"
+        assert sub.address[1] != listening.port
+        alive = next(n for n in rc.nodes if n.running)
+        publisher.publish(alive.port, "news", "after")
+        assert sub.get(timeout=5) == (b"message", b"news", b"after")
+        sub.psubscribe("sport.*")
+        publisher.publish(alive.port, "sport.ski", "x")
+        m = sub.get(timeout=5)
+        assert (m, m.pattern) == ((b"pmessage", b"sport.ski", b"x"), b"sport.*")
+    finally:
+        sub.close()
+        if listening is not None and not listening.running:
+            listening.start()
+        rc.wait_ok(60)
+
+
+def test_bad_calls_say_what_is_wrong(c):
+    with pytest.raises(ValueError, match="at least one"):
+        c.ssubscribe().ssubscribe()
+    sub = c.ssubscribe("x")
+    sub.close()
+    with pytest.raises(ConnectionError, match="closed"):
+        sub.ssubscribe("y")
