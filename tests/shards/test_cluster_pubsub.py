@@ -135,7 +135,7 @@ def test_classic_pubsub_across_nodes(rc, c, publisher):
             publisher.publish(node.port, "news", f"from {node.port}")
         got = drain(sub)
         assert sorted(got) == sorted((b"message", b"news", f"from {n.port}".encode()) for n in rc.nodes)
-        assert c.cmd(["PUBLISH", "news", "through the client"]) >= 1
+        c.cmd(["PUBLISH", "news", "through the client"])  # counts only the node it ran on
         assert sub.get(timeout=5) == (b"message", b"news", b"through the client")
         listening = next(n for n in rc.nodes if n.port == sub.address[1])
         listening.kill()
