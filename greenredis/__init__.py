@@ -15,11 +15,13 @@ __version__ = "0.2.0"
 # public name -> the module that defines it
 _LAZY = {
     "Redis": "greenredis.client",
+    "Cluster": "greenredis.client",
     "Dedicated": "greenredis.client",
     "Subscription": "greenredis.client",
     "Monitor": "greenredis.client",
     "Message": "greenredis.client",
     "RedisServer": "greenredis.server",
+    "RedisCluster": "greenredis.server",
     "Grid": "greenredis.grid",
     "GridEvent": "greenredis.grid",
     "Replica": "greenredis.replication",

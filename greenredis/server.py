@@ -591,6 +591,16 @@ class RedisCluster:
         auth = f":{self.password}@" if self.password else ""
         return f"redis+cluster://{auth}" + ",".join(f"{h}:{p}" for h, p in self.startup_nodes)
 
+    def slot_owners(self):
+        """The primary (``RedisServer``) of each of the 16384 slots, as all agree now."""
+        owners, _ = self.wait_ok()
+        table = [None] * 16384
+        for node_id, slots in owners.items():
+            node = self._by_id(node_id)
+            for slot in slots:
+                table[slot] = node
+        return table
+
     def node_for_slot(self, slot):
         """The primary that owns ``slot`` now."""
         owners, _ = self.wait_ok()

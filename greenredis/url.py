@@ -5,7 +5,15 @@ import re
 from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
-__all__ = ["ConnectionParams", "parse_url", "DEFAULT_URL", "redact_url", "redact_text"]
+__all__ = [
+    "ConnectionParams",
+    "parse_url",
+    "parse_cluster_url",
+    "is_cluster_url",
+    "DEFAULT_URL",
+    "redact_url",
+    "redact_text",
+]
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
@@ -123,6 +131,51 @@ def parse_url(url=None, **overrides):
     return ConnectionParams(**kw)
 
 
+_CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+
+
+def is_cluster_url(url):
+    """True for ``redis+cluster://`` and ``rediss+cluster://`` URLs."""
+    return isinstance(url, str) and url.partition("://")[0].lower() in _CLUSTER_SCHEMES
+
+
+def parse_cluster_url(url, **overrides):
+    """Parse ``redis+cluster://[[user]:password@]host:port[,host:port...][?options]``
+    (``rediss+cluster://`` for TLS): returns ``([(host, port), ...], ConnectionParams)``,
+    the params being those every node shares (options as for ``parse_url``). A cluster
+    has only db 0: any other db is a ValueError."""
+    shown = redact_text(url) if isinstance(url, str) else url
+    if not is_cluster_url(url):
+        raise ValueError(f"not a cluster URL: {shown!r}: use redis+cluster://host:port,host:port")
+    scheme, _, rest = url.partition("://")
+    rest, _, fragment = rest.partition("#")
+    rest, qmark, query = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    nodes = []
+    for item in hosts.split(","):
+        item = item.strip()
+        if not item:
+            raise ValueError(f"empty host in {shown!r}: name the nodes as host:port,host:port")
+        try:
+            parts = urlsplit("//" + item)
+            port = parts.port or 6379
+        except ValueError:
+            raise ValueError(f"bad host:port {item!r} in {shown!r}") from None
+        if not parts.hostname or parts.username is not None or parts.path:
+            raise ValueError(f"bad host:port {item!r} in {shown!r}")
+        nodes.append((parts.hostname, port))
+    single = "rediss" if scheme.lower() == "rediss+cluster" else "redis"
+    first = hosts.split(",")[0].strip()
+    try:
+        params = parse_url(f"{single}://{userinfo}{at}{first}/{path}{qmark}{query}", **overrides)
+    except ValueError as e:  # said about the URL the user wrote, not the one made here
+        raise ValueError(f"{str(e).split(' in ', 1)[0]} in {shown!r}") from None
+    if params.db != 0:
+        raise ValueError(f"a Redis Cluster has only db 0, not db {params.db}: {shown!r}")
+    return nodes, params
+
+
 def _redact(url, parts):
     """``url`` with its password (and any ``password=`` query value) replaced by ``***``,
     for error messages."""
@@ -147,7 +200,9 @@ def _int(name, text, url):
 
 # -- masking secrets: the CLI and its logs show URLs without their passwords -------------
 
-_URL_PASSWORD = re.compile(r"(?i)\b((?:redis|rediss|unix|https?)://[^:/@\s'\"]*:)[^\s'\"]*@")
+_URL_PASSWORD = re.compile(
+    r"(?i)\b((?:redis|rediss|unix|https?|redis\+cluster|rediss\+cluster)://[^:/@\s'\"]*:)[^\s'\"]*@"
+)
 
 
 def redact_url(url: str) -> str:

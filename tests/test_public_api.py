@@ -9,15 +9,17 @@ import pytest
 UNIT = pytest.mark.unit
 
 TOP_LEVEL = [
-    "Redis", "Dedicated", "Subscription", "Monitor", "Message", "RedisServer", "Grid", "GridEvent",
+    "Redis", "Cluster", "Dedicated", "Subscription", "Monitor", "Message", "RedisServer", "RedisCluster",
+    "Grid", "GridEvent",
     "Replica", "Stats", "CappedLog", "RedisLogHandler",
     "RedisError", "ReplyError", "ConnectionError", "TimeoutError", "ProtocolError",
 ]  # fmt: skip
 
 MODULES = {
-    "greenredis.server": ["RedisServer"],
+    "greenredis.server": ["RedisServer", "RedisCluster"],
     "greenredis.backoff": ["Backoff", "delay"],
-    "greenredis.client": ["Redis", "Dedicated", "Subscription", "Monitor"],
+    "greenredis.client": ["Redis", "Cluster", "Dedicated", "Subscription", "Monitor"],
+    "greenredis.client.slots": ["key_slot", "SlotMap", "CommandTable"],
     "greenredis.grid": ["Grid", "GridView", "GridEvent"],
     "greenredis.replication": ["Replica"],
     "greenredis.replication.protocol": ["ReplicaProtocol"],

@@ -169,6 +169,13 @@ class Connection:
         finally:
             timer.close()
 
+    def submit_many(self, packed_list, entry):
+        """Send packed commands as one contiguous write without waiting: ``entry.switch(reply)``
+        is called in the hub for each reply in order, ``entry.throw(exc)`` (once per reply
+        outstanding) if the connection fails. May wait for write-buffer space."""
+        if packed_list:
+            self._enqueue(b"".join(packed_list), entry, len(packed_list))
+
     def alive(self):
         """Poll the socket without blocking, for a connection nobody has read in a while:
         False if the server closed it meanwhile (its idle ``timeout``, a NAT drop)."""

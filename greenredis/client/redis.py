@@ -13,7 +13,7 @@ from gevent.monkey import get_original
 from greenredis.backoff import Backoff
 from greenredis.client.connection import open_connection, pack
 from greenredis.errors import ConnectionError, RedisError, ReplyError, TimeoutError, WatchError
-from greenredis.url import ConnectionParams, parse_url
+from greenredis.url import ConnectionParams, is_cluster_url, parse_url
 
 __all__ = ["Redis", "Dedicated"]
 
@@ -319,7 +319,13 @@ class Redis(_Commands):
     @classmethod
     def from_url(cls, url=None, max_blocking=64, **options):
         """``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` or ``unix:///path``;
-        ``url`` defaults to ``$REDIS_URL``. Keyword options override the URL's."""
+        ``url`` defaults to ``$REDIS_URL``. Keyword options override the URL's.
+        A ``redis+cluster://`` URL gives a ``greenredis.Cluster`` (same interface)."""
+        url = url or os.environ.get("REDIS_URL")
+        if cls is Redis and is_cluster_url(url):
+            from greenredis.client.cluster import Cluster
+
+            return Cluster.from_url(url, max_blocking=max_blocking, **options)
         return cls(params=parse_url(url, **options), max_blocking=max_blocking)
 
     def __repr__(self):
@@ -331,20 +337,23 @@ class Redis(_Commands):
         packed = pack(command)
         if _route(first, command, shared=True):
             return self._blocking_call(packed, timeout)
-        conn = self._shared
-        if conn is None or conn.error is not None or self._thread != get_ident():
-            conn, timeout = self._ready(timeout)
-        elif not conn._pending and monotonic() - conn._last_io > self._idle_check:
-            conn, timeout = self._ready(timeout)
+        conn, timeout = self._shared_conn(timeout)
         return conn.call(packed, timeout)
 
     def _call_many(self, packed_list, timeout):
+        conn, timeout = self._shared_conn(timeout)
+        return conn.call_many(packed_list, timeout)
+
+    def _shared_conn(self, timeout):
+        """The shared connection and what is left of ``timeout``: at once when it is
+        open and was busy lately, else through ``_ready``. A ConnectionError here means
+        nothing was sent."""
         conn = self._shared
         if conn is None or conn.error is not None or self._thread != get_ident():
-            conn, timeout = self._ready(timeout)
-        elif not conn._pending and monotonic() - conn._last_io > self._idle_check:
-            conn, timeout = self._ready(timeout)
-        return conn.call_many(packed_list, timeout)
+            return self._ready(timeout)
+        if not conn._pending and monotonic() - conn._last_io > self._idle_check:
+            return self._ready(timeout)
+        return conn, timeout
 
     def _pack_in_batch(self, command):
         packed = pack(command)

@@ -1,0 +1,744 @@
+"""``Cluster``: the pipelined client for Redis Cluster.
+
+One ``Redis`` per node (so one auto-pipelined connection per primary, shared by every
+greenlet, plus its connections for blocking commands and ``dedicated()``); the slot map
+and key positions come from ``greenredis.client.slots`` (pure), this module only sends.
+
+A batch is split per node; each node's part is one write, every part is queued before
+any reply is awaited, and the replies are put back in the caller's order. ``MOVED``
+updates the map (and refreshes it in the background, once) and resends; ``ASK`` sends
+``ASKING`` + the command to the target; ``TRYAGAIN``/``CLUSTERDOWN`` and a node that
+cannot be reached before anything was sent are retried with backoff within the call's
+timeout (``retry_for`` seconds when the call has none).
+"""
+
+from __future__ import annotations
+
+import random
+from time import monotonic
+
+import gevent
+from gevent import Timeout, get_hub
+from gevent.event import AsyncResult
+from gevent.hub import Waiter
+
+from greenredis.backoff import Backoff
+from greenredis.client.connection import pack
+from greenredis.client.redis import _DEFAULT, _EMPTY, _EXEC, _MULTI, Redis, _first, _route
+from greenredis.client.slots import (
+    CommandTable,
+    SlotMap,
+    crossslot,
+    key_slot,
+    slot_of_keys,
+    split_batch,
+)
+from greenredis.errors import (
+    AskError,
+    AuthenticationError,
+    ConnectionError,
+    MovedError,
+    NoPermissionError,
+    RedisError,
+    ReplyError,
+    TimeoutError,
+    WatchError,
+)
+from greenredis.url import ConnectionParams, parse_cluster_url, redact_text
+
+__all__ = ["Cluster"]
+
+_ASKING = pack(("ASKING",))
+_READONLY = pack(("READONLY",))
+_RETRY_PREFIXES = ("TRYAGAIN", "CLUSTERDOWN")
+_COUNTERS = ("moved", "ask", "tryagain", "clusterdown", "unsent_retries", "refreshes")
+MAX_REDIRECTS = 16  # MOVED/ASK hops for one command before giving up (as redis-py)
+
+
+class _Unsent(ConnectionError):
+    """A part that could not be queued: nothing of it went out, so it may be resent."""
+
+
+class _ReplicaRedis(Redis):
+    """A node client whose connections say ``READONLY`` first (reads from a replica)."""
+
+    def _open(self, *args, **kwargs):
+        conn = super()._open(*args, **kwargs)
+        try:
+            reply = conn.call(_READONLY, self.params.connect_timeout)
+        except BaseException:
+            conn.close()
+            raise
+        if isinstance(reply, ReplyError):
+            conn.close()
+            raise ConnectionError(f"READONLY on {self.params.address} failed: {reply}")
+        return conn
+
+
+class _Gather:
+    """Wakes the batch's caller once every part has all its replies (or failed)."""
+
+    __slots__ = ("left", "waiter")
+
+    def __init__(self, parts, waiter):
+        self.left = parts
+        self.waiter = waiter
+
+    def part_done(self):
+        self.left -= 1
+        if self.left == 0:
+            self.waiter.switch(None)
+
+
+class _Part:
+    """One node's share of a batch: puts each reply at its caller's position."""
+
+    __slots__ = ("gather", "positions", "results", "k", "asking", "expected", "done")
+
+    def __init__(self, gather, positions, results, asking):
+        self.gather = gather
+        self.positions = positions
+        self.results = results
+        self.asking = asking  # every command preceded by ASKING, whose reply is skipped
+        self.expected = len(positions) * (2 if asking else 1)
+        self.k = 0
+        self.done = False
+
+    def switch(self, reply):
+        k = self.k
+        self.k = k + 1
+        if self.asking:
+            if not k & 1:
+                return
+            k >>= 1
+        self.results[self.positions[k]] = reply
+        if self.k == self.expected:
+            self.done = True
+            self.gather.part_done()
+
+    def throw(self, exc):
+        if self.done:
+            return
+        self.done = True
+        start = self.k >> 1 if self.asking else self.k
+        for i in self.positions[start:]:
+            self.results[i] = type(exc)(*exc.args)
+        self.gather.part_done()
+
+
+class Cluster:
+    """A Redis Cluster client for gevent: one pipelined connection per primary, shared by
+    every greenlet.
+
+    ``Cluster(startup_nodes, username=, password=, read_from_replicas=False, timeout=,
+    connect_timeout=, retry_for=10.0, **Redis options)`` where ``startup_nodes`` is a
+    list of ``(host, port)`` (or ``"host:port"``): any reachable nodes; or
+    ``Cluster.from_url("redis+cluster://:pw@host:port,host:port")``. The interface is
+    ``Redis``'s: ``cmd`` (one command or a batch), ``transaction``, ``dedicated(key)``,
+    ``close``; ``cmd(..., node=)`` sends a command to ``"all"`` nodes, ``"primaries"``,
+    ``"replicas"``, a ``"random"`` primary or one ``(host, port)``.
+
+    Counters of redirects and retries are in ``stats`` (``moved``, ``ask``, ``tryagain``,
+    ``clusterdown``, ``unsent_retries``, ``refreshes``).
+    """
+
+    def __init__(
+        self,
+        startup_nodes=None,
+        *,
+        read_from_replicas=False,
+        retry_for=10.0,
+        max_blocking=64,
+        params=None,
+        **options,
+    ):
+        nodes = _addresses(startup_nodes)
+        if params is None:
+            if "host" in options or "port" in options:
+                nodes.append((options.pop("host", "127.0.0.1"), int(options.pop("port", 6379))))
+            for name in ("db", "unix_socket_path"):
+                if options.get(name):
+                    raise ValueError(f"a Redis Cluster does not take {name}={options[name]!r}")
+            for alias, name in (("socket_timeout", "timeout"), ("socket_connect_timeout", "connect_timeout")):
+                if alias in options:
+                    options[name] = options.pop(alias)
+            params = ConnectionParams(**options)
+        elif options:
+            raise TypeError("pass either params or keyword options, not both")
+        if not nodes:
+            raise ValueError("a Cluster needs at least one startup node: [(host, port), ...]")
+        if params.db != 0:
+            raise ValueError(f"a Redis Cluster has only db 0, not db {params.db}")
+        if not retry_for >= 0:
+            raise ValueError(f"retry_for must be a number of seconds >= 0, not {retry_for!r}")
+        self.params = params
+        self.startup_nodes = nodes
+        self.timeout = params.timeout
+        self.read_from_replicas = read_from_replicas
+        self.retry_for = retry_for
+        self.max_blocking = max_blocking
+        self.closed = False
+        self.stats = dict.fromkeys(_COUNTERS, 0)
+        self._map = None  # SlotMap once loaded
+        self._table = None  # CommandTable once loaded
+        self._refreshing = None  # AsyncResult of the refresh under way
+        self._clients = {}  # (host, port) -> Redis
+        self._readers = {}  # (host, port) -> _ReplicaRedis
+
+    @classmethod
+    def from_url(cls, url, read_from_replicas=False, retry_for=10.0, max_blocking=64, **options):
+        """``redis+cluster://[[user]:password@]host:port[,host:port...][?options]``
+        (``rediss+cluster://`` for TLS); keyword options override the URL's."""
+        nodes, params = parse_cluster_url(url, **options)
+        return cls(
+            nodes,
+            params=params,
+            read_from_replicas=read_from_replicas,
+            retry_for=retry_for,
+            max_blocking=max_blocking,
+        )
+
+    def __repr__(self):
+        known = len(self._map.primaries()) if self._map is not None else "?"
+        return f"<Cluster {','.join(f'{h}:{p}' for h, p in self.startup_nodes[:3])} primaries={known}>"
+
+    # -- node clients ------------------------------------------------------
+
+    def node_client(self, address):
+        """The ``Redis`` for the node at ``(host, port)`` (made on first use): its shared
+        connection is the one this cluster client pipelines on."""
+        client = self._clients.get(address)
+        if client is None:
+            if self.closed:
+                raise ConnectionError("cluster client is closed")
+            client = self._clients[address] = Redis(
+                params=self.params.replace(host=address[0], port=address[1]), max_blocking=self.max_blocking
+            )
+        return client
+
+    def _reader_client(self, address):
+        client = self._readers.get(address)
+        if client is None:
+            if self.closed:
+                raise ConnectionError("cluster client is closed")
+            client = self._readers[address] = _ReplicaRedis(
+                params=self.params.replace(host=address[0], port=address[1]), max_blocking=self.max_blocking
+            )
+        return client
+
+    def client_for_slot(self, slot, timeout=None):
+        """The ``Redis`` of the primary that owns ``slot`` now."""
+        return self.node_client(self._owner(slot, _deadline(timeout)))
+
+    def client_for_key(self, key, timeout=None):
+        """The ``Redis`` of the primary that owns ``key``'s slot now."""
+        return self.client_for_slot(key_slot(key), timeout)
+
+    def slot_map(self, timeout=None):
+        """The current ``SlotMap`` (loaded on first use)."""
+        return self._loaded(_deadline(timeout))
+
+    # -- the slot map ------------------------------------------------------
+
+    def _loaded(self, deadline):
+        smap = self._map
+        if smap is not None:
+            return smap
+        outcome = self._wait_refresh(deadline)
+        if isinstance(outcome, BaseException):
+            raise type(outcome)(*outcome.args)
+        return outcome
+
+    def _owner(self, slot, deadline):
+        owner = self._loaded(deadline).owners[slot]
+        if owner is None:
+            self._refresh_soon()
+            raise ReplyError(f"CLUSTERDOWN Hash slot {slot} not served (by this client's last slot map)")
+        return owner
+
+    def _refresh_soon(self):
+        """Start a refresh unless one is under way; its AsyncResult."""
+        attempt = self._refreshing
+        if attempt is None:
+            attempt = self._refreshing = AsyncResult()
+            gevent.spawn(self._refresh, attempt)
+        return attempt
+
+    def _wait_refresh(self, deadline):
+        attempt = self._refresh_soon()
+        left = None if deadline is None else max(0.0, deadline - monotonic())
+        try:
+            return attempt.get(timeout=left)
+        except Timeout:
+            raise TimeoutError(f"the cluster's slot map did not load within the call's {left}s") from None
+
+    def _refresh(self, attempt):
+        outcome = ConnectionError("refreshing the slot map was interrupted")
+        try:
+            outcome = self._fetch_map()
+            self._map = outcome
+            self.stats["refreshes"] += 1
+        except Exception as e:
+            outcome = e
+        finally:
+            if self._refreshing is attempt:
+                self._refreshing = None
+            attempt.set(outcome)
+
+    def _fetch_map(self):
+        """Ask known primaries, then the startup nodes, then anyone else known, for the
+        slot map; the first complete one wins (else the first one got)."""
+        candidates = []
+        if self._map is not None:
+            primaries = self._map.primaries()
+            random.shuffle(primaries)
+            candidates += primaries
+        candidates += self.startup_nodes
+        if self._map is not None:
+            candidates += self._map.nodes()
+        errors = []
+        partial = None
+        for address in dict.fromkeys(candidates):
+            if self.closed:
+                raise ConnectionError("cluster client is closed")
+            client = self.node_client(address)
+            try:
+                smap = self._ask_map(client, address)
+            except (AuthenticationError, NoPermissionError):
+                raise
+            except RedisError as e:
+                if "cluster support disabled" in str(e):
+                    raise ConnectionError(
+                        f"{client.params.address} is not a cluster node (cluster support disabled): "
+                        "use greenredis.Redis for a single server"
+                    ) from None
+                errors.append(f"{client.params.address}: {e}")
+                continue
+            if self._table is None:
+                self._table = self._ask_table(client)
+            if not smap.uncovered():
+                return smap
+            partial = partial or smap
+        if partial is not None:
+            return partial
+        shown = "; ".join(errors[:5]) + (f"; and {len(errors) - 5} more" if len(errors) > 5 else "")
+        raise ConnectionError(f"no cluster node answered with a slot map ({redact_text(shown)})")
+
+    def _ask_map(self, client, address):
+        timeout = self.params.connect_timeout
+        reply = client.cmd([["CLUSTER", "SHARDS"]], timeout=timeout)[0]
+        if isinstance(reply, ReplyError):
+            if "unknown subcommand" not in str(reply).lower() and "unknown command" not in str(reply).lower():
+                raise reply
+            return SlotMap.from_slots(client.cmd(["CLUSTER", "SLOTS"], timeout=timeout), address)
+        return SlotMap.from_shards(reply, address)
+
+    def _ask_table(self, client):
+        return CommandTable.from_command_reply(client.cmd(["COMMAND"], timeout=self.params.connect_timeout))
+
+    def _moved(self, error):
+        """A ``MOVED``: point the slot at its new owner now and refresh the rest of the
+        map in the background, once however many callers saw it."""
+        self.stats["moved"] += 1
+        smap = self._map
+        if smap is not None and smap.moved(error.slot, error.address):
+            self._refresh_soon()
+
+    # -- routing -----------------------------------------------------------
+
+    def _rule(self, deadline):
+        table = self._table
+        if table is None:
+            self._loaded(deadline)
+            table = self._table
+        return table
+
+    def _slot(self, command, rule, deadline):
+        """The slot of ``command``'s keys (None: keyless); CROSSSLOT raised before sending."""
+        if rule.kind == "one":
+            if len(command) > rule.index:
+                return key_slot(command[rule.index])
+            return None
+        keys = rule.keys(command)
+        if keys is None:
+            keys = self._getkeys(command, deadline)
+        return slot_of_keys(keys)
+
+    def _getkeys(self, command, deadline):
+        """``COMMAND GETKEYS`` for a command whose keys only the server can find."""
+        client = self.node_client(self._random_primary(deadline))
+        left = None if deadline is None else max(0.001, deadline - monotonic())
+        reply = client.cmd([["COMMAND", "GETKEYS", *command]], timeout=left)[0]
+        if isinstance(reply, ReplyError):
+            return []  # keyless, or not a command: the node that gets it will say what is wrong
+        return reply
+
+    def _random_primary(self, deadline):
+        primaries = self._loaded(deadline).primaries()
+        if not primaries:
+            self._refresh_soon()
+            raise ConnectionError("the cluster has no primary serving slots (by the last slot map)")
+        return random.choice(primaries)
+
+    def _target(self, slot, readonly, deadline):
+        """Where a command for ``slot`` goes: ``(address, reader)``."""
+        if slot is None:
+            return self._random_primary(deadline), False
+        if readonly and self.read_from_replicas:
+            smap = self._loaded(deadline)
+            reader = smap.reader(slot)
+            if reader is not None and reader != smap.owners[slot]:
+                return reader, True
+        return self._owner(slot, deadline), False
+
+    def _client(self, address, reader):
+        return self._reader_client(address) if reader else self.node_client(address)
+
+    # -- commands ----------------------------------------------------------
+
+    def cmd(self, command, timeout=_DEFAULT, node=None):
+        """Run one command, routed by its keys' slot, and return its reply (raising
+        ``ReplyError``); or run a batch (a list of commands) split per node and return
+        the replies in order, errors in place (a ``ConnectionError`` instance for a
+        command whose node failed with it in flight). ``node=``: see the class."""
+        if timeout is _DEFAULT:
+            timeout = self.timeout
+        first = _first(command)
+        if first is _EMPTY:
+            return []
+        if first.__class__ is list or first.__class__ is tuple:
+            if node is not None:
+                raise ValueError("node= takes one command, not a batch")
+            return self._batch(command, timeout)
+        if node is not None:
+            return self._on_nodes(command, node, timeout)
+        deadline = _deadline(timeout)
+        packed = pack(command)
+        blocks = _route(first, command, shared=True)
+        rule = self._rule(deadline).rule(first).sub(command)
+        slot = self._slot(command, rule, deadline)
+        reply = self._send_one(packed, slot, rule.readonly, blocks, deadline, timeout)
+        if isinstance(reply, ReplyError):
+            raise reply
+        return reply
+
+    def _send_one(self, packed, slot, readonly, blocks, deadline, timeout):
+        address, reader = self._target(slot, readonly, deadline)
+        asking = False
+        hops = 0
+        backoff = None
+        retry_until = deadline if deadline is not None else monotonic() + self.retry_for
+        while True:
+            client = self._client(address, reader)
+            left = None if deadline is None else max(0.001, deadline - monotonic())
+            try:
+                if blocks:
+                    reply = client._blocking_call(packed, left)
+                else:
+                    try:
+                        conn, left = client._shared_conn(left)
+                    except ConnectionError as e:
+                        if isinstance(e, AuthenticationError) or self.closed:
+                            raise
+                        # nothing was sent: wait for a new map (a failover), then try again
+                        backoff = backoff or Backoff(0.05, 1.0)
+                        if not self._pause(backoff, retry_until, refresh=True):
+                            raise
+                        self.stats["unsent_retries"] += 1
+                        address, reader = self._target(slot, readonly, deadline)
+                        continue
+                    if asking:
+                        reply = conn.call_many([_ASKING, packed], left)[1]
+                    else:
+                        reply = conn.call(packed, left)
+            except ConnectionError:
+                self._refresh_soon()  # in flight: the caller hears of it, the next call finds the new map
+                raise
+            if not isinstance(reply, ReplyError):
+                return reply
+            cls = reply.__class__
+            if cls is MovedError or cls is AskError:
+                hops += 1
+                if hops > MAX_REDIRECTS:
+                    return reply
+                if cls is MovedError:
+                    self._moved(reply)
+                    asking = False
+                else:
+                    self.stats["ask"] += 1
+                    asking = True
+                address, reader = reply.address, False
+                if blocks and asking:  # a blocking command cannot be paired with ASKING here
+                    backoff = backoff or Backoff(0.05, 1.0)
+                    if not self._pause(backoff, retry_until):
+                        return reply
+                    asking = False
+                continue
+            prefix = reply.prefix
+            if prefix in _RETRY_PREFIXES:
+                self.stats[prefix.lower()] += 1
+                backoff = backoff or Backoff(0.05, 1.0)
+                if not self._pause(backoff, retry_until, refresh=prefix == "CLUSTERDOWN"):
+                    return reply
+                address, reader = self._target(slot, readonly, deadline)
+                asking = False
+                continue
+            return reply
+
+    def _pause(self, backoff, until, refresh=False):
+        """Sleep the next backoff delay if that ends before ``until``; False if not."""
+        wait = backoff.failure()
+        if monotonic() + wait > until:
+            return False
+        if refresh:
+            self._refresh_soon()
+        gevent.sleep(wait)
+        return True
+
+    def _batch(self, commands, timeout):
+        deadline = _deadline(timeout)
+        table = self._rule(deadline)
+        n = len(commands)
+        packed = [None] * n
+        slots = [None] * n
+        results = [None] * n
+        todo = []
+        for i, command in enumerate(commands):
+            packed[i] = pack(command)
+            first = command[0]
+            if _route(first, command, shared=True):
+                raise ValueError(f"{first} blocks: run it alone with cmd([...]), not in a batch")
+        for i, command in enumerate(commands):
+            rule = table.rule(command[0]).sub(command)
+            try:
+                slot = slots[i] = self._slot(command, rule, deadline)
+            except ReplyError as e:  # CROSSSLOT: in place, never sent
+                results[i] = e
+                continue
+            address, reader = self._target(slot, rule.readonly, deadline)
+            todo.append((i, address, reader, False))
+        retry_until = deadline if deadline is not None else monotonic() + self.retry_for
+        backoff = None
+        hops = 0
+        while todo:
+            self._send_parts(todo, packed, results, deadline, timeout)
+            again = []
+            wait = refresh = False
+            for item in todo:
+                i = item[0]
+                reply = results[i]
+                if not isinstance(reply, RedisError):
+                    continue
+                cls = reply.__class__
+                if cls is MovedError:
+                    self._moved(reply)
+                    again.append((i, reply.address, False, False))
+                elif cls is AskError:
+                    self.stats["ask"] += 1
+                    again.append((i, reply.address, False, True))
+                elif cls is _Unsent:
+                    self.stats["unsent_retries"] += 1
+                    wait = refresh = True
+                    again.append((i, None, False, False))
+                elif isinstance(reply, ReplyError) and reply.prefix in _RETRY_PREFIXES:
+                    self.stats[reply.prefix.lower()] += 1
+                    wait = True
+                    refresh = refresh or reply.prefix == "CLUSTERDOWN"
+                    again.append((i, None, False, False))
+            hops += 1
+            if not again:
+                break
+            if hops > MAX_REDIRECTS:
+                break
+            if wait:
+                backoff = backoff or Backoff(0.05, 1.0)
+                if not self._pause(backoff, retry_until, refresh=refresh):
+                    break
+            todo = []
+            for i, address, reader, asking in again:
+                if address is None:
+                    rule = table.rule(commands[i][0]).sub(commands[i])
+                    address, reader = self._target(slots[i], rule.readonly, deadline)
+                todo.append((i, address, reader, asking))
+        for i, reply in enumerate(results):
+            if reply.__class__ is _Unsent:
+                results[i] = ConnectionError(*reply.args)
+        return results
+
+    def _send_parts(self, todo, packed, results, deadline, timeout):
+        """Queue every node's part (one write each), then wait for all their replies."""
+        groups = split_batch([(address, reader, asking) for _, address, reader, asking in todo])
+        waiter = Waiter(get_hub())
+        gather = _Gather(len(groups), waiter)
+        timer = None
+        if deadline is not None:
+            timer = Timeout._start_new_or_dummy(
+                max(0.001, deadline - monotonic()),
+                TimeoutError(f"no reply from the cluster within {timeout}s"),
+            )
+        try:
+            for (address, reader, asking), where in groups.items():
+                positions = [todo[j][0] for j in where]
+                part = _Part(gather, positions, results, asking)
+                client = self._client(address, reader)
+                try:
+                    left = None if deadline is None else max(0.001, deadline - monotonic())
+                    conn, _ = client._shared_conn(left)
+                    if asking:
+                        chunks = []
+                        for i in positions:
+                            chunks.append(_ASKING)
+                            chunks.append(packed[i])
+                    else:
+                        chunks = [packed[i] for i in positions]
+                    conn.submit_many(chunks, part)
+                except ConnectionError as e:
+                    if isinstance(e, AuthenticationError) or self.closed:
+                        part.throw(e)
+                    else:
+                        part.throw(_Unsent(f"{client.params.address}: {e}"))
+            waiter.get()
+        finally:
+            if timer is not None:
+                timer.close()
+
+    def _on_nodes(self, command, node, timeout):
+        deadline = _deadline(timeout)
+        smap = self._loaded(deadline)
+        if node == "random":
+            return self.node_client(self._random_primary(deadline)).cmd(command, timeout=timeout)
+        if isinstance(node, tuple) or (isinstance(node, str) and ":" in node):
+            (address,) = _addresses([node])
+            return self._client(address, address not in smap.replicas).cmd(command, timeout=timeout)
+        primaries = smap.primaries()
+        replicas = [r for p in primaries for r in smap.replicas.get(p, ())]
+        if node == "primaries":
+            targets = [(a, False) for a in primaries]
+        elif node == "replicas":
+            targets = [(a, True) for a in replicas]
+        elif node == "all":
+            targets = [(a, False) for a in primaries] + [(a, True) for a in replicas]
+        else:
+            raise ValueError(f"node= is 'all', 'primaries', 'replicas', 'random' or (host, port): {node!r}")
+        results = {}
+        jobs = [(a, gevent.spawn(self._client(a, r).cmd, [command], timeout)) for a, r in targets]
+        for address, job in jobs:
+            try:
+                results[address] = job.get()[0]
+            except RedisError as e:
+                results[address] = e
+        return results
+
+    def transaction(self, commands, timeout=_DEFAULT):
+        """MULTI/EXEC on the node that owns the commands' one slot (CROSSSLOT before
+        sending otherwise); returns EXEC's replies, errors in place. A transaction that
+        met MOVED was discarded by Redis and is resent to the new owner."""
+        if timeout is _DEFAULT:
+            timeout = self.timeout
+        first = _first(commands)
+        if first.__class__ not in (list, tuple):
+            raise ValueError("transaction() takes a list of commands")
+        deadline = _deadline(timeout)
+        table = self._rule(deadline)
+        packed = [pack(c) for c in commands]
+        found = set()
+        for command in commands:
+            _route(command[0], command, shared=True)
+            slot = self._slot(command, table.rule(command[0]), deadline)
+            if slot is not None:
+                found.add(slot)
+        if len(found) > 1:
+            raise crossslot(found, "Keys in the transaction")
+        slot = found.pop() if found else None
+        address = self._target(slot, False, deadline)[0]
+        retry_until = deadline if deadline is not None else monotonic() + self.retry_for
+        backoff = Backoff(0.05, 1.0)
+        hops = 0
+        while True:
+            client = self.node_client(address)
+            left = None if deadline is None else max(0.001, deadline - monotonic())
+            try:
+                conn, left = client._shared_conn(left)
+            except ConnectionError as e:
+                if isinstance(e, AuthenticationError) or not self._pause(backoff, retry_until, refresh=True):
+                    raise
+                self.stats["unsent_retries"] += 1
+                address = self._target(slot, False, deadline)[0]
+                continue
+            try:
+                replies = conn.call_many([_MULTI, *packed, _EXEC], left)
+            except ConnectionError:
+                self._refresh_soon()
+                raise
+            result = replies[-1]
+            queued = replies[1:-1]
+            early = [replies[0], *queued]
+            redirect = next((r for r in early if isinstance(r, (MovedError, AskError))), None)
+            retry = next(
+                (r for r in early if isinstance(r, ReplyError) and r.prefix in _RETRY_PREFIXES), None
+            )
+            if isinstance(result, ReplyError) and (redirect is not None or retry is not None):
+                hops += 1
+                if isinstance(redirect, MovedError) and hops <= MAX_REDIRECTS:
+                    self._moved(redirect)
+                    address = redirect.address
+                    continue
+                # ASK (mid-migration), TRYAGAIN, CLUSTERDOWN: wait for the slot to settle
+                why = redirect if redirect is not None else retry
+                if isinstance(why, AskError):
+                    self.stats["ask"] += 1
+                elif why.prefix in _RETRY_PREFIXES:
+                    self.stats[why.prefix.lower()] += 1
+                if hops <= MAX_REDIRECTS and self._pause(backoff, retry_until, refresh=True):
+                    address = self._target(slot, False, deadline)[0]
+                    continue
+                raise type(why)(f"{why} (the transaction was discarded; nothing was written)")
+            if isinstance(result, ReplyError):
+                errors = [f"command {i}: {r}" for i, r in enumerate(queued) if isinstance(r, ReplyError)]
+                raise type(result)(f"{result} ({'; '.join(errors)})" if errors else str(result))
+            if result is None:
+                raise WatchError("EXEC aborted: a WATCHed key changed; nothing was written")
+            return result
+
+    def dedicated(self, key, timeout=None):
+        """A connection of its own to the primary that owns ``key``'s slot, for
+        WATCH/MULTI/EXEC: ``with c.dedicated("user:1") as d: d.cmd(["WATCH", "user:1"])``.
+        Commands on it go to that node as they are (a moved slot answers MOVED)."""
+        return self.client_for_key(key, timeout).dedicated()
+
+    def close(self):
+        """Close every node's connections; callers still waiting get ConnectionError."""
+        self.closed = True
+        for client in [*self._clients.values(), *self._readers.values()]:
+            client.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _deadline(timeout):
+    return None if timeout is None else monotonic() + timeout
+
+
+def _addresses(nodes):
+    """Startup nodes as ``[(host, port)]`` from tuples or ``"host:port"`` strings."""
+    if nodes is None:
+        return []
+    if isinstance(nodes, (str, tuple)):
+        nodes = [nodes]
+    found = []
+    for node in nodes:
+        if isinstance(node, str):
+            host, sep, port = node.rpartition(":")
+            if not sep or not port.isdigit():
+                raise ValueError(f"a startup node is (host, port) or 'host:port', not {node!r}")
+            node = (host.strip("[]"), int(port))
+        if not (isinstance(node, (tuple, list)) and len(node) == 2 and isinstance(node[1], int)):
+            raise ValueError(f"a startup node is (host, port) or 'host:port', not {node!r}")
+        if not 0 < node[1] < 65536:
+            raise ValueError(f"bad port in startup node {node!r}")
+        found.append((str(node[0]), int(node[1])))
+    return found
