@@ -24,6 +24,7 @@ import os
 import random
 import weakref
 from collections import deque
+from time import monotonic
 
 import gevent
 from gevent.event import Event
@@ -33,6 +34,7 @@ from greenredis.backoff import Backoff
 from greenredis.client.cluster_pubsub_routes import Routes, plan_shards
 from greenredis.client.connection import pack
 from greenredis.client.pubsub import GAP, Message, Subscription
+from greenredis.client.slots import key_slot
 from greenredis.errors import ConnectionError, MovedError, RedisError, ReplyError
 
 __all__ = [
@@ -83,40 +85,37 @@ class _Nodes:
 
     def __init__(self, cluster):
         self.cluster = cluster
-        self._clients = {}
 
     @property
     def closed(self):
         return self.cluster.closed
 
     def check_thread(self):
-        self.cluster._check_thread()
+        for client in list(self.cluster._clients.values())[:1]:  # they all belong to the cluster's thread
+            client._check_thread()
 
     def slot_of(self, channel):
-        return self.cluster._slot_of(channel)
+        return key_slot(channel)
 
     def owner_of_slot(self, slot):
-        return self.cluster._owner_of_slot(slot)
+        return self.cluster.slot_map().owners[slot]
 
     def primaries(self):
-        return list(self.cluster._primary_addresses())
+        return self.cluster.slot_map().primaries()
+
+    def moved(self, error):
+        self.cluster._moved(error)  # the client's map learns it too
 
     def refresh(self):
-        """Read the slot map again now (RedisError if no node answers)."""
-        self.cluster._refresh_slots()
+        """Read the slot map again now (RedisError if no node answers in time)."""
+        outcome = self.cluster._wait_refresh(monotonic() + self.cluster.params.connect_timeout)
+        if isinstance(outcome, BaseException):
+            raise type(outcome)(*outcome.args)
 
     def redis(self, address):
-        """A single-node client for ``address`` with the cluster's credentials and TLS,
-        used only to open this subscription's connections."""
-        client = self._clients.get(address)
-        if client is None or client.closed:
-            client = self._clients[address] = self.cluster._node_client(address)
-        return client
-
-    def close(self):
-        for client in self._clients.values():
-            client.close()
-        self._clients.clear()
+        """The cluster's client of the node at ``address`` (its credentials, TLS): a
+        subscription opens connections of its own through it."""
+        return self.cluster.node_client(address)
 
 
 class _Shard(Subscription):
@@ -382,6 +381,7 @@ class ShardedSubscription(_PubSubShell):
                 for channel, error in shard.add(list(names), timeout):
                     if isinstance(error, MovedError):  # that node no longer owns it: it names who does
                         self._routes.moved(error.slot, error.address)
+                        self._nodes.moved(error)
                         moved = True
                     else:
                         refused.append((channel, error))
@@ -523,7 +523,6 @@ class ShardedSubscription(_PubSubShell):
         for shard in list(self._shards.values()):
             shard.close()
         self._shards.clear()
-        self._nodes.close()
         self._ready.set()
 
 
@@ -586,10 +585,6 @@ class ClusterSubscription(Subscription):
     def address(self):
         """The node this subscription listens on now."""
         return self.redis.address
-
-    def close(self):
-        super().close()
-        self._nodes.close()
 
 
 _streams: weakref.WeakSet[_PubSubShell] = weakref.WeakSet()
