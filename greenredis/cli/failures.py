@@ -17,7 +17,7 @@ from greenredis.errors import (
     ReplyError,
     TimeoutError,
 )
-from greenredis.url import redact_text, redact_url
+from greenredis.url import is_cluster_url, redact_text, redact_url
 
 URL_HINT = "set REDIS_URL or --url, e.g. redis://:PASSWORD@127.0.0.1:6379/0"
 
@@ -101,7 +101,10 @@ def check_url(url, what="Redis URL"):
         hint = URL_HINT
         if url.startswith("/"):
             hint = f"for a unix socket write unix://{url}; otherwise {URL_HINT}"
-        raise Fatal(f"{shown!r} is not a Redis URL (redis://, rediss:// or unix://)", hint, code=2)
+        schemes = "redis://, rediss://, unix:// or redis+cluster://"
+        raise Fatal(f"{shown!r} is not a Redis URL ({schemes})", hint, code=2)
+    if is_cluster_url(url):
+        return _check_cluster_url(url, shown, what)
     try:
         if parts.scheme.lower() != "unix" and parts.port == 0:
             raise ValueError(f"port 0 in {url!r} is not a port")
@@ -111,6 +114,19 @@ def check_url(url, what="Redis URL"):
         raise Fatal(f"bad {what}: {message}", URL_HINT, code=2) from None
     if not params.unix_socket_path and not 0 < params.port < 65536:
         raise Fatal(f"bad {what} {shown!r}: port {params.port} is not in 1-65535", URL_HINT, code=2)
+    return params
+
+
+def _check_cluster_url(url, shown, what):
+    from greenredis.url import parse_cluster_url
+
+    try:
+        nodes, params = parse_cluster_url(url)
+    except ValueError as e:
+        raise Fatal(f"bad {what}: {redact_text(str(e))}", URL_HINT, code=2) from None
+    for _host, port in nodes:
+        if not 0 < port < 65536:
+            raise Fatal(f"bad {what} {shown!r}: port {port} is not in 1-65535", URL_HINT, code=2)
     return params
 
 
@@ -133,7 +149,16 @@ def probe(url, timeout=5.0):
 
     params = check_url(url)
     address = params.address
-    r = Redis(params=params.replace(connect_timeout=timeout, timeout=timeout))
+    params = params.replace(connect_timeout=timeout, timeout=timeout)
+    if is_cluster_url(url):  # any node answers for the cluster: the slot map is loaded first
+        from greenredis.client.cluster import Cluster
+        from greenredis.url import parse_cluster_url
+
+        nodes = parse_cluster_url(url)[0]
+        address = ",".join(f"{h}:{p}" for h, p in nodes)
+        r = Cluster(nodes, params=params, retry_for=0)
+    else:
+        r = Redis(params=params)
     try:
         reply = r.cmd(["PING"])
     except RedisError as e:

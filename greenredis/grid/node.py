@@ -52,6 +52,14 @@ def default_name():
     return os.environ.get("DYNO") or f"{_stdsocket.gethostname()}:{os.getpid()}"
 
 
+def _params_of(redis):
+    """The connection params of a client; a cluster's, aimed at its first startup node."""
+    if is_cluster(redis):
+        host, port = redis.startup_nodes[0]
+        return redis.params.replace(host=host, port=port)
+    return redis.params
+
+
 def _routed_ip(params):
     """The local address of the interface that routes to Redis (no packet is sent)."""
     if params.unix_socket_path:
@@ -120,7 +128,7 @@ class Grid:
         self.instance = os.urandom(8).hex()
         meta = clean_meta(dict(meta or {}))
         if not observe:
-            ip = ip or os.environ.get("LOCAL_IP") or meta.get("ip") or _routed_ip(self.redis.params)
+            ip = ip or os.environ.get("LOCAL_IP") or meta.get("ip") or _routed_ip(_params_of(self.redis))
             meta = {"ip": str(ip), **{k: v for k, v in meta.items() if k != "ip"}}
         self._meta = meta
         self.ttl, self.interval = float(ttl), float(interval)
