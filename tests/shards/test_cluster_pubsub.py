@@ -8,7 +8,7 @@ from waiting import wait_for
 
 import greenredis
 from greenredis.client.cluster_pubsub import ClusterSubscription, ShardedSubscription
-from greenredis.errors import ConnectionError
+from greenredis.errors import ConnectionError, NoPermissionError
 
 
 @pytest.fixture
@@ -162,3 +162,43 @@ def test_bad_calls_say_what_is_wrong(c):
     sub.close()
     with pytest.raises(ConnectionError, match="closed"):
         sub.ssubscribe("y")
+
+
+def test_a_killed_shard_connection_resubscribes_with_a_gap(rc, c, publisher):
+    by_port = channels_on_every_primary(rc, per_node=1, prefix="kill-")
+    every = [ch for chans in by_port.values() for ch in chans]
+    sub = c.ssubscribe(*every)
+    try:
+        victim = every[0]
+        port = next(p for p, chans in by_port.items() if victim in chans)
+        before = dict(sub.nodes)
+        assert rc.call(port, "CLIENT", "KILL", "TYPE", "pubsub") >= 1
+        assert sub.get(timeout=10).kind == b"gap"
+        assert sub.nodes == before  # the same channels on the same nodes again
+        for ch in every:
+            publisher.spublish(slot(ch), ch, "after")
+        assert sorted(m.channel for m in drain(sub)) == sorted(ch.encode() for ch in every)
+    finally:
+        sub.close()
+
+
+def test_a_channel_the_acl_refuses_is_named(rc, publisher):
+    rule = ["ACL", "SETUSER", "shardy", "on", ">pw", "~*", "+@all", "resetchannels", "&allowed*"]
+    for node in rc.nodes:  # ACLs are per node
+        rc.call(node, *rule)
+    c = greenredis.Cluster(rc.startup_nodes, username="shardy", password="pw")
+    try:
+        with pytest.raises(NoPermissionError, match="SSUBSCRIBE forbidden: NOPERM") as info:
+            c.ssubscribe("allowed-1", "forbidden")
+        assert "forbidden" in str(info.value) and "allowed-1" not in str(info.value)
+        sub = c.ssubscribe("allowed-1")
+        with pytest.raises(NoPermissionError, match="forbidden"):
+            sub.ssubscribe("forbidden")
+        assert sub.channels == {b"allowed-1"}
+        publisher.spublish(slot("allowed-1"), "allowed-1", "ok")
+        assert sub.get(timeout=5) == (b"smessage", b"allowed-1", b"ok")
+        sub.close()
+    finally:
+        c.close()
+        for node in rc.nodes:
+            rc.call(node, "ACL", "DELUSER", "shardy")
