@@ -706,12 +706,12 @@ class Cluster:
         Commands on it go to that node as they are (a moved slot answers MOVED)."""
         return self.client_for_key(key, timeout).dedicated()
 
-    def ssubscribe(self, *channels, maxsize=10000):
+    def ssubscribe(self, *channels, maxsize=10000, check_every=5.0):
         """A ``ShardedSubscription`` to sharded channels (SSUBSCRIBE), one connection per
         primary owning one; it follows slot moves (``greenredis.client.cluster_pubsub``)."""
         from greenredis.client.cluster_pubsub import ShardedSubscription
 
-        return ShardedSubscription(self, channels=channels, maxsize=maxsize)
+        return ShardedSubscription(self, channels=channels, maxsize=maxsize, check_every=check_every)
 
     def subscribe(self, *channels, maxsize=10000):
         """A ``ClusterSubscription`` to classic channels, on one node (every node hears

@@ -275,12 +275,16 @@ class ShardedSubscription(_PubSubShell):
     owner of its slot (retrying with backoff while the cluster settles) and the
     iterator yields ``(b"gap", None, None)`` before anything heard since. A channel
     Redis refuses on resubscription (``-NOPERM``) is dropped and its error raised once,
-    after the gap. Up to ``maxsize`` messages queue up; past that the sockets are no
-    longer read, so Redis buffers (and past its output buffer limit drops: a gap).
+    after the gap. Every ``check_every`` seconds each node is PINGed (one that does not
+    answer within ``connect_timeout``, paused or cut off, is left for the slot's new
+    owner) and the client's slot map is compared with where the channels are. Up to
+    ``maxsize`` messages queue up; past that the sockets are no longer read, so Redis
+    buffers (and past its output buffer limit drops: a gap).
     """
 
-    def __init__(self, cluster, channels=(), maxsize=10000):
+    def __init__(self, cluster, channels=(), maxsize=10000, check_every=5.0):
         self._nodes = _Nodes(cluster)
+        self.check_every = check_every
         self._routes = Routes(self._nodes.slot_of, self._nodes.owner_of_slot)
         self.channels: set[bytes] = set()
         self._shards: dict = {}  # address -> _Shard
@@ -291,6 +295,7 @@ class ShardedSubscription(_PubSubShell):
         self._again = False
         self._warned_at = None
         self._init_queue(maxsize)
+        self._watcher = gevent.spawn(_watch, weakref.ref(self)) if check_every else None
         try:
             if channels:
                 self.ssubscribe(*channels)
@@ -372,13 +377,23 @@ class ShardedSubscription(_PubSubShell):
             for address in plan.close:
                 self._drop_shard(self._shards[address])
             for address, names in plan.unsubscribe.items():
-                self._shards[address].remove(list(names), timeout)
+                shard = self._shards[address]
+                try:
+                    shard.remove(list(names), timeout)
+                except RedisError:
+                    self._drop_shard(shard)  # no answer: nothing it holds can be trusted
+                    raise
             moved = False
             for address, names in plan.subscribe.items():
                 shard = self._shards.get(address)
                 if shard is None:
                     shard = self._shards[address] = _Shard(self, self._nodes.redis(address), address)
-                for channel, error in shard.add(list(names), timeout):
+                try:
+                    refusals = shard.add(list(names), timeout)
+                except RedisError:
+                    self._drop_shard(shard)  # not confirmed: it may or may not hear them
+                    raise
+                for channel, error in refusals:
                     if isinstance(error, MovedError):  # that node no longer owns it: it names who does
                         self._routes.moved(error.slot, error.address)
                         self._nodes.moved(error)
@@ -515,15 +530,57 @@ class ShardedSubscription(_PubSubShell):
         log.warning("%s: Redis refused the resubscription: %s: %s", self, shown, first)
         self._put(type(first)(f"resubscribing after a reconnect or a slot move: {shown}: {first}"))
 
+    def _check(self):
+        """PING every node (a paused or silently dead one answers nothing: its channels
+        move on), and look whether the client's slot map has a channel elsewhere now."""
+        if self._resyncer is not None or self._paused or not self._lock.acquire(blocking=False):
+            return
+        try:
+            owners, _ = self._routes.owners(self.channels)
+            if any(owners.get(c) != a for a, s in self._shards.items() for c in s.channels):
+                self._start_resync(refresh=False)
+                return
+            for shard in list(self._shards.values()):
+                try:
+                    shard._confirm(self._nodes.cluster.params.connect_timeout, raise_refused=False)
+                except ConnectionError as e:
+                    log.warning("%s: %s:%s does not answer (%s); resubscribing", self, *shard.address, e)
+                    self._drop_shard(shard)
+                    self._start_resync(refresh=True)
+                    return
+        except RedisError as e:  # no slot map now: the next check will tell
+            log.debug("%s: check failed: %s", self, e)
+        finally:
+            self._lock.release()
+
     def close(self):
         """Close every connection and end iteration."""
         self.closed = True
         if self._resyncer is not None:
             self._resyncer.kill(block=False)
+        if self._watcher is not None:
+            self._watcher.kill(block=False)
         for shard in list(self._shards.values()):
             shard.close()
         self._shards.clear()
         self._ready.set()
+
+
+def _watch(ref):
+    """Check a subscription every ``check_every`` seconds while it lives (a weak
+    reference: a subscription dropped without ``close`` is not kept alive by this)."""
+    while True:
+        sub = ref()
+        if sub is None or sub.closed:
+            return
+        every = sub.check_every
+        del sub
+        gevent.sleep(every)
+        sub = ref()
+        if sub is None or sub.closed:
+            return
+        sub._check()
+        del sub
 
 
 class _AnyNode:

@@ -202,3 +202,38 @@ def test_a_channel_the_acl_refuses_is_named(rc, publisher):
         c.close()
         for node in rc.nodes:
             rc.call(node, "ACL", "DELUSER", "shardy")
+
+
+def test_a_paused_primary_is_left_for_its_replica(rc, publisher):
+    """SIGSTOP the primary a channel lives on: it answers nothing (and tells nothing)
+    while its replica takes over; the subscription's PING check notices, resubscribes
+    on the new primary (one gap) and hears what is published there."""
+    c = greenredis.Cluster(rc.startup_nodes, connect_timeout=1.0)
+    s = slot("sleepy")
+    primary = rc.node_for_slot(s)
+    sub = c.ssubscribe("sleepy", check_every=0.5)
+    other = next(n for n in rc.nodes if n is not primary)
+    try:
+        publisher.spublish(s, "sleepy", "before")
+        assert sub.get(timeout=5) == (b"smessage", b"sleepy", b"before")
+        primary.pause()
+        new = wait_for(lambda: _owner_port(rc, other, s) != primary.port, 30, "the replica promoted")
+        assert sub.get(timeout=30).kind == b"gap"
+        new = _owner_port(rc, other, s)
+        assert set(sub.nodes) == {("127.0.0.1", new)}
+        publisher.owner[s] = new
+        publisher.spublish(s, "sleepy", "after")
+        assert sub.get(timeout=5) == (b"smessage", b"sleepy", b"after")
+    finally:
+        sub.close()
+        c.close()
+        primary.resume()
+        rc.wait_ok(60)
+
+
+def _owner_port(rc, asked, s):
+    """The port of the primary owning slot ``s`` as ``asked`` sees it (CLUSTER SLOTS)."""
+    for first, last, primary, *_ in rc.call(asked, "CLUSTER", "SLOTS"):
+        if first <= s <= last:
+            return primary[1]
+    return None
