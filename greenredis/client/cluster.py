@@ -713,18 +713,18 @@ class Cluster:
 
         return ShardedSubscription(self, channels=channels, maxsize=maxsize, check_every=check_every)
 
-    def subscribe(self, *channels, maxsize=10000):
+    def subscribe(self, *channels, maxsize=10000, check_every=5.0):
         """A ``ClusterSubscription`` to classic channels, on one node (every node hears
         every PUBLISH), moving to another when that one cannot be reached."""
         from greenredis.client.cluster_pubsub import ClusterSubscription
 
-        return ClusterSubscription(self, channels=channels, maxsize=maxsize)
+        return ClusterSubscription(self, channels=channels, maxsize=maxsize, check_every=check_every)
 
-    def psubscribe(self, *patterns, maxsize=10000):
+    def psubscribe(self, *patterns, maxsize=10000, check_every=5.0):
         """A ``ClusterSubscription`` to glob-style patterns of classic channels."""
         from greenredis.client.cluster_pubsub import ClusterSubscription
 
-        return ClusterSubscription(self, patterns=patterns, maxsize=maxsize)
+        return ClusterSubscription(self, patterns=patterns, maxsize=maxsize, check_every=check_every)
 
     def close(self):
         """Close every node's connections; callers still waiting get ConnectionError."""

@@ -590,6 +590,7 @@ class _AnyNode:
     def __init__(self, nodes):
         self.nodes = nodes
         self.address = None
+        self.suspect = None  # a node that stopped answering: tried last
 
     @property
     def params(self):
@@ -610,6 +611,9 @@ class _AnyNode:
         others = [a for a in self.nodes.primaries() if a != self.address]
         random.shuffle(others)
         candidates = ([self.address] if self.address is not None else []) + others
+        if self.suspect in candidates:
+            candidates.remove(self.suspect)
+            candidates.append(self.suspect)
         error = ConnectionError("the cluster has no known node")
         for address in candidates:
             try:
@@ -628,12 +632,15 @@ class ClusterSubscription(Subscription):
     """Classic channels and patterns on a cluster (``Cluster.subscribe``/``psubscribe``).
 
     The cluster relays every PUBLISH to every node, so one connection to any node hears
-    them all; when that node cannot be reached the subscription reconnects to another
-    (with the usual ``(b"gap", None, None)``)."""
+    them all; when that node cannot be reached, or does not answer a PING within
+    ``connect_timeout`` (checked every ``check_every`` seconds: a paused node), the
+    subscription reconnects to another (with the usual ``(b"gap", None, None)``)."""
 
-    def __init__(self, cluster, channels=(), patterns=(), maxsize=10000):
+    def __init__(self, cluster, channels=(), patterns=(), maxsize=10000, check_every=5.0):
         self._nodes = _Nodes(cluster)
+        self.check_every = check_every
         super().__init__(_AnyNode(self._nodes), channels=channels, patterns=patterns, maxsize=maxsize)
+        self._watcher = gevent.spawn(_watch, weakref.ref(self)) if check_every else None
 
     def __repr__(self):
         return "<Cluster" + super().__repr__()[1:]
@@ -642,6 +649,30 @@ class ClusterSubscription(Subscription):
     def address(self):
         """The node this subscription listens on now."""
         return self.redis.address
+
+    def _check(self):
+        conn = self._conn
+        if self._reconnecting or self._paused or conn is None or conn.error is not None:
+            return
+        event = Event()  # a PING of our own: a caller's confirmation (and refusal) is left alone
+        self._confirmations.append(event)
+        try:
+            conn.send(self._ping)
+            self._await(event, None)
+        except ConnectionError as e:
+            if conn is self._conn and conn.error is None:
+                log.warning("%s: the node does not answer (%s); moving to another", self, e)
+                self.redis.suspect = self.redis.address
+                conn.close()  # reconnects elsewhere, with a gap
+
+    def _warn_failure(self, error, failures, delay):
+        self.redis.suspect = self.redis.address  # this one did not take us back: try others first
+        super()._warn_failure(error, failures, delay)
+
+    def close(self):
+        super().close()
+        if getattr(self, "_watcher", None) is not None:
+            self._watcher.kill(block=False)
 
 
 _streams: weakref.WeakSet[_PubSubShell] = weakref.WeakSet()

@@ -237,3 +237,21 @@ def _owner_port(rc, asked, s):
         if first <= s <= last:
             return primary[1]
     return None
+
+
+def test_a_classic_subscription_leaves_a_paused_node(rc, publisher):
+    c = greenredis.Cluster(rc.startup_nodes, connect_timeout=1.0)
+    sub = c.subscribe("bulletin", check_every=0.5)
+    listening = next(n for n in rc.nodes if n.port == sub.address[1])
+    try:
+        listening.pause()
+        assert sub.get(timeout=30).kind == b"gap"
+        assert sub.address[1] != listening.port
+        alive = next(n for n in rc.nodes if n is not listening)
+        publisher.publish(alive.port, "bulletin", "still here")
+        assert sub.get(timeout=5) == (b"message", b"bulletin", b"still here")
+    finally:
+        sub.close()
+        c.close()
+        listening.resume()
+        rc.wait_ok(60)
