@@ -640,7 +640,12 @@ class RedisCluster:
         others = [n for n in self._running() if roles.get(self.node_id(n)) is None and n is not target]
         others.sort(key=lambda n: n is not source)
         for node in [target, *others]:
-            self.call(node, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
+            try:
+                self.call(node, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
+            except RedisError as e:
+                if node is target or "only with masters" not in str(e):
+                    raise  # a replica that was a primary a moment ago follows its primary
+
         deadline = time.monotonic() + timeout
         while self.node_for_slot(slot) is not target:
             if time.monotonic() > deadline:

@@ -14,7 +14,10 @@ timeout (``retry_for`` seconds when the call has none).
 
 from __future__ import annotations
 
+import os
 import random
+import weakref
+from binascii import crc_hqx
 from time import monotonic
 
 import gevent
@@ -24,14 +27,13 @@ from gevent.hub import Waiter
 
 from greenredis.backoff import Backoff
 from greenredis.client.connection import pack
-from greenredis.client.redis import _DEFAULT, _EMPTY, _EXEC, _MULTI, Redis, _first, _route
+from greenredis.client.redis import _DEFAULT, _EMPTY, _EXEC, _MULTI, _SPECIAL, Redis, _first, _route
 from greenredis.client.slots import (
     CommandTable,
     SlotMap,
     crossslot,
     key_slot,
     slot_of_keys,
-    split_batch,
 )
 from greenredis.errors import (
     AskError,
@@ -52,7 +54,10 @@ _ASKING = pack(("ASKING",))
 _READONLY = pack(("READONLY",))
 _RETRY_PREFIXES = ("TRYAGAIN", "CLUSTERDOWN")
 _COUNTERS = ("moved", "ask", "tryagain", "clusterdown", "unsent_retries", "refreshes")
-MAX_REDIRECTS = 16  # MOVED/ASK hops for one command before giving up (as redis-py)
+MAX_REDIRECTS = 16
+_SLOT_MEMO = (
+    1 << 16
+)  # keys whose slot is remembered  # MOVED/ASK hops for one command before giving up (as redis-py)
 
 
 class _Unsent(ConnectionError):
@@ -90,40 +95,21 @@ class _Gather:
             self.waiter.switch(None)
 
 
-class _Part:
-    """One node's share of a batch: puts each reply at its caller's position."""
+def _part_done(gather, positions, results, asking):
+    """The callback of one node's part: puts each reply at its caller's position, and the
+    error that ended the connection at those that got none."""
 
-    __slots__ = ("gather", "positions", "results", "k", "asking", "expected", "done")
+    def done(replies, error):
+        if asking:  # every command went out after an ASKING, whose reply is skipped
+            replies = replies[1::2]
+        for i, reply in zip(positions, replies):
+            results[i] = reply
+        if error is not None:
+            for i in positions[len(replies) :]:
+                results[i] = type(error)(*error.args)
+        gather.part_done()
 
-    def __init__(self, gather, positions, results, asking):
-        self.gather = gather
-        self.positions = positions
-        self.results = results
-        self.asking = asking  # every command preceded by ASKING, whose reply is skipped
-        self.expected = len(positions) * (2 if asking else 1)
-        self.k = 0
-        self.done = False
-
-    def switch(self, reply):
-        k = self.k
-        self.k = k + 1
-        if self.asking:
-            if not k & 1:
-                return
-            k >>= 1
-        self.results[self.positions[k]] = reply
-        if self.k == self.expected:
-            self.done = True
-            self.gather.part_done()
-
-    def throw(self, exc):
-        if self.done:
-            return
-        self.done = True
-        start = self.k >> 1 if self.asking else self.k
-        for i in self.positions[start:]:
-            self.results[i] = type(exc)(*exc.args)
-        self.gather.part_done()
+    return done
 
 
 class Cluster:
@@ -184,6 +170,8 @@ class Cluster:
         self._refreshing = None  # AsyncResult of the refresh under way
         self._clients = {}  # (host, port) -> Redis
         self._readers = {}  # (host, port) -> _ReplicaRedis
+        self._plain = {}  # command name as spelled -> (key index or 0, KeyRule): see _remember
+        _clusters.add(self)
 
     @classmethod
     def from_url(cls, url, read_from_replicas=False, retry_for=10.0, max_blocking=64, **options):
@@ -304,8 +292,15 @@ class Cluster:
             client = self.node_client(address)
             try:
                 smap = self._ask_map(client, address)
-            except (AuthenticationError, NoPermissionError):
+                if self._table is None:
+                    self._table = self._ask_table(client)
+            except AuthenticationError:
                 raise
+            except NoPermissionError as e:
+                raise NoPermissionError(
+                    f"{e} (the cluster client needs CLUSTER SHARDS or SLOTS, and COMMAND, on "
+                    f"{client.params.address}: grant them to the ACL user)"
+                ) from None
             except RedisError as e:
                 if "cluster support disabled" in str(e):
                     raise ConnectionError(
@@ -314,8 +309,6 @@ class Cluster:
                     ) from None
                 errors.append(f"{client.params.address}: {e}")
                 continue
-            if self._table is None:
-                self._table = self._ask_table(client)
             if not smap.uncovered():
                 return smap
             partial = partial or smap
@@ -336,12 +329,12 @@ class Cluster:
     def _ask_table(self, client):
         return CommandTable.from_command_reply(client.cmd(["COMMAND"], timeout=self.params.connect_timeout))
 
-    def _moved(self, error):
-        """A ``MOVED``: point the slot at its new owner now and refresh the rest of the
-        map in the background, once however many callers saw it."""
+    def _moved(self, error, address):
+        """A ``MOVED`` to ``address``: point the slot at its new owner now and refresh the
+        rest of the map in the background, once however many callers saw it."""
         self.stats["moved"] += 1
         smap = self._map
-        if smap is not None and smap.moved(error.slot, error.address):
+        if smap is not None and smap.moved(error.slot, address):
             self._refresh_soon()
 
     # -- routing -----------------------------------------------------------
@@ -352,6 +345,13 @@ class Cluster:
             self._loaded(deadline)
             table = self._table
         return table
+
+    def _remember(self, first, index, rule):
+        """Remember the rule of a command name as spelled, if that name is neither
+        blocking nor refused on a shared connection (``_route`` would say nothing)."""
+        name = first.upper() if first.__class__ is str or first.__class__ is bytes else None
+        if name is not None and name not in _SPECIAL and len(self._plain) < 4096:
+            self._plain[first] = (index, rule)
 
     def _slot(self, command, rule, deadline):
         """The slot of ``command``'s keys (None: keyless); CROSSSLOT raised before sending."""
@@ -454,6 +454,10 @@ class Cluster:
             except ConnectionError:
                 self._refresh_soon()  # in flight: the caller hears of it, the next call finds the new map
                 raise
+            except TimeoutError:  # said with the caller's timeout, not what was left of it
+                if timeout is None:
+                    raise
+                raise TimeoutError(f"no reply from {client.params.address} within {timeout}s") from None
             if not isinstance(reply, ReplyError):
                 return reply
             cls = reply.__class__
@@ -462,12 +466,12 @@ class Cluster:
                 if hops > MAX_REDIRECTS:
                     return reply
                 if cls is MovedError:
-                    self._moved(reply)
+                    self._moved(reply, _redirect(reply, client))
                     asking = False
                 else:
                     self.stats["ask"] += 1
                     asking = True
-                address, reader = reply.address, False
+                address, reader = _redirect(reply, client), False
                 if blocks and asking:  # a blocking command cannot be paired with ASKING here
                     backoff = backoff or Backoff(0.05, 1.0)
                     if not self._pause(backoff, retry_until):
@@ -498,76 +502,135 @@ class Cluster:
     def _batch(self, commands, timeout):
         deadline = _deadline(timeout)
         table = self._rule(deadline)
+        owners = self._loaded(deadline).owners
+        replicas_ok = self.read_from_replicas
+        rule_of = table.rule
+        plain = self._plain
         n = len(commands)
         packed = [None] * n
         slots = [None] * n
         results = [None] * n
-        todo = []
+        failed = []  # positions refused before sending (CROSSSLOT, CLUSTERDOWN)
+        groups = {}  # (address, reader, asking) -> positions, in the caller's order
+        by_owner = {}  # the common case, keyed by the primary's address alone
         for i, command in enumerate(commands):
             packed[i] = pack(command)
             first = command[0]
-            if _route(first, command, shared=True):
-                raise ValueError(f"{first} blocks: run it alone with cmd([...]), not in a batch")
-        for i, command in enumerate(commands):
-            rule = table.rule(command[0]).sub(command)
             try:
-                slot = slots[i] = self._slot(command, rule, deadline)
-            except ReplyError as e:  # CROSSSLOT: in place, never sent
-                results[i] = e
-                continue
-            address, reader = self._target(slot, rule.readonly, deadline)
-            todo.append((i, address, reader, False))
+                index, rule = plain[first]
+            except (KeyError, TypeError):
+                if _route(first, command, shared=True):
+                    raise ValueError(
+                        f"{first} blocks: run it alone with cmd([...]), not in a batch"
+                    ) from None
+                rule = rule_of(first)
+                index = rule.index if rule.kind == "one" else 0
+                self._remember(first, index, rule)
+            if index and len(command) > index:
+                key = command[index]  # GET, SET, INCR...: the slot right here, no call
+                cls = key.__class__
+                k = key.encode() if cls is str else key if cls is bytes else None
+                slot = crc_hqx(k, 0) & 16383 if k is not None and b"{" not in k else key_slot(key)
+            else:
+                rule = rule.sub(command)
+                try:
+                    slot = self._slot(command, rule, deadline)
+                except ReplyError as e:  # CROSSSLOT: in place, never sent
+                    results[i] = e
+                    failed.append(i)
+                    continue
+            slots[i] = slot
+            owner = owners[slot] if slot is not None else None
+            if owner is None or (replicas_ok and rule.readonly):
+                try:
+                    owner, reader = self._target(slot, rule.readonly, deadline)
+                except ReplyError as e:  # CLUSTERDOWN: a slot nobody serves, retried below
+                    results[i] = e
+                    failed.append(i)
+                    continue
+                if reader:
+                    groups.setdefault((owner, True, False), []).append(i)
+                    continue
+            group = by_owner.get(owner)
+            if group is None:
+                by_owner[owner] = [i]
+            else:
+                group.append(i)
+        for owner, positions in by_owner.items():
+            groups[(owner, False, False)] = positions
+        todo = [i for positions in groups.values() for i in positions]
+        again = [i for i in failed if results[i].prefix == "CLUSTERDOWN"]
         retry_until = deadline if deadline is not None else monotonic() + self.retry_for
         backoff = None
         hops = 0
-        while todo:
-            self._send_parts(todo, packed, results, deadline, timeout)
-            again = []
-            wait = refresh = False
-            for item in todo:
-                i = item[0]
+        while True:
+            if groups:
+                self._send_parts(groups, packed, results, deadline, timeout)
+            wait = refresh = bool(again)
+            retry = {}  # position -> (address or None: look it up again, asking)
+            for i in again:
+                retry[i] = (None, False)
+            if not any(issubclass(kind, RedisError) for kind in set(map(type, results))):
+                todo = []  # no error anywhere (the common case): no reply looked at one by one
+            sent_to = None  # position -> the node it went to, made if a redirect needs it
+            for i in todo:
                 reply = results[i]
                 if not isinstance(reply, RedisError):
                     continue
                 cls = reply.__class__
-                if cls is MovedError:
-                    self._moved(reply)
-                    again.append((i, reply.address, False, False))
-                elif cls is AskError:
-                    self.stats["ask"] += 1
-                    again.append((i, reply.address, False, True))
+                if cls is MovedError or cls is AskError:
+                    address = reply.address
+                    if not address[0]:  # "MOVED 12 :7001": the host of the node that said it
+                        if sent_to is None:
+                            sent_to = {j: t[0] for t, ps in groups.items() for j in ps}
+                        address = (sent_to[i][0], address[1])
+                    if cls is MovedError:
+                        self._moved(reply, address)
+                        retry[i] = (address, False)
+                    else:
+                        self.stats["ask"] += 1
+                        retry[i] = (address, True)
                 elif cls is _Unsent:
                     self.stats["unsent_retries"] += 1
                     wait = refresh = True
-                    again.append((i, None, False, False))
+                    retry[i] = (None, False)
                 elif isinstance(reply, ReplyError) and reply.prefix in _RETRY_PREFIXES:
                     self.stats[reply.prefix.lower()] += 1
                     wait = True
                     refresh = refresh or reply.prefix == "CLUSTERDOWN"
-                    again.append((i, None, False, False))
+                    retry[i] = (None, False)
             hops += 1
-            if not again:
-                break
-            if hops > MAX_REDIRECTS:
+            if not retry or hops > MAX_REDIRECTS:
                 break
             if wait:
                 backoff = backoff or Backoff(0.05, 1.0)
                 if not self._pause(backoff, retry_until, refresh=refresh):
                     break
+            groups = {}
             todo = []
-            for i, address, reader, asking in again:
+            again = []
+            for i in sorted(retry):
+                address, asking = retry[i]
                 if address is None:
-                    rule = table.rule(commands[i][0]).sub(commands[i])
-                    address, reader = self._target(slots[i], rule.readonly, deadline)
-                todo.append((i, address, reader, asking))
+                    rule = rule_of(commands[i][0]).sub(commands[i])
+                    try:
+                        address, reader = self._target(slots[i], rule.readonly, deadline)
+                    except ReplyError as e:
+                        results[i] = e
+                        again.append(i)
+                        continue
+                    target = (address, reader, False)
+                else:
+                    target = (address, False, asking)
+                groups.setdefault(target, []).append(i)
+                todo.append(i)
         for i, reply in enumerate(results):
             if reply.__class__ is _Unsent:
                 results[i] = ConnectionError(*reply.args)
         return results
 
-    def _send_parts(self, todo, packed, results, deadline, timeout):
+    def _send_parts(self, groups, packed, results, deadline, timeout):
         """Queue every node's part (one write each), then wait for all their replies."""
-        groups = split_batch([(address, reader, asking) for _, address, reader, asking in todo])
         waiter = Waiter(get_hub())
         gather = _Gather(len(groups), waiter)
         timer = None
@@ -577,9 +640,8 @@ class Cluster:
                 TimeoutError(f"no reply from the cluster within {timeout}s"),
             )
         try:
-            for (address, reader, asking), where in groups.items():
-                positions = [todo[j][0] for j in where]
-                part = _Part(gather, positions, results, asking)
+            for (address, reader, asking), positions in groups.items():
+                done = _part_done(gather, positions, results, asking)
                 client = self._client(address, reader)
                 try:
                     left = None if deadline is None else max(0.001, deadline - monotonic())
@@ -591,12 +653,12 @@ class Cluster:
                             chunks.append(packed[i])
                     else:
                         chunks = [packed[i] for i in positions]
-                    conn.submit_many(chunks, part)
+                    conn.submit_many(chunks, done)
                 except ConnectionError as e:
                     if isinstance(e, AuthenticationError) or self.closed:
-                        part.throw(e)
-                    else:
-                        part.throw(_Unsent(f"{client.params.address}: {e}"))
+                        done([], e)
+                    else:  # nothing of this part went out: it may be resent
+                        done([], _Unsent(f"{client.params.address}: {e}"))
             waiter.get()
         finally:
             if timer is not None:
@@ -680,8 +742,8 @@ class Cluster:
             if isinstance(result, ReplyError) and (redirect is not None or retry is not None):
                 hops += 1
                 if isinstance(redirect, MovedError) and hops <= MAX_REDIRECTS:
-                    self._moved(redirect)
-                    address = redirect.address
+                    address = _redirect(redirect, client)
+                    self._moved(redirect, address)
                     continue
                 # ASK (mid-migration), TRYAGAIN, CLUSTERDOWN: wait for the slot to settle
                 why = redirect if redirect is not None else retry
@@ -739,6 +801,13 @@ class Cluster:
         self.close()
 
 
+def _redirect(error, client):
+    """Where a MOVED/ASK points; an empty host (``MOVED 12 :7001``) is that of the node
+    that said it."""
+    host, port = error.address
+    return (host or client.params.host, port)
+
+
 def _deadline(timeout):
     return None if timeout is None else monotonic() + timeout
 
@@ -762,3 +831,16 @@ def _addresses(nodes):
             raise ValueError(f"bad port in startup node {node!r}")
         found.append((str(node[0]), int(node[1])))
     return found
+
+
+_clusters: weakref.WeakSet[Cluster] = weakref.WeakSet()  # for the fork hook
+
+
+def _after_fork_in_child():
+    # A refresh under way in the parent never ends in the child: forget it (the node
+    # clients forget their connections themselves).
+    for cluster in list(_clusters):
+        cluster._refreshing = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

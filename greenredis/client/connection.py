@@ -97,6 +97,38 @@ class _Batch:
             self.waiter.throw(exc)
 
 
+class _Sink:
+    """The pending entry of every reply but the last of a ``submit_many``: a builtin
+    ``list.append`` per reply; a failure goes to the last entry's ``throw``."""
+
+    __slots__ = ("switch", "throw")
+
+    def __init__(self, switch, throw):
+        self.switch = switch
+        self.throw = throw
+
+
+class _Last:
+    """The last reply of a ``submit_many``: calls ``done`` once, with the replies or the error."""
+
+    __slots__ = ("replies", "done", "over")
+
+    def __init__(self, replies, done):
+        self.replies = replies
+        self.done = done
+        self.over = False
+
+    def switch(self, reply):
+        self.replies.append(reply)
+        self.over = True
+        self.done(self.replies, None)
+
+    def throw(self, exc):
+        if not self.over:
+            self.over = True
+            self.done(self.replies, exc)
+
+
 class Connection:
     """A connected socket with pipelined callers. Use ``open_connection`` to make one.
 
@@ -169,12 +201,17 @@ class Connection:
         finally:
             timer.close()
 
-    def submit_many(self, packed_list, entry):
-        """Send packed commands as one contiguous write without waiting: ``entry.switch(reply)``
-        is called in the hub for each reply in order, ``entry.throw(exc)`` (once per reply
-        outstanding) if the connection fails. May wait for write-buffer space."""
-        if packed_list:
-            self._enqueue(b"".join(packed_list), entry, len(packed_list))
+    def submit_many(self, packed_list, done):
+        """Send packed commands as one contiguous write without waiting for their replies:
+        ``done(replies, error)`` is called once, in the hub, with all the replies in order
+        (``error`` None), or with those that came and the ConnectionError that ended the
+        connection. May wait for write-buffer space (within the caller's Timeout)."""
+        n = len(packed_list)
+        if n == 0:
+            return
+        replies = []
+        last = _Last(replies, done)
+        self._enqueue(b"".join(packed_list), _Sink(replies.append, last.throw), n - 1, last)
 
     def alive(self):
         """Poll the socket without blocking, for a connection nobody has read in a while:
@@ -204,7 +241,7 @@ class Connection:
             timeout, TimeoutError(f"no reply from {self.params.address} within {timeout}s")
         )
 
-    def _enqueue(self, packed, entry, n=1):
+    def _enqueue(self, packed, entry, n=1, last=None):
         if self.error is not None:
             raise type(self.error)(*self.error.args)
         if self._wbytes > MAX_WRITE_BUFFER or self._space:
@@ -217,6 +254,8 @@ class Connection:
             pending.append(entry)
         else:
             pending.extend(itertools.repeat(entry, n))
+        if last is not None:
+            pending.append(last)
         if idle and self._out is None and not self._wbuf:
             # Nothing in flight: write now and save a loop iteration. Commands issued
             # while this one is in flight coalesce into the next flush.
@@ -390,6 +429,8 @@ class Connection:
             if entry.__class__ is _Batch:
                 if not entry.thrown:
                     entry.throw(type(exc)(*exc.args))
+            elif entry.__class__ is _Sink:
+                entry.throw(exc)  # one part, told once: no exception made per reply
             else:
                 entry.throw(type(exc)(*exc.args))
 

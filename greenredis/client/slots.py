@@ -31,7 +31,6 @@ __all__ = [
     "GETKEYS",
     "crossslot",
     "slot_of_keys",
-    "split_batch",
 ]
 
 SLOTS = 16384
@@ -55,7 +54,12 @@ def _bytes(key: Any) -> bytes:
 def key_slot(key: Any) -> int:
     """The cluster slot of a key: CRC16 of the key, or of the text between the first ``{``
     and the next ``}`` when that is not empty."""
-    k = _bytes(key)
+    if key.__class__ is str:
+        k = key.encode()
+    elif key.__class__ is bytes:
+        k = key
+    else:
+        k = _bytes(key)
     start = k.find(b"{")
     if start >= 0:
         end = k.find(b"}", start + 1)
@@ -457,16 +461,3 @@ def slot_of_keys(keys: Sequence) -> int | None:
         if key_slot(key) != slot:
             raise crossslot(key_slot(k) for k in keys)
     return slot
-
-
-def split_batch(targets: Sequence) -> dict:
-    """Group a batch's positions by target: ``{target: [i, ...]}``, each list in the
-    caller's order (the order the commands go out on that node's connection)."""
-    groups: dict = {}
-    for i, target in enumerate(targets):
-        group = groups.get(target)
-        if group is None:
-            groups[target] = [i]
-        else:
-            group.append(i)
-    return groups

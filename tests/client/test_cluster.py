@@ -2,10 +2,19 @@
 
 import gevent
 import pytest
+from waiting import wait_for
 
 import greenredis
 from greenredis.client.slots import key_slot
-from greenredis.errors import ReplyError
+from greenredis.errors import (
+    AuthenticationError,
+    ConnectionError,
+    NoPermissionError,
+    ReplyError,
+    TimeoutError,
+    WatchError,
+)
+from greenredis.server import RedisCluster, free_port
 
 
 @pytest.fixture(scope="module")
@@ -17,13 +26,7 @@ def c(redis_cluster):
 
 def _calls(cluster, name):
     """How many times every primary ran ``name`` (INFO commandstats)."""
-    total = 0
-    for node in cluster.primaries:
-        info = cluster.call(node, "INFO", "commandstats").decode()
-        for line in info.splitlines():
-            if line.startswith(f"cmdstat_{name}:"):
-                total += int(line.split("calls=")[1].split(",")[0])
-    return total
+    return _calls_on(cluster, cluster.primaries, name)
 
 
 def test_keys_over_all_slots_from_1000_greenlets(c, redis_cluster):
@@ -120,3 +123,162 @@ def test_from_url_and_redis_from_url_give_a_cluster(redis_cluster):
         client.cmd(["SET", "url:k", "v"])
         assert client.cmd(["GET", "url:k"]) == b"v"
         client.close()
+
+
+def test_dedicated_watch_multi_on_the_keys_node(c):
+    key = "{acct}:balance"
+    c.cmd(["SET", key, 10])
+    with c.dedicated(key) as d:
+        d.cmd(["WATCH", key])
+        balance = int(d.cmd(["GET", key]))
+        assert d.transaction([["SET", key, balance - 3]]) == [b"OK"]
+    assert c.cmd(["GET", key]) == b"7"
+    with c.dedicated(key) as d:
+        d.cmd(["WATCH", key])
+        c.cmd(["SET", key, 100])  # someone else writes in between
+        with pytest.raises(WatchError):
+            d.transaction([["SET", key, 0]])
+    assert c.cmd(["GET", key]) == b"100"
+
+
+def test_blocking_commands_go_to_the_slots_node_on_their_own_connection(c):
+    c.cmd(["DEL", "{q}:jobs"])
+    waiter = gevent.spawn(c.cmd, ["BLPOP", "{q}:jobs", 5])
+    gevent.sleep(0.1)
+    assert c.cmd(["GET", "{q}:other"]) is None  # the shared connection is not stuck behind it
+    c.cmd(["RPUSH", "{q}:jobs", "job1"])
+    assert waiter.get(timeout=5) == [b"{q}:jobs", b"job1"]
+    with pytest.raises(ValueError, match="blocks: run it alone"):
+        c.cmd([["BLPOP", "{q}:jobs", 1]])
+
+
+def test_timeouts_per_call_and_for_a_batch(c, redis_cluster):
+    key = "slow:1"
+    owner = redis_cluster.node_for_slot(key_slot(key))
+    c.cmd(["SET", key, "v"])
+    owner.pause()
+    try:
+        with pytest.raises(TimeoutError, match="within 0.2s"):
+            c.cmd(["GET", key], timeout=0.2)
+        with pytest.raises(TimeoutError):
+            c.cmd([["GET", f"slow:{i}"] for i in range(50)], timeout=0.2)  # spans every node
+    finally:
+        owner.resume()
+    assert c.cmd(["GET", key], timeout=2) == b"v"  # the late replies went nowhere
+    assert c.cmd([["GET", key], ["PING"]], timeout=2) == [b"v", b"PONG"]
+
+
+def test_close_fails_callers_in_flight_and_refuses_new_calls(redis_cluster):
+    client = greenredis.Cluster(redis_cluster.startup_nodes)
+    key = "close:1"
+    client.cmd(["SET", key, "v"])
+    owner = redis_cluster.node_for_slot(key_slot(key))
+    owner.pause()
+    try:
+        inflight = gevent.spawn(client.cmd, ["GET", key])
+        gevent.sleep(0.1)
+        client.close()
+        with pytest.raises(ConnectionError):
+            inflight.get(timeout=5)
+    finally:
+        owner.resume()
+    with pytest.raises(ConnectionError, match="closed"):
+        client.cmd(["GET", key])
+    with pytest.raises(ConnectionError, match="closed"):
+        client.cmd([["GET", key], ["GET", "other"]])
+
+
+def test_unreachable_and_wrong_nodes_say_what_is_wrong(redis_server):
+    port = free_port()
+    nowhere = greenredis.Cluster([("127.0.0.1", port)], connect_timeout=1)
+    with pytest.raises(ConnectionError, match=rf"no cluster node answered .*127.0.0.1:{port}"):
+        nowhere.cmd(["GET", "k"])
+    nowhere.close()
+    single = greenredis.Cluster([("127.0.0.1", redis_server.port)])
+    with pytest.raises(ConnectionError, match="is not a cluster node .*use greenredis.Redis"):
+        single.cmd(["GET", "k"])
+    single.close()
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("redis+cluster://", "empty host"),
+        ("redis+cluster://127.0.0.1:7000,,127.0.0.1:7001", "empty host"),
+        ("redis+cluster://:secret@127.0.0.1:notaport", "bad host:port"),
+        ("redis+cluster://127.0.0.1:7000/2", "only db 0"),
+        ("redis+cluster://127.0.0.1:7000?nosuch=1", "unknown URL option 'nosuch'"),
+        ("redis+clusterx://127.0.0.1:7000", "not a cluster URL"),
+    ],
+)
+def test_bad_cluster_urls(url, message):
+    with pytest.raises(ValueError, match=message) as e:
+        greenredis.Cluster.from_url(url)
+    assert "secret" not in str(e.value)
+
+
+def test_bad_startup_nodes():
+    with pytest.raises(ValueError, match="at least one startup node"):
+        greenredis.Cluster([])
+    with pytest.raises(ValueError, match="a startup node is"):
+        greenredis.Cluster(["localhost"])
+    with pytest.raises(ValueError, match="does not take db"):
+        greenredis.Cluster([("127.0.0.1", 7000)], db=1)
+
+
+def test_read_from_replicas(redis_cluster):
+    client = greenredis.Cluster(redis_cluster.startup_nodes, read_from_replicas=True)
+    try:
+        client.cmd(["SET", "r:1", "v"])
+        slot = key_slot("r:1")
+
+        def readable():  # a replica still loading when the map was read is not read from
+            smap = client.slot_map()
+            if smap.reader(slot) != smap.owners[slot]:
+                return True
+            client._refresh_soon()
+            return False
+
+        wait_for(readable, what="a readable replica in the slot map")
+        before = _calls_on(redis_cluster, redis_cluster.replicas, "get")
+        for _ in range(20):
+            got = client.cmd(["GET", "r:1"])
+            assert got in (b"v", None)  # a replica may lag a moment behind its primary
+        assert _calls_on(redis_cluster, redis_cluster.replicas, "get") > before
+        assert client.cmd(["INCR", "r:n"]) >= 1  # writes still go to the primary
+    finally:
+        client.close()
+
+
+def _calls_on(cluster, nodes, name):
+    total = 0
+    for node in nodes:
+        info = cluster.call(node, "INFO", "commandstats").decode()
+        for line in info.splitlines():
+            if line.startswith(f"cmdstat_{name}:"):
+                total += int(line.split("calls=")[1].split(",")[0])
+    return total
+
+
+def test_password_and_acl_users():
+    with RedisCluster(primaries=1, password="s3cret-pw") as rc:
+        good = greenredis.Cluster.from_url(rc.url)
+        assert good.cmd(["SET", "p:1", "v"]) == b"OK"
+        good.close()
+        bad = greenredis.Cluster(rc.startup_nodes, password="wrong-pw")
+        with pytest.raises(AuthenticationError) as e:
+            bad.cmd(["GET", "p:1"])
+        assert "wrong-pw" not in str(e.value) and "s3cret" not in str(e.value)
+        bad.close()
+        node = rc.nodes[0]
+        rc.call(node, "ACL", "SETUSER", "app", "on", ">app-pw", "~app:*", "+@all")
+        rc.call(node, "ACL", "SETUSER", "nocluster", "on", ">nc-pw", "~*", "+@all", "-cluster")
+        app = greenredis.Cluster(rc.startup_nodes, username="app", password="app-pw")
+        assert app.cmd(["SET", "app:1", "v"]) == b"OK"
+        with pytest.raises(NoPermissionError):
+            app.cmd(["SET", "other:1", "v"])  # the server's own refusal, raised as it is
+        app.close()
+        blind = greenredis.Cluster(rc.startup_nodes, username="nocluster", password="nc-pw")
+        with pytest.raises(NoPermissionError, match="needs CLUSTER SHARDS"):
+            blind.cmd(["GET", "k"])
+        blind.close()
