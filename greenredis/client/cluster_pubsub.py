@@ -171,10 +171,12 @@ class _Shard(Subscription):
         return [(channel, error) for _verb, channel, error in refused]
 
     def remove(self, channels, timeout):
+        """SUNSUBSCRIBE each channel (one command each: channels of two slots in one
+        would be CROSSSLOT) in one round trip."""
         for channel in channels:
             self.channels.discard(channel)
             self._unsubscribing[channel] = self._unsubscribing.get(channel, 0) + 1
-        self._conn.send(pack(["SUNSUBSCRIBE", *channels]))
+            self._conn.send(pack(["SUNSUBSCRIBE", channel]))
         self._confirm(timeout, raise_refused=False)
 
     def _on_reply(self, reply):
@@ -424,6 +426,8 @@ class ShardedSubscription(_PubSubShell):
     def _deliver(self, shard, item):
         if self._shards.get(shard.address) is not shard:
             return  # a shard being replaced
+        if item.__class__ is Message and item[0] == b"smessage" and item[1] not in self.channels:
+            return  # sent before our SUNSUBSCRIBE reached the node
         self._put(item)
         if len(self._queue) >= self.maxsize:
             self._paused = True

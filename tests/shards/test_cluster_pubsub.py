@@ -255,3 +255,18 @@ def test_a_classic_subscription_leaves_a_paused_node(rc, publisher):
         c.close()
         listening.resume()
         rc.wait_ok(60)
+
+
+def test_unsubscribing_channels_of_several_slots_on_one_node(rc, c, publisher):
+    """SUNSUBSCRIBE of channels in different slots would be CROSSSLOT: one per channel,
+    and nothing of an unsubscribed channel is delivered."""
+    [[a, b, keep]] = [chans for chans in channels_on_every_primary(rc, 3, "unsub-").values()][:1]
+    assert len({slot(a), slot(b), slot(keep)}) == 3
+    sub = c.ssubscribe(a, b, keep)
+    try:
+        sub.sunsubscribe(a, b)
+        assert publisher.spublish(slot(a), a, "x") == 0 and publisher.spublish(slot(b), b, "x") == 0
+        publisher.spublish(slot(keep), keep, "kept")
+        assert drain(sub) == [(b"smessage", keep.encode(), b"kept")]
+    finally:
+        sub.close()
