@@ -270,3 +270,32 @@ def test_unsubscribing_channels_of_several_slots_on_one_node(rc, c, publisher):
         assert drain(sub) == [(b"smessage", keep.encode(), b"kept")]
     finally:
         sub.close()
+
+
+def test_a_slot_moving_to_a_node_whose_acl_refuses_the_channel(rc, publisher):
+    """The channel's new owner refuses it (its ACL differs): after the gap the iterator
+    raises that NoPermissionError once, drops the channel and goes on with the others."""
+    allow = ["ACL", "SETUSER", "mover", "on", ">pw", "~*", "+@all", "resetchannels", "&acl-*"]
+    for node in rc.nodes:
+        rc.call(node, *allow)
+    s = slot("acl-moving")
+    source = rc.node_for_slot(s)
+    target = next(n for n in rc.primaries if n is not source)
+    stay = next(f"acl-stay{i}" for i in range(100) if rc.node_for_slot(slot(f"acl-stay{i}")) is source)
+    c = greenredis.Cluster(rc.startup_nodes, username="mover", password="pw")
+    sub = c.ssubscribe("acl-moving", stay)
+    try:
+        rc.call(target, "ACL", "SETUSER", "mover", "resetchannels", "&acl-stay*")
+        rc.migrate_slot(s, target)
+        assert sub.get(timeout=20).kind == b"gap"
+        with pytest.raises(NoPermissionError, match="acl-moving"):
+            sub.get(timeout=5)
+        assert sub.channels == {stay.encode()}
+        publisher.spublish(slot(stay), stay, "on")
+        assert sub.get(timeout=5) == (b"smessage", stay.encode(), b"on")
+    finally:
+        sub.close()
+        c.close()
+        rc.migrate_slot(s, source)
+        for node in rc.nodes:
+            rc.call(node, "ACL", "DELUSER", "mover")
