@@ -178,3 +178,28 @@ def test_dashboard_end_to_end(rc, c):
             v.close()
     finally:
         node.stop()
+
+
+def test_a_grid_through_a_slot_move(rc, c):
+    """The grid's slot moves to another primary: the nodes hear the gap, re-register
+    on the new owner and keep seeing each other; one that leaves afterwards is seen to."""
+    lay = Layout("moving", "", cluster=True)
+    s = slot(lay.index)
+    kw = dict(domain="moving", version="", ttl=6, interval=0.5, ip="127.0.0.1")
+    grids = [Grid(c, name=f"m{i}", **kw).start() for i in range(3)]
+    source = rc.node_for_slot(s)
+    target = next(n for n in rc.primaries if n is not source)
+    try:
+        wait_for(lambda: all(len(g.nodes()) == 3 for g in grids), 20, "3 nodes")
+        rc.migrate_slot(s, target)
+        wait_for(lambda: rc.call(target, "PUBSUB", "SHARDNUMSUB", lay.channel)[1] == 3, 20, "resubscribed")
+        late = Grid(c, name="late", **kw).start()  # joins on the new owner
+        grids.append(late)
+        wait_for(lambda: all(len(g.nodes()) == 4 for g in grids), 20, "the late node seen by all")
+        grids[0].stop()
+        wait_for(lambda: all("m0" not in g.nodes() for g in grids[1:]), 10, "m0's leave")
+        assert len(rc.call(target, "KEYS", "redgrid:{moving:}:*")) == 3
+    finally:
+        for g in grids:
+            g.stop(timeout=2)
+        rc.migrate_slot(s, source)
