@@ -166,6 +166,7 @@ def run(args):
 
     from greenredis.cli.failures import Fatal, describe, probe
     from greenredis.client.redis import Redis
+    from greenredis.url import is_cluster_url
 
     url = args.url or DEFAULT_URL
     try:
@@ -180,7 +181,7 @@ def run(args):
         # the demo's own line says Redis is unreachable; the grid's per-instance lines would repeat it
         logging.getLogger("greenredis.grid").setLevel(logging.ERROR)
         logging.getLogger("greenredis.client").setLevel(logging.ERROR)
-    redis = Redis(params=params)
+    redis = Redis.from_url(url) if is_cluster_url(url) else Redis(params=params)  # Cluster: +cluster URLs
     sims = [SimInstance(redis, f"{args.prefix}web.{i + 1}", "web", i) for i in range(args.web)]
     sims += [
         SimInstance(redis, f"{args.prefix}worker.{i + 1}", "worker", 100 + i) for i in range(args.workers)

@@ -203,3 +203,32 @@ def test_a_grid_through_a_slot_move(rc, c):
         for g in grids:
             g.stop(timeout=2)
         rc.migrate_slot(s, source)
+
+
+def test_the_demo_runs_on_a_cluster(rc, c):
+    """``greenredis demo --url redis+cluster://...``: its instances join the grid and
+    publish stats; Ctrl-C makes them leave."""
+    import signal
+    import subprocess
+    import sys
+
+    from tempo.tempo_helpers import ROOT
+
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "greenredis", "demo", "--url", rc.url, "--prefix", "cl-"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    observer = Grid(c, observe=True, ttl=30, interval=0.5).start()
+    try:
+        wait_for(lambda: sum(n.startswith("cl-") for n in observer.nodes()) == 5, 30, "the demo's 5 nodes")
+        wait_for(lambda: Stats(c, "cl-web.1").metrics(), 10, "the demo's stats")
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(15) == 130
+        wait_for(lambda: not any(n.startswith("cl-") for n in observer.nodes()), 10, "the demo's nodes left")
+    finally:
+        observer.stop()
+        if demo.poll() is None:
+            demo.kill()
+        demo.communicate()
