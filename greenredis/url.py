@@ -82,6 +82,10 @@ def parse_url(url=None, **overrides):
     parts = urlsplit(url)
     url = _redact(url, parts)  # what error messages show: never the password
     scheme = parts.scheme.lower()
+    if scheme in _CLUSTER_SCHEMES:
+        raise ValueError(
+            f"{url!r} names a Redis Cluster: use greenredis.Cluster.from_url (Redis.from_url gives one too)"
+        )
     if scheme not in ("redis", "rediss", "unix"):
         raise ValueError(
             f"unsupported URL scheme {parts.scheme!r} in {url!r}: use redis://, rediss:// or unix://"

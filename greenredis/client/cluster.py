@@ -423,12 +423,21 @@ class Cluster:
         return reply
 
     def _send_one(self, packed, slot, readonly, blocks, deadline, timeout):
-        address, reader = self._target(slot, readonly, deadline)
+        address = reader = None
         asking = False
         hops = 0
         backoff = None
         retry_until = deadline if deadline is not None else monotonic() + self.retry_for
         while True:
+            if address is None:
+                try:
+                    address, reader = self._target(slot, readonly, deadline)
+                except ReplyError as e:  # a slot nobody serves, by our map: wait for a new one
+                    self.stats["clusterdown"] += 1
+                    backoff = backoff or Backoff(0.05, 1.0)
+                    if not self._pause(backoff, retry_until, refresh=True):
+                        raise type(e)(*e.args) from None
+                    continue
             client = self._client(address, reader)
             left = None if deadline is None else max(0.001, deadline - monotonic())
             try:
@@ -445,7 +454,8 @@ class Cluster:
                         if not self._pause(backoff, retry_until, refresh=True):
                             raise
                         self.stats["unsent_retries"] += 1
-                        address, reader = self._target(slot, readonly, deadline)
+                        readonly = readonly and not reader  # an unreachable replica: its primary
+                        address = None
                         continue
                     if asking:
                         reply = conn.call_many([_ASKING, packed], left)[1]
@@ -484,7 +494,7 @@ class Cluster:
                 backoff = backoff or Backoff(0.05, 1.0)
                 if not self._pause(backoff, retry_until, refresh=prefix == "CLUSTERDOWN"):
                     return reply
-                address, reader = self._target(slot, readonly, deadline)
+                address = None
                 asking = False
                 continue
             return reply
@@ -593,7 +603,7 @@ class Cluster:
                 elif cls is _Unsent:
                     self.stats["unsent_retries"] += 1
                     wait = refresh = True
-                    retry[i] = (None, False)
+                    retry[i] = (None, None)  # None: to the primary, even for a read
                 elif isinstance(reply, ReplyError) and reply.prefix in _RETRY_PREFIXES:
                     self.stats[reply.prefix.lower()] += 1
                     wait = True
@@ -612,9 +622,10 @@ class Cluster:
             for i in sorted(retry):
                 address, asking = retry[i]
                 if address is None:
-                    rule = rule_of(commands[i][0]).sub(commands[i])
+                    readonly = asking is not None and rule_of(commands[i][0]).sub(commands[i]).readonly
+                    asking = False
                     try:
-                        address, reader = self._target(slots[i], rule.readonly, deadline)
+                        address, reader = self._target(slots[i], readonly, deadline)
                     except ReplyError as e:
                         results[i] = e
                         again.append(i)
@@ -658,7 +669,7 @@ class Cluster:
                     if isinstance(e, AuthenticationError) or self.closed:
                         done([], e)
                     else:  # nothing of this part went out: it may be resent
-                        done([], _Unsent(f"{client.params.address}: {e}"))
+                        done([], _Unsent(str(e)))
             waiter.get()
         finally:
             if timer is not None:

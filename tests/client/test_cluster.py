@@ -282,3 +282,36 @@ def test_password_and_acl_users():
         with pytest.raises(NoPermissionError, match="needs CLUSTER SHARDS"):
             blind.cmd(["GET", "k"])
         blind.close()
+
+
+def test_a_slot_nobody_serves_is_waited_for_within_the_timeout(c, redis_cluster):
+    rc = redis_cluster
+    key = "unserved:1"
+    slot = key_slot(key)
+    owner = rc.node_for_slot(slot)
+    c.cmd(["SET", key, "v"])
+    for node in rc.nodes:
+        rc.call(node, "CONFIG", "SET", "cluster-require-full-coverage", "no")
+    for node in rc.nodes:  # every view: a node keeps another's claim to a slot otherwise
+        rc.call(node, "CLUSTER", "DELSLOTS", slot)
+    try:
+        wait_for(
+            lambda: c._refresh_soon().get(timeout=10).owners[slot] is None, what="the map without the slot"
+        )
+        before = c.stats["clusterdown"]
+        call = gevent.spawn(c.cmd, ["GET", key], timeout=20)
+        wait_for(lambda: c.stats["clusterdown"] > before, what="the caller waiting for the slot")
+        assert not call.ready()
+    finally:
+        rc.call(owner, "CLUSTER", "ADDSLOTS", slot)
+        for node in rc.nodes:
+            rc.call(node, "CONFIG", "SET", "cluster-require-full-coverage", "yes")
+    assert call.get(timeout=20) == b"v"
+    rc.wait_ok()
+
+
+def test_parse_url_points_cluster_urls_to_cluster():
+    from greenredis.url import parse_url
+
+    with pytest.raises(ValueError, match="names a Redis Cluster: use greenredis.Cluster.from_url"):
+        parse_url("redis+cluster://127.0.0.1:7000")

@@ -5,6 +5,7 @@ import itertools
 
 import gevent
 import pytest
+from waiting import wait_for
 
 import greenredis
 from greenredis.client.slots import key_slot
@@ -189,3 +190,49 @@ def test_node_added_and_map_refreshed(c, redis_cluster):
     gevent.sleep(0.2)  # the background refresh names the new node as a primary
     assert ("127.0.0.1", node.port) in c.slot_map().primaries()
     rc.migrate_slot(slot, source)
+
+
+def test_reads_from_an_unreachable_replica_go_to_its_primary(redis_cluster):
+    rc = redis_cluster
+    key = f"{{{_tag_for(300)}}}:r"
+    primary = rc.node_for_slot(300)
+    (replica,) = rc.replicas_of(primary)
+    client = greenredis.Cluster(rc.startup_nodes, read_from_replicas=True)
+    try:
+        client.cmd(["SET", key, "v"])
+        wait_for(  # a replica that was still loading when the map was read is not read from
+            lambda: client._refresh_soon().get(timeout=10).reader(300) == ("127.0.0.1", replica.port),
+            what="the replica readable in the slot map",
+        )
+        replica.kill()
+        # well before the cluster marks it failed (node timeout 2 s), and without a new map
+        assert client.cmd(["GET", key], timeout=1.0) == b"v"
+        assert client.cmd([["GET", key], ["GET", key]], timeout=1.0) == [b"v", b"v"]
+        assert client.stats["unsent_retries"] >= 1
+    finally:
+        client.close()
+        replica.start()
+        rc.wait_ok(timeout=60)
+
+
+def test_many_callers_meeting_moved_refresh_the_map_once(c, redis_cluster):
+    rc = redis_cluster
+    slot = 8888
+    tag = _tag_for(slot)
+    source = rc.node_for_slot(slot)
+    target = next(n for n in rc.primaries if n is not source)
+    c.cmd([["SET", f"{{{tag}}}:{i}", i] for i in range(200)])
+    c.slot_map()  # loaded, and it says: source
+    rc.migrate_slot(slot, target)
+    try:
+        moved, refreshes = c.stats["moved"], c.stats["refreshes"]
+        calls = [gevent.spawn(c.cmd, ["GET", f"{{{tag}}}:{i}"]) for i in range(200)]
+        gevent.joinall(calls, raise_error=True)
+        assert [g.value for g in calls] == [str(i).encode() for i in range(200)]
+        # those sent before the first MOVED came back all met it (gevent starts ~50 per loop turn)
+        assert c.stats["moved"] - moved >= 20
+        wait_for(lambda: c._refreshing is None, what="the refresh to end")
+        assert c.stats["refreshes"] - refreshes == 1
+        assert c.slot_map().owners[slot] == ("127.0.0.1", target.port)
+    finally:
+        rc.migrate_slot(slot, source)
