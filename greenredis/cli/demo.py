@@ -180,7 +180,7 @@ def run(args):
         # the demo's own line says Redis is unreachable; the grid's per-instance lines would repeat it
         logging.getLogger("greenredis.grid").setLevel(logging.ERROR)
         logging.getLogger("greenredis.client").setLevel(logging.ERROR)
-    redis = Redis.from_url(url)  # redis+sentinel:// too: follows the master
+    redis = Redis.from_url(url)  # redis+sentinel:// follows the master; redis+cluster:// is a Cluster
     address = where(params)
     sims = [SimInstance(redis, f"{args.prefix}web.{i + 1}", "web", i) for i in range(args.web)]
     sims += [

@@ -18,7 +18,7 @@ from greenredis.errors import (
     ReplyError,
     TimeoutError,
 )
-from greenredis.url import SentinelURL, is_sentinel_url, redact_text, redact_url
+from greenredis.url import SentinelURL, is_cluster_url, is_sentinel_url, redact_text, redact_url
 
 URL_HINT = "set REDIS_URL or --url, e.g. redis://:PASSWORD@127.0.0.1:6379/0"
 SENTINEL_HINT = (
@@ -141,9 +141,8 @@ def check_url(url, what="Redis URL"):
         hint = URL_HINT
         if url.startswith("/"):
             hint = f"for a unix socket write unix://{url}; otherwise {URL_HINT}"
-        raise Fatal(
-            f"{shown!r} is not a Redis URL (redis://, rediss://, unix:// or redis+sentinel://)", hint, code=2
-        )
+        schemes = "redis://, rediss://, unix://, redis+sentinel:// or redis+cluster://"
+        raise Fatal(f"{shown!r} is not a Redis URL ({schemes})", hint, code=2)
     if is_sentinel_url(url):
         from greenredis.url import parse_sentinel_url
 
@@ -152,6 +151,8 @@ def check_url(url, what="Redis URL"):
         except ValueError as e:
             message = redact_text(str(e).replace(repr(url), repr(shown)), _passwords(parts))
             raise Fatal(f"bad {what}: {message}", SENTINEL_HINT, code=2) from None
+    if is_cluster_url(url):
+        return _check_cluster_url(url, shown, what)
     try:
         if parts.scheme.lower() != "unix" and parts.port == 0:
             raise ValueError(f"port 0 in {url!r} is not a port")
@@ -161,6 +162,19 @@ def check_url(url, what="Redis URL"):
         raise Fatal(f"bad {what}: {message}", URL_HINT, code=2) from None
     if not params.unix_socket_path and not 0 < params.port < 65536:
         raise Fatal(f"bad {what} {shown!r}: port {params.port} is not in 1-65535", URL_HINT, code=2)
+    return params
+
+
+def _check_cluster_url(url, shown, what):
+    from greenredis.url import parse_cluster_url
+
+    try:
+        nodes, params = parse_cluster_url(url)
+    except ValueError as e:
+        raise Fatal(f"bad {what}: {redact_text(str(e))}", URL_HINT, code=2) from None
+    for _host, port in nodes:
+        if not 0 < port < 65536:
+            raise Fatal(f"bad {what} {shown!r}: port {port} is not in 1-65535", URL_HINT, code=2)
     return params
 
 
@@ -185,10 +199,18 @@ def probe(url, timeout=5.0):
 
     params = check_url(url)
     address = where(params)
-    options = {"connect_timeout": timeout, "timeout": timeout}
-    if isinstance(params, SentinelURL):
-        options["failover_timeout"] = timeout  # no master within it: say so, do not wait 30 s
-    r = Redis.from_url(url, **options)
+    if is_cluster_url(url):  # any node answers for the cluster: the slot map is loaded first
+        from greenredis.client.cluster import Cluster
+        from greenredis.url import parse_cluster_url
+
+        nodes = parse_cluster_url(url)[0]
+        address = ",".join(f"{h}:{p}" for h, p in nodes)
+        r = Cluster(nodes, params=params.replace(connect_timeout=timeout, timeout=timeout), retry_for=0)
+    else:
+        options = {"connect_timeout": timeout, "timeout": timeout}
+        if isinstance(params, SentinelURL):
+            options["failover_timeout"] = timeout  # no master within it: say so, do not wait 30 s
+        r = Redis.from_url(url, **options)
     try:
         reply = r.cmd(["PING"])
     except RedisError as e:

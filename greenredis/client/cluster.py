@@ -779,6 +779,26 @@ class Cluster:
         Commands on it go to that node as they are (a moved slot answers MOVED)."""
         return self.client_for_key(key, timeout).dedicated()
 
+    def ssubscribe(self, *channels, maxsize=10000, check_every=5.0):
+        """A ``ShardedSubscription`` to sharded channels (SSUBSCRIBE), one connection per
+        primary owning one; it follows slot moves (``greenredis.client.cluster_pubsub``)."""
+        from greenredis.client.cluster_pubsub import ShardedSubscription
+
+        return ShardedSubscription(self, channels=channels, maxsize=maxsize, check_every=check_every)
+
+    def subscribe(self, *channels, maxsize=10000, check_every=5.0):
+        """A ``ClusterSubscription`` to classic channels, on one node (every node hears
+        every PUBLISH), moving to another when that one cannot be reached."""
+        from greenredis.client.cluster_pubsub import ClusterSubscription
+
+        return ClusterSubscription(self, channels=channels, maxsize=maxsize, check_every=check_every)
+
+    def psubscribe(self, *patterns, maxsize=10000, check_every=5.0):
+        """A ``ClusterSubscription`` to glob-style patterns of classic channels."""
+        from greenredis.client.cluster_pubsub import ClusterSubscription
+
+        return ClusterSubscription(self, patterns=patterns, maxsize=maxsize, check_every=check_every)
+
     def close(self):
         """Close every node's connections; callers still waiting get ConnectionError."""
         self.closed = True

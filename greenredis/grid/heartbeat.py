@@ -253,7 +253,10 @@ class Heartbeat:
             if self.need_ping and self.ready:
                 self.need_ping = False
                 return Plan(
-                    (("PUBLISH", self.layout.channel, self.layout.message("ping")),), ("ping",), now, mono
+                    ((self.layout.publish, self.layout.channel, self.layout.message("ping")),),
+                    ("ping",),
+                    now,
+                    mono,
                 )
             return None
         lay, key, meta = self.layout, self.key, dict(self.meta)
@@ -294,15 +297,15 @@ class Heartbeat:
                 add("keytime", "PEXPIRETIME", key)
             add("zadd", "ZADD", lay.index, score, self.name)
             if meta != self._announced or self._force_update or twin:
-                add("update", "PUBLISH", lay.channel, lay.message("update", self.name, meta, self.instance))
-            add("register", "PUBLISH", lay.channel, lay.message("register", self.name))
+                add("update", lay.publish, lay.channel, lay.message("update", self.name, meta, self.instance))
+            add("register", lay.publish, lay.channel, lay.message("register", self.name))
         else:
             add("pexpire", "PEXPIRE", key, int(self.ttl * 1000))
             if by_key:
                 add("keytime", "PEXPIRETIME", key)
             add("zadd", "ZADD", lay.index, score, self.name)
             if twin:  # keep the twin and the peers told which process is which
-                add("update", "PUBLISH", lay.channel, lay.message("update", self.name, meta, self.instance))
+                add("update", lay.publish, lay.channel, lay.message("update", self.name, meta, self.instance))
         if beat_due or full:
             add("zrange", "ZRANGE", lay.index, 0, -1, "WITHSCORES")
         below, above = self._trim
@@ -612,7 +615,7 @@ class Heartbeat:
         """What ``stop()`` sends. With a live twin the key and index entry stay
         (they are the twin's too); the leave names our instance only."""
         lay = self.layout
-        leave = ("PUBLISH", lay.channel, lay.message("leave", self.name, instance=self.instance))
+        leave = (lay.publish, lay.channel, lay.message("leave", self.name, instance=self.instance))
         if self._has_twin(now):
             return [leave]
         return [("DEL", self.key), ("ZREM", lay.index, self.name), leave]

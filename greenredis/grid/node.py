@@ -24,6 +24,7 @@ from gevent.event import Event
 from gevent.queue import Full, Queue
 
 from greenredis.backoff import Backoff
+from greenredis.client.cluster_pubsub import is_cluster, subscribe_channels
 from greenredis.client.redis import Redis
 from greenredis.errors import NoPermissionError, RedisError
 from greenredis.grid.heartbeat import Fetch, Heartbeat, Resubscribe
@@ -54,12 +55,17 @@ def default_name():
 def _routed_ip(redis):
     """The local address of the interface that routes to Redis (no packet is sent);
     for a Sentinel client, to its first sentinel (the master is not known before a
-    question, and lives on the same network)."""
+    question, and lives on the same network); for a Cluster, to its first startup node."""
     params = redis.params
     if params.unix_socket_path:
         return "127.0.0.1"
     sentinel = getattr(redis, "sentinel", None)
-    host, port = sentinel.view.sentinels[0] if sentinel is not None else (params.host, params.port)
+    if sentinel is not None:
+        host, port = sentinel.view.sentinels[0]
+    elif is_cluster(redis):
+        host, port = redis.startup_nodes[0]
+    else:
+        host, port = params.host, params.port
     try:
         info = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)[0]
         with socket.socket(info[0], socket.SOCK_DGRAM) as s:
@@ -117,6 +123,7 @@ class Grid:
         self.layout = Layout(
             os.environ.get("DOMAIN", "") if domain is None else domain,
             os.environ.get("VERSION", "") if version is None else version,
+            cluster=is_cluster(self.redis),
         )
         self.key = None if observe else self.layout.key(self.name)
         #: this process's id in the hash and the messages: tells twins (one name, two processes) apart
@@ -384,7 +391,7 @@ class Grid:
         backoff = Backoff(0.05, min(2.0, self.interval))
         while self._sub is None:
             try:
-                self._sub = self.redis.subscribe(self.layout.channel)
+                self._sub = subscribe_channels(self.redis, self.layout.channel)
             except NoPermissionError as e:
                 self._refused_channel(e)
                 gevent.sleep(_refused_delay(backoff, self.interval))

@@ -42,6 +42,11 @@ reconcile read ``ZRANGE index 0 -1 WITHSCORES``.
     write). It lives outside the ``redgrid:`` prefix so it can never clash with a
     node's key.
 
+On a Redis Cluster (``Layout(cluster=True)``) the same names carry a hash tag,
+``redgrid:{<domain>:<version>}:<node>``, ``redgrid:{<domain>:<version>}`` (a sharded
+channel: SPUBLISH/SSUBSCRIBE) and ``redgrid-index:{<domain>:<version>}``: one slot
+holds the whole grid.
+
 Domain and version may not contain ``:`` (``a:b``/``c`` and ``a``/``b:c`` would be
 one grid). Times given to ``GridView`` are the caller's unix seconds; the shell
 converts index scores from the server's clock to its own.
@@ -170,9 +175,16 @@ def _text(value, what):
 
 
 class Layout:
-    """Key, channel and message names of one grid (domain, version)."""
+    """Key, channel and message names of one grid (domain, version).
 
-    def __init__(self, domain="", version=""):
+    ``cluster=True`` (a Redis Cluster): every name carries the hash tag
+    ``{<domain>:<version>}``, so the grid's keys, index and channel share one slot
+    (a heartbeat is one node's batch), and the channel is a sharded one
+    (``publish`` is ``SPUBLISH``). On a single server the names are the original
+    redgrid's, unchanged.
+    """
+
+    def __init__(self, domain="", version="", cluster=False):
         self.domain = str(domain)
         self.version = str(version)
         for what, value in (("domain", self.domain), ("version", self.version)):
@@ -180,9 +192,14 @@ class Layout:
                 raise ValueError(
                     f"grid {what} {value!r} contains ':' (it would share keys with another grid)"
                 )
-        self.channel = f"redgrid:{self.domain}:{self.version}"
+        self.cluster = bool(cluster)
+        # "redgrid:" has no brace, so the first "{" is the tag's on every name of the grid
+        grid = f"{{{self.domain}:{self.version}}}" if self.cluster else f"{self.domain}:{self.version}"
+        self.channel = f"redgrid:{grid}"
         self.prefix = self.channel + ":"
-        self.index = f"redgrid-index:{self.domain}:{self.version}"
+        self.index = f"redgrid-index:{grid}"
+        #: the command that publishes on ``channel``
+        self.publish = "SPUBLISH" if self.cluster else "PUBLISH"
         self._names = {}  # index member (bytes) -> checked name; the index is read every interval
         self._bad = set()  # index members already reported as bad (reported once, not every interval)
 

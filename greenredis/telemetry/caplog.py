@@ -1,6 +1,6 @@
 """Capped log collections in Redis: a list trimmed to its newest lines, and live follow.
 
-``CappedLog`` appends with LPUSH + LTRIM + PUBLISH in one MULTI/EXEC batch, reads
+``CappedLog`` appends with LPUSH + LTRIM + PUBLISH (SPUBLISH on a cluster) in one MULTI/EXEC batch, reads
 the newest lines with ``tail`` and follows new lines over pub/sub.
 ``RedisLogHandler`` sends ``logging`` records to one without ever blocking the caller.
 Key and channel names for instances are in ``greenredis.telemetry.names``.
@@ -14,6 +14,7 @@ import gevent
 import gevent.event
 
 from greenredis.backoff import Backoff
+from greenredis.client.cluster_pubsub import MESSAGE_KINDS, publish_verb, subscribe_channels
 from greenredis.errors import RedisError, ReplyError
 from greenredis.telemetry import names
 from greenredis.telemetry.loglines import MAX_LINE, FollowJoin, is_mark, truncate_line
@@ -46,6 +47,9 @@ class CappedLog:
         self.cap = cap
         self.channel = names.log_channel(key)
         self.publish = publish
+        # On a cluster the channel is a sharded one: it lives in the key's slot, so the
+        # MULTI of an append (LPUSH, LTRIM, SPUBLISH) stays on one node.
+        self._publish = publish_verb(redis)
 
     @classmethod
     def for_instance(cls, redis, instance, cap=1000):
@@ -69,7 +73,7 @@ class CappedLog:
         lines = tuple(truncate_line(line, self.max_line) for line in lines)
         batch = [["LPUSH", self.key, *lines], ["LTRIM", self.key, 0, self.cap - 1]]
         if self.publish:
-            batch += [["PUBLISH", self.channel, line] for line in lines]
+            batch += [[self._publish, self.channel, line] for line in lines]
         replies = (
             self.redis.transaction(batch)
             if timeout is None
@@ -100,7 +104,9 @@ class CappedLog:
         # marker) or wholly after (published after the marker).
         mark = names.FOLLOW_MARK + uuid.uuid4().hex
         stop = -1 if n is None else max(int(n), 1) - 1
-        lines, _ = self.redis.transaction([["LRANGE", self.key, 0, stop], ["PUBLISH", self.channel, mark]])
+        lines, _ = self.redis.transaction(
+            [["LRANGE", self.key, 0, stop], [self._publish, self.channel, mark]]
+        )
         return [_text(x) for x in reversed(lines)], mark.encode()
 
     def follow(self, backlog=None, timeout=None):
@@ -111,7 +117,7 @@ class CappedLog:
         yielded as found in the backlog (lines trimmed meanwhile are lost).
         ``timeout``: stop after that many seconds without a line (default: never).
         """
-        sub = self.redis.subscribe(self.channel)
+        sub = subscribe_channels(self.redis, self.channel)
         recent = collections.deque(maxlen=20)
         try:
             lines, join = self._join(backlog)
@@ -132,7 +138,7 @@ class CappedLog:
                         recent.append(line)
                         yield line
                     continue
-                if kind != b"message":
+                if kind not in MESSAGE_KINDS:
                     continue
                 if is_mark(data):
                     join.marker(data)

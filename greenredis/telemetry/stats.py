@@ -5,6 +5,7 @@ Key and channel names are in ``greenredis.telemetry.names``.
 
 import time
 
+from greenredis.client.cluster_pubsub import publish_verb
 from greenredis.errors import ReplyError
 from greenredis.telemetry import names
 
@@ -42,6 +43,7 @@ class Stats:
         self.history_len = history
         self.ttl = ttl
         self.channel = names.stats_channel(instance)
+        self._publish = publish_verb(redis)  # SPUBLISH on a cluster: the channel is in the instance's slot
 
     def publish(self, metric, value, ts=None, unit=None):
         """Publish one point and append it to the metric's capped history.
@@ -49,7 +51,7 @@ class Stats:
         ``unit``: an optional label (``"MB"``, ``"ms"``, ``"%"``) stored with the
         point, so live points and the history carry it and Tempo shows it.
 
-        One pipelined batch (one round trip): PUBLISH, LPUSH, LTRIM, SADD, ZADD
+        One pipelined batch (one round trip): PUBLISH (SPUBLISH on a cluster), LPUSH, LTRIM, SADD, ZADD
         (and EXPIREs). Returns how many subscribers got the point. Raises
         ValueError for a bad name, value or unit, ``greenredis.RedisError`` when Redis
         cannot be reached.
@@ -59,7 +61,7 @@ class Stats:
         hkey = names.history_key(self.instance, metric)
         mkey = names.metrics_key(self.instance)
         batch = [
-            ["PUBLISH", self.channel, data],
+            [self._publish, self.channel, data],
             ["LPUSH", hkey, data],
             ["LTRIM", hkey, 0, self.history_len - 1],
             ["SADD", mkey, metric],

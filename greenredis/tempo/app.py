@@ -168,9 +168,9 @@ class _Tempo:
     def live(self) -> Live:
         if self._live is None:
             cfg = self.config
-            r = (
+            r = (  # a client (Redis or Cluster) as given, else one made from the URL
                 self._redis
-                if isinstance(self._redis, Redis)
+                if self._redis is not None and not isinstance(self._redis, str)
                 else Redis.from_url(self._redis or cfg.redis_url)
             )
             g = self._grid

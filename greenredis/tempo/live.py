@@ -18,6 +18,7 @@ import gevent.lock
 from geventwebsocket.exceptions import WebSocketError
 
 from greenredis.backoff import Backoff
+from greenredis.client.cluster_pubsub import MESSAGE_KINDS, publish_verb, subscribe_channels
 from greenredis.errors import RedisError, ReplyError
 from greenredis.telemetry import names
 from greenredis.telemetry.loglines import MAX_LINE
@@ -154,7 +155,7 @@ class Live:
 
     def _subscription(self):
         if self._sub is None:
-            self._sub = self.redis.subscribe()
+            self._sub = subscribe_channels(self.redis)  # sharded on a cluster
         return self._sub
 
     def _run_pump(self):
@@ -178,7 +179,7 @@ class Live:
                 gevent.spawn(self.run_effects, self.hub.resync())
             try:
                 for kind, channel, data in sub:
-                    if kind == b"message":
+                    if kind in MESSAGE_KINDS:
                         self._publish(channel, data)
                     elif kind == b"gap":  # lost messages while reconnecting: refill every page
                         gevent.spawn(self._refill, sub)
@@ -406,7 +407,10 @@ class Live:
         key = names.log_key(instance)
         try:
             lines, _ = self.redis.transaction(
-                [["LRANGE", key, 0, self.log_backlog - 1], ["PUBLISH", names.log_channel(key), mark]]
+                [
+                    ["LRANGE", key, 0, self.log_backlog - 1],
+                    [publish_verb(self.redis), names.log_channel(key), mark],
+                ]
             )
             if isinstance(lines, ReplyError):
                 lines = []
