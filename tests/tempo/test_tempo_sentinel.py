@@ -195,7 +195,7 @@ def test_stats_and_capped_log_take_a_sentinel_url(healed):
             try:
                 write()
                 break
-            except greenredis.ConnectionError:  # nothing was written: the next try writes it once
+            except greenredis.ConnectionError:  # not written on the new master: the next try writes it once
                 time.sleep(0.1)
     r = greenredis.Redis(port=group.master.port, timeout=5)
     assert r.cmd(["LRANGE", "logs:{svc.1}", 0, -1]) == [b"two", b"one"]
