@@ -85,7 +85,7 @@ class WebProcess:
 class Client:
     """A websocket client that reads Tempo's frames (JSON arrays) message by message."""
 
-    def __init__(self, url, timeout=10, **kw):
+    def __init__(self, url, timeout=30, **kw):
         self.ws = websocket.create_connection(url, timeout=timeout, **kw)
         self.pending = []
 
