@@ -10,7 +10,7 @@ import importlib
 
 from greenredis.errors import ConnectionError, ProtocolError, RedisError, ReplyError, TimeoutError
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 # public name -> the module that defines it
 _LAZY = {
