@@ -21,6 +21,8 @@ APP = textwrap.dedent(
     def raw(environ, start_response):  # a bare WSGI app: errors reach gevent's handler
         if environ["PATH_INFO"] == "/boom":
             raise RuntimeError("cannot reach redis://:s3cret-pw@10.0.0.1:6379/0")
+        if environ["PATH_INFO"].startswith("/multi"):
+            raise RuntimeError("first line\\r\\nERROR forged: second line")
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"ok"]
 
@@ -42,7 +44,7 @@ def get(port, path, headers=""):
     return data.split(b"\r\n", 1)[0]
 
 
-def failing_request(tmp_path, app, *extra):
+def failing_request(tmp_path, app, *extra, path="/boom?password=hunter2-query"):
     """(stdout, stderr) of ``greenredis web --app failing:APP`` that served one /boom."""
     (tmp_path / "failing.py").write_text(APP)
     port = free_port()
@@ -63,7 +65,7 @@ def failing_request(tmp_path, app, *extra):
                 return s.connect_ex(("127.0.0.1", port)) == 0
 
         wait_for(up, timeout=30, what="web to listen")
-        status = get(port, "/boom?password=hunter2-query", "Authorization: Bearer tok-in-a-header\r\n")
+        status = get(port, path, "Authorization: Bearer tok-in-a-header\r\n")
         assert b"500" in status, status
         time.sleep(0.5)  # let the error line be written
     finally:
@@ -82,6 +84,19 @@ def test_a_failing_request_is_one_masked_line(tmp_path, app):
     failed = [line for line in err.splitlines() if "/boom" in line or "RuntimeError" in line]
     assert len(failed) == 1, err
     assert "ERROR" in failed[0] and "RuntimeError" in failed[0] and "***" in failed[0], failed
+
+
+def test_a_client_cannot_forge_log_lines(tmp_path):
+    # The path (percent-decoded) and the exception's text are the client's or the app's: a
+    # CR/LF or a terminal escape in them stays inside the one line, escaped.
+    out, err = failing_request(tmp_path, "raw", path="/multi%0d%0aERROR%20forged:%20path%1b[2J")
+    lines = [line for line in err.splitlines() if "forged" in line]
+    assert len(lines) == 1, err
+    assert "\x1b" not in err and "\r" not in err, repr(err)
+    assert "ERROR greenredis.tempo: tempo: GET /multi\\r\\nERROR forged: path\\x1b[2J failed" in lines[0], (
+        lines
+    )
+    assert "first line\\r\\nERROR forged: second line" in lines[0], lines
 
 
 @pytest.mark.parametrize("app", ["raw", "flask_app"])
