@@ -28,6 +28,16 @@ APP = textwrap.dedent(
 
     flask_app = Flask("failing")
 
+    def crash_later():
+        import gevent
+
+        def background():
+            gevent.sleep(0.2)
+            raise RuntimeError("lost redis://:s3cret-pw@10.0.0.1:6379/0")
+
+        gevent.spawn(background)
+        return raw
+
     @flask_app.route("/boom")
     def boom():
         raise RuntimeError("cannot reach redis://:s3cret-pw@10.0.0.1:6379/0")
@@ -136,3 +146,33 @@ def test_a_bad_request_is_one_warning_line(tmp_path):
     bad = [line for line in err.splitlines() if "abc" in line]
     assert len(bad) == 1 and "WARNING greenredis.tempo.http: tempo: " in bad[0], err
     assert "<gevent" not in err and "Traceback" not in err, err  # no socket repr, no traceback
+
+
+def test_a_greenlet_that_dies_is_one_masked_line(tmp_path):
+    # gevent's hub printed the traceback of any greenlet that died of an exception (the
+    # app's or ours) to stderr, unmasked, with a "<Greenlet at 0x...>" line
+    (tmp_path / "failing.py").write_text(APP)
+    port = free_port()
+    proc = subprocess.Popen(
+        [*CLI, "web", "--app", "failing:crash_later()", "--port", str(port), "--no-access-log"],
+        cwd=ROOT,
+        env=clean_env(PYTHONPATH=tmp_path),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def up():
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_for(up, timeout=30, what="web to listen")
+        time.sleep(1.0)  # the background greenlet has died
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert "s3cret-pw" not in err and "Traceback" not in err and "<Greenlet" not in err, err
+    failed = [line for line in err.splitlines() if "RuntimeError" in line]
+    assert len(failed) == 1 and " ERROR " in failed[0] and "background" in failed[0], err
