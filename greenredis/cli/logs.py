@@ -68,7 +68,8 @@ class RedactingFormatter(logging.Formatter):
         return redact_text(super().format(record), self.secrets)
 
 
-_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(32), 127) if c != 9} | {10: "\\n", 13: "\\r"}
+# C0 (but tab), DEL and C1 (0x9b is a CSI to some terminals)
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(32), *range(127, 160)) if c != 9} | {10: "\\n", 13: "\\r"}
 
 
 def formatter(with_time=True, secrets=(), tracebacks=True):
