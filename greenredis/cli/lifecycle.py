@@ -57,6 +57,10 @@ def install():
     # Printed by the hub otherwise ("KeyboardInterrupt" with a traceback), before the
     # main greenlet sees it; it still reaches the main greenlet.
     hub.NOT_ERROR = (*type(hub).NOT_ERROR, KeyboardInterrupt)
+    # A greenlet that dies of an exception: the hub would print its traceback to stderr,
+    # unmasked, under a "<Greenlet at 0x...>" line; one logged (and masked) line instead,
+    # the traceback at debug level.
+    hub.print_exception = _log_greenlet_death
     main = greenlet.getcurrent()
 
     def on_signal(exc_type, code):
@@ -68,6 +72,14 @@ def install():
 
     gevent.signal_handler(signal.SIGINT, on_signal, Interrupted, 130)
     gevent.signal_handler(signal.SIGTERM, on_signal, Terminated, 143)
+
+
+def _log_greenlet_death(context, t, v, tb):
+    import logging
+
+    run = getattr(context, "_run", None)
+    what = getattr(run, "__qualname__", None) or type(context).__name__
+    logging.getLogger("greenredis.cli").error("%s died", what, exc_info=(t, v, tb) if t is not None else None)
 
 
 def stopping():

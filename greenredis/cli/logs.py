@@ -54,14 +54,22 @@ class RedactingFormatter(logging.Formatter):
         self.tracebacks = tracebacks
 
     def format(self, record):
+        message = record.getMessage()
+        changes = {}
         if record.exc_info and not self.tracebacks:
-            _, exc, _ = record.exc_info
-            record = logging.makeLogRecord(
-                {**record.__dict__, "exc_info": None, "exc_text": None, "stack_info": None}
-            )
-            record.msg = f"{record.getMessage()} ({type(exc).__name__}: {exc})"
-            record.args = None
+            exc = record.exc_info[1]
+            message = f"{message} ({type(exc).__name__}: {exc})"
+            changes = {"exc_info": None, "exc_text": None, "stack_info": None}
+        # a message carries text from clients and exceptions (a request path, an error's
+        # text): a CR/LF or an escape in it must not start a forged line or drive a terminal
+        escaped = message.translate(_CONTROLS)
+        if changes or escaped != message:
+            record = logging.makeLogRecord({**record.__dict__, **changes, "msg": escaped, "args": None})
         return redact_text(super().format(record), self.secrets)
+
+
+# C0 (but tab), DEL and C1 (0x9b is a CSI to some terminals)
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(32), *range(127, 160)) if c != 9} | {10: "\\n", 13: "\\r"}
 
 
 def formatter(with_time=True, secrets=(), tracebacks=True):

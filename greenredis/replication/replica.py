@@ -881,12 +881,14 @@ def release_freed_memory():
     global _libc
     if _libc is None:
         import ctypes
-        import ctypes.util
 
+        # dlopen(NULL): the process's own symbols, libc's among them. Not
+        # ctypes.util.find_library, which runs ldconfig or gcc in a subprocess (and under
+        # monkey patching lets other greenlets run in the middle of the swap).
         try:
-            lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            lib = ctypes.CDLL(None)
             _libc = lib if hasattr(lib, "malloc_trim") else False
-        except OSError:
+        except (OSError, TypeError):
             _libc = False
     if not _libc:
         return False

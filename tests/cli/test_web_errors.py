@@ -21,10 +21,22 @@ APP = textwrap.dedent(
     def raw(environ, start_response):  # a bare WSGI app: errors reach gevent's handler
         if environ["PATH_INFO"] == "/boom":
             raise RuntimeError("cannot reach redis://:s3cret-pw@10.0.0.1:6379/0")
+        if environ["PATH_INFO"].startswith("/multi"):
+            raise RuntimeError("first line\\r\\nERROR forged: second line")
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"ok"]
 
     flask_app = Flask("failing")
+
+    def crash_later():
+        import gevent
+
+        def background():
+            gevent.sleep(0.2)
+            raise RuntimeError("lost redis://:s3cret-pw@10.0.0.1:6379/0")
+
+        gevent.spawn(background)
+        return raw
 
     @flask_app.route("/boom")
     def boom():
@@ -42,7 +54,7 @@ def get(port, path, headers=""):
     return data.split(b"\r\n", 1)[0]
 
 
-def failing_request(tmp_path, app, *extra):
+def failing_request(tmp_path, app, *extra, path="/boom?password=hunter2-query"):
     """(stdout, stderr) of ``greenredis web --app failing:APP`` that served one /boom."""
     (tmp_path / "failing.py").write_text(APP)
     port = free_port()
@@ -63,7 +75,7 @@ def failing_request(tmp_path, app, *extra):
                 return s.connect_ex(("127.0.0.1", port)) == 0
 
         wait_for(up, timeout=30, what="web to listen")
-        status = get(port, "/boom?password=hunter2-query", "Authorization: Bearer tok-in-a-header\r\n")
+        status = get(port, path, "Authorization: Bearer tok-in-a-header\r\n")
         assert b"500" in status, status
         time.sleep(0.5)  # let the error line be written
     finally:
@@ -82,6 +94,19 @@ def test_a_failing_request_is_one_masked_line(tmp_path, app):
     failed = [line for line in err.splitlines() if "/boom" in line or "RuntimeError" in line]
     assert len(failed) == 1, err
     assert "ERROR" in failed[0] and "RuntimeError" in failed[0] and "***" in failed[0], failed
+
+
+def test_a_client_cannot_forge_log_lines(tmp_path):
+    # The path (percent-decoded) and the exception's text are the client's or the app's: a
+    # CR/LF or a terminal escape in them stays inside the one line, escaped.
+    out, err = failing_request(tmp_path, "raw", path="/multi%0d%0aERROR%20forged:%20path%1b[2J%9b")
+    lines = [line for line in err.splitlines() if "forged" in line]
+    assert len(lines) == 1, err
+    assert "\x1b" not in err and "\x9b" not in err and "\r" not in err, repr(err)
+    assert (
+        "ERROR greenredis.tempo: tempo: GET /multi\\r\\nERROR forged: path\\x1b[2J\\x9b failed" in lines[0]
+    ), lines
+    assert "first line\\r\\nERROR forged: second line" in lines[0], lines
 
 
 @pytest.mark.parametrize("app", ["raw", "flask_app"])
@@ -121,3 +146,33 @@ def test_a_bad_request_is_one_warning_line(tmp_path):
     bad = [line for line in err.splitlines() if "abc" in line]
     assert len(bad) == 1 and "WARNING greenredis.tempo.http: tempo: " in bad[0], err
     assert "<gevent" not in err and "Traceback" not in err, err  # no socket repr, no traceback
+
+
+def test_a_greenlet_that_dies_is_one_masked_line(tmp_path):
+    # gevent's hub printed the traceback of any greenlet that died of an exception (the
+    # app's or ours) to stderr, unmasked, with a "<Greenlet at 0x...>" line
+    (tmp_path / "failing.py").write_text(APP)
+    port = free_port()
+    proc = subprocess.Popen(
+        [*CLI, "web", "--app", "failing:crash_later()", "--port", str(port), "--no-access-log"],
+        cwd=ROOT,
+        env=clean_env(PYTHONPATH=tmp_path),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def up():
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_for(up, timeout=30, what="web to listen")
+        time.sleep(1.0)  # the background greenlet has died
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert "s3cret-pw" not in err and "Traceback" not in err and "<Greenlet" not in err, err
+    failed = [line for line in err.splitlines() if "RuntimeError" in line]
+    assert len(failed) == 1 and " ERROR " in failed[0] and "background" in failed[0], err

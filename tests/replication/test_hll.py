@@ -439,3 +439,56 @@ def test_the_byte_past_the_end_is_kept_between_commands(any_server):
             t.ap.apply(argv)
             t.assert_same(key)
     assert again >= 5, again
+
+
+def test_the_byte_past_the_end_moves_with_the_value(any_server):
+    # RENAME, MOVE and SWAPDB move Redis's object, buffer and all: a later PFADD on the new
+    # key or db still reads the byte an earlier edit left past the end (the applier lost it,
+    # then stored other bytes than the master or refused the PFADD: a full resync).
+    t = Twin(any_server)
+    db1 = Redis.from_url(any_server.url.rsplit("/", 1)[0] + "/1", timeout=30)
+    rnd = random.Random(5)
+    moved = 0
+    for i in range(150):
+        key = f"k{i}"
+        t.run("SET", key, b"HYLL\x01" + bytes(11) + bytes([rnd.choice([0x7F, 0x7E, 0x6A, 0x55])]))
+        try:
+            t.run("PFADD", key, b"e%d" % rnd.randrange(10**9))
+        except ReplyError:
+            continue
+        if not 0x40 <= t.value(key)[-1] < 0x80:
+            continue  # nothing left past the end
+        how = ("RENAME", "MOVE", "SWAPDB")[moved % 3]
+        moved += 1
+        element = b"e%d" % rnd.randrange(10**9)
+        if how == "RENAME":
+            t.run("RENAME", key, key + "r")
+            key += "r"
+            server, apply = t.r, t.ap.apply
+        else:
+            if how == "MOVE":
+                t.run("MOVE", key, "1")
+            else:
+                t.run("SWAPDB", "0", "1")
+            server = db1
+
+            def apply(argv):
+                t.ap.apply([b"SELECT", b"1"])
+                try:
+                    t.ap.apply(argv)
+                finally:
+                    t.ap.apply([b"SELECT", b"0"])
+
+        try:
+            server.cmd([b"PFADD", b(key), element])
+        except ReplyError:
+            with pytest.raises(ApplyError):
+                apply([b"PFADD", b(key), element])
+        else:
+            apply([b"PFADD", b(key), element])
+        assert t.ap.keyspace.db(1 if server is db1 else 0).data.get(b(key)) == server.cmd([b"GET", b(key)]), (
+            how
+        )
+        if how == "SWAPDB":
+            t.run("SWAPDB", "0", "1")
+    assert moved >= 9, moved

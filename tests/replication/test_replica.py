@@ -1145,3 +1145,26 @@ def test_release_freed_memory_is_safe_to_call():
 
     # True with glibc (this machine, CI); False elsewhere (musl, macOS), never an error
     assert release_freed_memory() is (platform.libc_ver()[0] == "glibc")
+
+
+def test_release_freed_memory_never_yields_to_other_greenlets():
+    # It runs inside the swap (new dataset in, offset not yet advanced): the first call
+    # looked libc up with ctypes.util.find_library, which runs ldconfig (or gcc) in a
+    # subprocess, and under gevent's monkey patching waited for it in the hub.
+    import subprocess
+    import sys
+
+    code = (
+        "from gevent import monkey; monkey.patch_all()\n"
+        "import gevent\n"
+        "from greenredis.replication.replica import release_freed_memory\n"
+        "ticks = []\n"
+        "g = gevent.spawn(lambda: [ticks.append(1) or gevent.sleep(0) for _ in iter(int, 1)])\n"
+        "gevent.sleep(0)\n"
+        "before = len(ticks)\n"
+        "release_freed_memory()\n"
+        "print(len(ticks) - before)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "0", out.stdout

@@ -108,6 +108,7 @@ class KeysMixin(Core):
             self.expires[dst] = ttl
         if fexp is not None:
             self.fexp[dst] = fexp
+        _carry_past_end(self.keyspace.db(self._db), src, self.keyspace.db(self._db), dst)
         return [(self._db, src), (self._db, dst)]
 
     def cmd_rename(self, argv):
@@ -173,6 +174,7 @@ class KeysMixin(Core):
             to.expires[key] = ttl
         if fexp is not None:
             to.field_expires[key] = fexp
+        _carry_past_end(self.keyspace.db(self._db), key, to, key)
         return [(self._db, key), (target, key)]
 
     def cmd_swapdb(self, argv):
@@ -190,6 +192,7 @@ class KeysMixin(Core):
         da.data, db_.data = db_.data, da.data
         da.expires, db_.expires = db_.expires, da.expires
         da.field_expires, db_.field_expires = db_.field_expires, da.field_expires
+        da.hll_past_end, db_.hll_past_end = db_.hll_past_end, da.hll_past_end
         self._bind()
         return touched
 
@@ -353,3 +356,11 @@ def _library_name(code):
     if m is None:
         raise ApplyError("FUNCTION LOAD: missing library metadata")
     return m.group(2)
+
+
+def _carry_past_end(src_db, src, dst_db, dst):
+    """RENAME and MOVE move Redis's object, and so the byte past a corrupt HLL's end
+    (``Db.hll_past_end``) goes with the value."""
+    entry = src_db.hll_past_end.pop(src, None)
+    if entry is not None:
+        dst_db.hll_past_end[dst] = entry
