@@ -258,7 +258,9 @@ class Cluster:
         try:
             return attempt.get(timeout=left)
         except Timeout:
-            raise TimeoutError(f"the cluster's slot map did not load within the call's {left}s") from None
+            raise TimeoutError(
+                f"the cluster's slot map did not load within the {left:.3g}s left of the call's timeout"
+            ) from None
 
     def _refresh(self, attempt):
         outcome = ConnectionError("refreshing the slot map was interrupted")
