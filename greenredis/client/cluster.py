@@ -100,8 +100,8 @@ def _part_done(gather, positions, results, asking):
     error that ended the connection at those that got none."""
 
     def done(replies, error):
-        if asking:  # every command went out after an ASKING, whose reply is skipped
-            replies = replies[1::2]
+        if asking:  # every command went out after an ASKING: its reply, unless ASKING was refused
+            replies = [a if isinstance(a, ReplyError) else r for a, r in zip(replies[::2], replies[1::2])]
         for i, reply in zip(positions, replies):
             results[i] = reply
         if error is not None:
@@ -460,7 +460,9 @@ class Cluster:
                         address = None
                         continue
                     if asking:
-                        reply = conn.call_many([_ASKING, packed], left)[1]
+                        asked, reply = conn.call_many([_ASKING, packed], left)
+                        if isinstance(asked, ReplyError):
+                            reply = asked  # ASKING refused (an ACL): that, not the ASK it meets again
                     else:
                         reply = conn.call(packed, left)
             except ConnectionError:
