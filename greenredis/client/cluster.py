@@ -54,10 +54,7 @@ _ASKING = pack(("ASKING",))
 _READONLY = pack(("READONLY",))
 _RETRY_PREFIXES = ("TRYAGAIN", "CLUSTERDOWN")
 _COUNTERS = ("moved", "ask", "tryagain", "clusterdown", "unsent_retries", "refreshes")
-MAX_REDIRECTS = 16
-_SLOT_MEMO = (
-    1 << 16
-)  # keys whose slot is remembered  # MOVED/ASK hops for one command before giving up (as redis-py)
+MAX_REDIRECTS = 16  # MOVED/ASK hops for one command before giving up (as redis-py)
 
 
 class _Unsent(ConnectionError):
