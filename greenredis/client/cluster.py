@@ -54,10 +54,7 @@ _ASKING = pack(("ASKING",))
 _READONLY = pack(("READONLY",))
 _RETRY_PREFIXES = ("TRYAGAIN", "CLUSTERDOWN")
 _COUNTERS = ("moved", "ask", "tryagain", "clusterdown", "unsent_retries", "refreshes")
-MAX_REDIRECTS = 16
-_SLOT_MEMO = (
-    1 << 16
-)  # keys whose slot is remembered  # MOVED/ASK hops for one command before giving up (as redis-py)
+MAX_REDIRECTS = 16  # MOVED/ASK hops for one command before giving up (as redis-py)
 
 
 class _Unsent(ConnectionError):
@@ -100,8 +97,8 @@ def _part_done(gather, positions, results, asking):
     error that ended the connection at those that got none."""
 
     def done(replies, error):
-        if asking:  # every command went out after an ASKING, whose reply is skipped
-            replies = replies[1::2]
+        if asking:  # every command went out after an ASKING: its reply, unless ASKING was refused
+            replies = [a if isinstance(a, ReplyError) else r for a, r in zip(replies[::2], replies[1::2])]
         for i, reply in zip(positions, replies):
             results[i] = reply
         if error is not None:
@@ -258,7 +255,9 @@ class Cluster:
         try:
             return attempt.get(timeout=left)
         except Timeout:
-            raise TimeoutError(f"the cluster's slot map did not load within the call's {left}s") from None
+            raise TimeoutError(
+                f"the cluster's slot map did not load within the {left:.3g}s left of the call's timeout"
+            ) from None
 
     def _refresh(self, attempt):
         outcome = ConnectionError("refreshing the slot map was interrupted")
@@ -458,7 +457,9 @@ class Cluster:
                         address = None
                         continue
                     if asking:
-                        reply = conn.call_many([_ASKING, packed], left)[1]
+                        asked, reply = conn.call_many([_ASKING, packed], left)
+                        if isinstance(asked, ReplyError):
+                            reply = asked  # ASKING refused (an ACL): that, not the ASK it meets again
                     else:
                         reply = conn.call(packed, left)
             except ConnectionError:

@@ -34,7 +34,7 @@ from greenredis.backoff import Backoff
 from greenredis.client.cluster_pubsub_routes import Routes, plan_shards
 from greenredis.client.connection import pack
 from greenredis.client.pubsub import GAP, Message, Subscription
-from greenredis.client.slots import key_slot
+from greenredis.client.slots import key_bytes, key_slot
 from greenredis.errors import ConnectionError, MovedError, RedisError, ReplyError
 
 __all__ = [
@@ -77,7 +77,8 @@ def subscribe_channels(client, *channels, maxsize=10000):
 
 
 def _encode(names):
-    return [n.encode() if isinstance(n, str) else bytes(n) for n in names]
+    # as pack() sends them: an int is its decimal text, not bytes(n) (n NUL bytes)
+    return [key_bytes(n) for n in names]
 
 
 class _Nodes:

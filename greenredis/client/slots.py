@@ -25,6 +25,7 @@ __all__ = [
     "SLOTS",
     "Address",
     "key_slot",
+    "key_bytes",
     "SlotMap",
     "CommandTable",
     "KeyRule",
@@ -37,7 +38,7 @@ SLOTS = 16384
 Address = tuple  # (host, port)
 
 
-def _bytes(key: Any) -> bytes:
+def key_bytes(key: Any) -> bytes:
     """A key as the bytes Redis hashes (str as UTF-8, numbers as their decimal text, as
     ``pack`` sends them)."""
     if key.__class__ is bytes:
@@ -59,7 +60,7 @@ def key_slot(key: Any) -> int:
     elif key.__class__ is bytes:
         k = key
     else:
-        k = _bytes(key)
+        k = key_bytes(key)
     start = k.find(b"{")
     if start >= 0:
         end = k.find(b"}", start + 1)

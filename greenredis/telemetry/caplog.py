@@ -49,7 +49,7 @@ class CappedLog:
         self.publish = publish
         # On a cluster the channel is a sharded one: it lives in the key's slot, so the
         # MULTI of an append (LPUSH, LTRIM, SPUBLISH) stays on one node.
-        self._publish = publish_verb(redis)
+        self._publish = publish_verb(self.redis)  # the client, not a URL it was made from
 
     @classmethod
     def for_instance(cls, redis, instance, cap=1000):

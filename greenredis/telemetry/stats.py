@@ -43,7 +43,9 @@ class Stats:
         self.history_len = history
         self.ttl = ttl
         self.channel = names.stats_channel(instance)
-        self._publish = publish_verb(redis)  # SPUBLISH on a cluster: the channel is in the instance's slot
+        self._publish = publish_verb(
+            self.redis
+        )  # SPUBLISH on a cluster: the channel is in the instance's slot
 
     def publish(self, metric, value, ts=None, unit=None):
         """Publish one point and append it to the metric's capped history.

@@ -299,3 +299,17 @@ def test_a_slot_moving_to_a_node_whose_acl_refuses_the_channel(rc, publisher):
         rc.migrate_slot(s, source)
         for node in rc.nodes:
             rc.call(node, "ACL", "DELUSER", "mover")
+
+
+def test_channel_names_given_as_int_bytes_or_memoryview_are_their_text(rc, c):
+    """A sharded channel given as an int is its decimal text (as PUBLISH/SPUBLISH send
+    it), not bytes(12) (twelve NUL bytes); a bytearray/memoryview is its bytes."""
+    sub = c.ssubscribe(12, bytearray(b"ba-ch"), memoryview(b"mv-ch"))
+    try:
+        assert {ch for chans in sub.nodes.values() for ch in chans} == {b"12", b"ba-ch", b"mv-ch"}
+        assert c.cmd(["SPUBLISH", 12, "twelve"]) == 1
+        assert sub.get(timeout=5) == (b"smessage", b"12", b"twelve")
+        with pytest.raises(TypeError, match="NoneType"):
+            sub.ssubscribe(None)
+    finally:
+        sub.close()

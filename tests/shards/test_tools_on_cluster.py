@@ -232,3 +232,22 @@ def test_the_demo_runs_on_a_cluster(rc, c):
         if demo.poll() is None:
             demo.kill()
         demo.communicate()
+
+
+def test_stats_and_capped_log_made_from_a_cluster_url_publish_sharded(rc, c):
+    """Given a redis+cluster:// URL (not a Cluster), Stats and CappedLog still publish
+    with SPUBLISH, so sharded subscribers (Tempo, follow()) hear them."""
+    inst = "url.1"
+    sub = c.ssubscribe(names.stats_channel(inst), names.log_channel(names.log_key(inst)))
+    stats = Stats(rc.url, inst)
+    log = CappedLog(rc.url, names.log_key(inst))
+    try:
+        assert stats.publish("rps", 1.0, ts=1000.0) == 1  # heard by the sharded subscriber
+        log.append("hello")
+        got = [sub.get(timeout=5) for _ in range(2)]
+        assert [m.kind for m in got] == [b"smessage", b"smessage"]
+        assert got[1].data == b"hello"
+    finally:
+        sub.close()
+        stats.redis.close()
+        log.redis.close()
