@@ -312,7 +312,7 @@ class Db:
 class Keyspace:
     """All databases of one dataset, plus server-wide state an RDB carries."""
 
-    __slots__ = ("dbs", "functions", "aux")
+    __slots__ = ("dbs", "functions", "aux", "__weakref__")  # weakref: tests see old copies freed
 
     def __init__(self):
         self.dbs = {}  # db number -> Db, created on first use

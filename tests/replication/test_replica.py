@@ -10,6 +10,7 @@ import gc
 import logging
 import random
 import time
+import weakref
 
 import gevent
 import gevent.server
@@ -21,7 +22,7 @@ import greenredis
 from greenredis.client.redis import Redis
 from greenredis.errors import TimeoutError as GreenTimeout
 from greenredis.replication.keymatch import match_keys
-from greenredis.replication.keyspace import Keyspace, Stream, StreamID, ZSet
+from greenredis.replication.keyspace import Stream, StreamID, ZSet
 from greenredis.replication.protocol import encode_command
 from greenredis.replication.replica import Replica
 from greenredis.server import find_valkey_server
@@ -1010,16 +1011,20 @@ def test_a_full_resync_frees_the_old_dataset_without_a_gc(make_server, replicas,
     proxy = proxies(server.port)
     rep = replicas(proxy.url)
     rep.start(timeout=60)
+    copies = [weakref.ref(rep.keyspace)]
     gc.collect()
     gc.disable()  # only reference counting frees anything now
     try:
-        resync_by_bad_commands(proxy, rep, 5)
-        alive = [o for o in gc.get_objects() if type(o) is Keyspace]
+        for _ in range(5):
+            resync_by_bad_commands(proxy, rep, 1)
+            copies.append(weakref.ref(rep.keyspace))
+        alive = [ref() is not None for ref in copies]
     finally:
         gc.enable()
     assert rep.status()["full_syncs"] == 6 and rep.dbsize() == 2000
-    # the one being served; before, each old copy stayed (in a cycle) until a full GC
-    assert alive == [rep.keyspace], len(alive)
+    # only the one being served; before, each old copy stayed (in a cycle) until a full GC
+    # (weak references to this replica's copies: other tests' may still wait for the GC)
+    assert alive == [False] * 5 + [True], alive
 
 
 def test_per_key_work_only_for_an_on_key_callback(make_server, replicas):
@@ -1121,9 +1126,13 @@ def test_freed_memory_goes_back_to_the_os_after_each_swap(make_server, replicas,
     proxy = proxies(server.port)
     rep = replicas(proxy.url)
     calls = []
+    copies = []  # weak references to each dataset swapped in
 
     def release():
-        calls.append(sum(type(o) is Keyspace for o in gc.get_objects()))  # no reference kept
+        # every earlier copy is gone (counting all Keyspaces in the process would count
+        # those of other tests that the GC has not reached yet)
+        calls.append([ref() is None for ref in copies])
+        copies.append(weakref.ref(rep.keyspace))
         return True
 
     monkeypatch.setattr(replica_module, "release_freed_memory", release)
@@ -1134,8 +1143,8 @@ def test_freed_memory_goes_back_to_the_os_after_each_swap(make_server, replicas,
         resync_by_bad_commands(proxy, rep, 2)
     finally:
         gc.enable()
-    assert len(calls) == 3, calls  # the first sync and each resync
-    assert calls[1:] == [1, 1], calls  # the old copy was already freed when it was asked
+    # the first sync and each resync; the old copies were already freed when it was asked
+    assert calls == [[], [True], [True, True]], calls
 
 
 def test_release_freed_memory_is_safe_to_call():
