@@ -188,15 +188,23 @@ class Sentinel:
 
     def _ask_any(self, service: str, *command: Any) -> tuple[Any, Address]:
         """Ask the sentinels in turn until one answers; (reply, who)."""
-        errors = []
+        errors, unknown = [], []
         for address in list(self.view.sentinels):
             try:
                 reply = self._ask(address, *command)
             except (ConnectionError, TimeoutError, ReplyError) as e:
-                errors.append(f"{_show(address)}: {e}")
+                if isinstance(e, ReplyError) and "no such master" in str(e).lower():
+                    unknown.append(_show(address))  # it answered: it knows no such service
+                else:
+                    errors.append(f"{_show(address)}: {e}")
                 continue
             self.view.answered(address)
             return reply, address
+        if unknown:
+            more = f"; unreachable: {'; '.join(errors)}" if errors else ""
+            raise MasterNotFoundError(
+                f"no sentinel knows a master named {service!r} (asked {', '.join(unknown)}){more}"
+            )
         raise ConnectionError(f"no sentinel of {service!r} answered: {'; '.join(errors)}")
 
     def _discover(self, service: str) -> Address:
@@ -446,7 +454,7 @@ class SentinelRedis(Redis):
         self.sentinel = sentinel
         self.service = service
         self.role = role
-        self._owns_sentinel = False
+        self._close_sentinel: Optional[weakref.finalize] = None
         super().__init__(**kwargs)
         sentinel._clients.add(self)
         sentinel._watch()
@@ -463,7 +471,9 @@ class SentinelRedis(Redis):
             failover_timeout=parsed.failover_timeout,
         )
         client = cls(sentinel, parsed.service, "master", params=parsed.params, max_blocking=max_blocking)
-        client._owns_sentinel = True
+        # its Sentinel ends with it: at close(), or when it is dropped unclosed (the
+        # subscription greenlets hold the Sentinel, not the client)
+        client._close_sentinel = weakref.finalize(client, sentinel.close)
         return client
 
     def __repr__(self) -> str:
@@ -506,5 +516,5 @@ class SentinelRedis(Redis):
 
     def close(self) -> None:
         super().close()
-        if self._owns_sentinel:
-            self.sentinel.close()
+        if self._close_sentinel is not None:
+            self._close_sentinel()

@@ -9,6 +9,7 @@ and printed, not failed: ``test_wait_on_dedicated_keeps_writes_through_a_kill`` 
 how to avoid losing them.
 """
 
+import gc
 import time
 
 import gevent
@@ -320,3 +321,22 @@ def test_wrong_data_password_is_an_authentication_error(sentinel_group, sentinel
     with pytest.raises(AuthenticationError):
         r.cmd(["PING"])
     r.close()
+
+
+def test_a_dropped_url_client_ends_the_subscriptions_of_its_sentinel(sentinel_group):
+    # Redis.from_url(...) made and dropped without close() (a redis-py habit) must not
+    # leave its own Sentinel's subscription greenlets and connections behind for good
+    r = greenredis.Redis.from_url(sentinel_group.url)
+    assert r.cmd(["PING"]) == b"PONG"
+    s = r.sentinel
+    wait_for(lambda: len(s._watch_conns) == len(sentinel_group.sentinels), what="the subscriptions")
+    del r
+    gc.collect()
+    assert s.closed
+    wait_for(lambda: not s._watch_conns, what="the subscriptions to end")
+
+
+def test_an_unknown_service_is_master_not_found_for_replicas_too(sentinel):
+    # every sentinel answered (ERR No such master with that name): none was unreachable
+    with pytest.raises(MasterNotFoundError, match="no sentinel knows a master named 'nosuch'"):
+        sentinel.discover_replicas("nosuch")
