@@ -360,9 +360,16 @@ class Sentinel:
                 if event is not None:
                     event.set()
                 for callback in self._callbacks:
-                    gevent.spawn(callback, effect.service, effect.old, effect.new)
+                    gevent.spawn(self._call_back, callback, effect)
             elif isinstance(effect, SentinelFound) and self._watchers:
                 self._start_watcher(effect.address)
+
+    @staticmethod
+    def _call_back(callback: Any, effect: MasterChanged) -> None:
+        try:
+            callback(effect.service, effect.old, effect.new)
+        except Exception:
+            log.exception("%s: an on_switch callback %r failed; ignored", effect.service, callback)
 
     def _demoted(self, service: str, address: Address, message: str) -> None:
         """A master client got -READONLY from ``address``: no client of ours writes there again."""

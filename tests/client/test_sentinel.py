@@ -169,13 +169,21 @@ def _follow_under_load(group, sentinel, act):
     return load
 
 
-def test_forced_failover_under_load(sentinel_healed, sentinel):
+def test_forced_failover_under_load(sentinel_healed, sentinel, caplog):
     group = sentinel_healed
     switches = []
+
+    def broken(*switch):
+        raise RuntimeError("a broken on_switch callback")
+
+    sentinel.on_switch(broken)  # logged, and the others still run
     sentinel.on_switch(lambda *switch: switches.append(switch))
     old = group.master
     _follow_under_load(group, sentinel, group.failover)
     assert switches[0] == ("mymaster", ("127.0.0.1", old.port), ("127.0.0.1", group.master.port))
+    logged = [r for r in caplog.records if r.name == "greenredis.client.sentinel" and r.exc_info]
+    assert logged and "on_switch" in logged[0].getMessage()
+    assert "a broken on_switch callback" in str(logged[0].exc_info[1])
 
 
 def test_sigkilled_master_under_load(sentinel_healed, sentinel):
