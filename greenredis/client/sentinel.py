@@ -481,6 +481,7 @@ class SentinelRedis(Redis):
         # its Sentinel ends with it: at close(), or when it is dropped unclosed (the
         # subscription greenlets hold the Sentinel, not the client)
         client._close_sentinel = weakref.finalize(client, sentinel.close)
+        client._close_sentinel.atexit = False  # the process ends them; no greenlet work at exit
         return client
 
     def __repr__(self) -> str:
