@@ -111,6 +111,10 @@ class Sentinel:
         self._reset_after_fork()
 
     def _reset_after_fork(self) -> None:
+        # in a forked child the parent's subscription greenlets live on, waiting on
+        # connections the fork abandoned: end them (their sockets stay the parent's)
+        for greenlet in getattr(self, "_watchers", {}).values():
+            greenlet.kill(block=False)
         self._pid = os.getpid()
         self._watchers: dict[Address, gevent.Greenlet] = {}
         self._watch_conns: dict[Address, Connection] = {}
@@ -422,7 +426,8 @@ class Sentinel:
                 ended.wait()
             finally:
                 conn.close()
-                self._watch_conns.pop(address, None)
+                if self._watch_conns.get(address) is conn:  # not a forked child's own
+                    del self._watch_conns[address]
             gevent.sleep(backoff.failure())
 
     def _on_push(self, address: Address, reply: Any) -> None:

@@ -348,3 +348,27 @@ def test_an_unknown_service_is_master_not_found_for_replicas_too(sentinel):
     # every sentinel answered (ERR No such master with that name): none was unreachable
     with pytest.raises(MasterNotFoundError, match="no sentinel knows a master named 'nosuch'"):
         sentinel.discover_replicas("nosuch")
+
+
+def test_a_forked_child_ends_the_parents_subscription_greenlets(sentinel_group, sentinel):
+    from tests.client.test_fork import _child, _exit_code
+
+    r = sentinel.master_for("mymaster", timeout=5)
+    assert r.cmd(["PING"]) == b"PONG"
+    wait_for(lambda: len(sentinel._watch_conns) == len(sentinel_group.sentinels), what="the subscriptions")
+    inherited = list(sentinel._watchers.values())
+
+    def work():
+        assert r.cmd(["PING"]) == b"PONG"  # the child listens on subscriptions of its own
+        wait_for(lambda: all(g.dead for g in inherited), what="the parent's greenlets to end", timeout=10)
+        assert len(sentinel._watchers) == len(sentinel_group.sentinels)
+        assert not set(sentinel._watchers.values()) & set(inherited)
+        wait_for(
+            lambda: len(sentinel._watch_conns) == len(sentinel_group.sentinels), what="new subscriptions"
+        )
+        return 0
+
+    assert _exit_code(_child(work)) == 0
+    assert all(not g.dead for g in inherited)  # the parent's go on
+    assert r.cmd(["PING"]) == b"PONG"
+    r.close()
