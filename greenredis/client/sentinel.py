@@ -145,7 +145,8 @@ class Sentinel:
 
     def master_address(self, service: str) -> Address:
         """The master of ``service`` as this Sentinel believes it now (announcements included),
-        else as the sentinels say."""
+        else as the sentinels say; ConnectionError once closed."""
+        self._check_open()
         return self.view.master(service) or self._discover(service)
 
     def on_switch(self, callback: Any) -> None:

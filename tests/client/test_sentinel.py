@@ -372,3 +372,16 @@ def test_a_forked_child_ends_the_parents_subscription_greenlets(sentinel_group, 
     assert all(not g.dead for g in inherited)  # the parent's go on
     assert r.cmd(["PING"]) == b"PONG"
     r.close()
+
+
+def test_a_closed_sentinel_answers_nothing_from_its_cache(sentinel_group):
+    s = greenredis.Sentinel(sentinel_group.sentinel_addresses)
+    r = s.master_for("mymaster", timeout=5)
+    assert r.cmd(["PING"]) == b"PONG"  # the master is confirmed: in the Sentinel's view now
+    assert s.master_address("mymaster") == ("127.0.0.1", sentinel_group.master.port)
+    s.close()
+    r.close()
+    s.close()  # twice: nothing more
+    for ask in (s.master_address, s.discover_master, s.discover_replicas):
+        with pytest.raises(ConnectionError, match="is closed"):
+            ask("mymaster")
