@@ -215,6 +215,7 @@ class Sentinel:
     def _discover(self, service: str) -> Address:
         """Ask the sentinels in turn for the master of ``service`` until one names a master we
         have no reason to distrust; ``MasterNotFoundError`` if none knows the name."""
+        self._check_open()
         answers: list[Address] = []
         unknown: list[str] = []
         errors: list[str] = []
