@@ -24,6 +24,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from urllib.parse import quote
 
 import hiredis
 
@@ -123,7 +124,7 @@ class RedisServer:
     @property
     def url(self):
         """A URL for this server, with the password when one is set."""
-        auth = f":{self.password}@" if self.password else ""
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
         scheme = "rediss" if self.tls else "redis"
         return f"{scheme}://{auth}127.0.0.1:{self.port}/0"
 
@@ -426,7 +427,7 @@ class RedisSentinel(RedisServer):
 
     @property
     def url(self):
-        auth = f":{self.password}@" if self.password else ""
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}"
 
     def config_text(self):
@@ -540,9 +541,11 @@ class SentinelGroup:
     @property
     def url(self):
         """``redis+sentinel://`` for this group (data password in it, sentinels' as an option)."""
-        auth = f":{self.password}@" if self.password else ""
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
-        query = f"?sentinel_password={self.sentinel_password}" if self.sentinel_password else ""
+        query = (
+            f"?sentinel_password={quote(self.sentinel_password, safe='')}" if self.sentinel_password else ""
+        )
         return f"redis+sentinel://{auth}{hosts}/{self.service}{query}"
 
     def node_command(self, server, *args, timeout=1.0):

@@ -131,6 +131,7 @@ def run_sentinel(args, out=print):
     from greenredis.cli.failures import Fatal, describe, transient
     from greenredis.cli.replica import check_replica_url
     from greenredis.client.sentinel import Sentinel
+    from greenredis.errors import MasterNotFoundError
 
     parsed = check_replica_url(args.url)
     service = parsed.service
@@ -150,7 +151,7 @@ def run_sentinel(args, out=print):
                 replicas = sentinel.discover_replicas(service)
                 told = None
             except Exception as e:  # every sentinel down or refusing: say it once, keep the list
-                if not transient(e) or "No such master" in str(e):
+                if not transient(e) or isinstance(e, MasterNotFoundError):
                     raise Fatal(
                         f"the sentinels: {e}", "check the service name and sentinel_password"
                     ) from None

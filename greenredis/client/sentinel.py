@@ -111,6 +111,10 @@ class Sentinel:
         self._reset_after_fork()
 
     def _reset_after_fork(self) -> None:
+        # in a forked child the parent's subscription greenlets live on, waiting on
+        # connections the fork abandoned: end them (their sockets stay the parent's)
+        for greenlet in getattr(self, "_watchers", {}).values():
+            greenlet.kill(block=False)
         self._pid = os.getpid()
         self._watchers: dict[Address, gevent.Greenlet] = {}
         self._watch_conns: dict[Address, Connection] = {}
@@ -141,7 +145,8 @@ class Sentinel:
 
     def master_address(self, service: str) -> Address:
         """The master of ``service`` as this Sentinel believes it now (announcements included),
-        else as the sentinels say."""
+        else as the sentinels say; ConnectionError once closed."""
+        self._check_open()
         return self.view.master(service) or self._discover(service)
 
     def on_switch(self, callback: Any) -> None:
@@ -188,20 +193,29 @@ class Sentinel:
 
     def _ask_any(self, service: str, *command: Any) -> tuple[Any, Address]:
         """Ask the sentinels in turn until one answers; (reply, who)."""
-        errors = []
+        errors, unknown = [], []
         for address in list(self.view.sentinels):
             try:
                 reply = self._ask(address, *command)
             except (ConnectionError, TimeoutError, ReplyError) as e:
-                errors.append(f"{_show(address)}: {e}")
+                if isinstance(e, ReplyError) and "no such master" in str(e).lower():
+                    unknown.append(_show(address))  # it answered: it knows no such service
+                else:
+                    errors.append(f"{_show(address)}: {e}")
                 continue
             self.view.answered(address)
             return reply, address
+        if unknown:
+            more = f"; unreachable: {'; '.join(errors)}" if errors else ""
+            raise MasterNotFoundError(
+                f"no sentinel knows a master named {service!r} (asked {', '.join(unknown)}){more}"
+            )
         raise ConnectionError(f"no sentinel of {service!r} answered: {'; '.join(errors)}")
 
     def _discover(self, service: str) -> Address:
         """Ask the sentinels in turn for the master of ``service`` until one names a master we
         have no reason to distrust; ``MasterNotFoundError`` if none knows the name."""
+        self._check_open()
         answers: list[Address] = []
         unknown: list[str] = []
         errors: list[str] = []
@@ -352,9 +366,16 @@ class Sentinel:
                 if event is not None:
                     event.set()
                 for callback in self._callbacks:
-                    gevent.spawn(callback, effect.service, effect.old, effect.new)
+                    gevent.spawn(self._call_back, callback, effect)
             elif isinstance(effect, SentinelFound) and self._watchers:
                 self._start_watcher(effect.address)
+
+    @staticmethod
+    def _call_back(callback: Any, effect: MasterChanged) -> None:
+        try:
+            callback(effect.service, effect.old, effect.new)
+        except Exception:
+            log.exception("%s: an on_switch callback %r failed; ignored", effect.service, callback)
 
     def _demoted(self, service: str, address: Address, message: str) -> None:
         """A master client got -READONLY from ``address``: no client of ours writes there again."""
@@ -407,7 +428,8 @@ class Sentinel:
                 ended.wait()
             finally:
                 conn.close()
-                self._watch_conns.pop(address, None)
+                if self._watch_conns.get(address) is conn:  # not a forked child's own
+                    del self._watch_conns[address]
             gevent.sleep(backoff.failure())
 
     def _on_push(self, address: Address, reply: Any) -> None:
@@ -446,7 +468,7 @@ class SentinelRedis(Redis):
         self.sentinel = sentinel
         self.service = service
         self.role = role
-        self._owns_sentinel = False
+        self._close_sentinel: Optional[weakref.finalize] = None
         super().__init__(**kwargs)
         sentinel._clients.add(self)
         sentinel._watch()
@@ -463,7 +485,10 @@ class SentinelRedis(Redis):
             failover_timeout=parsed.failover_timeout,
         )
         client = cls(sentinel, parsed.service, "master", params=parsed.params, max_blocking=max_blocking)
-        client._owns_sentinel = True
+        # its Sentinel ends with it: at close(), or when it is dropped unclosed (the
+        # subscription greenlets hold the Sentinel, not the client)
+        client._close_sentinel = weakref.finalize(client, sentinel.close)
+        client._close_sentinel.atexit = False  # the process ends them; no greenlet work at exit
         return client
 
     def __repr__(self) -> str:
@@ -506,5 +531,5 @@ class SentinelRedis(Redis):
 
     def close(self) -> None:
         super().close()
-        if self._owns_sentinel:
-            self.sentinel.close()
+        if self._close_sentinel is not None:
+            self._close_sentinel()

@@ -11,7 +11,8 @@ sentinel that still names it is behind (the failover leader announces last, and 
 others learn the new master from its hellos, up to seconds later), so its answer only
 counts when no sentinel names anything better. An announcement ``old -> new`` that
 arrives after ``new`` was itself replaced (a late copy from a slow sentinel during a
-second failover) is ignored; one whose ``old`` is the current master always counts.
+second failover) is ignored; one whose ``old`` is the current master (or the last one, when
+none answers now) always counts.
 """
 
 from __future__ import annotations
@@ -230,8 +231,8 @@ class SentinelView:
             return []  # a service no client of ours follows
         if state.master == message.new:
             return []  # a copy of one we acted on
-        if message.old != state.master and message.new in state.superseded:
-            return []  # a late copy: ``new`` has been replaced since
+        if message.old not in (state.master, state.last) and message.new in state.superseded:
+            return []  # a late copy: ``new`` has been replaced since (``last``: the master we lost)
         old = state.master or state.last
         state.master = state.last = message.new
         state.superseded.discard(message.new)

@@ -3,8 +3,9 @@
 ``Replica("redis+sentinel://...")`` makes one. Before each connection it asks the
 Sentinel for the master, confirmed with ``ROLE`` (waiting through a failover up to
 ``failover_timeout``), and it passes every switch the Sentinel applies (``+switch-master``
-from any sentinel, the leader's earlier ``+promoted-slave``, a re-discovery) to the
-replica, which then continues from the new master with a partial resync.
+from any sentinel, the leader's earlier ``+promoted-slave``, a re-discovery; its
+``on_switch``) to the replica, which then continues from the new master with a partial
+resync.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import logging
 from typing import Any, Callable, Optional
 
 from greenredis.client.sentinel import Sentinel
-from greenredis.client.sentinel_view import MasterChanged
 from greenredis.url import ConnectionParams, parse_sentinel_url
 
 __all__ = ["SentinelLocator"]
@@ -21,25 +21,6 @@ __all__ = ["SentinelLocator"]
 log = logging.getLogger("greenredis.replica")
 
 Watcher = Callable[[str, int], Any]
-
-
-class _AnnouncingSentinel(Sentinel):
-    """A ``Sentinel`` that also calls watchers with each master switch it applies (the
-    Sentinel itself only tells the ``master_for`` clients it made)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.watchers: dict[str, list[Watcher]] = {}
-
-    def _apply(self, effects: list) -> None:
-        super()._apply(effects)
-        for effect in effects:
-            if isinstance(effect, MasterChanged):
-                for callback in list(self.watchers.get(effect.service, ())):
-                    try:
-                        callback(*effect.new)
-                    except Exception:
-                        log.exception("a watcher of %r failed on a switch; ignored", effect.service)
 
 
 class SentinelLocator:
@@ -56,28 +37,40 @@ class SentinelLocator:
         self.service = parsed.service
         self.params: ConnectionParams = parsed.params
         self._parsed = parsed
-        self._sentinel: Optional[_AnnouncingSentinel] = None
+        self._sentinel: Optional[Sentinel] = None
+        self._watchers: list[Watcher] = []
         hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in parsed.sentinels)
         self.name = f"{self.service!r} via sentinels {hosts}"
 
     @property
-    def sentinel(self) -> _AnnouncingSentinel:
+    def sentinel(self) -> Sentinel:
         if self._sentinel is None:
             p = self._parsed
-            self._sentinel = _AnnouncingSentinel(
+            sentinel = self._sentinel = Sentinel(
                 p.sentinels,
                 sentinel_password=p.sentinel_password,
                 sentinel_username=p.sentinel_username,
                 sentinel_timeout=p.sentinel_timeout,
                 failover_timeout=p.failover_timeout,
             )
+            # the subscriptions start: a switch must reach the watch() callbacks
+            sentinel.on_switch(lambda service, old, new: self._switched(sentinel, service, new))
         return self._sentinel
+
+    def _switched(self, sentinel: Sentinel, service: str, new: tuple[str, int]) -> None:
+        if service != self.service or sentinel is not self._sentinel:
+            return  # another service, or a switch a closed Sentinel applied
+        for callback in list(self._watchers):
+            try:
+                callback(*new)
+            except Exception:
+                log.exception("a watcher of %r failed on a switch; ignored", service)
 
     def master_address(self) -> tuple[str, int]:
         """The master's ``(host, port)``, confirmed with ROLE; ConnectionError when no
         sentinel answers (naming them) or no master answers within failover_timeout."""
         sentinel = self.sentinel
-        sentinel._watch()  # the subscriptions: a switch must reach watch() callbacks
+        sentinel._watch()  # listening again in a forked child
         conn = sentinel._connect_master(self.service, self.params, None)
         try:
             return conn.params.host, conn.params.port
@@ -87,14 +80,12 @@ class SentinelLocator:
     def watch(self, callback: Watcher) -> Callable[[], None]:
         """Call ``callback(host, port)`` on each switch of master; returns the unwatch."""
         sentinel = self.sentinel
-        watchers = sentinel.watchers.setdefault(self.service, [])
-        watchers.append(callback)
-        sentinel._watch()
+        self._watchers.append(callback)
 
         def unwatch() -> None:
-            if callback in watchers:
-                watchers.remove(callback)
-            if not any(sentinel.watchers.values()) and sentinel is self._sentinel:
+            if callback in self._watchers:
+                self._watchers.remove(callback)
+            if not self._watchers and sentinel is self._sentinel:
                 self.close()
 
         return unwatch

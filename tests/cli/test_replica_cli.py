@@ -130,3 +130,15 @@ def test_a_user_who_may_not_read_config_gets_no_guess(make_server, cli):
     assert "forks and writes it first" not in wait, wait
     assert "repl-diskless-sync-delay" in wait and "or" in wait, wait
     assert "keys=1" in lines[-1], lines
+
+
+@pytest.mark.parametrize("hosts", ["127.0.0.1:26379", "127.0.0.1:26379,127.0.0.1:26380"])
+def test_a_sentinel_url_where_one_server_is_expected_says_so(hosts):
+    # `greenredis nodes --url redis+sentinel://...`: with two sentinels the message was
+    # urllib's "Port could not be cast to integer value as '26379,127.0.0.1:26380'"
+    from greenredis.cli.failures import Fatal, check_url
+
+    with pytest.raises(Fatal) as e:
+        check_url(f"redis+sentinel://:s3cret@{hosts}/mymaster")
+    assert "names sentinels, not one server" in e.value.message, e.value.message
+    assert "s3cret" not in e.value.message and e.value.code == 2

@@ -9,6 +9,7 @@ and printed, not failed: ``test_wait_on_dedicated_keeps_writes_through_a_kill`` 
 how to avoid losing them.
 """
 
+import gc
 import time
 
 import gevent
@@ -168,13 +169,21 @@ def _follow_under_load(group, sentinel, act):
     return load
 
 
-def test_forced_failover_under_load(sentinel_healed, sentinel):
+def test_forced_failover_under_load(sentinel_healed, sentinel, caplog):
     group = sentinel_healed
     switches = []
+
+    def broken(*switch):
+        raise RuntimeError("a broken on_switch callback")
+
+    sentinel.on_switch(broken)  # logged, and the others still run
     sentinel.on_switch(lambda *switch: switches.append(switch))
     old = group.master
     _follow_under_load(group, sentinel, group.failover)
     assert switches[0] == ("mymaster", ("127.0.0.1", old.port), ("127.0.0.1", group.master.port))
+    logged = [r for r in caplog.records if r.name == "greenredis.client.sentinel" and r.exc_info]
+    assert logged and "on_switch" in logged[0].getMessage()
+    assert "a broken on_switch callback" in str(logged[0].exc_info[1])
 
 
 def test_sigkilled_master_under_load(sentinel_healed, sentinel):
@@ -320,3 +329,59 @@ def test_wrong_data_password_is_an_authentication_error(sentinel_group, sentinel
     with pytest.raises(AuthenticationError):
         r.cmd(["PING"])
     r.close()
+
+
+def test_a_dropped_url_client_ends_the_subscriptions_of_its_sentinel(sentinel_group):
+    # Redis.from_url(...) made and dropped without close() (a redis-py habit) must not
+    # leave its own Sentinel's subscription greenlets and connections behind for good
+    r = greenredis.Redis.from_url(sentinel_group.url)
+    assert r.cmd(["PING"]) == b"PONG"
+    s = r.sentinel
+    wait_for(lambda: len(s._watch_conns) == len(sentinel_group.sentinels), what="the subscriptions")
+    del r
+    gc.collect()
+    assert s.closed
+    wait_for(lambda: not s._watch_conns, what="the subscriptions to end")
+
+
+def test_an_unknown_service_is_master_not_found_for_replicas_too(sentinel):
+    # every sentinel answered (ERR No such master with that name): none was unreachable
+    with pytest.raises(MasterNotFoundError, match="no sentinel knows a master named 'nosuch'"):
+        sentinel.discover_replicas("nosuch")
+
+
+def test_a_forked_child_ends_the_parents_subscription_greenlets(sentinel_group, sentinel):
+    from tests.client.test_fork import _child, _exit_code
+
+    r = sentinel.master_for("mymaster", timeout=5)
+    assert r.cmd(["PING"]) == b"PONG"
+    wait_for(lambda: len(sentinel._watch_conns) == len(sentinel_group.sentinels), what="the subscriptions")
+    inherited = list(sentinel._watchers.values())
+
+    def work():
+        assert r.cmd(["PING"]) == b"PONG"  # the child listens on subscriptions of its own
+        wait_for(lambda: all(g.dead for g in inherited), what="the parent's greenlets to end", timeout=10)
+        assert len(sentinel._watchers) == len(sentinel_group.sentinels)
+        assert not set(sentinel._watchers.values()) & set(inherited)
+        wait_for(
+            lambda: len(sentinel._watch_conns) == len(sentinel_group.sentinels), what="new subscriptions"
+        )
+        return 0
+
+    assert _exit_code(_child(work)) == 0
+    assert all(not g.dead for g in inherited)  # the parent's go on
+    assert r.cmd(["PING"]) == b"PONG"
+    r.close()
+
+
+def test_a_closed_sentinel_answers_nothing_from_its_cache(sentinel_group):
+    s = greenredis.Sentinel(sentinel_group.sentinel_addresses)
+    r = s.master_for("mymaster", timeout=5)
+    assert r.cmd(["PING"]) == b"PONG"  # the master is confirmed: in the Sentinel's view now
+    assert s.master_address("mymaster") == ("127.0.0.1", sentinel_group.master.port)
+    s.close()
+    r.close()
+    s.close()  # twice: nothing more
+    for ask in (s.master_address, s.discover_master, s.discover_replicas):
+        with pytest.raises(ConnectionError, match="is closed"):
+            ask("mymaster")

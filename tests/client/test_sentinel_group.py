@@ -39,3 +39,18 @@ def test_group_with_passwords_and_its_url():
         assert group.sentinel_addresses == [("127.0.0.1", s.port) for s in group.sentinels]
         old = group.master
         assert group.failover() is not old
+
+
+def test_the_url_of_a_group_quotes_its_passwords():
+    from greenredis.url import parse_sentinel_url, parse_url
+
+    group = SentinelGroup(replicas=0, sentinels=1, password="p@s/s#w?%", sentinel_password="s&x=1+2")
+    try:  # not started: the URL is all this looks at
+        parsed = parse_sentinel_url(group.url)
+        assert parsed.params.password == "p@s/s#w?%"
+        assert parsed.sentinel_password == "s&x=1+2"
+        assert parsed.sentinels == (("127.0.0.1", group.sentinels[0].port),) and parsed.service == "mymaster"
+        assert parse_url(group.sentinels[0].url).password == "s&x=1+2"
+        assert parse_url(group.master.url).password == "p@s/s#w?%"
+    finally:
+        group.close()

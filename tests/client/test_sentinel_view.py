@@ -82,6 +82,26 @@ def test_failing_back_to_an_old_master_counts():
     assert view.master("mymaster") == A
 
 
+def test_failing_back_after_the_second_master_died_counts():
+    # A -> B, then B is killed (a failed connect: no master now) and the sentinels
+    # promote A, a replica again: the announcement is the news we wait for, not a late copy
+    view = following()
+    view.announced(*switch(A, B))
+    view.failed("mymaster", B)
+    assert view.master("mymaster") is None
+    assert view.announced(*promoted(B, A)) == [MasterChanged("mymaster", B, A, "+promoted-slave")]
+    assert view.master("mymaster") == A
+
+
+def test_a_late_copy_while_no_master_answers_is_ignored():
+    view = following()
+    view.announced(*switch(A, B))
+    view.announced(*switch(B, C))
+    view.failed("mymaster", C)
+    assert view.announced(*switch(A, B)) == []  # B was replaced since, and A is not what we lost
+    assert view.master("mymaster") is None
+
+
 def test_a_sentinel_still_naming_the_replaced_master_is_behind():
     view = following()
     view.announced(*switch(A, B))
