@@ -154,8 +154,7 @@ def check_url(url, what="Redis URL"):
     if is_cluster_url(url):
         return _check_cluster_url(url, shown, what)
     try:
-        # (a redis+sentinel:// URL's hosts are no one port: parse_url says what it is)
-        if parts.scheme.lower() not in ("unix", "redis+sentinel") and parts.port == 0:
+        if parts.scheme.lower() != "unix" and parts.port == 0:
             raise ValueError(f"port 0 in {url!r} is not a port")
         params = parse_url(url)
     except ValueError as e:

@@ -133,12 +133,13 @@ def test_a_user_who_may_not_read_config_gets_no_guess(make_server, cli):
 
 
 @pytest.mark.parametrize("hosts", ["127.0.0.1:26379", "127.0.0.1:26379,127.0.0.1:26380"])
-def test_a_sentinel_url_where_one_server_is_expected_says_so(hosts):
-    # `greenredis nodes --url redis+sentinel://...`: with two sentinels the message was
-    # urllib's "Port could not be cast to integer value as '26379,127.0.0.1:26380'"
-    from greenredis.cli.failures import Fatal, check_url
+def test_a_sentinel_url_is_checked_as_sentinels_not_one_server(hosts):
+    # with two sentinels the message was urllib's "Port could not be cast to integer value
+    # as '26379,127.0.0.1:26380'"; the CLI's commands take the URL as the sentinels it names
+    from greenredis.cli.failures import check_url
+    from greenredis.url import SentinelURL
 
-    with pytest.raises(Fatal) as e:
-        check_url(f"redis+sentinel://:s3cret@{hosts}/mymaster")
-    assert "names sentinels, not one server" in e.value.message, e.value.message
-    assert "s3cret" not in e.value.message and e.value.code == 2
+    checked = check_url(f"redis+sentinel://:s3cret@{hosts}/mymaster")
+    assert isinstance(checked, SentinelURL) and checked.service == "mymaster"
+    assert [f"{h}:{p}" for h, p in checked.sentinels] == hosts.split(",")
+    assert "s3cret" not in repr(checked)
