@@ -50,6 +50,26 @@ def any_server(request):
         yield server
 
 
+@pytest.fixture(scope="module")
+def sentinel_group(request):
+    """One master, its replicas and three sentinels shared by a test module (a module's
+    ``SENTINEL_GROUP`` dict sets the service and the number of replicas); see
+    ``sentinel_healed`` for a test that kills or pauses some of them."""
+    from greenredis.server import SentinelGroup
+
+    shape = {"service": "mymaster", "replicas": 2, "sentinels": 3}
+    shape.update(getattr(request.module, "SENTINEL_GROUP", {}))
+    with SentinelGroup(**shape) as group:
+        yield group
+
+
+@pytest.fixture
+def sentinel_healed(sentinel_group):
+    """``sentinel_group``, restarted/resumed and settled again after the test."""
+    yield sentinel_group
+    sentinel_group.heal()
+
+
 # The RDB fixture files are not in this repository: they sit in the project's shared/
 # folder beside the clone (../shared/fixtures/rdb). Their tests skip without them, except
 # under CI (CI=true), which has them beside the clone and where they are mandatory.

@@ -10,29 +10,19 @@ from waiting import wait_for
 
 import greenredis
 from greenredis.grid.node import Grid
-from greenredis.server import SentinelGroup
 
 NAMES = [f"n{i:02d}" for i in range(20)]
 TTL, INTERVAL = 12, 1.0
 
 
-@pytest.fixture(scope="module")
-def group():
-    with SentinelGroup(service="grid", replicas=2, sentinels=3) as g:
-        yield g
+SENTINEL_GROUP = {"service": "grid"}  # the shape of this module's sentinel_group
 
 
 @pytest.fixture
-def healed(group):
-    yield group
-    group.heal()
-
-
-@pytest.fixture
-def grid(group):
+def grid(sentinel_group):
     """20 nodes and an observer, all made from the group's redis+sentinel:// URL."""
-    nodes = [Grid(group.url, name=n, meta={"v": "1"}, ttl=TTL, interval=INTERVAL) for n in NAMES]
-    observer = Grid(group.url, observe=True, ttl=TTL, interval=INTERVAL)
+    nodes = [Grid(sentinel_group.url, name=n, meta={"v": "1"}, ttl=TTL, interval=INTERVAL) for n in NAMES]
+    observer = Grid(sentinel_group.url, observe=True, ttl=TTL, interval=INTERVAL)
     views = nodes + [observer]
     for g in views:
         g.start()
@@ -68,14 +58,14 @@ class Watch:
         self._greenlet.kill()
 
 
-def _master_client(group):
-    return greenredis.Redis(port=group.master.port, password=group.password, timeout=2)
+def _master_client(sentinel_group):
+    return greenredis.Redis(port=sentinel_group.master.port, password=sentinel_group.password, timeout=2)
 
 
-def _settled_on_the_new_master(group, nodes, observer, marker):
+def _settled_on_the_new_master(sentinel_group, nodes, observer, marker):
     """Every node registered and indexed on the master the sentinels agree on, every
     listener subscribed there, and a meta change published there heard by every view."""
-    r = _master_client(group)
+    r = _master_client(sentinel_group)
     try:
         keys = [f"redgrid:::{n}" for n in NAMES]
         wait_for(lambda: r.cmd(["EXISTS", *keys]) == 20, timeout=60, what="registered on the new master")
@@ -98,30 +88,30 @@ def _settled_on_the_new_master(group, nodes, observer, marker):
         r.close()
 
 
-def test_twenty_nodes_through_a_forced_failover(healed, grid):
-    group = healed
+def test_twenty_nodes_through_a_forced_failover(sentinel_healed, grid):
+    sentinel_group = sentinel_healed
     nodes, observer = grid
     watch = Watch(nodes + [observer])
-    old = group.master
-    new = group.failover()
+    old = sentinel_group.master
+    new = sentinel_group.failover()
     assert new.port != old.port
-    _settled_on_the_new_master(group, nodes, observer, "forced")
+    _settled_on_the_new_master(sentinel_group, nodes, observer, "forced")
     watch.stop()
     assert watch.leaves == [] and watch.short == []
     assert all(set(g.nodes()) == set(NAMES) for g in nodes + [observer])
 
 
-def test_twenty_nodes_through_a_sigkilled_master_that_lost_their_last_writes(healed, grid):
+def test_twenty_nodes_through_a_sigkilled_master_that_lost_their_last_writes(sentinel_healed, grid):
     """The replicas' links are cut just before the last writes (a node's meta change
     and every node's next heartbeat), then the master is SIGKILLed: the promoted replica
     never got them. Each node finds its key lost or its writes refused, registers again on
     the new master with its current meta, and no view drops a live node."""
-    group = healed
+    sentinel_group = sentinel_healed
     nodes, observer = grid
     watch = Watch(nodes + [observer])
-    old = group.master
-    epoch = group.config_epoch()
-    r = _master_client(group)
+    old = sentinel_group.master
+    epoch = sentinel_group.config_epoch()
+    r = _master_client(sentinel_group)
     try:
         # connections open now stay authenticated; the replicas' new ones are refused
         r.cmd(["CONFIG", "SET", "requirepass", "replicas-cannot-reconnect"])
@@ -134,12 +124,12 @@ def test_twenty_nodes_through_a_sigkilled_master_that_lost_their_last_writes(hea
     finally:
         r.close()
     old.kill()
-    new = group.wait_failed_over(epoch, timeout=60)
+    new = sentinel_group.wait_failed_over(epoch, timeout=60)
     assert new.port != old.port
-    probe = _master_client(group)
+    probe = _master_client(sentinel_group)
     assert probe.cmd(["EXISTS", "lost-marker"]) == 0  # the new master never got the last writes
     probe.close()
-    _settled_on_the_new_master(group, nodes, observer, "killed")
+    _settled_on_the_new_master(sentinel_group, nodes, observer, "killed")
     views = nodes + [observer]
     wait_for(lambda: all(g.nodes()["n03"]["v"] == "lost?" for g in views), timeout=60, what="n03's meta")
     watch.stop()

@@ -19,21 +19,8 @@ from greenredis.errors import ConnectionError as GreenConnectionError
 from greenredis.errors import ReadOnlyError
 from greenredis.errors import TimeoutError as GreenTimeoutError
 from greenredis.replication.replica import Replica
-from greenredis.server import SentinelGroup
 
 WRITERS = 50
-
-
-@pytest.fixture(scope="module")
-def group():
-    with SentinelGroup(service="mymaster", replicas=2, sentinels=3) as g:
-        yield g
-
-
-@pytest.fixture
-def healed(group):
-    yield group
-    group.heal()
 
 
 def node_client(server, db=0):
@@ -45,8 +32,8 @@ class Load:
     a reader greenlet samples every counter on the replica: no read may fail and no counter
     go back."""
 
-    def __init__(self, group, rep):
-        self.group, self.rep = group, rep
+    def __init__(self, sentinel_group, rep):
+        self.sentinel_group, self.rep = sentinel_group, rep
         self.gate = gevent.event.Event()
         self.gate.set()
         self.busy = 0  # writes in flight
@@ -54,7 +41,7 @@ class Load:
         self.write_errors = []
         self.read_errors, self.backwards = [], []
         self.reads = 0
-        self.client = node_client(group.master)
+        self.client = node_client(sentinel_group.master)
         self.greenlets = [gevent.spawn(self._write, i) for i in range(WRITERS)]
         self.greenlets.append(gevent.spawn(self._read))
 
@@ -150,26 +137,26 @@ def check_after(rep, load, new, before):
     load.stop()
 
 
-def start(group):
-    group.wait_settled()  # the master now (a loaded machine sees spurious failovers)
-    rep = Replica(group.url, backoff=(0.05, 0.5))
+def start(sentinel_group):
+    sentinel_group.wait_settled()  # the master now (a loaded machine sees spurious failovers)
+    rep = Replica(sentinel_group.url, backoff=(0.05, 0.5))
     rep.start(timeout=60)
-    assert rep.status()["master"] == f"127.0.0.1:{group.master.port}"
+    assert rep.status()["master"] == f"127.0.0.1:{sentinel_group.master.port}"
     return rep
 
 
-def test_forced_failover_continues_partially(healed):
-    group = healed
-    rep = start(group)
-    load = Load(group, rep)
+def test_forced_failover_continues_partially(sentinel_healed):
+    sentinel_group = sentinel_healed
+    rep = start(sentinel_group)
+    load = Load(sentinel_group, rep)
     try:
         gevent.sleep(0.5)
         wait_for(lambda: len(load.acked) == WRITERS, what="every writer wrote")
         before = rep.status()
         load.hold()  # from here the old master would lose writes: hold them
-        old = group.master
+        old = sentinel_group.master
         seen = OffsetsFrom(rep, old)
-        new = group.failover(demote=False)  # the old master stays a master, sending hellos
+        new = sentinel_group.failover(demote=False)  # the old master stays a master, sending hellos
         assert new is not old
         wait_for(switched_to(rep, new), what="the replica to follow the new master")
         seen.stop()
@@ -184,17 +171,17 @@ def test_forced_failover_continues_partially(healed):
         rep.stop()
 
 
-def test_killed_master_continues_partially(healed):
-    group = healed
-    rep = start(group)
-    load = Load(group, rep)
+def test_killed_master_continues_partially(sentinel_healed):
+    sentinel_group = sentinel_healed
+    rep = start(sentinel_group)
+    load = Load(sentinel_group, rep)
     try:
         gevent.sleep(0.5)
         wait_for(lambda: len(load.acked) == WRITERS, what="every writer wrote")
         before = rep.status()
-        old, epoch = group.master, group.config_epoch()
+        old, epoch = sentinel_group.master, sentinel_group.config_epoch()
         old.pause()  # writes in flight stay in flight; what it sent reaches every replica
-        others = [node_client(s) for s in group.replicas]
+        others = [node_client(s) for s in sentinel_group.replicas]
         try:
             wait_for(
                 lambda: all(replica_offset(c, old) >= rep.status()["data_offset"] for c in others),
@@ -204,7 +191,7 @@ def test_killed_master_continues_partially(healed):
             for c in others:
                 c.close()
         old.kill()
-        new = group.wait_failed_over(epoch)
+        new = sentinel_group.wait_failed_over(epoch)
         wait_for(switched_to(rep, new), what="the replica to follow the new master")
         load.release(new)
         check_after(rep, load, new, before)
@@ -223,12 +210,12 @@ def replica_offset(c, master):
     return int(fields["slave_repl_offset"])
 
 
-def test_replica_and_link_status_cli_take_the_sentinel_url(group, capsys):
+def test_replica_and_link_status_cli_take_the_sentinel_url(sentinel_group, capsys):
     from greenredis.cli import link_status
     from greenredis.cli import replica as cli
 
     class Args:
-        url = group.url
+        url = sentinel_group.url
         interval = 0.05
         every = 0
         port = None
@@ -236,23 +223,23 @@ def test_replica_and_link_status_cli_take_the_sentinel_url(group, capsys):
 
     g = gevent.spawn(cli.run, Args)
     try:
-        master = f"master=127.0.0.1:{group.master.port}"
+        master = f"master=127.0.0.1:{sentinel_group.master.port}"
         wait_for(lambda: any("state=streaming" in s and master in s for s in [capsys.readouterr().out]))
     finally:
         g.kill()
     lines = []
     assert link_status.run(Args, out=lambda s, flush=False: lines.append(s)) == 0
-    for server in group.replicas:
+    for server in sentinel_group.replicas:
         assert any(f"127.0.0.1:{server.port} STATUS: master_link_status:up" in s for s in lines), lines
     assert "every replica of 'mymaster' (2) has master_link_status:up" in lines[-1]
 
 
-def test_cli_sentinel_url_mistakes(group, capsys):
+def test_cli_sentinel_url_mistakes(sentinel_group, capsys):
     from greenredis.cli import link_status
     from greenredis.cli import replica as cli
     from greenredis.cli.failures import Fatal
 
-    hosts = group.url.split("://", 1)[1].split("/", 1)[0]
+    hosts = sentinel_group.url.split("://", 1)[1].split("/", 1)[0]
 
     class Args:
         url = f"redis+sentinel://:s3cret@{hosts}/nosuchservice"

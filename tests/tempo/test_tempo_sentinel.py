@@ -14,12 +14,11 @@ import time
 import urllib.error
 import urllib.request
 
-import pytest
 import websocket
 from waiting import wait_for
 
 import greenredis
-from greenredis.server import SentinelGroup, free_port
+from greenredis.server import free_port
 from greenredis.telemetry import names
 from greenredis.telemetry.caplog import CappedLog
 from greenredis.telemetry.stats import Stats
@@ -28,16 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CLI = [sys.executable, "-m", "greenredis"]
 
 
-@pytest.fixture(scope="module")
-def group():
-    with SentinelGroup(service="tempo", replicas=1, sentinels=3) as g:
-        yield g
-
-
-@pytest.fixture
-def healed(group):
-    yield group
-    group.heal()
+SENTINEL_GROUP = {"service": "tempo", "replicas": 1}  # the shape of this module's sentinel_group
 
 
 class Pages(threading.Thread):
@@ -94,12 +84,12 @@ def _up(base):
     return snap["redis"] and nodes == {"demo-web.1", "demo-worker.1"}
 
 
-def _followed(group, viewer, base, how):
+def _followed(sentinel_group, viewer, base, how):
     """After the switch: the demo publishes on the new master and the web process hears it."""
     switched = time.monotonic()
     wait_for(lambda: len(viewer.points_after(switched)) >= 4, timeout=60, what=f"points after {how}")
     wait_for(lambda: _up(base), timeout=60, what=f"instances up after {how}")
-    r = greenredis.Redis(port=group.master.port, timeout=5)
+    r = greenredis.Redis(port=sentinel_group.master.port, timeout=5)
     try:
         before = float(r.cmd(["ZSCORE", names.INSTANCES, "demo-web.1"]))
         wait_for(
@@ -109,11 +99,11 @@ def _followed(group, viewer, base, how):
         r.close()
 
 
-def test_dashboard_follows_a_failover_and_a_killed_master(healed):
-    group = healed
+def test_dashboard_follows_a_failover_and_a_killed_master(sentinel_healed):
+    sentinel_group = sentinel_healed
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("PORT", "DYNO")}
-    env.update(REDIS_URL=group.url, GRID_TTL="10", GRID_INTERVAL="1")
+    env.update(REDIS_URL=sentinel_group.url, GRID_TTL="10", GRID_INTERVAL="1")
     proc = subprocess.Popen(
         [*CLI, "dashboard", "--port", str(port), "--web", "1", "--workers", "1"],
         cwd=ROOT,
@@ -136,15 +126,15 @@ def test_dashboard_follows_a_failover_and_a_killed_master(healed):
         pages.start()
         wait_for(lambda: viewer.points_after(0), timeout=30, what="live points")
         for how in ("forced", "killed"):
-            old = group.master
+            old = sentinel_group.master
             if how == "forced":
-                group.failover()
+                sentinel_group.failover()
             else:
-                epoch = group.config_epoch()
+                epoch = sentinel_group.config_epoch()
                 old.kill()
-                group.wait_failed_over(epoch, timeout=60)
-            assert group.master.port != old.port
-            _followed(group, viewer, base, how)
+                sentinel_group.wait_failed_over(epoch, timeout=60)
+            assert sentinel_group.master.port != old.port
+            _followed(sentinel_group, viewer, base, how)
         pages.running = False
         pages.join(60)
         assert proc.poll() is None, "".join(out)
@@ -174,21 +164,21 @@ def test_dashboard_follows_a_failover_and_a_killed_master(healed):
             proc.wait()
 
 
-def test_stats_and_capped_log_take_a_sentinel_url(healed):
-    group = healed
-    stats = Stats(group.url, "svc.1")
-    log = CappedLog(group.url, "logs:{svc.1}", cap=10)
+def test_stats_and_capped_log_take_a_sentinel_url(sentinel_healed):
+    sentinel_group = sentinel_healed
+    stats = Stats(sentinel_group.url, "svc.1")
+    log = CappedLog(sentinel_group.url, "logs:{svc.1}", cap=10)
     assert stats.publish("rps", 1) == 0
     assert log.append("one") == 1
     # replication is asynchronous: a failover may drop what the replicas had not yet received
     hkey = names.history_key("svc.1", "rps")
-    for replica in group.replicas:
+    for replica in sentinel_group.replicas:
         with greenredis.Redis(port=replica.port, timeout=5) as rr:
             wait_for(
                 lambda: rr.cmd([["LLEN", hkey], ["LLEN", "logs:{svc.1}"]]) == [1, 1],
                 what=f"the writes on replica {replica.port}",
             )
-    group.failover()
+    sentinel_group.failover()
     # the first call after the switch may fail (its connection was the old master's); then on
     for write in (lambda: stats.publish("rps", 2), lambda: log.append("two")):
         for _ in range(50):
@@ -197,7 +187,7 @@ def test_stats_and_capped_log_take_a_sentinel_url(healed):
                 break
             except greenredis.ConnectionError:  # not written on the new master: the next try writes it once
                 time.sleep(0.1)
-    r = greenredis.Redis(port=group.master.port, timeout=5)
+    r = greenredis.Redis(port=sentinel_group.master.port, timeout=5)
     assert r.cmd(["LRANGE", "logs:{svc.1}", 0, -1]) == [b"two", b"one"]
     assert [p["value"] for p in stats.history("rps")] == [1, 2]
     r.close()
