@@ -166,8 +166,8 @@ def test_rollback_to_an_earlier_snapshot_heals(redis_server, grids):
         gevent.sleep(1.5)
         assert all(g.nodes()["a"]["v"] == "2" for g in nodes + [observer, d])
     finally:
+        watch.stop()  # before d leaves: its own stop is a real leave, seen by the others
         d.stop(timeout=1)
-    watch.stop()
     assert watch.leaves == [] and watch.short == []
     r.close()
 
