@@ -8,7 +8,7 @@ import without gevent.
 
 import importlib
 
-from greenredis.errors import ConnectionError, ProtocolError, RedisError, ReplyError, TimeoutError
+from greenredis.errors import ConnectionError, DataError, ProtocolError, RedisError, ReplyError, TimeoutError
 
 __version__ = "0.3.0"
 
@@ -31,7 +31,9 @@ _LAZY = {
     "RedisLogHandler": "greenredis.telemetry",
 }
 
-__all__ = ["RedisError", "ReplyError", "ConnectionError", "TimeoutError", "ProtocolError", *_LAZY]
+__all__ = [
+    "RedisError", "ReplyError", "ConnectionError", "TimeoutError", "ProtocolError", "DataError", *_LAZY
+]  # fmt: skip
 
 
 def __getattr__(name):

@@ -37,6 +37,11 @@ class ProtocolError(RedisError):
     """The peer sent bytes that are not RESP; the connection is reset."""
 
 
+class DataError(RedisError, TypeError):
+    """An argument Redis has no form for (a bool, as redis-py's ``DataError``): nothing
+    was sent. A ``TypeError`` too, as greenredis raised before it had this name."""
+
+
 class AuthenticationError(ConnectionError):
     """AUTH failed at connect (``WRONGPASS``, ``NOAUTH``): the connection is unusable."""
 

@@ -35,13 +35,14 @@ from greenredis.client.sockets import open_socket, tls_context
 from greenredis.errors import (
     AuthenticationError,
     ConnectionError,
+    DataError,
     ProtocolError,
     ReplyError,
     TimeoutError,
     reply_error,
 )
 
-__all__ = ["Connection", "open_connection", "pack", "MAX_WRITE_BUFFER"]
+__all__ = ["Connection", "open_connection", "pack", "pack_many", "MAX_WRITE_BUFFER"]
 
 MAX_WRITE_BUFFER = 8 << 20  # bytes queued but unsent before callers wait for the socket
 READ_SIZE = 256 << 10
@@ -61,17 +62,44 @@ def pack(command):
     try:
         return hiredis.pack_command(command)
     except TypeError:
-        args = []
-        for i, arg in enumerate(command):
-            if isinstance(arg, (bytearray, memoryview)):
-                arg = bytes(arg)
-            elif not isinstance(arg, (str, bytes, int, float)) or isinstance(arg, bool):
-                raise TypeError(
-                    f"argument {i} of {command[0]!r} is {type(arg).__name__} {arg!r}: "
-                    "arguments must be str, bytes, bytearray, memoryview, int or float"
-                ) from None
-            args.append(arg)
-        return hiredis.pack_command(tuple(args))
+        return hiredis.pack_command(tuple(_arg(command, i) for i in range(len(command))))
+
+
+def pack_many(commands):
+    """``[pack(c) for c in commands]``, in C-level passes when every command is a list or
+    tuple of str, bytes, int and float; raises as ``pack`` does (nothing is sent)."""
+    try:
+        if set(map(type, commands)) <= _SEQUENCES and all(commands):
+            return list(map(hiredis.pack_command, map(tuple, commands)))
+    except TypeError:  # an argument hiredis does not take (or cannot tell what is wrong with)
+        pass
+    return [pack(c) for c in commands]
+
+
+_SEQUENCES = frozenset((list, tuple))
+
+
+def _arg(command, i):
+    """Argument ``i`` as hiredis takes it: a bytes-like as bytes, an int or float subclass
+    (an ``IntEnum``) as its number; a bool or anything else refused, saying which."""
+    arg = command[i]
+    if isinstance(arg, (bytearray, memoryview)):
+        return bytes(arg)
+    if isinstance(arg, bool):
+        raise DataError(
+            f"argument {i} of {command[0]!r} is bool {arg!r}: Redis has no booleans; "
+            "send 1/0 or 'true'/'false' (as redis-py, which raises DataError too)"
+        )
+    if isinstance(arg, int):
+        return int(arg)
+    if isinstance(arg, float):
+        return float(arg)
+    if isinstance(arg, (str, bytes)):
+        return arg
+    raise TypeError(
+        f"argument {i} of {command[0]!r} is {type(arg).__name__} {arg!r}: "
+        "arguments must be str, bytes, bytearray, memoryview, int or float"
+    )
 
 
 class _Batch:

@@ -1,5 +1,6 @@
 """The pipelined client against real redis-servers."""
 
+import enum
 import gc
 import random
 import socket
@@ -65,6 +66,26 @@ def test_bad_input_is_refused_and_the_connection_stays_usable(r):
     with pytest.raises(ValueError, match="blocks"):
         r.cmd([["GET", "a"], ["BLPOP", "q", 0]])
     assert r.cmd(["PING"]) == b"PONG"
+
+
+def test_int_and_float_subclasses_go_as_their_numbers_and_bools_are_refused(r):
+    # as redis-py: an IntEnum is an int (it sends the number), a bool is a DataError
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    class Code(int):
+        def __str__(self):
+            return "code"
+
+    assert connection_module.pack(["SET", "k", Level.HIGH]) == connection_module.pack(["SET", "k", 3])
+    assert r.cmd(["SET", "lvl", Level.HIGH]) == b"OK"
+    assert r.cmd(["GET", "lvl"]) == b"3"
+    assert r.cmd([["SET", "c", Code(7)], ["INCRBY", "c", Level.HIGH]]) == [b"OK", 10]
+    for bad in (["SET", "k", True], [["SET", "k", "1"], ["SET", "k", False]]):
+        with pytest.raises(greenredis.DataError, match="argument 2 of 'SET' is bool") as e:
+            r.cmd(bad)
+        assert isinstance(e.value, TypeError)  # what it raised before it had a name
+    assert r.cmd(["GET", "k"]) is None  # nothing of the refused batch was sent
 
 
 def test_client_reply_off_is_refused_everywhere(r):
