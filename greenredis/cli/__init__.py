@@ -92,6 +92,7 @@ def _main(argv):
     # Import only the module that runs, so one subcommand's imports never break another's.
     wanted = [argv[0]] if argv and argv[0] in COMMANDS else list(COMMANDS)
     command = argv[0] if argv and argv[0] in COMMANDS else "?"
+    args = None
     try:
         parser, modules = _parser(wanted)
         args = parser.parse_args(argv)
@@ -113,7 +114,10 @@ def _main(argv):
     except KeyboardInterrupt:  # a Ctrl-C before our handler was in place
         return 130
     except RedisError as e:
-        message, hint = describe(e)
+        from greenredis.url import is_cluster_url
+
+        url = getattr(args, "url", None) or os.environ.get("REDIS_URL")
+        message, hint = describe(e, cluster=is_cluster_url(url))
         report(command, message, hint)
         return 1
     except OSError as e:

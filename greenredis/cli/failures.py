@@ -21,6 +21,9 @@ from greenredis.errors import (
 from greenredis.url import SentinelURL, is_cluster_url, is_sentinel_url, redact_text, redact_url
 
 URL_HINT = "set REDIS_URL or --url, e.g. redis://:PASSWORD@127.0.0.1:6379/0"
+CLUSTER_HINT = (
+    "the URL lists any of the cluster's nodes: redis+cluster://[:PASSWORD@]HOST:PORT[,HOST:PORT...]"
+)
 SENTINEL_HINT = (
     "the URL lists the sentinels and the service they watch: "
     "redis+sentinel://[:PASSWORD@]HOST:26379[,HOST:26379...]/SERVICE[/DB]"
@@ -48,9 +51,11 @@ def auth_problem(text):
     return None
 
 
-def describe(exc, address="Redis", timeout=None):
-    """(message, hint) for an error met talking to Redis at ``address``."""
+def describe(exc, address="Redis", timeout=None, cluster=False):
+    """(message, hint) for an error met talking to Redis at ``address`` (``cluster``: a
+    Redis Cluster, named by a ``redis+cluster://`` URL, and hinted with one)."""
     text = str(exc)
+    url_hint = CLUSTER_HINT if cluster else URL_HINT
     sentinel = _describe_sentinel(exc, text)
     if sentinel is not None:
         return sentinel
@@ -65,7 +70,12 @@ def describe(exc, address="Redis", timeout=None):
     if auth == "noauth":
         return (
             f"{address} needs a password (NOAUTH)",
-            "put the password in the URL: redis://:PASSWORD@host:port/db",
+            "put the password in the URL: "
+            + (
+                "redis+cluster://:PASSWORD@host:port,host:port"
+                if cluster
+                else "redis://:PASSWORD@host:port/db"
+            ),
         )
     if auth == "nopass":
         return (
@@ -75,22 +85,22 @@ def describe(exc, address="Redis", timeout=None):
     if isinstance(exc, ProtocolError) or "not RESP" in text:
         return (
             f"{address} does not speak Redis (it answered with bytes that are not RESP)",
-            "is that the Redis port? " + URL_HINT,
+            "is that the Redis port? " + url_hint,
         )
     if isinstance(exc, TimeoutError) or "timed out" in text:
         within = f" within {timeout:g} s" if timeout else ""
         return (
             f"no answer from {address}{within} (a firewall, a paused server, or not Redis?)",
-            URL_HINT,
+            url_hint,
         )
     if isinstance(exc, (ConnectionError, OSError)):
         if "refused" in text.lower() or getattr(exc, "errno", None) == errno.ECONNREFUSED:
-            return (f"cannot connect to {address}: connection refused (is Redis running there?)", URL_HINT)
+            return (f"cannot connect to {address}: connection refused (is Redis running there?)", url_hint)
         if "resolve" in text or "Name or service not known" in text:
-            return (f"cannot resolve the host of {address}", URL_HINT)
+            return (f"cannot resolve the host of {address}", url_hint)
         if "closed" in text:
-            return (f"{address} closed the connection at once: is it Redis?", URL_HINT)
-        return (f"cannot talk to {address}: {redact_text(text)}", URL_HINT)
+            return (f"{address} closed the connection at once: is it Redis?", url_hint)
+        return (f"cannot talk to {address}: {redact_text(text)}", url_hint)
     if isinstance(exc, ReplyError):
         return (f"{address} refused: {redact_text(text)}", None)
     return (f"{address}: {redact_text(text)}", None)
@@ -171,10 +181,10 @@ def _check_cluster_url(url, shown, what):
     try:
         nodes, params = parse_cluster_url(url)
     except ValueError as e:
-        raise Fatal(f"bad {what}: {redact_text(str(e))}", URL_HINT, code=2) from None
+        raise Fatal(f"bad {what}: {redact_text(str(e))}", CLUSTER_HINT, code=2) from None
     for _host, port in nodes:
         if not 0 < port < 65536:
-            raise Fatal(f"bad {what} {shown!r}: port {port} is not in 1-65535", URL_HINT, code=2)
+            raise Fatal(f"bad {what} {shown!r}: port {port} is not in 1-65535", CLUSTER_HINT, code=2)
     return params
 
 
@@ -199,7 +209,8 @@ def probe(url, timeout=5.0):
 
     params = check_url(url)
     address = where(params)
-    if is_cluster_url(url):  # any node answers for the cluster: the slot map is loaded first
+    cluster = is_cluster_url(url)
+    if cluster:  # any node answers for the cluster: the slot map is loaded first
         from greenredis.client.cluster import Cluster
         from greenredis.url import parse_cluster_url
 
@@ -214,12 +225,14 @@ def probe(url, timeout=5.0):
     try:
         reply = r.cmd(["PING"])
     except RedisError as e:
-        message, hint = describe(e, address, timeout)
+        message, hint = describe(e, address, timeout, cluster)
         raise Fatal(message, hint, transient=transient(e)) from None
     finally:
         r.close()
     if reply != b"PONG":
-        raise Fatal(f"{address} answered PING with {reply!r:.60}: is it Redis?", URL_HINT)
+        raise Fatal(
+            f"{address} answered PING with {reply!r:.60}: is it Redis?", CLUSTER_HINT if cluster else URL_HINT
+        )
     return params
 
 
