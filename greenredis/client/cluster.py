@@ -17,7 +17,8 @@ from __future__ import annotations
 import os
 import random
 import weakref
-from binascii import crc_hqx
+from itertools import compress
+from operator import itemgetter, not_
 from time import monotonic
 
 import gevent
@@ -26,7 +27,7 @@ from gevent.event import AsyncResult
 from gevent.hub import Waiter
 
 from greenredis.backoff import Backoff
-from greenredis.client.connection import pack
+from greenredis.client.connection import pack, pack_many
 from greenredis.client.redis import _DEFAULT, _EMPTY, _EXEC, _MULTI, _SPECIAL, Redis, _first, _route
 from greenredis.client.slots import (
     CommandTable,
@@ -34,6 +35,7 @@ from greenredis.client.slots import (
     crossslot,
     key_slot,
     slot_of_keys,
+    split_keys,
 )
 from greenredis.errors import (
     AskError,
@@ -55,6 +57,8 @@ _READONLY = pack(("READONLY",))
 _RETRY_PREFIXES = ("TRYAGAIN", "CLUSTERDOWN")
 _COUNTERS = ("moved", "ask", "tryagain", "clusterdown", "unsent_retries", "refreshes")
 MAX_REDIRECTS = 16  # MOVED/ASK hops for one command before giving up (as redis-py)
+_FIRST = itemgetter(0)
+_SECOND = itemgetter(1)
 
 
 class _Unsent(ConnectionError):
@@ -168,6 +172,7 @@ class Cluster:
         self._clients = {}  # (host, port) -> Redis
         self._readers = {}  # (host, port) -> _ReplicaRedis
         self._plain = {}  # command name as spelled -> (key index or 0, KeyRule): see _remember
+        self._simple = {}  # command name as spelled -> its one key is first: see _first_key_name
         _clusters.add(self)
 
     @classmethod
@@ -512,68 +517,23 @@ class Cluster:
 
     def _batch(self, commands, timeout):
         deadline = _deadline(timeout)
-        table = self._rule(deadline)
-        owners = self._loaded(deadline).owners
-        replicas_ok = self.read_from_replicas
-        rule_of = table.rule
-        plain = self._plain
-        n = len(commands)
-        packed = [None] * n
-        slots = [None] * n
+        self._rule(deadline)
+        smap = self._loaded(deadline)
+        packed = pack_many(commands)  # raises, saying what is wrong, before anything is sent
+        n = len(packed)
         results = [None] * n
+        groups = {}  # (address, reader, asking) -> positions, ascending
+        slots = {}  # position -> slot, for those planned one by one
         failed = []  # positions refused before sending (CROSSSLOT, CLUSTERDOWN)
-        groups = {}  # (address, reader, asking) -> positions, in the caller's order
-        by_owner = {}  # the common case, keyed by the primary's address alone
-        for i, command in enumerate(commands):
-            packed[i] = pack(command)
-            first = command[0]
-            try:
-                index, rule = plain[first]
-            except (KeyError, TypeError):
-                if _route(first, command, shared=True):
-                    raise ValueError(
-                        f"{first} blocks: run it alone with cmd([...]), not in a batch"
-                    ) from None
-                rule = rule_of(first)
-                index = rule.index if rule.kind == "one" else 0
-                self._remember(first, index, rule)
-            if index and len(command) > index:
-                key = command[index]  # GET, SET, INCR...: the slot right here, no call
-                cls = key.__class__
-                k = key.encode() if cls is str else key if cls is bytes else None
-                slot = crc_hqx(k, 0) & 16383 if k is not None and b"{" not in k else key_slot(key)
-            else:
-                rule = rule.sub(command)
-                try:
-                    slot = self._slot(command, rule, deadline)
-                except ReplyError as e:  # CROSSSLOT: in place, never sent
-                    results[i] = e
-                    failed.append(i)
-                    continue
-            slots[i] = slot
-            owner = owners[slot] if slot is not None else None
-            if owner is None or (replicas_ok and rule.readonly):
-                try:
-                    owner, reader = self._target(slot, rule.readonly, deadline)
-                except ReplyError as e:  # CLUSTERDOWN: a slot nobody serves, retried below
-                    results[i] = e
-                    failed.append(i)
-                    continue
-                if reader:
-                    groups.setdefault((owner, True, False), []).append(i)
-                    continue
-            group = by_owner.get(owner)
-            if group is None:
-                by_owner[owner] = [i]
-            else:
-                group.append(i)
-        for owner, positions in by_owner.items():
-            groups[(owner, False, False)] = positions
-        todo = [i for positions in groups.values() for i in positions]
+        rest = self._split_first_keys(commands, smap, groups)
+        if rest:
+            self._plan_each(commands, rest, smap, groups, results, slots, failed, deadline)
+        rule_of = self._table.rule
         again = [i for i in failed if results[i].prefix == "CLUSTERDOWN"]
         retry_until = deadline if deadline is not None else monotonic() + self.retry_for
         backoff = None
         hops = 0
+        unsent = False
         while True:
             if groups:
                 self._send_parts(groups, packed, results, deadline, timeout)
@@ -581,8 +541,10 @@ class Cluster:
             retry = {}  # position -> (address or None: look it up again, asking)
             for i in again:
                 retry[i] = (None, False)
-            if not any(issubclass(kind, RedisError) for kind in set(map(type, results))):
-                todo = []  # no error anywhere (the common case): no reply looked at one by one
+            if any(issubclass(kind, RedisError) for kind in set(map(type, results))):
+                todo = [i for positions in groups.values() for i in positions]
+            else:
+                todo = ()  # no error anywhere (the common case): no reply looked at one by one
             sent_to = None  # position -> the node it went to, made if a redirect needs it
             for i in todo:
                 reply = results[i]
@@ -602,6 +564,7 @@ class Cluster:
                         self.stats["ask"] += 1
                         retry[i] = (address, True)
                 elif cls is _Unsent:
+                    unsent = True
                     self.stats["unsent_retries"] += 1
                     wait = refresh = True
                     retry[i] = (None, None)  # None: to the primary, even for a read
@@ -618,15 +581,17 @@ class Cluster:
                 if not self._pause(backoff, retry_until, refresh=refresh):
                     break
             groups = {}
-            todo = []
             again = []
             for i in sorted(retry):
                 address, asking = retry[i]
                 if address is None:
-                    readonly = asking is not None and rule_of(commands[i][0]).sub(commands[i]).readonly
+                    command = commands[i]
+                    rule = rule_of(command[0]).sub(command)
+                    readonly = asking is not None and rule.readonly
                     asking = False
+                    slot = slots[i] if i in slots else self._slot(command, rule, deadline)
                     try:
-                        address, reader = self._target(slots[i], readonly, deadline)
+                        address, reader = self._target(slot, readonly, deadline)
                     except ReplyError as e:
                         results[i] = e
                         again.append(i)
@@ -635,11 +600,120 @@ class Cluster:
                 else:
                     target = (address, False, asking)
                 groups.setdefault(target, []).append(i)
-                todo.append(i)
-        for i, reply in enumerate(results):
-            if reply.__class__ is _Unsent:
-                results[i] = ConnectionError(*reply.args)
+        if unsent:
+            for i, reply in enumerate(results):
+                if reply.__class__ is _Unsent:
+                    results[i] = ConnectionError(*reply.args)
         return results
+
+    def _split_first_keys(self, commands, smap, groups):
+        """Group the commands whose one key is their first argument (GET, SET, INCR...:
+        the common case) by the primary that owns it, in C-level passes over the batch
+        (``slots.split_keys``); return the positions of the others, to plan one by one."""
+        n = len(commands)
+        firsts = list(map(_FIRST, commands))
+        try:
+            names = set(firsts)
+        except TypeError:  # a bytearray name: one by one
+            return range(n)
+        simple = self._simple
+        chosen = []
+        for name in names:
+            known = simple.get(name)
+            if known is None:
+                known = self._first_key_name(name)
+            if known:
+                chosen.append(name)
+        if not chosen:
+            return range(n)
+        if len(chosen) == len(names):
+            positions = None
+            rest = []
+            picked = commands
+        else:
+            mask = list(map(frozenset(chosen).__contains__, firsts))
+            positions = list(compress(range(n), mask))
+            rest = list(compress(range(n), map(not_, mask)))
+            picked = list(compress(commands, mask))
+        try:
+            keys = list(map(_SECOND, picked))
+        except IndexError:  # a GET without its key: one by one (the server says what is wrong)
+            return range(n)
+        route = smap.route()
+        for address, part in zip(route.nodes, split_keys(keys, route)):
+            if not part:
+                continue
+            if positions is not None:
+                part = list(map(positions.__getitem__, part))
+            if address is None:  # slots nobody serves, by this map: one by one (CLUSTERDOWN)
+                rest = sorted(rest + part)
+            else:
+                groups[(address, False, False)] = part
+        return rest
+
+    def _first_key_name(self, name):
+        """True if commands named ``name`` (as spelled) have their one key first, may run in
+        a batch on the shared connection, and go to the slot's primary; remembered."""
+        plain = False
+        if name.__class__ is str or name.__class__ is bytes:
+            if name.upper() not in _SPECIAL:
+                rule = self._table.rule(name)
+                to_primary = not (self.read_from_replicas and rule.readonly)
+                plain = rule.kind == "one" and rule.index == 1 and to_primary
+        if len(self._simple) < 4096:
+            self._simple[name] = plain
+        return plain
+
+    def _plan_each(self, commands, positions, smap, groups, results, slots, failed, deadline):
+        """Route the commands at ``positions`` one at a time (keyless, multi-key, by
+        subcommand, reads from replicas...) into ``groups``; errors found before sending
+        (CROSSSLOT, a slot nobody serves) go in place and their positions in ``failed``."""
+        owners = smap.owners
+        replicas_ok = self.read_from_replicas
+        rule_of = self._table.rule
+        plain = self._plain
+        more = {}
+        for i in positions:
+            command = commands[i]
+            first = command[0]
+            try:
+                index, rule = plain[first]
+            except (KeyError, TypeError):
+                if _route(first, command, shared=True):
+                    raise ValueError(
+                        f"{first} blocks: run it alone with cmd([...]), not in a batch"
+                    ) from None
+                rule = rule_of(first)
+                index = rule.index if rule.kind == "one" else 0
+                self._remember(first, index, rule)
+            if index and len(command) > index:
+                slot = key_slot(command[index])
+            else:
+                rule = rule.sub(command)
+                try:
+                    slot = self._slot(command, rule, deadline)
+                except ReplyError as e:  # CROSSSLOT: in place, never sent
+                    results[i] = e
+                    failed.append(i)
+                    continue
+            slots[i] = slot
+            owner = owners[slot] if slot is not None else None
+            reader = False
+            if owner is None or (replicas_ok and rule.readonly):
+                try:
+                    owner, reader = self._target(slot, rule.readonly, deadline)
+                except ReplyError as e:  # CLUSTERDOWN: a slot nobody serves, retried
+                    results[i] = e
+                    failed.append(i)
+                    continue
+            part = more.get((owner, reader, False))
+            if part is None:
+                more[(owner, reader, False)] = [i]
+            else:
+                part.append(i)
+        for target, part in more.items():
+            known = groups.get(target)
+            groups[target] = part if known is None else sorted(known + part)
 
     def _send_parts(self, groups, packed, results, deadline, timeout):
         """Queue every node's part (one write each), then wait for all their replies."""
@@ -664,7 +738,7 @@ class Cluster:
                             chunks.append(_ASKING)
                             chunks.append(packed[i])
                     else:
-                        chunks = [packed[i] for i in positions]
+                        chunks = list(map(packed.__getitem__, positions))
                     conn.submit_many(chunks, done)
                 except ConnectionError as e:
                     if isinstance(e, AuthenticationError) or self.closed:

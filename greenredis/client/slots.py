@@ -10,6 +10,8 @@ are, and how a batch splits per node. No sockets: fed replies, returns plans.
   cannot be found from the specs are marked for ``COMMAND GETKEYS``.
 - ``command_slot``/``crossslot``: the one slot of a command, or the ``CROSSSLOT`` error
   naming the slots.
+- ``Route``/``split_keys``: a batch of first-key commands split per node in a few C-level
+  passes (``map`` over the keys), not one Python step per command.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from __future__ import annotations
 import random
 from binascii import crc_hqx
 from dataclasses import dataclass
+from itertools import compress, repeat
+from operator import contains
 from typing import Any, Iterable, Sequence
 
 from greenredis.errors import ReplyError
@@ -32,6 +36,9 @@ __all__ = [
     "GETKEYS",
     "crossslot",
     "slot_of_keys",
+    "Route",
+    "key_crcs",
+    "split_keys",
 ]
 
 SLOTS = 16384
@@ -47,8 +54,8 @@ def key_bytes(key: Any) -> bytes:
         return key.encode()
     if isinstance(key, (bytes, bytearray, memoryview)):
         return bytes(key)
-    if isinstance(key, (int, float)) and not isinstance(key, bool):
-        return repr(key).encode() if isinstance(key, float) else str(key).encode()
+    if isinstance(key, (int, float)) and not isinstance(key, bool):  # as pack sends them
+        return repr(key).encode() if isinstance(key, float) else str(int(key)).encode()
     raise TypeError(f"a key is str, bytes, int or float, not {type(key).__name__}: {key!r}")
 
 
@@ -72,20 +79,32 @@ def key_slot(key: Any) -> int:
 # -- the slot map ------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class Route:
+    """Who owns the slot of a key by its CRC: ``nodes[table[crc]]``, for any of the 65536
+    CRC16 values (the table repeats every 16384 entries, so ``& 16383`` costs nothing).
+    ``nodes`` are the primaries, then None: the group of slots nobody serves."""
+
+    table: list
+    nodes: tuple
+
+
 class SlotMap:
     """Which primary owns each slot, and the replicas of each primary.
 
     ``owners[slot]`` is a ``(host, port)`` or None for a slot nobody serves;
     ``replicas[primary]`` the replicas not known to have failed; ``loading`` those still
-    loading their data (not read from).
+    loading their data (not read from). Change ``owners`` through ``moved`` (which
+    also drops the ``route`` made from them).
     """
 
-    __slots__ = ("owners", "replicas", "loading")
+    __slots__ = ("owners", "replicas", "loading", "_route")
 
     def __init__(self, owners: list, replicas: dict, loading: frozenset = frozenset()) -> None:
         self.owners = owners
         self.replicas = replicas
         self.loading = loading
+        self._route: Route | None = None
 
     @classmethod
     def empty(cls) -> SlotMap:
@@ -158,7 +177,19 @@ class SlotMap:
             return False
         self.owners[slot] = address
         self.replicas.setdefault(address, ())
+        self._route = None
         return True
+
+    def route(self) -> Route:
+        """The map as a ``Route`` for splitting batches (made once per map version)."""
+        route = self._route
+        if route is None:
+            nodes = self.primaries()
+            index = {address: i for i, address in enumerate(nodes)}
+            unserved = len(nodes)
+            per_slot = [unserved if o is None else index[o] for o in self.owners]
+            route = self._route = Route(per_slot * (65536 // SLOTS), (*nodes, None))
+        return route
 
     def reader(self, slot: int, rand: Any = random.random) -> Address | None:
         """A node to read ``slot`` from when reads may go to replicas: one of the
@@ -451,6 +482,41 @@ def crossslot(slots: Iterable[int], what: str = "Keys in request") -> ReplyError
         f"CROSSSLOT {what} don't hash to the same slot (slots {named}); nothing was sent "
         "(put the keys in one slot with a {hash tag})"
     )
+
+
+def key_crcs(keys: Sequence) -> list[int]:
+    """For each key, the CRC16 whose low 14 bits are its slot (as ``key_slot``; a
+    ``Route.table`` takes it as it is). C-level passes when the keys are all str or all
+    bytes-like; keys with a ``{`` (and keys of mixed kinds) one by one."""
+    try:
+        joined: Any = "".join(keys)
+    except TypeError:
+        try:
+            joined = b"".join(keys)
+        except TypeError:  # mixed kinds (or ints): one by one
+            return list(map(key_slot, keys))
+        crcs = list(map(crc_hqx, keys, repeat(0)))
+        if b"{" in joined:
+            for j, key in enumerate(keys):
+                if key.__class__ is not bytes or b"{" in key:  # memoryview: `in` does not search
+                    crcs[j] = key_slot(key)
+        return crcs
+    crcs = list(map(crc_hqx, map(str.encode, keys), repeat(0)))
+    if "{" in joined:
+        for j in compress(range(len(keys)), map(contains, keys, repeat("{"))):
+            crcs[j] = key_slot(keys[j])
+    return crcs
+
+
+def split_keys(keys: Sequence, route: Route) -> list[list[int]]:
+    """The positions of ``keys`` (0, 1, ...) grouped by the node that owns each key's
+    slot: ``groups[i]`` belongs to ``route.nodes[i]``, in ascending order (a node runs its
+    part in the caller's order)."""
+    groups: list[list[int]] = [[] for _ in route.nodes]
+    appends = [group.append for group in groups]
+    for i, node in enumerate(map(route.table.__getitem__, key_crcs(keys))):
+        appends[node](i)
+    return groups
 
 
 def slot_of_keys(keys: Sequence) -> int | None:

@@ -8,8 +8,10 @@ from greenredis.client.slots import (
     CommandTable,
     SlotMap,
     crossslot,
+    key_crcs,
     key_slot,
     slot_of_keys,
+    split_keys,
 )
 from greenredis.errors import ReplyError
 from greenredis.server import RedisServer, admin_call, find_valkey_server, free_port
@@ -120,6 +122,33 @@ def test_slot_map_from_shards():
     assert m.reader(6000) == ("10.0.0.3", 7001)  # no replica: the primary
     assert m.moved(6000, ("10.0.0.1", 7000)) and not m.moved(6000, ("10.0.0.1", 7000))
     assert m.owners[6000] == ("10.0.0.1", 7000)
+
+
+def test_keys_split_per_node_in_bulk_as_one_by_one():
+    str_keys = [k for k in KEYS if isinstance(k, str)]
+    kinds = [
+        str_keys,
+        [k.encode() for k in str_keys],
+        [k.encode() for k in str_keys[:6]] + [memoryview(b"{user1000}x"), bytearray(b"a{b}c")],
+        KEYS,  # mixed: str, bytes, int, float
+        [f"k:{i}" for i in range(2000)],
+    ]
+    for keys in kinds:
+        assert [crc & 16383 for crc in key_crcs(keys)] == [key_slot(k) for k in keys]
+    m = SlotMap.from_shards(SHARDS, ("10.9.9.9", 7000))
+    m.owners[100:200] = [None] * 100  # nobody serves these
+    m.moved(300, ("10.0.0.3", 7001))
+    route = m.route()
+    assert route.nodes == (("10.0.0.1", 7000), ("10.0.0.3", 7001), None)
+    keys = KEYS + [f"k:{i}" for i in range(2000)]
+    groups = split_keys(keys, route)
+    assert sorted(i for g in groups for i in g) == list(range(len(keys)))
+    for node, positions in zip(route.nodes, groups):
+        assert positions == sorted(positions)
+        assert all(m.owners[key_slot(keys[i])] == node for i in positions)
+    assert groups[2]  # some keys in the unserved slots
+    assert m.moved(0, ("10.0.0.3", 7001)) and m.route() is not route  # a new route after a move
+    assert m.route().nodes[m.route().table[0]] == ("10.0.0.3", 7001)
 
 
 def test_slot_map_from_slots_and_the_address_asked():
