@@ -246,6 +246,10 @@ def test_read_from_replicas(redis_cluster):
             assert got in (b"v", None)  # a replica may lag a moment behind its primary
         assert _calls_on(redis_cluster, redis_cluster.replicas, "get") > before
         assert client.cmd(["INCR", "r:n"]) >= 1  # writes still go to the primary
+        before = _calls_on(redis_cluster, redis_cluster.replicas, "get")
+        replies = client.cmd([["GET", "r:1"]] * 20 + [["INCR", "r:n"], ["SET", "r:2", "w"]])
+        assert set(replies[:20]) <= {b"v", None} and replies[20] >= 2 and replies[21] == b"OK"
+        assert _calls_on(redis_cluster, redis_cluster.replicas, "get") > before  # a batch's reads too
     finally:
         client.close()
 
@@ -300,13 +304,15 @@ def test_a_slot_nobody_serves_is_waited_for_within_the_timeout(c, redis_cluster)
         )
         before = c.stats["clusterdown"]
         call = gevent.spawn(c.cmd, ["GET", key], timeout=20)
+        batch = gevent.spawn(c.cmd, [["GET", "served:1"], ["GET", key], ["PING"]], timeout=20)
         wait_for(lambda: c.stats["clusterdown"] > before, what="the caller waiting for the slot")
-        assert not call.ready()
+        assert not call.ready() and not batch.ready()
     finally:
         rc.call(owner, "CLUSTER", "ADDSLOTS", slot)
         for node in rc.nodes:
             rc.call(node, "CONFIG", "SET", "cluster-require-full-coverage", "yes")
     assert call.get(timeout=20) == b"v"
+    assert batch.get(timeout=20) == [None, b"v", b"PONG"]
     rc.wait_ok()
 
 
