@@ -132,6 +132,7 @@ def test_keys_split_per_node_in_bulk_as_one_by_one():
         [k.encode() for k in str_keys[:6]] + [memoryview(b"{user1000}x"), bytearray(b"a{b}c")],
         KEYS,  # mixed: str, bytes, int, float
         [f"k:{i}" for i in range(2000)],
+        [f"{{u{i}}}:x" for i in range(500)] + ["{}", "{a", "a}{b}"],  # every one with a "{"
     ]
     for keys in kinds:
         assert [crc & 16383 for crc in key_crcs(keys)] == [key_slot(k) for k in keys]
