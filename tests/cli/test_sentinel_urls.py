@@ -120,3 +120,35 @@ def test_nodes_through_sentinels(group):
 def test_bench_refuses_a_sentinel_url():
     code, out, err = run_cli("bench", "--url", "redis+sentinel://127.0.0.1:26379/mm", env=clean_env())
     assert_one_line(code, out, err, "bench", "redis+sentinel://", exit_code=2)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["web", "--url", "redis+sentinel://:hunter22@127.0.0.1:26379/mm?sentinel_password=hunter33"],
+        [
+            "replica",
+            "redis://:hunter22@127.0.0.1:6379",
+            "redis+sentinel://:hunter22@h:1/mm?sentinel_password=hunter33",
+        ],
+        ["nodes", "--url", "redis://:hunter22@127.0.0.1:6379/0", "--bogus", "redis://:hunter33@h:1"],
+    ],
+)
+def test_a_misplaced_url_argument_never_shows_its_passwords(argv):
+    """argparse echoes what it does not recognise: the URL a user put where it is not
+    taken (web reads $REDIS_URL) is shown masked."""
+    code, out, err = run_cli(*argv, env=clean_env())
+    assert code == 2, (code, out, err)
+    assert "unrecognized arguments" in err and "***" in err, err
+    assert "hunter22" not in out + err and "hunter33" not in out + err, err
+
+
+@pytest.mark.parametrize("option", ["sentinel_pasword", "sentinelpassword", "passwd", "auth"])
+def test_a_misspelt_password_option_never_shows_its_value(option):
+    url = f"redis+sentinel://127.0.0.1:26379/mm?{option}=hunter33"
+    code, out, err = run_cli("nodes", "--url", url, env=clean_env())
+    assert_one_line(code, out, err, "nodes", f"unknown URL option {option!r}", exit_code=2)
+    assert "hunter33" not in out + err, err
+    code, out, err = run_cli("nodes", "--url", f"redis://127.0.0.1:6379/0?{option}=hunter33", env=clean_env())
+    assert_one_line(code, out, err, "nodes", f"unknown URL option {option!r}", exit_code=2)
+    assert "hunter33" not in out + err, err
