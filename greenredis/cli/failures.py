@@ -16,6 +16,7 @@ from greenredis.errors import (
     ProtocolError,
     RedisError,
     ReplyError,
+    SetupRefusedError,
     TimeoutError,
 )
 from greenredis.url import SentinelURL, is_cluster_url, is_sentinel_url, redact_text, redact_url
@@ -71,6 +72,11 @@ def describe(exc, address="Redis", timeout=None):
         return (
             f"the URL has a password but {address} has none set (AUTH refused)",
             "remove the password from the URL, or set requirepass on the server",
+        )
+    if isinstance(exc, SetupRefusedError):  # e.g. SELECT 99 on a Redis of 16 dbs
+        return (
+            f"{address} refused the connection's setup: {redact_text(text)}",
+            "check the db (the URL's /DB or ?db=) and client_name in REDIS_URL or --url",
         )
     if isinstance(exc, ProtocolError) or "not RESP" in text:
         return (
@@ -226,10 +232,10 @@ def probe(url, timeout=5.0):
 def transient(exc):
     """True for errors that may pass by themselves (refused, no answer, a dropped link);
     False for those that need a fix (a wrong password, not Redis, a service no sentinel
-    knows, an address that is not a sentinel)."""
+    knows, an address that is not a sentinel, a db the server refuses)."""
     text = str(exc)
     if auth_problem(text) or isinstance(exc, (AuthenticationError, ProtocolError)) or "not RESP" in text:
         return False
-    if isinstance(exc, MasterNotFoundError) or "unknown command 'SENTINEL'" in text:
+    if isinstance(exc, (MasterNotFoundError, SetupRefusedError)) or "unknown command 'SENTINEL'" in text:
         return False
     return isinstance(exc, (ConnectionError, TimeoutError, OSError))

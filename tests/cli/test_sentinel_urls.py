@@ -152,3 +152,35 @@ def test_a_misspelt_password_option_never_shows_its_value(option):
     code, out, err = run_cli("nodes", "--url", f"redis://127.0.0.1:6379/0?{option}=hunter33", env=clean_env())
     assert_one_line(code, out, err, "nodes", f"unknown URL option {option!r}", exit_code=2)
     assert "hunter33" not in out + err, err
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_db_the_master_refuses_stops_every_command(group, command):
+    """/99 on a Redis of 16 dbs: the master refuses the SELECT, which is the URL's fault and
+    not a failover: said at once (not "no answer within 5 s"), and the services stop too."""
+    argv, env = url_args(command, group.url.replace("/cli", "/cli/99"))
+    code, out, err = run_cli(*argv, env=env, timeout=30)
+    assert_one_line(code, out, err, command, "DB index is out of range", exit_code=1)
+    assert "data-pw-123" not in out + err
+
+
+@pytest.fixture(scope="module")
+def locked_group():
+    """Sentinels with a password of their own."""
+    with SentinelGroup(service="locked", replicas=0, sentinels=1, sentinel_password="sent-pw-456") as g:
+        yield g
+
+
+@pytest.mark.parametrize("command", STOPPING)
+def test_sentinels_that_need_a_password_say_which_option(locked_group, command):
+    """No ?sentinel_password= for sentinels that need one: one line naming the option (no
+    WARNING per sentinel subscription before it)."""
+    url = locked_group.url.partition("?")[0]
+    argv, env = url_args(command, url)
+    code, out, err = run_cli(*argv, env=env)
+    assert_one_line(code, out, err, command, "NOAUTH", "sentinel_password", exit_code=1)
+    wrong = locked_group.url.replace("sent-pw-456", "wrong-pw-789")
+    argv, env = url_args(command, wrong)
+    code, out, err = run_cli(*argv, env=env)
+    assert_one_line(code, out, err, command, "WRONGPASS", "sentinel_password", exit_code=1)
+    assert "wrong-pw-789" not in out + err

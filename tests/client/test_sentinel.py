@@ -331,6 +331,22 @@ def test_wrong_data_password_is_an_authentication_error(sentinel_group, sentinel
     r.close()
 
 
+def test_a_db_the_master_refuses_is_raised_at_once_and_the_master_still_trusted(sentinel_group, sentinel):
+    """SELECT 99 refused by the master is the caller's mistake, not a failover: raised as the
+    SELECT's error, not retried until failover_timeout, and the master not marked failed
+    (its other clients must not go looking for another one)."""
+    good = sentinel.master_for("mymaster", timeout=5)
+    assert good.cmd(["PING"]) == b"PONG"
+    for role in ("master", "replica"):
+        r = getattr(sentinel, f"{role}_for")("mymaster", db=99)
+        with pytest.raises(ConnectionError, match="DB index is out of range") as e:
+            r.cmd(["PING"])
+        assert "failover_timeout" not in str(e.value)
+        r.close()
+    assert sentinel.view.master("mymaster") == ("127.0.0.1", sentinel_group.master.port)
+    good.close()
+
+
 def test_a_dropped_url_client_ends_the_subscriptions_of_its_sentinel(sentinel_group):
     # Redis.from_url(...) made and dropped without close() (a redis-py habit) must not
     # leave its own Sentinel's subscription greenlets and connections behind for good
