@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from cli_helpers import assert_one_line, clean_env, run_cli
+from cli_helpers import assert_one_line, clean_env, read_until, run_cli, start_cli
 from test_errors import url_args
 
 from greenredis.server import RedisServer, SentinelGroup, free_port
@@ -184,3 +184,23 @@ def test_sentinels_that_need_a_password_say_which_option(locked_group, command):
     code, out, err = run_cli(*argv, env=env)
     assert_one_line(code, out, err, command, "WRONGPASS", "sentinel_password", exit_code=1)
     assert "wrong-pw-789" not in out + err
+
+
+def test_replica_says_which_password_and_which_setup_was_refused(group, locked_group):
+    """The replica retries, saying what to fix: the sentinels' password (not "the master
+    refused the password"), a db the master refuses (not "connection refused")."""
+    cases = [
+        (locked_group.url.replace("sent-pw-456", "wrong-pw-789"), "sentinel_password", "the master refused"),
+        (group.url.replace("/cli", "/cli/99"), "DB index is out of range", "connection refused"),
+    ]
+    for url, needle, wrong in cases:
+        proc = start_cli("replica", url)
+        lines = []
+        try:
+            read_until(proc, "next try in", lines)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+        said = [line for line in lines if "next try in" in line]
+        assert said and needle in said[0] and wrong not in said[0], lines
+        assert "wrong-pw-789" not in "".join(lines) and "data-pw-123" not in "".join(lines)
