@@ -204,3 +204,13 @@ def test_replica_says_which_password_and_which_setup_was_refused(group, locked_g
         said = [line for line in lines if "next try in" in line]
         assert said and needle in said[0] and wrong not in said[0], lines
         assert "wrong-pw-789" not in "".join(lines) and "data-pw-123" not in "".join(lines)
+
+
+def test_link_status_stops_when_no_sentinel_answers_at_the_start():
+    """As for one server (its probe stops on a refused connection): sentinels that do not
+    answer at the start are most likely a wrong address; one line naming them."""
+    ports = [free_port(), free_port()]
+    url = f"redis+sentinel://127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}/mymaster"
+    code, out, err = run_cli("link-status", url, timeout=30)
+    assert_one_line(code, out, err, "link-status", "no sentinel of 'mymaster' answered", exit_code=1)
+    assert all(str(p) in err for p in ports)
