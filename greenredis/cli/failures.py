@@ -106,6 +106,8 @@ def _describe_sentinel(exc, text):
     """(message, hint) for what a Sentinel client says when it finds no master, else None."""
     if isinstance(exc, MasterNotFoundError):
         return (redact_text(text), "check the service name: the path of the URL, /SERVICE[/DB]")
+    if isinstance(exc, ConnectionError) and (" failed over to " in text or "no longer the master of" in text):
+        return (redact_text(text), None)  # a switch cut the call: nothing to fix
     at = text.find("no sentinel of ")
     if isinstance(exc, ConnectionError) and at > 0 and text.endswith(")"):
         text = text[at:-1]  # "... unreachable, next attempt in 0.1s (last error: no sentinel of ...)"
