@@ -97,7 +97,8 @@ def parse_url(url=None, **overrides):
         )
     if scheme not in ("redis", "rediss", "unix"):
         raise ValueError(
-            f"unsupported URL scheme {parts.scheme!r} in {url!r}: use redis://, rediss:// or unix://"
+            f"unsupported URL scheme {parts.scheme!r} in {url!r}: use redis://, rediss://, unix://, "
+            "redis+sentinel:// (sentinels) or redis+cluster://"
         )
     kw = {
         "username": unquote(parts.username) if parts.username else None,
@@ -238,8 +239,8 @@ def _host_port(text, url):
             host = ""
     else:
         host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
-    if not host:
-        raise ValueError(f"bad sentinel address {text!r} in {url!r}: host:port")
+    if not host or any(c in host for c in ";/ \t"):  # host:port;host:port is one bad host
+        raise ValueError(f"bad sentinel address {text!r} in {url!r}: host:port, comma-separated")
     if not port:
         return (host, SENTINEL_PORT)
     try:

@@ -24,6 +24,9 @@ BAD_SENTINEL_URLS = [  # (URL, what the line says)
     ("redis+sentinel://127.0.0.1:26379/a/0/extra", "the path is /<service>[/db]"),
     ("redis+sentinel://127.0.0.1:26379/mymaster?sentinel_timeout=soon", "bad sentinel_timeout 'soon'"),
     ("redis+sentinel://127.0.0.1:26379/mymaster?nosuchoption=1", "unknown URL option 'nosuchoption'"),
+    ("redis+sentinel://127.0.0.1:26379;127.0.0.1:26380/mymaster", "bad sentinel address"),
+    ("redis+sentinels://127.0.0.1:26379/mymaster", "redis+sentinel://"),
+    ("sentinel://127.0.0.1:26379/mymaster", "redis+sentinel://"),
 ]
 
 
