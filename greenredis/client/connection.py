@@ -656,7 +656,7 @@ def open_connection(params, on_push=None, on_close=None, check=None):
             if isinstance(reply, ReplyError):
                 if isinstance(reply, ConnectionError):  # -ERR max number of clients reached
                     raise reply
-                if command[0] == "AUTH":
+                if command[0] == "AUTH" or reply.prefix == "NOAUTH":  # NOAUTH: SELECT without AUTH
                     cls = AuthenticationError
                 elif isinstance(reply, (BusyError, BusyLoadingError)):
                     cls = ConnectionError  # it may pass by itself

@@ -401,3 +401,20 @@ def test_a_closed_sentinel_answers_nothing_from_its_cache(sentinel_group):
     for ask in (s.master_address, s.discover_master, s.discover_replicas):
         with pytest.raises(ConnectionError, match="is closed"):
             ask("mymaster")
+
+
+def test_a_db_without_the_password_a_master_needs_is_an_authentication_error():
+    """No password for a master that needs one, and a db: its SELECT meets NOAUTH first
+    (before ROLE does): an AuthenticationError at once, as for the ROLE of db 0."""
+    from greenredis.server import SentinelGroup
+
+    with SentinelGroup(service="locked", replicas=0, sentinels=1, password="data-pw-1") as group:
+        s = greenredis.Sentinel(group.sentinel_addresses, failover_timeout=20)
+        r = s.master_for("locked", db=3)
+        try:
+            with pytest.raises(AuthenticationError, match="NOAUTH") as e:
+                r.cmd(["PING"])
+            assert "failover_timeout" not in str(e.value)
+        finally:
+            r.close()
+            s.close()
