@@ -46,6 +46,11 @@ class AuthenticationError(ConnectionError):
     """AUTH failed at connect (``WRONGPASS``, ``NOAUTH``): the connection is unusable."""
 
 
+class SetupRefusedError(ConnectionError):
+    """A new connection's ``SELECT`` or ``CLIENT SETNAME`` was refused (a db out of range, an
+    ACL without SELECT): the options are wrong, so no other server or retry would help."""
+
+
 class MasterNotFoundError(ConnectionError):
     """No sentinel knows a master by that name (or none could be reached that does)."""
 

@@ -97,7 +97,8 @@ def parse_url(url=None, **overrides):
         )
     if scheme not in ("redis", "rediss", "unix"):
         raise ValueError(
-            f"unsupported URL scheme {parts.scheme!r} in {url!r}: use redis://, rediss:// or unix://"
+            f"unsupported URL scheme {parts.scheme!r} in {url!r}: use redis://, rediss://, unix://, "
+            "redis+sentinel:// (sentinels) or redis+cluster://"
         )
     kw = {
         "username": unquote(parts.username) if parts.username else None,
@@ -238,8 +239,8 @@ def _host_port(text, url):
             host = ""
     else:
         host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
-    if not host:
-        raise ValueError(f"bad sentinel address {text!r} in {url!r}: host:port")
+    if not host or any(c in host for c in ";/ \t"):  # host:port;host:port is one bad host
+        raise ValueError(f"bad sentinel address {text!r} in {url!r}: host:port, comma-separated")
     if not port:
         return (host, SENTINEL_PORT)
     try:
@@ -264,7 +265,7 @@ def parse_cluster_url(url, **overrides):
     (``rediss+cluster://`` for TLS): returns ``([(host, port), ...], ConnectionParams)``,
     the params being those every node shares (options as for ``parse_url``). A cluster
     has only db 0: any other db is a ValueError."""
-    shown = redact_text(url) if isinstance(url, str) else url
+    shown = _mask_unknown_options(redact_text(url)) if isinstance(url, str) else url
     if not is_cluster_url(url):
         raise ValueError(f"not a cluster URL: {shown!r}: use redis+cluster://host:port,host:port")
     scheme, _, rest = url.partition("://")
@@ -297,10 +298,12 @@ def parse_cluster_url(url, **overrides):
 
 
 def _redact(url, parts):
-    """``url`` with its password (and any ``password=`` query value) replaced by ``***``,
-    for error messages."""
+    """``url`` with its password (and any ``password=`` query value, and the value of any
+    option we do not know: a misspelt ``sentinel_pasword=``) replaced by ``***``, for
+    error messages."""
     if parts.query and "password" in parts.query.lower():
         url = re.sub(r"(?i)(password=)[^&#]*", r"\1***", url)
+    url = _mask_unknown_options(url)
     if parts.password is None:
         return url
     userinfo, _, hostport = parts.netloc.rpartition("@")
@@ -309,6 +312,23 @@ def _redact(url, parts):
 
 
 _FIELDS = frozenset(ConnectionParams.__dataclass_fields__)
+_KNOWN_OPTIONS = frozenset(
+    {"db", *_FLOAT_OPTIONS, *_STR_OPTIONS, *_BOOL_OPTIONS, *_ALIASES, *_SENTINEL_OPTIONS}
+)
+_QUERY_ITEM = re.compile(r"([?&])([^=&#]*)=([^&#]*)")
+
+
+def _mask_unknown_options(url):
+    """The value of every query option that is not one of ours masked: it may be a
+    password under a misspelt name."""
+    if "?" not in url:
+        return url
+    head, _, query = url.partition("?")
+
+    def mask(m):
+        return m.group(0) if unquote(m.group(2)) in _KNOWN_OPTIONS else f"{m.group(1)}{m.group(2)}=***"
+
+    return head + _QUERY_ITEM.sub(mask, "?" + query)
 
 
 def _int(name, text, url):
@@ -323,6 +343,9 @@ def _int(name, text, url):
 _URL_PASSWORD = re.compile(
     r"(?i)\b((?:redis|rediss|unix|https?|redis\+sentinel|redis\+cluster|rediss\+cluster)://[^:/@\s'\"]*:)[^\s'\"]*@"
 )
+
+
+_QUERY_PASSWORD = re.compile(r"(?i)([?&][^=&#\s'\"]*password=)[^&#\s'\"]*")
 
 
 def redact_url(url: str) -> str:
@@ -349,6 +372,7 @@ def redact_text(text: str, secrets: "tuple[str, ...] | list[str]" = ()) -> str:
     ``secrets`` replaced by ``***`` (those of 6 characters or more: a shorter one would
     mask ordinary words; it is still masked inside URLs)."""
     text = _URL_PASSWORD.sub(r"\1***@", text)
+    text = _QUERY_PASSWORD.sub(r"\1***", text)  # ?sentinel_password=...
     for secret in sorted(secrets, key=len, reverse=True):
         if secret and len(secret) >= 6:
             text = text.replace(secret, "***")

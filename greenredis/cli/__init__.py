@@ -28,12 +28,23 @@ COMMANDS = {
 log = logging.getLogger("greenredis.cli")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's, but its error line (which echoes what it did not recognise, a URL put
+    where none is taken among them) shows no password."""
+
+    def error(self, message):
+        from greenredis.cli.logs import secrets_from_env
+        from greenredis.url import redact_text
+
+        super().error(redact_text(message, secrets_from_env()))
+
+
 def _parser(wanted):
     from greenredis import __version__
 
-    parser = argparse.ArgumentParser(prog="greenredis", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="greenredis", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"greenredis {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--log-level",
         default=None,

@@ -16,6 +16,7 @@ from greenredis.errors import (
     ProtocolError,
     RedisError,
     ReplyError,
+    SetupRefusedError,
     TimeoutError,
 )
 from greenredis.url import SentinelURL, is_cluster_url, is_sentinel_url, redact_text, redact_url
@@ -82,6 +83,11 @@ def describe(exc, address="Redis", timeout=None, cluster=False):
             f"the URL has a password but {address} has none set (AUTH refused)",
             "remove the password from the URL, or set requirepass on the server",
         )
+    if isinstance(exc, SetupRefusedError):  # e.g. SELECT 99 on a Redis of 16 dbs
+        return (
+            f"{address} refused the connection's setup: {redact_text(text)}",
+            "check the db (the URL's /DB or ?db=) and client_name in REDIS_URL or --url",
+        )
     if isinstance(exc, ProtocolError) or "not RESP" in text:
         return (
             f"{address} does not speak Redis (it answered with bytes that are not RESP)",
@@ -110,6 +116,8 @@ def _describe_sentinel(exc, text):
     """(message, hint) for what a Sentinel client says when it finds no master, else None."""
     if isinstance(exc, MasterNotFoundError):
         return (redact_text(text), "check the service name: the path of the URL, /SERVICE[/DB]")
+    if isinstance(exc, ConnectionError) and (" failed over to " in text or "no longer the master of" in text):
+        return (redact_text(text), None)  # a switch cut the call: nothing to fix
     at = text.find("no sentinel of ")
     if isinstance(exc, ConnectionError) and at > 0 and text.endswith(")"):
         text = text[at:-1]  # "... unreachable, next attempt in 0.1s (last error: no sentinel of ...)"
@@ -239,10 +247,10 @@ def probe(url, timeout=5.0):
 def transient(exc):
     """True for errors that may pass by themselves (refused, no answer, a dropped link);
     False for those that need a fix (a wrong password, not Redis, a service no sentinel
-    knows, an address that is not a sentinel)."""
+    knows, an address that is not a sentinel, a db the server refuses)."""
     text = str(exc)
     if auth_problem(text) or isinstance(exc, (AuthenticationError, ProtocolError)) or "not RESP" in text:
         return False
-    if isinstance(exc, MasterNotFoundError) or "unknown command 'SENTINEL'" in text:
+    if isinstance(exc, (MasterNotFoundError, SetupRefusedError)) or "unknown command 'SENTINEL'" in text:
         return False
     return isinstance(exc, (ConnectionError, TimeoutError, OSError))

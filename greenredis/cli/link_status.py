@@ -145,6 +145,7 @@ def run_sentinel(args, out=print):
     start = time.monotonic()
     watches = {}  # (host, port) -> (_Watch, Redis)
     replicas, told = [], None
+    first = True
     try:
         while True:
             try:
@@ -155,6 +156,8 @@ def run_sentinel(args, out=print):
                     raise Fatal(
                         f"the sentinels: {e}", "check the service name and sentinel_password"
                     ) from None
+                if first:  # as probe() stops for one server: most likely a wrong address
+                    raise Fatal(*describe(e, "the sentinels")) from None
                 if str(e) != told:
                     say(f"cannot ask the sentinels: {e}")
                     told = str(e)
@@ -180,6 +183,7 @@ def run_sentinel(args, out=print):
             if statuses and all(status == "up" for status in statuses):
                 say(f"every replica of {service!r} ({len(statuses)}) has master_link_status:up")
                 return 0
+            first = False
             if args.timeout is not None and time.monotonic() - start > args.timeout:
                 up = sum(status == "up" for status in statuses)
                 say(f"gave up after {args.timeout:g}s: {up} of {len(statuses)} replicas up")

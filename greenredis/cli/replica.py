@@ -117,6 +117,13 @@ def explain(error):
     """(what happened, what to do) for a replication error text."""
     from greenredis.cli.failures import auth_problem
 
+    if "no sentinel of" in error and "answered" in error:  # before AUTH: it is the sentinels'
+        if auth_problem(error):
+            return (
+                "the sentinels refused their password (sentinel_password in the URL)",
+                "put the sentinels' password in the URL: ?sentinel_password=PASSWORD",
+            )
+        return error, "are the sentinels running at the URL's addresses (and is sentinel_password right)?"
     auth = auth_problem(error)
     if auth == "wrongpass":
         return "the master refused the password (WRONGPASS)", "put the right password in the URL"
@@ -135,11 +142,11 @@ def explain(error):
             error,
             "check the service name at the end of the URL (SENTINEL MASTERS on a sentinel lists them)",
         )
-    if "no sentinel of" in error and "answered" in error:
-        return error, "are the sentinels running at the URL's addresses (and is sentinel_password right)?"
     if "NOPERM" in error:
         return "the user may not replicate (NOPERM)", "grant it +psync +sync +replconf +ping"
-    if "refused" in error.lower():
+    if "SetupRefusedError" in error:  # SELECT 99 on a Redis of 16 dbs
+        return f"the master refused the connection's setup: {error}", "check the db in the URL (/DB)"
+    if "connection refused" in error.lower() or "ECONNREFUSED" in error:
         return "connection refused (is Redis running there?)", None
     if "not RESP" in error or "ProtocolError" in error:
         return f"not a Redis master: {error}", "is that the Redis port?"

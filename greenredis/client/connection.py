@@ -34,10 +34,13 @@ from greenlet import getcurrent
 from greenredis.client.sockets import open_socket, tls_context
 from greenredis.errors import (
     AuthenticationError,
+    BusyError,
+    BusyLoadingError,
     ConnectionError,
     DataError,
     ProtocolError,
     ReplyError,
+    SetupRefusedError,
     TimeoutError,
     reply_error,
 )
@@ -681,7 +684,12 @@ def open_connection(params, on_push=None, on_close=None, check=None):
             if isinstance(reply, ReplyError):
                 if isinstance(reply, ConnectionError):  # -ERR max number of clients reached
                     raise reply
-                cls = AuthenticationError if command[0] == "AUTH" else ConnectionError
+                if command[0] == "AUTH" or reply.prefix == "NOAUTH":  # NOAUTH: SELECT without AUTH
+                    cls = AuthenticationError
+                elif isinstance(reply, (BusyError, BusyLoadingError)):
+                    cls = ConnectionError  # it may pass by itself
+                else:
+                    cls = SetupRefusedError
                 raise cls(f"{command[0]} on {params.address} failed: {reply}")
         if check is not None:
             check(conn, None if deadline is None else max(0.001, deadline - monotonic()))

@@ -42,6 +42,7 @@ from greenredis.errors import (
     NoPermissionError,
     ReadOnlyError,
     ReplyError,
+    SetupRefusedError,
     TimeoutError,
 )
 from greenredis.url import ConnectionParams, parse_sentinel_url
@@ -228,6 +229,8 @@ class Sentinel:
                 hint = ""
                 if isinstance(e, AuthenticationError):
                     hint = " (the sentinels' password is sentinel_password)"
+                elif isinstance(e, ReplyError) and e.prefix == "NOAUTH":
+                    hint = " (the sentinels need a password: sentinel_password)"
                 elif "unknown command" in str(e).lower():
                     hint = " (not a sentinel?)"
                 errors.append(f"{_show(address)}: {str(e).strip()}{hint}")
@@ -285,7 +288,7 @@ class Sentinel:
             address = self.view.master(service) or self._discover(service)
             try:
                 conn = self._open_checked(service, address, params, on_push, "master")
-            except AuthenticationError:
+            except (AuthenticationError, SetupRefusedError):  # wrong options: not a failover
                 raise
             except (ConnectionError, TimeoutError) as e:
                 self.view.failed(service, address)
@@ -317,7 +320,7 @@ class Sentinel:
         for address in replicas:
             try:
                 return self._open_checked(service, address, params, on_push, "slave")
-            except AuthenticationError:
+            except (AuthenticationError, SetupRefusedError):  # wrong options: not a failover
                 raise
             except (ConnectionError, TimeoutError) as e:
                 log.debug("%s: replica %s refused: %s", service, _show(address), e)
@@ -435,7 +438,9 @@ class Sentinel:
     def _on_push(self, address: Address, reply: Any) -> None:
         """In the event loop: one message from a sentinel's subscription."""
         if isinstance(reply, ReplyError):
-            log.warning("sentinel %s refused the subscription: %s", _show(address), reply)
+            # NOAUTH: every question to that sentinel fails the same way and says so
+            level = logging.DEBUG if reply.prefix == "NOAUTH" else logging.WARNING
+            log.log(level, "sentinel %s refused the subscription: %s", _show(address), reply)
             return
         if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
             self._apply(self.view.announced(reply[1], reply[2]))

@@ -522,6 +522,9 @@ class Heartbeat:
                 self.need_full = True
                 self.need_register = self.need_ping = not self.observe
                 self._announced = None  # a peer may have re-read an older meta meanwhile
+                # Redis may be another server now (a failover the writer did not see
+                # fail): its clock may not be the old one's
+                self.clock.remeasure()
                 wake = True
                 continue
             try:

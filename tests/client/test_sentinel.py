@@ -331,6 +331,22 @@ def test_wrong_data_password_is_an_authentication_error(sentinel_group, sentinel
     r.close()
 
 
+def test_a_db_the_master_refuses_is_raised_at_once_and_the_master_still_trusted(sentinel_group, sentinel):
+    """SELECT 99 refused by the master is the caller's mistake, not a failover: raised as the
+    SELECT's error, not retried until failover_timeout, and the master not marked failed
+    (its other clients must not go looking for another one)."""
+    good = sentinel.master_for("mymaster", timeout=5)
+    assert good.cmd(["PING"]) == b"PONG"
+    for role in ("master", "replica"):
+        r = getattr(sentinel, f"{role}_for")("mymaster", db=99)
+        with pytest.raises(ConnectionError, match="DB index is out of range") as e:
+            r.cmd(["PING"])
+        assert "failover_timeout" not in str(e.value)
+        r.close()
+    assert sentinel.view.master("mymaster") == ("127.0.0.1", sentinel_group.master.port)
+    good.close()
+
+
 def test_a_dropped_url_client_ends_the_subscriptions_of_its_sentinel(sentinel_group):
     # Redis.from_url(...) made and dropped without close() (a redis-py habit) must not
     # leave its own Sentinel's subscription greenlets and connections behind for good
@@ -385,3 +401,20 @@ def test_a_closed_sentinel_answers_nothing_from_its_cache(sentinel_group):
     for ask in (s.master_address, s.discover_master, s.discover_replicas):
         with pytest.raises(ConnectionError, match="is closed"):
             ask("mymaster")
+
+
+def test_a_db_without_the_password_a_master_needs_is_an_authentication_error():
+    """No password for a master that needs one, and a db: its SELECT meets NOAUTH first
+    (before ROLE does): an AuthenticationError at once, as for the ROLE of db 0."""
+    from greenredis.server import SentinelGroup
+
+    with SentinelGroup(service="locked", replicas=0, sentinels=1, password="data-pw-1") as group:
+        s = greenredis.Sentinel(group.sentinel_addresses, failover_timeout=20)
+        r = s.master_for("locked", db=3)
+        try:
+            with pytest.raises(AuthenticationError, match="NOAUTH") as e:
+                r.cmd(["PING"])
+            assert "failover_timeout" not in str(e.value)
+        finally:
+            r.close()
+            s.close()

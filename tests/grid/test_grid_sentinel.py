@@ -134,3 +134,82 @@ def test_twenty_nodes_through_a_sigkilled_master_that_lost_their_last_writes(sen
     wait_for(lambda: all(g.nodes()["n03"]["v"] == "lost?" for g in views), timeout=60, what="n03's meta")
     watch.stop()
     assert watch.leaves == [] and watch.short == []
+
+
+def test_twenty_nodes_through_a_paused_master(sentinel_healed, grid):
+    """SIGSTOP the master mid-heartbeat: calls on it time out, the sentinels fail over, every
+    node follows and settles there while the old master is still stopped, then again once it
+    resumes (a master with the old data until the sentinels demote it); no view drops a live
+    node meanwhile."""
+    sentinel_group = sentinel_healed
+    nodes, observer = grid
+    watch = Watch(nodes + [observer])
+    old = sentinel_group.master
+    epoch = sentinel_group.config_epoch()
+    old.pause()
+    wait_for(
+        lambda: (
+            sentinel_group.config_epoch() > epoch and sentinel_group._agreed_master() not in (None, old.port)
+        ),
+        timeout=60,
+        what="the sentinels to promote a replica",
+    )
+    _settled_on_the_new_master_at(sentinel_group, sentinel_group._agreed_master(), nodes, observer, "paused")
+    old.resume()
+    new = sentinel_group.wait_failed_over(epoch, timeout=60)
+    assert new.port != old.port
+    _settled_on_the_new_master(sentinel_group, nodes, observer, "resumed")
+    watch.stop()
+    assert watch.leaves == [] and watch.short == []
+
+
+def _settled_on_the_new_master_at(sentinel_group, port, nodes, observer, marker):
+    r = greenredis.Redis(port=port, password=sentinel_group.password, timeout=2)
+    try:
+        keys = [f"redgrid:::{n}" for n in NAMES]
+        wait_for(lambda: r.cmd(["EXISTS", *keys]) == 20, timeout=60, what="registered on the new master")
+        wait_for(lambda: r.cmd(["PUBSUB", "NUMSUB", "redgrid::"])[1] == 21, timeout=60, what="listeners")
+        nodes[5].update_meta(v=marker)
+        views = nodes + [observer]
+        wait_for(lambda: all(g.nodes()["n05"]["v"] == marker for g in views), timeout=60, what="update heard")
+    finally:
+        r.close()
+
+
+def test_twenty_nodes_through_two_failovers_in_a_row(sentinel_healed, grid):
+    """A second failover right after the first (a spurious one on a loaded machine)."""
+    sentinel_group = sentinel_healed
+    nodes, observer = grid
+    watch = Watch(nodes + [observer])
+    first = sentinel_group.failover(demote=False)
+    second = sentinel_group.failover(demote=False)
+    assert second.port != first.port
+    _settled_on_the_new_master(sentinel_group, nodes, observer, "twice")
+    watch.stop()
+    assert watch.leaves == [] and watch.short == []
+
+
+def test_a_failover_while_the_nodes_register(sentinel_healed):
+    """Nodes start and the master fails over before they are all registered."""
+    sentinel_group = sentinel_healed
+    views = [Grid(sentinel_group.url, name=n, meta={"v": "1"}, ttl=TTL, interval=INTERVAL) for n in NAMES]
+    observer = Grid(sentinel_group.url, observe=True, ttl=TTL, interval=INTERVAL)
+    leaves = []
+    try:
+        for g in views + [observer]:
+            g.on_leave = lambda name, meta, g=g: leaves.append((g.name, name))
+        for g in views[:10] + [observer]:
+            g.start()
+        epoch = sentinel_group.config_epoch()
+        gevent.sleep(0.05)
+        sentinel_group._wait(sentinel_group._ask_failover, 30, "failover accepted")
+        for g in views[10:]:
+            g.start()
+        sentinel_group.wait_failed_over(epoch, timeout=60)
+        everyone = views + [observer]
+        wait_for(lambda: all(set(g.nodes()) == set(NAMES) for g in everyone), timeout=60, what="converged")
+        _settled_on_the_new_master(sentinel_group, views, observer, "registering")
+        assert leaves == []
+    finally:
+        for g in views + [observer]:
+            g.stop(timeout=1)

@@ -217,6 +217,25 @@ def test_back_from_an_error_the_listener_moves_unless_it_reconnected_too():
     assert not any(isinstance(a, Resubscribe) for a in n.settle())
 
 
+def test_a_gap_measures_the_server_clock_again():
+    """A failover the writer did not see fail (the client's switch closed its idle
+    connection; its next batch went to the new master): the listener's gap is the only
+    sign that Redis may be another server now, whose clock may differ. The clock is
+    measured again with the re-registration, and the beats after it score by it."""
+    n = Node()
+    n.settle()
+    n.t -= 40.0  # the new master's clock is 40 s behind the old one's (our local clock runs on)
+    n.skew += 40.0
+    n.hb.on_messages([(b"gap", None, None)], n.now)
+    plan = n.plan()
+    assert {"time", "hset"} <= set(plan.roles)
+    n.answer(plan)
+    n.settle()
+    n.advance(INTERVAL)
+    (zadd,) = commands(n.plan(), "zadd")
+    assert zadd[2] == pytest.approx(n.t, abs=0.01)  # the new server's time, not the old one's
+
+
 def test_pings_are_answered_at_most_once_per_gap():
     n = Node()
     n.settle()
