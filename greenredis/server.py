@@ -475,7 +475,8 @@ class SentinelGroup:
     agreed on (``wait_settled()`` and ``failover()`` refresh them); ``servers`` is all of
     them. password: ``requirepass``/``masterauth`` on the data nodes (the sentinels use it);
     users: ACL rules on the data nodes, with master_user naming the sentinels' user;
-    sentinel_password: ``requirepass`` on the sentinels. Data nodes keep no disk state and
+    sentinel_password: ``requirepass`` on the sentinels; debug: allow DEBUG on the data nodes
+    from loopback (``DEBUG RELOAD`` puts one in LOADING). Data nodes keep no disk state and
     sync diskless with no delay, so a resync takes milliseconds.
     """
 
@@ -492,6 +493,7 @@ class SentinelGroup:
         master_user=None,
         sentinel_password=None,
         binary=None,
+        debug=False,
     ):
         self.service = service
         self.password = password
@@ -502,7 +504,9 @@ class SentinelGroup:
         self.quorum = quorum or sentinels // 2 + 1
         self.binary = binary
         args = ["--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"]
-        node = dict(password=password, masterauth=password, users=users, args=args, binary=binary)
+        node = dict(
+            password=password, masterauth=password, users=users, args=args, binary=binary, debug=debug
+        )
         first = RedisServer(**node)
         self.servers = [first] + [
             RedisServer(replicaof=("127.0.0.1", first.port), **node) for _ in range(replicas)

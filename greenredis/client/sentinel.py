@@ -24,7 +24,7 @@ from gevent.event import Event
 
 from greenredis.backoff import Backoff
 from greenredis.client.connection import Connection, open_connection, pack
-from greenredis.client.redis import Redis
+from greenredis.client.redis import Redis, _route
 from greenredis.client.sentinel_view import (
     CHANNELS,
     Address,
@@ -33,10 +33,12 @@ from greenredis.client.sentinel_view import (
     SentinelView,
     parse_address,
     replica_addresses,
+    replica_link_problem,
     role_of,
 )
 from greenredis.errors import (
     AuthenticationError,
+    BusyLoadingError,
     ConnectionError,
     MasterNotFoundError,
     NoPermissionError,
@@ -51,6 +53,9 @@ __all__ = ["Sentinel", "SentinelRedis"]
 log = logging.getLogger(__name__)
 
 _ROLE = pack(("ROLE",))
+_PING = pack(("PING",))
+HEALTH_CHECK_INTERVAL = 1.0  # seconds between PINGs on each sentinel subscription (its default)
+LOADING_MOVES = 3  # how often one call moves off a replica that answers -LOADING
 REFRESH_EVERY = (
     10.0  # seconds between SENTINEL SENTINELS questions per service (discovery runs often in a failover)
 )
@@ -72,8 +77,15 @@ class Sentinel:
     ``+sentinel``). sentinel_password/sentinel_username: the sentinels' own credentials;
     sentinel_timeout bounds each question to one sentinel; failover_timeout is how long a
     connect waits for a master that answers (calls with a timeout wait no longer than it).
-    sentinel_kwargs: more ``Redis()`` options for the sentinel connections (``ssl=True``...).
+    sentinel_kwargs: more ``Redis()`` options for the sentinel connections (``ssl=True``...);
+    their ``health_check_interval`` (default 1 s, 0: never) is how often each subscription
+    is PINGed: one whose sentinel does not answer within sentinel_timeout (a paused or
+    partitioned sentinel keeps its TCP connection open) is dropped and made again.
     Other keywords are defaults for every ``master_for``/``replica_for`` client.
+
+    ``stats`` counts what was survived: ``subscriptions_lost`` (a subscription that stopped
+    answering its PING), ``replicas_loading`` (a replica skipped because it answered
+    -LOADING), ``replicas_unlinked`` (one skipped because its ROLE said its link was down).
     """
 
     def __init__(
@@ -98,12 +110,14 @@ class Sentinel:
         options.setdefault("connect_timeout", sentinel_timeout)
         options.setdefault("timeout", sentinel_timeout)
         options.setdefault("dead_after", None)
+        options.setdefault("health_check_interval", HEALTH_CHECK_INTERVAL)
         try:
             self._sentinel_params = ConnectionParams(**options)  # checked now, not at each question
         except TypeError as e:
             raise TypeError(f"sentinel_kwargs: {e}") from None
         self.connection_kwargs = connection_kwargs
         self.closed = False
+        self.stats = {"subscriptions_lost": 0, "replicas_loading": 0, "replicas_unlinked": 0}
         self._clients: weakref.WeakSet[SentinelRedis] = weakref.WeakSet()
         self._changed: dict[str, Event] = {}
         self._refreshed: dict[str, float] = {}
@@ -329,18 +343,33 @@ class Sentinel:
         where = _show(address)
 
         def check(conn: Connection, timeout: Optional[float]) -> None:
+            start = monotonic()
             reply = conn.call(_ROLE, timeout)
-            if isinstance(reply, NoPermissionError):
-                return  # an ACL user without ROLE: trust the sentinels, as redis-py always does
-            if isinstance(reply, ReplyError):
+            if isinstance(reply, ReplyError) and not isinstance(reply, NoPermissionError):
                 if reply.prefix == "NOAUTH":  # no point waiting for another master: say it
                     raise AuthenticationError(f"{where} requires a password ({reply}): pass password=")
                 raise ConnectionError(f"ROLE on {where} failed: {reply}")
-            actual = role_of(reply)
-            if actual != role:
-                raise _WrongRole(f"{where} is a {actual}, not a {role} of {service!r}")
+            # NOPERM: an ACL user without ROLE: trust the sentinels, as redis-py always does
+            if not isinstance(reply, ReplyError):
+                actual = role_of(reply)
+                if actual != role:
+                    raise _WrongRole(f"{where} is a {actual}, not a {role} of {service!r}")
+            if role != "slave":
+                return
+            problem = None if isinstance(reply, ReplyError) else replica_link_problem(reply)
+            if problem is not None:
+                self.stats["replicas_unlinked"] += 1
+                raise ConnectionError(f"replica {where} of {service!r} skipped: {problem}")
+            # ROLE runs while a node loads its dataset; PING does not
+            left = None if timeout is None else max(0.001, timeout - (monotonic() - start))
+            pong = conn.call(_PING, left)
+            if isinstance(pong, BusyLoadingError):
+                self.stats["replicas_loading"] += 1
+                raise ConnectionError(f"replica {where} of {service!r} skipped: it is loading its dataset")
 
-        return open_connection(params.replace(host=address[0], port=address[1]), on_push=on_push, check=check)
+        conn = open_connection(params.replace(host=address[0], port=address[1]), on_push=on_push, check=check)
+        conn.sentinel_role = role  # which kind of node it is, for a -LOADING reply on it later
+        return conn
 
     # -- following announcements ---------------------------------------------------------
 
@@ -377,6 +406,19 @@ class Sentinel:
         except Exception:
             log.exception("%s: an on_switch callback %r failed; ignored", effect.service, callback)
 
+    def _replica_loading(self, service: str, address: Address) -> None:
+        """A replica client got -LOADING from ``address`` (a full resync began, or a restart):
+        every replica client of ``service`` drops its connections there and reconnects to
+        another (the connect check refuses a node that still loads)."""
+        self.stats["replicas_loading"] += 1
+        log.info("%s: replica %s is loading its dataset: reading elsewhere", service, _show(address))
+        reason = ConnectionError(f"replica {_show(address)} of {service!r} is loading its dataset")
+        for client in list(self._clients):
+            if client.service == service and client.role == "replica":
+                for conn in list(client._owned.conns):
+                    if (conn.params.host, conn.params.port) == address:
+                        conn.close(reason)
+
     def _demoted(self, service: str, address: Address, message: str) -> None:
         """A master client got -READONLY from ``address``: no client of ours writes there again."""
         self.view.failed(service, address)
@@ -407,10 +449,16 @@ class Sentinel:
         first = True
         while not self.closed and self._pid == os.getpid():
             ended = Event()
+            heard = [0]  # replies on this subscription so far (its PONGs included)
+
+            def on_push(reply: Any, heard: list = heard) -> None:
+                heard[0] += 1
+                self._on_push(address, reply)
+
             try:
                 conn = open_connection(
                     self._params(address),
-                    on_push=lambda reply: self._on_push(address, reply),
+                    on_push=on_push,
                     on_close=lambda conn, exc, ended=ended: ended.set(),
                 )
             except (ConnectionError, TimeoutError) as e:
@@ -424,13 +472,37 @@ class Sentinel:
                     for service in self.view.services():
                         gevent.spawn(self._recheck, service)
                 first = False
-                backoff.reset()
-                ended.wait()
+                if self._watch_until_silent(address, conn, heard, ended):
+                    backoff.reset()  # it served us for a while: reconnect soon
             finally:
                 conn.close()
                 if self._watch_conns.get(address) is conn:  # not a forked child's own
                     del self._watch_conns[address]
             gevent.sleep(backoff.failure())
+
+    def _watch_until_silent(self, address: Address, conn: Connection, heard: list, ended: Event) -> bool:
+        """Wait until the subscription ends, PINGing it every health_check_interval: a
+        sentinel that does not answer (any reply counts) within sentinel_timeout is taken
+        for lost and the connection closed. Returns whether it ever answered."""
+        interval = self._sentinel_params.health_check_interval
+        if not interval:
+            ended.wait()
+            return True
+        while not ended.wait(interval):
+            before = heard[0]
+            conn.send(_PING)
+            if ended.wait(self.sentinel_timeout):
+                break
+            if heard[0] == before:
+                self.stats["subscriptions_lost"] += 1
+                log.warning(
+                    "sentinel %s did not answer a PING on its subscription within %ss: subscribing again",
+                    _show(address),
+                    self.sentinel_timeout,
+                )
+                conn.close(ConnectionError(f"sentinel {_show(address)} stopped answering"))
+                break
+        return heard[0] > 0
 
     def _on_push(self, address: Address, reply: Any) -> None:
         """In the event loop: one message from a sentinel's subscription."""
@@ -509,16 +581,45 @@ class SentinelRedis(Redis):
 
     # -READONLY: the node we write to was demoted without our hearing of it
     def _call_one(self, first, command, timeout):
+        if self.role == "replica" and not _route(first, command, shared=True):
+            return self._on_a_replica(pack(command), timeout, False)
         reply = super()._call_one(first, command, timeout)
         if reply.__class__ is ReadOnlyError and self.role == "master":
             self._demoted(reply)
         return reply
 
     def _call_many(self, packed_list, timeout):
+        if self.role == "replica":
+            return self._on_a_replica(packed_list, timeout, True)
         replies = super()._call_many(packed_list, timeout)
         if self.role == "master" and any(r.__class__ is ReadOnlyError for r in replies):
             self._demoted(next(r for r in replies if r.__class__ is ReadOnlyError))
         return replies
+
+    def _on_a_replica(self, packed: Any, timeout: Optional[float], many: bool) -> Any:
+        """A call on the shared connection that moves to another replica (or the master) when
+        the replica answers -LOADING: nothing ran there (a replica refuses writes, so a
+        batch that partly ran re-runs only reads)."""
+        deadline = None if timeout is None else monotonic() + timeout
+        moves = 0
+        while True:
+            conn, left = self._shared_conn(timeout)
+            reply = conn.call_many(packed, left) if many else conn.call(packed, left)
+            if many:
+                loading = any(r.__class__ is BusyLoadingError for r in reply)
+            else:
+                loading = reply.__class__ is BusyLoadingError
+            if not loading or moves >= LOADING_MOVES or getattr(conn, "sentinel_role", None) != "slave":
+                return reply
+            moves += 1
+            self.sentinel._replica_loading(self.service, (conn.params.host, conn.params.port))
+            if deadline is not None:
+                timeout = deadline - monotonic()
+                if timeout <= 0:
+                    raise TimeoutError(
+                        f"{_show((conn.params.host, conn.params.port))} is loading and the call's "
+                        "timeout ran out before another replica answered"
+                    )
 
     def _demoted(self, reply: ReplyError) -> None:
         address = (self.params.host, self.params.port)

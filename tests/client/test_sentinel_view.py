@@ -9,6 +9,7 @@ from greenredis.client.sentinel_view import (
     parse_address,
     parse_announcement,
     replica_addresses,
+    replica_link_problem,
 )
 from greenredis.url import parse_sentinel_url, redact_text, redact_url
 
@@ -53,6 +54,28 @@ def test_parsing_replies_and_messages():
         [b"ip", b"10.0.0.4", b"port", b"6379", b"flags", b"slave", b"master-link-status", b"err"],
     ]
     assert replica_addresses(reply) == [B]
+
+
+def test_replicas_down_disconnected_or_unlinked_are_skipped():
+    # the flags SENTINEL REPLICAS uses (sentinel.c): s_down, o_down, disconnected
+    def replica(ip, flags, link="ok"):
+        return [b"ip", ip, b"port", b"6379", b"flags", flags, b"master-link-status", link]
+
+    reply = [
+        replica(b"10.0.0.5", b"slave,o_down"),
+        replica(b"10.0.0.6", b"slave,disconnected"),
+        replica(b"10.0.0.2", b"slave"),
+        {b"ip": b"10.0.0.3", b"port": b"6379", b"flags": b"slave", b"master-link-status": b"ok"},  # RESP3
+    ]
+    assert replica_addresses(reply) == [B, C]
+
+
+def test_a_replica_whose_role_says_its_link_is_down_is_refused():
+    assert replica_link_problem([b"slave", b"10.0.0.1", 6379, b"connected", 100]) is None
+    for state in (b"connect", b"connecting", b"sync", b"handshake"):
+        problem = replica_link_problem([b"slave", b"10.0.0.1", 6379, state, -1])
+        assert problem and state.decode() in problem
+    assert replica_link_problem([b"master", 100, []]) is None  # not a replica: not its business
 
 
 def test_an_announcement_moves_the_master_once():
