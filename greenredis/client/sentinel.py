@@ -53,6 +53,7 @@ __all__ = ["Sentinel", "SentinelRedis"]
 log = logging.getLogger(__name__)
 
 _ROLE = pack(("ROLE",))
+_TLS_OPTIONS = ("ssl_ca_certs", "ssl_cert_reqs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname")
 _PING = pack(("PING",))
 HEALTH_CHECK_INTERVAL = 1.0  # seconds between PINGs on each sentinel subscription (its default)
 LOADING_MOVES = 3  # how often one call moves off a replica that answers -LOADING
@@ -66,6 +67,16 @@ def _show(address: Address) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _tls_refused(error: BaseException) -> bool:
+    """A TLS failure that waiting will not cure (an unverifiable certificate, a server that
+    does not speak TLS, a bad CA file), as opposed to a node that died mid-handshake."""
+    text = str(error)
+    if "TLS setup" in text:
+        return True
+    # "[SSL: UNEXPECTED_EOF_WHILE_READING]" is a node that went away mid-handshake
+    return "TLS handshake" in text and "[SSL" in text and "EOF" not in text
+
+
 class _WrongRole(ConnectionError):
     """The node is not what the sentinels said (a master that is a replica by now)."""
 
@@ -77,6 +88,8 @@ class Sentinel:
     ``+sentinel``). sentinel_password/sentinel_username: the sentinels' own credentials;
     sentinel_timeout bounds each question to one sentinel; failover_timeout is how long a
     connect waits for a master that answers (calls with a timeout wait no longer than it).
+    sentinel_ssl: TLS to the sentinels, verified with the ``ssl_*`` keywords given for the
+    data nodes (``ssl_ca_certs=``...; TLS to the data nodes is ``ssl=True``, as for ``Redis``).
     sentinel_kwargs: more ``Redis()`` options for the sentinel connections (``ssl=True``...);
     their ``health_check_interval`` (default 1 s, 0: never) is how often each subscription
     is PINGed: one whose sentinel does not answer within sentinel_timeout (a paused or
@@ -96,6 +109,7 @@ class Sentinel:
         sentinel_timeout: float = 0.5,
         failover_timeout: float = 30.0,
         sentinel_kwargs: Optional[dict[str, Any]] = None,
+        sentinel_ssl: bool = False,
         **connection_kwargs: Any,
     ) -> None:
         for name, value in (("sentinel_timeout", sentinel_timeout), ("failover_timeout", failover_timeout)):
@@ -105,6 +119,11 @@ class Sentinel:
         self.sentinel_timeout = sentinel_timeout
         self.failover_timeout = failover_timeout
         options = dict(sentinel_kwargs or {})
+        if sentinel_ssl:  # the sentinels speak TLS, verified as the data nodes are
+            options.setdefault("ssl", True)
+            for name in _TLS_OPTIONS:
+                if connection_kwargs.get(name) is not None:
+                    options.setdefault(name, connection_kwargs[name])
         options.setdefault("password", sentinel_password)
         options.setdefault("username", sentinel_username)
         options.setdefault("connect_timeout", sentinel_timeout)
@@ -302,6 +321,8 @@ class Sentinel:
             except AuthenticationError:
                 raise
             except (ConnectionError, TimeoutError) as e:
+                if _tls_refused(e):
+                    raise
                 self.view.failed(service, address)
                 last = f"{_show(address)}: {e}"
             else:
@@ -334,6 +355,8 @@ class Sentinel:
             except AuthenticationError:
                 raise
             except (ConnectionError, TimeoutError) as e:
+                if _tls_refused(e):
+                    raise
                 log.debug("%s: replica %s refused: %s", service, _show(address), e)
         return None
 
@@ -549,13 +572,7 @@ class SentinelRedis(Redis):
     def from_url(cls, url=None, max_blocking=64, **options):
         """A ``master_for`` client of ``redis+sentinel://...``; it owns its ``Sentinel``."""
         parsed = parse_sentinel_url(url, **options)
-        sentinel = Sentinel(
-            parsed.sentinels,
-            sentinel_password=parsed.sentinel_password,
-            sentinel_username=parsed.sentinel_username,
-            sentinel_timeout=parsed.sentinel_timeout,
-            failover_timeout=parsed.failover_timeout,
-        )
+        sentinel = Sentinel(parsed.sentinels, **parsed.sentinel_options())
         client = cls(sentinel, parsed.service, "master", params=parsed.params, max_blocking=max_blocking)
         # its Sentinel ends with it: at close(), or when it is dropped unclosed (the
         # subscription greenlets hold the Sentinel, not the client)
