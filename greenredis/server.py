@@ -512,7 +512,8 @@ class SentinelGroup:
     users: ACL rules on the data nodes, with master_user naming the sentinels' user;
     sentinel_password: ``requirepass`` on the sentinels; tls: the data nodes serve and
     replicate over TLS only (one CA: ``ca_file``), the sentinels speak TLS to them and to each
-    other and serve it on their ``tls_address`` beside their plain port; debug: allow DEBUG on the data nodes
+    other and serve it on their ``tls_address`` beside their plain port; sentinel_args: more
+    config lines for every sentinel (``user ...`` ACL rules); debug: allow DEBUG on the data nodes
     from loopback (``DEBUG RELOAD`` puts one in LOADING). Data nodes keep no disk state and
     sync diskless with no delay, so a resync takes milliseconds.
     """
@@ -532,6 +533,7 @@ class SentinelGroup:
         binary=None,
         debug=False,
         tls=False,
+        sentinel_args=(),
     ):
         self.service = service
         self.password = password
@@ -572,6 +574,7 @@ class SentinelGroup:
                 password=sentinel_password,
                 binary=binary,
                 tls_certs=first.dir if tls else None,
+                args=sentinel_args,
             )
             for _ in range(sentinels)
         ]

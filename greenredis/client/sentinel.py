@@ -97,7 +97,9 @@ class Sentinel:
     Other keywords are defaults for every ``master_for``/``replica_for`` client.
 
     ``stats`` counts what was survived: ``subscriptions_lost`` (a subscription that stopped
-    answering its PING), ``replicas_loading`` (a replica skipped because it answered
+    answering its PING), ``subscriptions_refused`` (a sentinel refused SUBSCRIBE, an ACL
+    user without the right: the sentinels are then asked every health_check_interval
+    instead), ``replicas_loading`` (a replica skipped because it answered
     -LOADING), ``replicas_unlinked`` (one skipped because its ROLE said its link was down).
     """
 
@@ -136,7 +138,12 @@ class Sentinel:
             raise TypeError(f"sentinel_kwargs: {e}") from None
         self.connection_kwargs = connection_kwargs
         self.closed = False
-        self.stats = {"subscriptions_lost": 0, "replicas_loading": 0, "replicas_unlinked": 0}
+        self.stats = {
+            "subscriptions_lost": 0,
+            "subscriptions_refused": 0,
+            "replicas_loading": 0,
+            "replicas_unlinked": 0,
+        }
         self._clients: weakref.WeakSet[SentinelRedis] = weakref.WeakSet()
         self._changed: dict[str, Event] = {}
         self._refreshed: dict[str, float] = {}
@@ -149,6 +156,7 @@ class Sentinel:
         for greenlet in getattr(self, "_watchers", {}).values():
             greenlet.kill(block=False)
         self._pid = os.getpid()
+        self._polling: Optional[gevent.Greenlet] = None
         self._watchers: dict[Address, gevent.Greenlet] = {}
         self._watch_conns: dict[Address, Connection] = {}
 
@@ -472,10 +480,14 @@ class Sentinel:
         first = True
         while not self.closed and self._pid == os.getpid():
             ended = Event()
-            heard = [0]  # replies on this subscription so far (its PONGs included)
+            heard = [0, False]  # replies on this subscription so far (PONGs too); refused?
 
             def on_push(reply: Any, heard: list = heard) -> None:
                 heard[0] += 1
+                if isinstance(reply, ReplyError) and not heard[1]:
+                    heard[1] = True
+                    self._refused(address, reply)
+                    return
                 self._on_push(address, reply)
 
             try:
@@ -516,7 +528,9 @@ class Sentinel:
             conn.send(_PING)
             if ended.wait(self.sentinel_timeout):
                 break
-            if heard[0] == before:
+            if heard[0] != before and heard[1]:
+                self._poll()  # no announcements from this one: ask instead
+            elif heard[0] == before:
                 self.stats["subscriptions_lost"] += 1
                 log.warning(
                     "sentinel %s did not answer a PING on its subscription within %ss: subscribing again",
@@ -527,10 +541,28 @@ class Sentinel:
                 break
         return heard[0] > 0
 
+    def _refused(self, address: Address, reply: ReplyError) -> None:
+        """A sentinel refused SUBSCRIBE (an ACL user without the rights): count it, say it
+        once per connection, and poll the sentinels while subscribed to nothing there."""
+        self.stats["subscriptions_refused"] += 1
+        every = self._sentinel_params.health_check_interval
+        log.warning(
+            "sentinel %s refused the subscription (%s): %s",
+            _show(address),
+            reply,
+            f"asking the sentinels every {every}s instead" if every else "switches are found late",
+        )
+
+    def _poll(self) -> None:
+        """Ask the sentinels about every service followed (one poll at a time)."""
+        if self._polling is not None and not self._polling.dead:
+            return
+        self._polling = gevent.spawn(lambda: [self._recheck(s) for s in self.view.services()])
+
     def _on_push(self, address: Address, reply: Any) -> None:
         """In the event loop: one message from a sentinel's subscription."""
         if isinstance(reply, ReplyError):
-            log.warning("sentinel %s refused the subscription: %s", _show(address), reply)
+            log.warning("sentinel %s: %s", _show(address), reply)
             return
         if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
             self._apply(self.view.announced(reply[1], reply[2]))
