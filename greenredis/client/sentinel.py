@@ -557,7 +557,11 @@ class Sentinel:
         """Ask the sentinels about every service followed (one poll at a time)."""
         if self._polling is not None and not self._polling.dead:
             return
-        self._polling = gevent.spawn(lambda: [self._recheck(s) for s in self.view.services()])
+        self._polling = gevent.spawn(self._recheck_all)
+
+    def _recheck_all(self) -> None:
+        for service in self.view.services():
+            self._recheck(service)
 
     def _on_push(self, address: Address, reply: Any) -> None:
         """In the event loop: one message from a sentinel's subscription."""
