@@ -38,7 +38,6 @@ from greenredis.client.sentinel_view import (
 )
 from greenredis.errors import (
     AuthenticationError,
-    BusyLoadingError,
     ConnectionError,
     MasterNotFoundError,
     NoPermissionError,
@@ -65,6 +64,13 @@ REFRESH_EVERY = (
 def _show(address: Address) -> str:
     host, port = address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _refused_here(reply: Any) -> bool:
+    """-LOADING (a full resync or a restart in progress) or -MASTERDOWN (its link is down and
+    replica-serve-stale-data is no): a replica that ran nothing and that the sentinels still
+    call healthy (sentinel.c takes both for a valid answer to its PING)."""
+    return isinstance(reply, ReplyError) and reply.prefix in ("LOADING", "MASTERDOWN")
 
 
 def _tls_refused(error: BaseException) -> bool:
@@ -394,9 +400,9 @@ class Sentinel:
             # ROLE runs while a node loads its dataset; PING does not
             left = None if timeout is None else max(0.001, timeout - (monotonic() - start))
             pong = conn.call(_PING, left)
-            if isinstance(pong, BusyLoadingError):
-                self.stats["replicas_loading"] += 1
-                raise ConnectionError(f"replica {where} of {service!r} skipped: it is loading its dataset")
+            if _refused_here(pong):
+                self.stats["replicas_loading" if pong.prefix == "LOADING" else "replicas_unlinked"] += 1
+                raise ConnectionError(f"replica {where} of {service!r} skipped: {pong}")
 
         conn = open_connection(params.replace(host=address[0], port=address[1]), on_push=on_push, check=check)
         conn.sentinel_role = role  # which kind of node it is, for a -LOADING reply on it later
@@ -437,13 +443,14 @@ class Sentinel:
         except Exception:
             log.exception("%s: an on_switch callback %r failed; ignored", effect.service, callback)
 
-    def _replica_loading(self, service: str, address: Address) -> None:
-        """A replica client got -LOADING from ``address`` (a full resync began, or a restart):
-        every replica client of ``service`` drops its connections there and reconnects to
-        another (the connect check refuses a node that still loads)."""
-        self.stats["replicas_loading"] += 1
-        log.info("%s: replica %s is loading its dataset: reading elsewhere", service, _show(address))
-        reason = ConnectionError(f"replica {_show(address)} of {service!r} is loading its dataset")
+    def _replica_refused(self, service: str, address: Address, reply: ReplyError) -> None:
+        """A replica client got -LOADING (a full resync began, or a restart) or -MASTERDOWN
+        from ``address``: every replica client of ``service`` drops its connections there and
+        reconnects to another (the connect check refuses a node that still loads, or whose
+        link is down)."""
+        self.stats["replicas_loading" if reply.prefix == "LOADING" else "replicas_unlinked"] += 1
+        log.info("%s: replica %s answered %s: reading elsewhere", service, _show(address), reply.prefix)
+        reason = ConnectionError(f"replica {_show(address)} of {service!r} answered {reply}")
         for client in list(self._clients):
             if client.service == service and client.role == "replica":
                 for conn in list(client._owned.conns):
@@ -651,21 +658,18 @@ class SentinelRedis(Redis):
 
     def _on_a_replica(self, packed: Any, timeout: Optional[float], many: bool) -> Any:
         """A call on the shared connection that moves to another replica (or the master) when
-        the replica answers -LOADING: nothing ran there (a replica refuses writes, so a
-        batch that partly ran re-runs only reads)."""
+        the replica answers -LOADING or -MASTERDOWN: nothing ran there (a replica refuses
+        writes, so a batch that partly ran re-runs only reads)."""
         deadline = None if timeout is None else monotonic() + timeout
         moves = 0
         while True:
             conn, left = self._shared_conn(timeout)
             reply = conn.call_many(packed, left) if many else conn.call(packed, left)
-            if many:
-                loading = any(r.__class__ is BusyLoadingError for r in reply)
-            else:
-                loading = reply.__class__ is BusyLoadingError
-            if not loading or moves >= LOADING_MOVES or getattr(conn, "sentinel_role", None) != "slave":
+            refusal = next((r for r in (reply if many else (reply,)) if _refused_here(r)), None)
+            if refusal is None or moves >= LOADING_MOVES or getattr(conn, "sentinel_role", None) != "slave":
                 return reply
             moves += 1
-            self.sentinel._replica_loading(self.service, (conn.params.host, conn.params.port))
+            self.sentinel._replica_refused(self.service, (conn.params.host, conn.params.port), refusal)
             if deadline is not None:
                 timeout = deadline - monotonic()
                 if timeout <= 0:

@@ -8,7 +8,7 @@ import hiredis
 import pytest
 
 import greenredis
-from greenredis.server import _command
+from greenredis.server import _command, free_port
 from tests.waiting import wait_for
 
 SENTINEL_GROUP = {"debug": True}
@@ -135,3 +135,34 @@ def test_a_paused_sentinels_subscription_is_noticed_and_renewed(sentinel_healed,
     )
     assert sentinel.stats["subscriptions_lost"] >= 1
     r.close()
+
+
+def test_replica_for_moves_off_a_replica_that_answers_masterdown(sentinel_healed, sentinel):
+    # replica-serve-stale-data no and its link down: -MASTERDOWN, which the sentinels take
+    # for a healthy answer to their PING (sentinel.c) and which nothing ran behind
+    group = sentinel_healed
+    group.node_command(group.master, "SET", "shared", "z")
+    group.node_command(group.master, "WAIT", "2", "5000", timeout=6)
+    ro = sentinel.replica_for("mymaster", timeout=10)
+    assert ro.cmd(["GET", "shared"]) == b"z"
+    first = next(s for s in group.replicas if s.port == ro.params.port)
+    group.node_command(first, "CONFIG", "SET", "replica-serve-stale-data", "no")
+    try:
+        group.node_command(first, "REPLICAOF", "127.0.0.1", str(free_port()))  # nothing listens there
+        wait_for(lambda: _masterdown(group, first), what="-MASTERDOWN")
+        assert ro.cmd(["GET", "shared"]) == b"z"
+        assert ro.params.port != first.port
+        assert ro.cmd([["GET", "shared"], ["EXISTS", "shared"]]) == [b"z", 1]
+        assert sentinel.stats["replicas_unlinked"] >= 1
+    finally:
+        group.node_command(first, "CONFIG", "SET", "replica-serve-stale-data", "yes")
+        group.node_command(first, "REPLICAOF", "127.0.0.1", str(group.master.port))
+    ro.close()
+
+
+def _masterdown(group, server):
+    try:
+        group.node_command(server, "GET", "shared")
+    except hiredis.ReplyError as e:
+        return str(e).startswith("MASTERDOWN")
+    return False
