@@ -102,8 +102,8 @@ class Sentinel:
     partitioned sentinel keeps its TCP connection open) is dropped and made again.
     Other keywords are defaults for every ``master_for``/``replica_for`` client.
 
-    ``stats`` counts what was survived: ``subscriptions_lost`` (a subscription that stopped
-    answering its PING), ``subscriptions_refused`` (a sentinel refused SUBSCRIBE, an ACL
+    ``stats`` counts what was survived: ``subscriptions_lost`` (a subscription that had
+    answered and stopped answering its PING), ``subscriptions_refused`` (a sentinel refused SUBSCRIBE, an ACL
     user without the right: the sentinels are then asked every health_check_interval
     instead), ``replicas_loading`` (a replica skipped because it answered
     -LOADING), ``replicas_unlinked`` (one skipped because its ROLE said its link was down).
@@ -538,12 +538,15 @@ class Sentinel:
             if heard[0] != before and heard[1]:
                 self._poll()  # no announcements from this one: ask instead
             elif heard[0] == before:
-                self.stats["subscriptions_lost"] += 1
-                log.warning(
-                    "sentinel %s did not answer a PING on its subscription within %ss: subscribing again",
-                    _show(address),
-                    self.sentinel_timeout,
-                )
+                if before:  # it had answered: a subscription lost (not one more try at a dead one)
+                    self.stats["subscriptions_lost"] += 1
+                    log.warning(
+                        "sentinel %s did not answer a PING on its subscription within %ss: subscribing again",
+                        _show(address),
+                        self.sentinel_timeout,
+                    )
+                else:
+                    log.debug("sentinel %s still does not answer", _show(address))
                 conn.close(ConnectionError(f"sentinel {_show(address)} stopped answering"))
                 break
         return heard[0] > 0
