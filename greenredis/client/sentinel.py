@@ -331,7 +331,7 @@ class Sentinel:
             generation = self.view.generation(service)
             address = self.view.master(service) or self._discover(service)
             try:
-                conn = self._open_checked(service, address, params, on_push, "master")
+                conn = self._open_unless_moved(service, address, params, on_push)
             except AuthenticationError:
                 raise
             except (ConnectionError, TimeoutError) as e:
@@ -340,6 +340,8 @@ class Sentinel:
                 self.view.failed(service, address)
                 last = f"{_show(address)}: {e}"
             else:
+                if conn is None:
+                    continue  # an announcement named another master while this one hung: go there
                 current = self.view.master(service)
                 if current is not None and current != address:
                     conn.close()  # an announcement moved the master while we connected: go there
@@ -355,6 +357,31 @@ class Sentinel:
                     f"(last: {last})"
                 )
             self._changed_event(service).wait(min(left, backoff.failure()))
+
+    def _open_unless_moved(
+        self, service: str, address: Address, params: ConnectionParams, on_push: Any
+    ) -> Optional[Connection]:
+        """``_open_checked`` on the master ``address``, given up (None) if the master of
+        ``service`` moves elsewhere meanwhile: a paused or cut-off master accepts the TCP
+        connection and then answers nothing until connect_timeout."""
+        moved = self._changed_event(service)
+        opener = gevent.spawn(self._open_checked, service, address, params, on_push, "master")
+        try:
+            while True:
+                gevent.wait([opener, moved], count=1)
+                if opener.ready() or self.view.master(service) == address:
+                    return opener.get()  # its connection, or its exception raised
+                if self.view.master(service) is not None:
+                    break  # announced elsewhere
+                moved = self._changed_event(service)  # a loss, not a new master: keep trying this one
+        except BaseException:
+            opener.kill(block=False)  # open_connection closes what it opened
+            raise
+        opener.kill()
+        if isinstance(opener.value, Connection):
+            opener.value.close()  # it finished as it was told to stop
+        log.debug("%s: gave up connecting to %s: the master moved", service, _show(address))
+        return None
 
     def _connect_replica(self, service: str, params: ConnectionParams, on_push: Any) -> Optional[Connection]:
         try:

@@ -166,3 +166,27 @@ def _masterdown(group, server):
     except hiredis.ReplyError as e:
         return str(e).startswith("MASTERDOWN")
     return False
+
+
+def test_a_connect_hung_on_a_paused_master_gives_way_to_the_announced_one(sentinel_healed, sentinel):
+    # a fresh client connects while the master is SIGSTOPped: the TCP handshake succeeds (the
+    # kernel answers it) and ROLE hangs. When the sentinels announce the new master, the
+    # connect must go there at once, not wait out connect_timeout on the stopped node.
+    group = sentinel_healed
+    old = group.master
+    r = sentinel.master_for("mymaster", connect_timeout=30, timeout=60)
+    switched = []
+    sentinel.on_switch(lambda *switch: switched.append(time.monotonic()))
+    sentinel.master_address("mymaster")  # the view follows the service: the listeners start
+    epoch = group.config_epoch()
+    old.pause()
+    try:
+        assert r.cmd(["SET", "paused", "1"]) == b"OK"
+        done = time.monotonic()
+        new = group.wait_failed_over(epoch)
+        assert r.params.port == new.port != old.port
+        assert switched and done - switched[0] < 10  # connect_timeout (30 s) was not waited out
+    finally:
+        old.resume()
+        group.node_command(old, "REPLICAOF", "127.0.0.1", str(group.current_master()[1]))
+    r.close()
