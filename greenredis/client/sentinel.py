@@ -365,12 +365,22 @@ class Sentinel:
         ``service`` moves elsewhere meanwhile: a paused or cut-off master accepts the TCP
         connection and then answers nothing until connect_timeout."""
         moved = self._changed_event(service)
-        opener = gevent.spawn(self._open_checked, service, address, params, on_push, "master")
+
+        def attempt() -> Any:  # returns its exception: an opener must not die "unhandled"
+            try:
+                return self._open_checked(service, address, params, on_push, "master")
+            except Exception as e:
+                return e
+
+        opener = gevent.spawn(attempt)
         try:
             while True:
                 gevent.wait([opener, moved], count=1)
                 if opener.ready() or self.view.master(service) == address:
-                    return opener.get()  # its connection, or its exception raised
+                    outcome = opener.get()  # its connection, or its exception
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+                    return outcome
                 if self.view.master(service) is not None:
                     break  # announced elsewhere
                 moved = self._changed_event(service)  # a loss, not a new master: keep trying this one
