@@ -73,6 +73,11 @@ def _refused_here(reply: Any) -> bool:
     return isinstance(reply, ReplyError) and reply.prefix in ("LOADING", "MASTERDOWN")
 
 
+def _close_outcome(greenlet: gevent.Greenlet) -> None:
+    if isinstance(greenlet.value, Connection):
+        greenlet.value.close()
+
+
 def _tls_refused(error: BaseException) -> bool:
     """A TLS failure that waiting will not cure (an unverifiable certificate, a server that
     does not speak TLS, a bad CA file), as opposed to a node that died mid-handshake."""
@@ -384,8 +389,9 @@ class Sentinel:
                 if self.view.master(service) is not None:
                     break  # announced elsewhere
                 moved = self._changed_event(service)  # a loss, not a new master: keep trying this one
-        except BaseException:
+        except BaseException:  # we were killed or timed out: nobody takes what the opener makes
             opener.kill(block=False)  # open_connection closes what it opened
+            opener.link(_close_outcome)  # and one it finished meanwhile
             raise
         opener.kill()
         if isinstance(opener.value, Connection):
