@@ -82,7 +82,9 @@ class RedisServer:
     pairs as a list of strings; binary: the server program (default ``redis-server`` on
     PATH; ``find_valkey_server()`` for Valkey, which takes the same flags);
     tls_auth_clients: with ``tls``, require a client certificate signed by the CA
-    (``client_cert_file``/``client_key_file`` are one).
+    (``client_cert_file``/``client_key_file`` are one); tls_certs: with ``tls``, the dir of
+    another TLS server whose CA and certificates to use (servers that must trust each other:
+    a replica of a TLS master).
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class RedisServer:
         dir=None,
         binary=None,
         tls_auth_clients=False,
+        tls_certs=None,
     ):
         self.port = port or free_port()
         self.password = password
@@ -118,7 +121,8 @@ class RedisServer:
         self.log_path = os.path.join(self.dir, "redis.log")
         self.proc = None
         self.paused = False
-        if tls:
+        self.cert_dir = tls_certs or self.dir
+        if tls and not tls_certs:
             self._make_certs()
 
     @property
@@ -130,16 +134,16 @@ class RedisServer:
 
     @property
     def ca_file(self):
-        return os.path.join(self.dir, "ca.crt") if self.tls else None
+        return os.path.join(self.cert_dir, "ca.crt") if self.tls else None
 
     @property
     def client_cert_file(self):
         """A client certificate signed by the CA, for ``tls_auth_clients``."""
-        return os.path.join(self.dir, "client.crt") if self.tls else None
+        return os.path.join(self.cert_dir, "client.crt") if self.tls else None
 
     @property
     def client_key_file(self):
-        return os.path.join(self.dir, "client.key") if self.tls else None
+        return os.path.join(self.cert_dir, "client.key") if self.tls else None
 
     def command_line(self):
         argv = [
@@ -164,9 +168,9 @@ class RedisServer:
                 "--tls-port",
                 str(self.port),
                 "--tls-cert-file",
-                os.path.join(self.dir, "server.crt"),
+                os.path.join(self.cert_dir, "server.crt"),
                 "--tls-key-file",
-                os.path.join(self.dir, "server.key"),
+                os.path.join(self.cert_dir, "server.key"),
                 "--tls-ca-cert-file",
                 self.ca_file,
                 "--tls-auth-clients",
@@ -352,14 +356,24 @@ class RedisServer:
         issue("client", "/CN=greenredis test client")
 
 
-def _command(port, *args, password=None, username=None, timeout=1.0):
-    """One command to ``127.0.0.1:port`` on a fresh connection (gevent-friendly): its reply,
-    or the ReplyError raised; OSError when nothing answers."""
+def _command(port, *args, password=None, username=None, timeout=1.0, ca_file=None):
+    """One command to ``127.0.0.1:port`` on a fresh connection (gevent-friendly; TLS trusting
+    ``ca_file`` if given): its reply, or the ReplyError raised; OSError when nothing answers."""
     from gevent import socket as gsocket
 
     commands = [("AUTH", username, password) if username else ("AUTH", password)] if password else []
     commands.append(args)
-    with gsocket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+    raw = gsocket.create_connection(("127.0.0.1", port), timeout=timeout)
+    if ca_file:
+        from gevent import ssl as gssl
+
+        context = gssl.create_default_context(cafile=ca_file)
+        try:
+            raw = context.wrap_socket(raw, server_hostname="127.0.0.1")
+        except BaseException:
+            raw.close()
+            raise
+    with raw as s:
         s.sendall(b"".join(hiredis.pack_command(c) for c in commands))
         reader = hiredis.Reader()
         replies = []
@@ -390,6 +404,9 @@ class RedisSentinel(RedisServer):
     back with that state, as a real deployment does. master_password/master_user: the
     credentials it uses on the data nodes (``auth-pass``/``auth-user``); password: its own
     ``requirepass``, also used towards the other sentinels (``sentinel-pass``).
+    tls_certs: a TLS server's cert dir: the sentinel then speaks TLS to the data nodes and to
+    the other sentinels (``tls-replication``), serves TLS on ``tls_port`` too and announces
+    that port; ``port`` stays plain (the launcher's own commands use it).
     """
 
     def __init__(
@@ -407,8 +424,11 @@ class RedisSentinel(RedisServer):
         args=(),
         dir=None,
         binary=None,
+        tls_certs=None,
     ):
         super().__init__(port=port, password=password, dir=dir, binary=binary)
+        self.tls_certs = tls_certs
+        self.tls_port = free_port() if tls_certs else None
         self.master = master
         self.service = service
         self.quorum = quorum
@@ -424,6 +444,11 @@ class RedisSentinel(RedisServer):
     @property
     def address(self):
         return ("127.0.0.1", self.port)
+
+    @property
+    def tls_address(self):
+        """Where it serves TLS (with ``tls_certs``), else None."""
+        return ("127.0.0.1", self.tls_port) if self.tls_port else None
 
     @property
     def url(self):
@@ -450,6 +475,16 @@ class RedisSentinel(RedisServer):
             lines.append(f"sentinel auth-user {s} {self.master_user}")
         if self.password:
             lines += [f"requirepass {self.password}", f"sentinel sentinel-pass {self.password}"]
+        if self.tls_certs:
+            d = self.tls_certs
+            lines += [
+                f"tls-port {self.tls_port}",
+                "tls-replication yes",
+                f'tls-cert-file "{os.path.join(d, "server.crt")}"',
+                f'tls-key-file "{os.path.join(d, "server.key")}"',
+                f'tls-ca-cert-file "{os.path.join(d, "ca.crt")}"',
+                "tls-auth-clients no",
+            ]
         return "\n".join(lines + self.sentinel_args) + "\n"
 
     def command_line(self):
@@ -475,7 +510,11 @@ class SentinelGroup:
     agreed on (``wait_settled()`` and ``failover()`` refresh them); ``servers`` is all of
     them. password: ``requirepass``/``masterauth`` on the data nodes (the sentinels use it);
     users: ACL rules on the data nodes, with master_user naming the sentinels' user;
-    sentinel_password: ``requirepass`` on the sentinels. Data nodes keep no disk state and
+    sentinel_password: ``requirepass`` on the sentinels; tls: the data nodes serve and
+    replicate over TLS only (one CA: ``ca_file``), the sentinels speak TLS to them and to each
+    other and serve it on their ``tls_address`` beside their plain port; sentinel_args: more
+    config lines for every sentinel (``user ...`` ACL rules); debug: allow DEBUG on the data nodes
+    from loopback (``DEBUG RELOAD`` puts one in LOADING). Data nodes keep no disk state and
     sync diskless with no delay, so a resync takes milliseconds.
     """
 
@@ -492,6 +531,9 @@ class SentinelGroup:
         master_user=None,
         sentinel_password=None,
         binary=None,
+        debug=False,
+        tls=False,
+        sentinel_args=(),
     ):
         self.service = service
         self.password = password
@@ -501,9 +543,22 @@ class SentinelGroup:
         self.failover_timeout_ms = failover_timeout_ms
         self.quorum = quorum or sentinels // 2 + 1
         self.binary = binary
+        self.tls = tls
         args = ["--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"]
-        node = dict(password=password, masterauth=password, users=users, args=args, binary=binary)
+        if tls:
+            args += ["--tls-replication", "yes"]
+        node = dict(
+            password=password,
+            masterauth=password,
+            users=users,
+            args=args,
+            binary=binary,
+            debug=debug,
+            tls=tls,
+        )
         first = RedisServer(**node)
+        if tls:
+            node["tls_certs"] = first.dir  # one CA: the replicas verify their master
         self.servers = [first] + [
             RedisServer(replicaof=("127.0.0.1", first.port), **node) for _ in range(replicas)
         ]
@@ -518,6 +573,8 @@ class SentinelGroup:
                 master_user=master_user,
                 password=sentinel_password,
                 binary=binary,
+                tls_certs=first.dir if tls else None,
+                args=sentinel_args,
             )
             for _ in range(sentinels)
         ]
@@ -539,6 +596,11 @@ class SentinelGroup:
         return [s.address for s in self.sentinels]
 
     @property
+    def ca_file(self):
+        """With ``tls``: the CA that signed every node's certificate."""
+        return self.servers[0].ca_file
+
+    @property
     def url(self):
         """``redis+sentinel://`` for this group (data password in it, sentinels' as an option)."""
         auth = f":{quote(self.password, safe='')}@" if self.password else ""
@@ -551,7 +613,10 @@ class SentinelGroup:
     def node_command(self, server, *args, timeout=1.0):
         """One command to a data node, with the group's password."""
         user = self.master_user if self.master_user and self.password else None
-        return _command(server.port, *args, password=self.password, username=user, timeout=timeout)
+        ca = server.ca_file if server.tls else None
+        return _command(
+            server.port, *args, password=self.password, username=user, timeout=timeout, ca_file=ca
+        )
 
     def current_master(self):
         """``(host, port)`` of the master as the first live sentinel that answers tells it."""

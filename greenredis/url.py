@@ -86,7 +86,7 @@ def parse_url(url=None, **overrides):
     parts = urlsplit(url)
     url = _redact(url, parts)  # what error messages show: never the password
     scheme = parts.scheme.lower()
-    if scheme == SENTINEL_SCHEME:
+    if scheme in SENTINEL_SCHEMES:
         raise ValueError(
             f"{url!r} names sentinels, not one server: use Redis.from_url(url) or "
             "greenredis.Sentinel (greenredis.url.parse_sentinel_url parses it)"
@@ -164,15 +164,25 @@ def _seconds(name, value, url):
 # -- redis+sentinel:// -------------------------------------------------------------------
 
 SENTINEL_SCHEME = "redis+sentinel"
+SENTINEL_SCHEMES = (SENTINEL_SCHEME, "rediss+sentinel")  # rediss: TLS to the data nodes
 SENTINEL_PORT = 26379
-_SENTINEL_OPTIONS = ("sentinel_username", "sentinel_password", "sentinel_timeout", "failover_timeout")
+_SENTINEL_OPTIONS = (
+    "sentinel_username",
+    "sentinel_password",
+    "sentinel_timeout",
+    "failover_timeout",
+    "sentinel_ssl",
+)
+# what TLS to the sentinels (sentinel_ssl) takes from the data nodes' options
+_TLS_FIELDS = ("ssl_ca_certs", "ssl_cert_reqs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname")
 
 
 @dataclass(frozen=True)
 class SentinelURL:
     """A parsed ``redis+sentinel://`` URL: the sentinels to ask, the service they watch, the
     data nodes' connection options (``params``: its host and port are unused, the sentinels
-    say where the master is) and the sentinels' own credentials and timeouts."""
+    say where the master is) and the sentinels' own credentials, timeouts and TLS
+    (``sentinel_ssl``: the sentinels speak TLS, verified with the same ``ssl_*`` options)."""
 
     sentinels: tuple[tuple[str, int], ...]
     service: str
@@ -181,28 +191,47 @@ class SentinelURL:
     sentinel_password: str | None = field(default=None, repr=False)
     sentinel_timeout: float = 0.5
     failover_timeout: float = 30.0
+    sentinel_ssl: bool = False
+
+    def sentinel_options(self) -> dict[str, Any]:
+        """The keywords ``greenredis.Sentinel(self.sentinels, **...)`` takes for this URL."""
+        options: dict[str, Any] = {
+            "sentinel_password": self.sentinel_password,
+            "sentinel_username": self.sentinel_username,
+            "sentinel_timeout": self.sentinel_timeout,
+            "failover_timeout": self.failover_timeout,
+        }
+        if self.sentinel_ssl:
+            tls = {name: getattr(self.params, name) for name in _TLS_FIELDS}
+            options["sentinel_kwargs"] = {"ssl": True, **tls}
+        return options
 
 
 def is_sentinel_url(url: "str | None") -> bool:
-    """Whether ``url`` (or, for None, ``$REDIS_URL``) is a ``redis+sentinel://`` URL."""
+    """Whether ``url`` (or, for None, ``$REDIS_URL``) is a ``redis+sentinel://`` (or
+    ``rediss+sentinel://``) URL."""
     url = url or os.environ.get("REDIS_URL") or ""
-    return url.split("://", 1)[0].lower() == SENTINEL_SCHEME
+    return url.split("://", 1)[0].lower() in SENTINEL_SCHEMES
 
 
 def parse_sentinel_url(url=None, **overrides) -> SentinelURL:
     """Parse ``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]``
-    (port 26379 by default). The user and password are the data nodes'; the sentinels'
-    come as the query options ``sentinel_username`` and ``sentinel_password``, beside
-    ``sentinel_timeout`` and ``failover_timeout`` (seconds) and every option ``parse_url``
-    takes. Keyword ``overrides`` win, the sentinel ones included."""
+    (port 26379 by default); ``rediss+sentinel://`` speaks TLS to the data nodes, verified
+    as ``rediss://`` does (``ssl_ca_certs``, ``ssl_cert_reqs``...). The user and password
+    are the data nodes'; the sentinels' come as the query options ``sentinel_username`` and
+    ``sentinel_password``, beside ``sentinel_timeout`` and ``failover_timeout`` (seconds),
+    ``sentinel_ssl`` (true: TLS to the sentinels too, with the same ``ssl_*`` options) and
+    every option ``parse_url`` takes. Keyword ``overrides`` win, the sentinel ones included."""
     url = url or os.environ.get("REDIS_URL") or ""
     parts = urlsplit(url)
     shown = _redact(url, parts)
-    if parts.scheme.lower() != SENTINEL_SCHEME:
-        raise ValueError(f"not a redis+sentinel:// URL: {shown!r}")
+    scheme = parts.scheme.lower()
+    if scheme not in SENTINEL_SCHEMES:
+        raise ValueError(f"not a redis+sentinel:// or rediss+sentinel:// URL: {shown!r}")
     userinfo, _, hosts = parts.netloc.rpartition("@")
     user, colon, password = userinfo.partition(":")
     kw: dict[str, Any] = {"username": unquote(user) or None, "password": unquote(password) if colon else None}
+    kw["ssl"] = scheme == "rediss+sentinel"
     sentinels = tuple(_host_port(h, shown) for h in hosts.split(","))
     path = [unquote(p) for p in parts.path.split("/") if p]
     if not path:
@@ -217,7 +246,14 @@ def parse_sentinel_url(url=None, **overrides) -> SentinelURL:
     for name in _SENTINEL_OPTIONS:
         if name in query:
             value = query[name][-1]
-            sentinel[name] = _seconds(name, value, shown) if name.endswith("timeout") else value
+            if name.endswith("timeout"):
+                sentinel[name] = _seconds(name, value, shown)
+            elif name == "sentinel_ssl":
+                if value.lower() not in _TRUE | _FALSE:
+                    raise ValueError(f"bad sentinel_ssl {value!r} in {shown!r}: true or false")
+                sentinel[name] = value.lower() in _TRUE
+            else:
+                sentinel[name] = value
     for name in _SENTINEL_OPTIONS:
         value = overrides.pop(name, None)
         if value is not None:
@@ -341,7 +377,7 @@ def _int(name, text, url):
 # -- masking secrets: the CLI and its logs show URLs without their passwords -------------
 
 _URL_PASSWORD = re.compile(
-    r"(?i)\b((?:redis|rediss|unix|https?|redis\+sentinel|redis\+cluster|rediss\+cluster)://[^:/@\s'\"]*:)[^\s'\"]*@"
+    r"(?i)\b((?:redis|rediss|unix|https?|rediss?\+sentinel|redis\+cluster|rediss\+cluster)://[^:/@\s'\"]*:)[^\s'\"]*@"
 )
 
 

@@ -135,12 +135,7 @@ def run_sentinel(args, out=print):
 
     parsed = check_replica_url(args.url)
     service = parsed.service
-    sentinel = Sentinel(
-        parsed.sentinels,
-        sentinel_password=parsed.sentinel_password,
-        sentinel_username=parsed.sentinel_username,
-        sentinel_timeout=parsed.sentinel_timeout,
-    )
+    sentinel = Sentinel(parsed.sentinels, **parsed.sentinel_options())
     say = _say(out)
     start = time.monotonic()
     watches = {}  # (host, port) -> (_Watch, Redis)

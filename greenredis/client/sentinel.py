@@ -24,7 +24,7 @@ from gevent.event import Event
 
 from greenredis.backoff import Backoff
 from greenredis.client.connection import Connection, open_connection, pack
-from greenredis.client.redis import Redis
+from greenredis.client.redis import Redis, _route
 from greenredis.client.sentinel_view import (
     CHANNELS,
     Address,
@@ -33,6 +33,7 @@ from greenredis.client.sentinel_view import (
     SentinelView,
     parse_address,
     replica_addresses,
+    replica_link_problem,
     role_of,
 )
 from greenredis.errors import (
@@ -52,6 +53,10 @@ __all__ = ["Sentinel", "SentinelRedis"]
 log = logging.getLogger(__name__)
 
 _ROLE = pack(("ROLE",))
+_TLS_OPTIONS = ("ssl_ca_certs", "ssl_cert_reqs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname")
+_PING = pack(("PING",))
+HEALTH_CHECK_INTERVAL = 1.0  # seconds between PINGs on each sentinel subscription (its default)
+LOADING_MOVES = 3  # how often one call moves off a replica that answers -LOADING
 REFRESH_EVERY = (
     10.0  # seconds between SENTINEL SENTINELS questions per service (discovery runs often in a failover)
 )
@@ -60,6 +65,28 @@ REFRESH_EVERY = (
 def _show(address: Address) -> str:
     host, port = address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _refused_here(reply: Any) -> bool:
+    """-LOADING (a full resync or a restart in progress) or -MASTERDOWN (its link is down and
+    replica-serve-stale-data is no): a replica that ran nothing and that the sentinels still
+    call healthy (sentinel.c takes both for a valid answer to its PING)."""
+    return isinstance(reply, ReplyError) and reply.prefix in ("LOADING", "MASTERDOWN")
+
+
+def _close_outcome(greenlet: gevent.Greenlet) -> None:
+    if isinstance(greenlet.value, Connection):
+        greenlet.value.close()
+
+
+def _tls_refused(error: BaseException) -> bool:
+    """A TLS failure that waiting will not cure (an unverifiable certificate, a server that
+    does not speak TLS, a bad CA file), as opposed to a node that died mid-handshake."""
+    text = str(error)
+    if "TLS setup" in text:
+        return True
+    # "[SSL: UNEXPECTED_EOF_WHILE_READING]" is a node that went away mid-handshake
+    return "TLS handshake" in text and "[SSL" in text and "EOF" not in text
 
 
 class _WrongRole(ConnectionError):
@@ -73,8 +100,19 @@ class Sentinel:
     ``+sentinel``). sentinel_password/sentinel_username: the sentinels' own credentials;
     sentinel_timeout bounds each question to one sentinel; failover_timeout is how long a
     connect waits for a master that answers (calls with a timeout wait no longer than it).
-    sentinel_kwargs: more ``Redis()`` options for the sentinel connections (``ssl=True``...).
+    sentinel_ssl: TLS to the sentinels, verified with the ``ssl_*`` keywords given for the
+    data nodes (``ssl_ca_certs=``...; TLS to the data nodes is ``ssl=True``, as for ``Redis``).
+    sentinel_kwargs: more ``Redis()`` options for the sentinel connections (``ssl=True``...);
+    their ``health_check_interval`` (default 1 s, 0: never) is how often each subscription
+    is PINGed: one whose sentinel does not answer within sentinel_timeout (a paused or
+    partitioned sentinel keeps its TCP connection open) is dropped and made again.
     Other keywords are defaults for every ``master_for``/``replica_for`` client.
+
+    ``stats`` counts what was survived: ``subscriptions_lost`` (a subscription that had
+    answered and stopped answering its PING), ``subscriptions_refused`` (a sentinel refused SUBSCRIBE, an ACL
+    user without the right: the sentinels are then asked every health_check_interval
+    instead), ``replicas_loading`` (a replica skipped because it answered
+    -LOADING), ``replicas_unlinked`` (one skipped because its ROLE said its link was down).
     """
 
     def __init__(
@@ -85,6 +123,7 @@ class Sentinel:
         sentinel_timeout: float = 0.5,
         failover_timeout: float = 30.0,
         sentinel_kwargs: Optional[dict[str, Any]] = None,
+        sentinel_ssl: bool = False,
         **connection_kwargs: Any,
     ) -> None:
         for name, value in (("sentinel_timeout", sentinel_timeout), ("failover_timeout", failover_timeout)):
@@ -94,17 +133,29 @@ class Sentinel:
         self.sentinel_timeout = sentinel_timeout
         self.failover_timeout = failover_timeout
         options = dict(sentinel_kwargs or {})
+        if sentinel_ssl:  # the sentinels speak TLS, verified as the data nodes are
+            options.setdefault("ssl", True)
+            for name in _TLS_OPTIONS:
+                if connection_kwargs.get(name) is not None:
+                    options.setdefault(name, connection_kwargs[name])
         options.setdefault("password", sentinel_password)
         options.setdefault("username", sentinel_username)
         options.setdefault("connect_timeout", sentinel_timeout)
         options.setdefault("timeout", sentinel_timeout)
         options.setdefault("dead_after", None)
+        options.setdefault("health_check_interval", HEALTH_CHECK_INTERVAL)
         try:
             self._sentinel_params = ConnectionParams(**options)  # checked now, not at each question
         except TypeError as e:
             raise TypeError(f"sentinel_kwargs: {e}") from None
         self.connection_kwargs = connection_kwargs
         self.closed = False
+        self.stats = {
+            "subscriptions_lost": 0,
+            "subscriptions_refused": 0,
+            "replicas_loading": 0,
+            "replicas_unlinked": 0,
+        }
         self._clients: weakref.WeakSet[SentinelRedis] = weakref.WeakSet()
         self._changed: dict[str, Event] = {}
         self._refreshed: dict[str, float] = {}
@@ -117,6 +168,7 @@ class Sentinel:
         for greenlet in getattr(self, "_watchers", {}).values():
             greenlet.kill(block=False)
         self._pid = os.getpid()
+        self._polling: Optional[gevent.Greenlet] = None
         self._watchers: dict[Address, gevent.Greenlet] = {}
         self._watch_conns: dict[Address, Connection] = {}
 
@@ -287,13 +339,17 @@ class Sentinel:
             generation = self.view.generation(service)
             address = self.view.master(service) or self._discover(service)
             try:
-                conn = self._open_checked(service, address, params, on_push, "master")
+                conn = self._open_unless_moved(service, address, params, on_push)
             except (AuthenticationError, SetupRefusedError):  # wrong options: not a failover
                 raise
             except (ConnectionError, TimeoutError) as e:
+                if _tls_refused(e):
+                    raise
                 self.view.failed(service, address)
                 last = f"{_show(address)}: {e}"
             else:
+                if conn is None:
+                    continue  # an announcement named another master while this one hung: go there
                 current = self.view.master(service)
                 if current is not None and current != address:
                     conn.close()  # an announcement moved the master while we connected: go there
@@ -310,6 +366,42 @@ class Sentinel:
                 )
             self._changed_event(service).wait(min(left, backoff.failure()))
 
+    def _open_unless_moved(
+        self, service: str, address: Address, params: ConnectionParams, on_push: Any
+    ) -> Optional[Connection]:
+        """``_open_checked`` on the master ``address``, given up (None) if the master of
+        ``service`` moves elsewhere meanwhile: a paused or cut-off master accepts the TCP
+        connection and then answers nothing until connect_timeout."""
+        moved = self._changed_event(service)
+
+        def attempt() -> Any:  # returns its exception: an opener must not die "unhandled"
+            try:
+                return self._open_checked(service, address, params, on_push, "master")
+            except Exception as e:
+                return e
+
+        opener = gevent.spawn(attempt)
+        try:
+            while True:
+                gevent.wait([opener, moved], count=1)
+                if opener.ready() or self.view.master(service) == address:
+                    outcome = opener.get()  # its connection, or its exception
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+                    return outcome
+                if self.view.master(service) is not None:
+                    break  # announced elsewhere
+                moved = self._changed_event(service)  # a loss, not a new master: keep trying this one
+        except BaseException:  # we were killed or timed out: nobody takes what the opener makes
+            opener.kill(block=False)  # open_connection closes what it opened
+            opener.link(_close_outcome)  # and one it finished meanwhile
+            raise
+        opener.kill()
+        if isinstance(opener.value, Connection):
+            opener.value.close()  # it finished as it was told to stop
+        log.debug("%s: gave up connecting to %s: the master moved", service, _show(address))
+        return None
+
     def _connect_replica(self, service: str, params: ConnectionParams, on_push: Any) -> Optional[Connection]:
         try:
             reply, _ = self._ask_any(service, "SENTINEL", "REPLICAS", service)
@@ -323,6 +415,8 @@ class Sentinel:
             except (AuthenticationError, SetupRefusedError):  # wrong options: not a failover
                 raise
             except (ConnectionError, TimeoutError) as e:
+                if _tls_refused(e):
+                    raise
                 log.debug("%s: replica %s refused: %s", service, _show(address), e)
         return None
 
@@ -332,18 +426,33 @@ class Sentinel:
         where = _show(address)
 
         def check(conn: Connection, timeout: Optional[float]) -> None:
+            start = monotonic()
             reply = conn.call(_ROLE, timeout)
-            if isinstance(reply, NoPermissionError):
-                return  # an ACL user without ROLE: trust the sentinels, as redis-py always does
-            if isinstance(reply, ReplyError):
+            if isinstance(reply, ReplyError) and not isinstance(reply, NoPermissionError):
                 if reply.prefix == "NOAUTH":  # no point waiting for another master: say it
                     raise AuthenticationError(f"{where} requires a password ({reply}): pass password=")
                 raise ConnectionError(f"ROLE on {where} failed: {reply}")
-            actual = role_of(reply)
-            if actual != role:
-                raise _WrongRole(f"{where} is a {actual}, not a {role} of {service!r}")
+            # NOPERM: an ACL user without ROLE: trust the sentinels, as redis-py always does
+            if not isinstance(reply, ReplyError):
+                actual = role_of(reply)
+                if actual != role:
+                    raise _WrongRole(f"{where} is a {actual}, not a {role} of {service!r}")
+            if role != "slave":
+                return
+            problem = None if isinstance(reply, ReplyError) else replica_link_problem(reply)
+            if problem is not None:
+                self.stats["replicas_unlinked"] += 1
+                raise ConnectionError(f"replica {where} of {service!r} skipped: {problem}")
+            # ROLE runs while a node loads its dataset; PING does not
+            left = None if timeout is None else max(0.001, timeout - (monotonic() - start))
+            pong = conn.call(_PING, left)
+            if _refused_here(pong):
+                self.stats["replicas_loading" if pong.prefix == "LOADING" else "replicas_unlinked"] += 1
+                raise ConnectionError(f"replica {where} of {service!r} skipped: {pong}")
 
-        return open_connection(params.replace(host=address[0], port=address[1]), on_push=on_push, check=check)
+        conn = open_connection(params.replace(host=address[0], port=address[1]), on_push=on_push, check=check)
+        conn.sentinel_role = role  # which kind of node it is, for a -LOADING reply on it later
+        return conn
 
     # -- following announcements ---------------------------------------------------------
 
@@ -380,6 +489,20 @@ class Sentinel:
         except Exception:
             log.exception("%s: an on_switch callback %r failed; ignored", effect.service, callback)
 
+    def _replica_refused(self, service: str, address: Address, reply: ReplyError) -> None:
+        """A replica client got -LOADING (a full resync began, or a restart) or -MASTERDOWN
+        from ``address``: every replica client of ``service`` drops its connections there and
+        reconnects to another (the connect check refuses a node that still loads, or whose
+        link is down)."""
+        self.stats["replicas_loading" if reply.prefix == "LOADING" else "replicas_unlinked"] += 1
+        log.info("%s: replica %s answered %s: reading elsewhere", service, _show(address), reply.prefix)
+        reason = ConnectionError(f"replica {_show(address)} of {service!r} answered {reply}")
+        for client in list(self._clients):
+            if client.service == service and client.role == "replica":
+                for conn in list(client._owned.conns):
+                    if (conn.params.host, conn.params.port) == address:
+                        conn.close(reason)
+
     def _demoted(self, service: str, address: Address, message: str) -> None:
         """A master client got -READONLY from ``address``: no client of ours writes there again."""
         self.view.failed(service, address)
@@ -410,10 +533,20 @@ class Sentinel:
         first = True
         while not self.closed and self._pid == os.getpid():
             ended = Event()
+            heard = [0, False]  # replies on this subscription so far (PONGs too); refused?
+
+            def on_push(reply: Any, heard: list = heard) -> None:
+                heard[0] += 1
+                if isinstance(reply, ReplyError) and not heard[1]:
+                    heard[1] = True
+                    self._refused(address, reply)
+                    return
+                self._on_push(address, reply)
+
             try:
                 conn = open_connection(
                     self._params(address),
-                    on_push=lambda reply: self._on_push(address, reply),
+                    on_push=on_push,
                     on_close=lambda conn, exc, ended=ended: ended.set(),
                 )
             except (ConnectionError, TimeoutError) as e:
@@ -427,20 +560,71 @@ class Sentinel:
                     for service in self.view.services():
                         gevent.spawn(self._recheck, service)
                 first = False
-                backoff.reset()
-                ended.wait()
+                if self._watch_until_silent(address, conn, heard, ended):
+                    backoff.reset()  # it served us for a while: reconnect soon
             finally:
                 conn.close()
                 if self._watch_conns.get(address) is conn:  # not a forked child's own
                     del self._watch_conns[address]
             gevent.sleep(backoff.failure())
 
+    def _watch_until_silent(self, address: Address, conn: Connection, heard: list, ended: Event) -> bool:
+        """Wait until the subscription ends, PINGing it every health_check_interval: a
+        sentinel that does not answer (any reply counts) within sentinel_timeout is taken
+        for lost and the connection closed. Returns whether it ever answered."""
+        interval = self._sentinel_params.health_check_interval
+        if not interval:
+            ended.wait()
+            return True
+        while not ended.wait(interval):
+            before = heard[0]
+            conn.send(_PING)
+            if ended.wait(self.sentinel_timeout):
+                break
+            if heard[0] != before and heard[1]:
+                self._poll()  # no announcements from this one: ask instead
+            elif heard[0] == before:
+                if before:  # it had answered: a subscription lost (not one more try at a dead one)
+                    self.stats["subscriptions_lost"] += 1
+                    log.warning(
+                        "sentinel %s did not answer a PING on its subscription within %ss: subscribing again",
+                        _show(address),
+                        self.sentinel_timeout,
+                    )
+                else:
+                    log.debug("sentinel %s still does not answer", _show(address))
+                conn.close(ConnectionError(f"sentinel {_show(address)} stopped answering"))
+                break
+        return heard[0] > 0
+
+    def _refused(self, address: Address, reply: ReplyError) -> None:
+        """A sentinel refused SUBSCRIBE (an ACL user without the rights): count it, say it
+        once per connection, and poll the sentinels while subscribed to nothing there."""
+        self.stats["subscriptions_refused"] += 1
+        every = self._sentinel_params.health_check_interval
+        # NOAUTH: every question to that sentinel fails the same way, and the caller's error says so
+        log.log(
+            logging.DEBUG if reply.prefix == "NOAUTH" else logging.WARNING,
+            "sentinel %s refused the subscription (%s): %s",
+            _show(address),
+            reply,
+            f"asking the sentinels every {every}s instead" if every else "switches are found late",
+        )
+
+    def _poll(self) -> None:
+        """Ask the sentinels about every service followed (one poll at a time)."""
+        if self._polling is not None and not self._polling.dead:
+            return
+        self._polling = gevent.spawn(self._recheck_all)
+
+    def _recheck_all(self) -> None:
+        for service in self.view.services():
+            self._recheck(service)
+
     def _on_push(self, address: Address, reply: Any) -> None:
         """In the event loop: one message from a sentinel's subscription."""
         if isinstance(reply, ReplyError):
-            # NOAUTH: every question to that sentinel fails the same way and says so
-            level = logging.DEBUG if reply.prefix == "NOAUTH" else logging.WARNING
-            log.log(level, "sentinel %s refused the subscription: %s", _show(address), reply)
+            log.warning("sentinel %s: %s", _show(address), reply)
             return
         if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
             self._apply(self.view.announced(reply[1], reply[2]))
@@ -482,13 +666,7 @@ class SentinelRedis(Redis):
     def from_url(cls, url=None, max_blocking=64, **options):
         """A ``master_for`` client of ``redis+sentinel://...``; it owns its ``Sentinel``."""
         parsed = parse_sentinel_url(url, **options)
-        sentinel = Sentinel(
-            parsed.sentinels,
-            sentinel_password=parsed.sentinel_password,
-            sentinel_username=parsed.sentinel_username,
-            sentinel_timeout=parsed.sentinel_timeout,
-            failover_timeout=parsed.failover_timeout,
-        )
+        sentinel = Sentinel(parsed.sentinels, **parsed.sentinel_options())
         client = cls(sentinel, parsed.service, "master", params=parsed.params, max_blocking=max_blocking)
         # its Sentinel ends with it: at close(), or when it is dropped unclosed (the
         # subscription greenlets hold the Sentinel, not the client)
@@ -514,16 +692,42 @@ class SentinelRedis(Redis):
 
     # -READONLY: the node we write to was demoted without our hearing of it
     def _call_one(self, first, command, timeout):
+        if self.role == "replica" and not _route(first, command, shared=True):
+            return self._on_a_replica(pack(command), timeout, False)
         reply = super()._call_one(first, command, timeout)
         if reply.__class__ is ReadOnlyError and self.role == "master":
             self._demoted(reply)
         return reply
 
     def _call_many(self, packed_list, timeout):
+        if self.role == "replica":
+            return self._on_a_replica(packed_list, timeout, True)
         replies = super()._call_many(packed_list, timeout)
         if self.role == "master" and any(r.__class__ is ReadOnlyError for r in replies):
             self._demoted(next(r for r in replies if r.__class__ is ReadOnlyError))
         return replies
+
+    def _on_a_replica(self, packed: Any, timeout: Optional[float], many: bool) -> Any:
+        """A call on the shared connection that moves to another replica (or the master) when
+        the replica answers -LOADING or -MASTERDOWN: nothing ran there (a replica refuses
+        writes, so a batch that partly ran re-runs only reads)."""
+        deadline = None if timeout is None else monotonic() + timeout
+        moves = 0
+        while True:
+            conn, left = self._shared_conn(timeout)
+            reply = conn.call_many(packed, left) if many else conn.call(packed, left)
+            refusal = next((r for r in (reply if many else (reply,)) if _refused_here(r)), None)
+            if refusal is None or moves >= LOADING_MOVES or getattr(conn, "sentinel_role", None) != "slave":
+                return reply
+            moves += 1
+            self.sentinel._replica_refused(self.service, (conn.params.host, conn.params.port), refusal)
+            if deadline is not None:
+                timeout = deadline - monotonic()
+                if timeout <= 0:
+                    raise TimeoutError(
+                        f"{_show((conn.params.host, conn.params.port))} is loading and the call's "
+                        "timeout ran out before another replica answered"
+                    )
 
     def _demoted(self, reply: ReplyError) -> None:
         address = (self.params.host, self.params.port)

@@ -30,6 +30,7 @@ __all__ = [
     "parse_announcement",
     "parse_instances",
     "role_of",
+    "replica_link_problem",
     "SWITCH_CHANNELS",
 ]
 
@@ -113,6 +114,18 @@ def role_of(reply: Any) -> str:
     if not isinstance(reply, (list, tuple)) or not reply:
         raise ValueError(f"not a ROLE reply: {reply!r}")
     return _text(reply[0])
+
+
+def replica_link_problem(reply: Any) -> Optional[str]:
+    """Why a replica's ``ROLE`` reply (``[slave, host, port, state, offset]``) says not to read
+    from it now, or None. Its link to the master must be ``connected``: in any other state
+    (``connect``, ``connecting``, ``sync``, ``handshake``) it serves stale data, or an empty
+    dataset while a full resync is on its way. The sentinels' own view of the link is as old
+    as their last INFO of it (up to 10 s)."""
+    if not isinstance(reply, (list, tuple)) or len(reply) < 4 or _text(reply[0]) != "slave":
+        return None
+    state = _text(reply[3])
+    return None if state == "connected" else f"its link to its master is {state!r}"
 
 
 def parse_announcement(channel: Any, data: Any) -> Optional[Announcement]:

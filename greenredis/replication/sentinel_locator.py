@@ -46,13 +46,7 @@ class SentinelLocator:
     def sentinel(self) -> Sentinel:
         if self._sentinel is None:
             p = self._parsed
-            sentinel = self._sentinel = Sentinel(
-                p.sentinels,
-                sentinel_password=p.sentinel_password,
-                sentinel_username=p.sentinel_username,
-                sentinel_timeout=p.sentinel_timeout,
-                failover_timeout=p.failover_timeout,
-            )
+            sentinel = self._sentinel = Sentinel(p.sentinels, **p.sentinel_options())
             # the subscriptions start: a switch must reach the watch() callbacks
             sentinel.on_switch(lambda service, old, new: self._switched(sentinel, service, new))
         return self._sentinel

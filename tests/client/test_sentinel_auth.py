@@ -15,9 +15,20 @@ USERS = [
 ]
 
 
+# a sentinel user that may ask but not SUBSCRIBE (no channel rights, no SUBSCRIBE command)
+SENTINEL_USERS = ["user asker on >apw resetchannels -@all +sentinel +ping +auth +hello +client +role"]
+
+
 @pytest.fixture(scope="module")
 def group():
-    with SentinelGroup(replicas=1, sentinels=3, password="pw", users=USERS, sentinel_password="spw") as g:
+    with SentinelGroup(
+        replicas=1,
+        sentinels=3,
+        password="pw",
+        users=USERS,
+        sentinel_password="spw",
+        sentinel_args=SENTINEL_USERS,
+    ) as g:
         yield g
 
 
@@ -68,4 +79,19 @@ def test_no_or_a_wrong_data_password_fails_at_once(group):
                 r.cmd(["PING"])
         assert "nope" not in str(e.value)
         r.close()
+    s.close()
+
+
+def test_a_sentinel_user_without_subscribe_rights_still_follows_a_failover(group):
+    # the subscriptions are refused: the client asks the sentinels every health_check_interval
+    s = greenredis.Sentinel(
+        group.sentinel_addresses, sentinel_username="asker", sentinel_password="apw", failover_timeout=20
+    )
+    r = s.master_for("mymaster", password="pw", timeout=10)
+    assert r.cmd(["SET", "asked", "1"]) == b"OK"
+    wait_for(lambda: s.stats["subscriptions_refused"] >= 1, what="the refusals to be counted")
+    new = group.failover()  # it demotes the old master: a write there would be -READONLY
+    wait_for(lambda: s.view.master("mymaster") == ("127.0.0.1", new.port), what="the poll to find the switch")
+    assert r.cmd(["INCR", "asked"]) == 2 and r.params.port == new.port
+    r.close()
     s.close()

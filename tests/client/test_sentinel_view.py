@@ -9,6 +9,7 @@ from greenredis.client.sentinel_view import (
     parse_address,
     parse_announcement,
     replica_addresses,
+    replica_link_problem,
 )
 from greenredis.url import parse_sentinel_url, redact_text, redact_url
 
@@ -53,6 +54,28 @@ def test_parsing_replies_and_messages():
         [b"ip", b"10.0.0.4", b"port", b"6379", b"flags", b"slave", b"master-link-status", b"err"],
     ]
     assert replica_addresses(reply) == [B]
+
+
+def test_replicas_down_disconnected_or_unlinked_are_skipped():
+    # the flags SENTINEL REPLICAS uses (sentinel.c): s_down, o_down, disconnected
+    def replica(ip, flags, link="ok"):
+        return [b"ip", ip, b"port", b"6379", b"flags", flags, b"master-link-status", link]
+
+    reply = [
+        replica(b"10.0.0.5", b"slave,o_down"),
+        replica(b"10.0.0.6", b"slave,disconnected"),
+        replica(b"10.0.0.2", b"slave"),
+        {b"ip": b"10.0.0.3", b"port": b"6379", b"flags": b"slave", b"master-link-status": b"ok"},  # RESP3
+    ]
+    assert replica_addresses(reply) == [B, C]
+
+
+def test_a_replica_whose_role_says_its_link_is_down_is_refused():
+    assert replica_link_problem([b"slave", b"10.0.0.1", 6379, b"connected", 100]) is None
+    for state in (b"connect", b"connecting", b"sync", b"handshake"):
+        problem = replica_link_problem([b"slave", b"10.0.0.1", 6379, state, -1])
+        assert problem and state.decode() in problem
+    assert replica_link_problem([b"master", 100, []]) is None  # not a replica: not its business
 
 
 def test_an_announcement_moves_the_master_once():
@@ -175,3 +198,37 @@ def test_sentinel_url():
         redact_text("REDIS_URL=redis+sentinel://:secret@h:1,h:2/m")
         == "REDIS_URL=redis+sentinel://:***@h:1,h:2/m"
     )
+
+
+def test_rediss_sentinel_url_and_sentinel_ssl():
+    from greenredis.url import is_sentinel_url, parse_url
+
+    u = parse_sentinel_url("rediss+sentinel://:pw@h:1,h:2/m/3?ssl_ca_certs=/ca.pem&ssl_cert_reqs=optional")
+    assert u.params.ssl and u.params.ssl_ca_certs == "/ca.pem" and u.params.db == 3
+    assert not u.sentinel_ssl and "sentinel_kwargs" not in u.sentinel_options()
+    assert not parse_sentinel_url("redis+sentinel://h:1/m").params.ssl
+    assert is_sentinel_url("rediss+sentinel://h:1/m") and is_sentinel_url("REDISS+SENTINEL://h:1/m")
+    u = parse_sentinel_url(
+        "rediss+sentinel://h:1/m?sentinel_ssl=yes&ssl_ca_certs=/ca.pem&sentinel_password=s"
+    )
+    options = u.sentinel_options()
+    assert options["sentinel_password"] == "s"
+    assert (
+        options["sentinel_kwargs"]["ssl"] is True and options["sentinel_kwargs"]["ssl_ca_certs"] == "/ca.pem"
+    )
+    assert parse_sentinel_url("redis+sentinel://h:1/m", sentinel_ssl=True).sentinel_ssl
+    with pytest.raises(ValueError, match="bad sentinel_ssl 'maybe'"):
+        parse_sentinel_url("rediss+sentinel://:pw@h:1/m?sentinel_ssl=maybe")
+    with pytest.raises(ValueError, match="names sentinels"):
+        parse_url("rediss+sentinel://:pw@h:1/m")
+    assert redact_url("rediss+sentinel://:secret@h:1/m") == "rediss+sentinel://:***@h:1/m"
+    assert redact_text("x rediss+sentinel://:secret@h:1/m") == "x rediss+sentinel://:***@h:1/m"
+
+
+def test_sentinel_ssl_takes_the_data_nodes_tls_options():
+    from greenredis.client.sentinel import Sentinel
+
+    s = Sentinel([S1], sentinel_ssl=True, ssl=True, ssl_ca_certs="/ca.pem", ssl_check_hostname=False)
+    p = s._sentinel_params
+    assert p.ssl and p.ssl_ca_certs == "/ca.pem" and p.ssl_check_hostname is False
+    assert not Sentinel([S1], ssl=True)._sentinel_params.ssl  # TLS to the data nodes only
