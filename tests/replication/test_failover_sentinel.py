@@ -180,9 +180,14 @@ def test_killed_master_continues_partially(sentinel_healed):
         wait_for(lambda: len(load.acked) == WRITERS, what="every writer wrote")
         before = rep.status()
         old, epoch = sentinel_group.master, sentinel_group.config_epoch()
-        old.pause()  # writes in flight stay in flight; what it sent reaches every replica
+        earlier = set(sentinel_group.events("+switch-master"))
+        # The pause only freezes the old master's stream until the replicas hold it; with the
+        # sentinels' down-after running, a loaded machine saw them fail over to a replica
+        # while this still waited (a failover from the pause, before the kill).
+        set_down_after(sentinel_group, 600_000)
         others = [node_client(s) for s in sentinel_group.replicas]
         try:
+            old.pause()  # writes in flight stay in flight; what it sent reaches every replica
             wait_for(
                 lambda: all(replica_offset(c, old) >= rep.status()["data_offset"] for c in others),
                 what="the replicas to hold what the replica has",
@@ -190,7 +195,7 @@ def test_killed_master_continues_partially(sentinel_healed):
         finally:
             for c in others:
                 c.close()
-        earlier = set(sentinel_group.events("+switch-master"))
+            set_down_after(sentinel_group, sentinel_group.down_after_ms)
         old.kill()
         new = sentinel_group.wait_failed_over(epoch)
         # A second failover (the sentinels judging the new master down too early) would break
@@ -206,6 +211,13 @@ def test_killed_master_continues_partially(sentinel_healed):
         assert load.write_errors  # the writes in flight at the kill failed, as they should
     finally:
         rep.stop()
+
+
+def set_down_after(group, ms):
+    """``SENTINEL SET <service> down-after-milliseconds`` on every live sentinel."""
+    for sentinel in group.sentinels:
+        if sentinel.answering:
+            sentinel.command("SENTINEL", "SET", group.service, "down-after-milliseconds", str(ms))
 
 
 def replica_offset(c, master):
