@@ -623,10 +623,8 @@ class SentinelGroup:
                 info = _pairs(sentinel.command("SENTINEL", "MASTER", self.service))
                 if info["flags"] != "master" or int(info["num-other-sentinels"]) != len(self.sentinels) - 1:
                     return None
-                if info["last-ping-sent"] != "0":
-                    return (
-                        None  # no PONG since its switch yet (or a PING unanswered): see DEFAULT_DOWN_AFTER_MS
-                    )
+                if info["last-ping-sent"] != "0":  # no PONG since it switched (see DEFAULT_DOWN_AFTER_MS)
+                    return None
                 port = int(info["port"])
                 ports.add(port)
                 replicas = map(_pairs, sentinel.command("SENTINEL", "REPLICAS", self.service))
