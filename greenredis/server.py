@@ -396,6 +396,17 @@ def _pairs(flat):
     return dict(zip(text[::2], text[1::2]))
 
 
+# Sentinel reconnects to an instance at most once per SENTINEL_PING_PERIOD (1000 ms), and
+# that limit survives the reset of a master's link at a +switch-master; the reset starts the
+# new master's down-after clock at once. After a failover away from a killed master (to which
+# it was reconnecting every second), a sentinel may first reach the new master only a second
+# after the switch, so a down-after of 1000 ms judges it down (+sdown, then a second, spurious
+# failover) whenever that reconnect lands a timer tick late: often on a loaded machine. The
+# launchers' default leaves that reconnect a second of slack.
+SENTINEL_RECONNECT_PERIOD_MS = 1000
+DEFAULT_DOWN_AFTER_MS = 2 * SENTINEL_RECONNECT_PERIOD_MS
+
+
 class RedisSentinel(RedisServer):
     """One ``redis-server <conf> --sentinel`` process watching ``service`` at ``master``.
 
@@ -415,7 +426,7 @@ class RedisSentinel(RedisServer):
         service="mymaster",
         quorum=2,
         port=None,
-        down_after_ms=1000,
+        down_after_ms=DEFAULT_DOWN_AFTER_MS,
         failover_timeout_ms=3000,
         parallel_syncs=1,
         master_password=None,
@@ -524,7 +535,7 @@ class SentinelGroup:
         replicas=2,
         sentinels=3,
         quorum=None,
-        down_after_ms=1000,
+        down_after_ms=DEFAULT_DOWN_AFTER_MS,
         failover_timeout_ms=3000,
         password=None,
         users=None,
@@ -664,9 +675,10 @@ class SentinelGroup:
     # -- waiting on real state ------------------------------------------------------------
 
     def settled(self):
-        """The master's port if every live sentinel names the same live master, sees no
-        failover in progress, knows every other sentinel and every live replica, the master's
-        ROLE says master and every other live data node's ROLE says it is linked to it; else None."""
+        """The master's port if every live sentinel names the same live master, has had its
+        PONG since it switched to it, sees no failover in progress, knows every other sentinel
+        and every live replica, the master's ROLE says master and every other live data node's
+        ROLE says it is linked to it; else None."""
         live = [s for s in self.sentinels if s.answering]
         if not live:
             return None
@@ -675,6 +687,8 @@ class SentinelGroup:
             for sentinel in live:
                 info = _pairs(sentinel.command("SENTINEL", "MASTER", self.service))
                 if info["flags"] != "master" or int(info["num-other-sentinels"]) != len(self.sentinels) - 1:
+                    return None
+                if info["last-ping-sent"] != "0":  # no PONG since it switched (see DEFAULT_DOWN_AFTER_MS)
                     return None
                 port = int(info["port"])
                 ports.add(port)
@@ -708,6 +722,18 @@ class SentinelGroup:
         port = self._wait(self.settled, timeout, "the sentinels to agree")
         self._master_port = port
         return self.master
+
+    def events(self, event):
+        """The lines of every sentinel's log that report ``event`` (``"+sdown master"``,
+        ``"+switch-master"``...), oldest sentinel first."""
+        lines = []
+        for sentinel in self.sentinels:
+            try:
+                with open(sentinel.log_path, errors="replace") as f:
+                    lines += [f"{sentinel.port}: {line.rstrip()}" for line in f if f" {event} " in line]
+            except FileNotFoundError:
+                pass
+        return lines
 
     def config_epoch(self):
         """The highest config epoch any live sentinel reports for the service."""

@@ -421,6 +421,11 @@ class Connection:
 
     def _check_alive(self):
         if self._pending and not self.blocking and monotonic() - self._last_io > self.params.dead_after:
+            # The loop runs due timers before ready sockets: after a stall of this process (CPU
+            # starvation), the replies may be waiting in the socket. Read them first.
+            self._on_readable()
+            if self.error is not None or monotonic() - self._last_io <= self.params.dead_after:
+                return
             self._fail(
                 ConnectionError(
                     f"{self.params.address} sent nothing for {self.params.dead_after}s "

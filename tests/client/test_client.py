@@ -5,6 +5,7 @@ import gc
 import random
 import socket
 import threading
+import time
 
 import gevent
 import pytest
@@ -393,3 +394,15 @@ def test_monitor_sees_commands(r):
         while line is not None and b"watched" not in line:
             line = mon.get(timeout=5)
         assert line is not None and b'"SET" "watched" "1"' in line
+
+
+def test_a_stalled_process_does_not_take_a_reply_in_its_socket_for_a_dead_server(redis_server):
+    # after a stall (CPU starvation) the loop runs the dead-connection timer before the ready
+    # socket: a loaded run declared a connection dead with 64949 replies waiting in it
+    r = greenredis.Redis(port=redis_server.port, dead_after=0.4)
+    r.cmd(["SET", "k", "v"])
+    g = gevent.spawn(r.cmd, ["GET", "k"])
+    gevent.sleep(0)  # g sends its GET
+    time.sleep(1.0)  # the whole process stalls (not gevent's sleep): the reply waits in the socket
+    assert g.get(timeout=5) == b"v"
+    r.close()

@@ -1,6 +1,8 @@
 """The SentinelGroup launcher: a master, two replicas and three sentinels that fail over."""
 
-from greenredis.server import SentinelGroup
+from waiting import wait_for
+
+from greenredis.server import SENTINEL_RECONNECT_PERIOD_MS, RedisSentinel, SentinelGroup
 
 
 def test_group_fails_over_on_request_and_after_a_kill(sentinel_healed):
@@ -54,3 +56,36 @@ def test_the_url_of_a_group_quotes_its_passwords():
         assert parse_url(group.master.url).password == "p@s/s#w?%"
     finally:
         group.close()
+
+
+def test_the_sentinels_leave_their_reconnect_a_second_of_slack():
+    # A sentinel first reaches a new master up to SENTINEL_RECONNECT_PERIOD_MS after a
+    # +switch-master (see greenredis.server); a down-after no longer than that fails it over again.
+    text = RedisSentinel(("127.0.0.1", 1)).config_text()
+    down_after = int(text.split("down-after-milliseconds mymaster ")[1].split()[0])
+    assert down_after >= 2 * SENTINEL_RECONNECT_PERIOD_MS
+    assert SentinelGroup(replicas=0, sentinels=1).down_after_ms == down_after
+
+
+def test_a_killed_master_is_failed_over_once(sentinel_healed):
+    """After a failover away from a killed master, no sentinel judges the new master down
+    before it has reached it (with down-after 1000 ms they did: a second, spurious failover)."""
+    group = sentinel_healed
+    old, epoch = group.master, group.config_epoch()
+    earlier = set(group.events("+sdown master") + group.events("+switch-master"))
+    old.kill()
+    new = group.wait_failed_over(epoch)
+
+    def pinged():  # every sentinel has had a PONG from it since its switch: the race is over
+        for sentinel in group.sentinels:
+            info = dict(zip(*[iter(sentinel.command("SENTINEL", "MASTER", group.service))] * 2))
+            if int(info[b"port"]) != new.port or info[b"last-ping-sent"] != b"0":
+                return False
+        return True
+
+    wait_for(pinged, what="every sentinel to hear from the new master")
+    downs = [line for line in group.events("+sdown master") if line not in earlier]
+    assert all(line.endswith(f" 127.0.0.1 {old.port}") for line in downs), downs
+    switches = [line for line in group.events("+switch-master") if line not in earlier]
+    assert len(switches) == len(group.sentinels), switches
+    assert all(line.endswith(f" 127.0.0.1 {old.port} 127.0.0.1 {new.port}") for line in switches), switches

@@ -180,9 +180,14 @@ def test_killed_master_continues_partially(sentinel_healed):
         wait_for(lambda: len(load.acked) == WRITERS, what="every writer wrote")
         before = rep.status()
         old, epoch = sentinel_group.master, sentinel_group.config_epoch()
-        old.pause()  # writes in flight stay in flight; what it sent reaches every replica
+        earlier = set(sentinel_group.events("+switch-master"))
+        # The pause only freezes the old master's stream until the replicas hold it; with the
+        # sentinels' down-after running, a loaded machine saw them fail over to a replica
+        # while this still waited (a failover from the pause, before the kill).
+        set_down_after(sentinel_group, 600_000)
         others = [node_client(s) for s in sentinel_group.replicas]
         try:
+            old.pause()  # writes in flight stay in flight; what it sent reaches every replica
             wait_for(
                 lambda: all(replica_offset(c, old) >= rep.status()["data_offset"] for c in others),
                 what="the replicas to hold what the replica has",
@@ -190,14 +195,42 @@ def test_killed_master_continues_partially(sentinel_healed):
         finally:
             for c in others:
                 c.close()
+            set_down_after(sentinel_group, sentinel_group.down_after_ms)
         old.kill()
         new = sentinel_group.wait_failed_over(epoch)
+        # A second failover (the sentinels judging the new master down too early) would break
+        # the precondition: the next master need not hold the history the replica took from
+        # the first, so Redis may answer +FULLRESYNC. Say so rather than count resyncs.
+        switches = [line for line in sentinel_group.events("+switch-master") if line not in earlier]
+        assert all(line.endswith(f" {old.port} 127.0.0.1 {new.port}") for line in switches), (
+            f"more than one failover after the kill: {switches}"
+        )
         wait_for(switched_to(rep, new), what="the replica to follow the new master")
         load.release(new)
         check_after(rep, load, new, before)
         assert load.write_errors  # the writes in flight at the kill failed, as they should
     finally:
         rep.stop()
+
+
+def set_down_after(group, ms):
+    """``SENTINEL SET <service> down-after-milliseconds`` on every live sentinel."""
+    for sentinel in group.sentinels:
+        if sentinel.answering:
+            sentinel.command("SENTINEL", "SET", group.service, "down-after-milliseconds", str(ms))
+
+
+def every_replica_healthy(group):
+    from greenredis.client.sentinel_view import healthy, parse_instances
+
+    for sentinel in group.sentinels:
+        known = {
+            int(r["port"]): r
+            for r in parse_instances(sentinel.command("SENTINEL", "REPLICAS", group.service))
+        }
+        if not all(healthy(known.get(s.port, {"flags": "s_down"})) for s in group.replicas):
+            return False
+    return True
 
 
 def replica_offset(c, master):
@@ -221,6 +254,12 @@ def test_replica_and_link_status_cli_take_the_sentinel_url(sentinel_group, capsy
         port = None
         timeout = 60
 
+    # link-status lists the replicas the sentinels call healthy, from their INFO of each
+    # replica, refreshed every 10 s: after a heal that made a node a replica, it can be left
+    # out for that long (a loaded run listed only one)
+    wait_for(
+        lambda: every_replica_healthy(sentinel_group), what="the sentinels to call every replica healthy"
+    )
     g = gevent.spawn(cli.run, Args)
     try:
         master = f"master=127.0.0.1:{sentinel_group.master.port}"

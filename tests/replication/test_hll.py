@@ -5,7 +5,6 @@ and compares what GET (or FUNCTION LIST) returns, byte for byte.
 """
 
 import random
-import time
 
 import pytest
 from waiting import wait_for
@@ -314,6 +313,9 @@ def master_offset(r):
     raise AssertionError("no master_repl_offset")
 
 
+OPERATIONS = 300
+
+
 @pytest.mark.parametrize("valkey", [False, True], ids=["redis", "valkey"])
 def test_replica_pfadd_pfcount_workload_never_resyncs(valkey):
     binary = find_valkey_server() if valkey else None
@@ -329,9 +331,8 @@ def test_replica_pfadd_pfcount_workload_never_resyncs(valkey):
             rep.start(timeout=30)
             rnd = random.Random(7)
             keys = [b"hll:%d" % i for i in range(20)]
-            deadline = time.monotonic() + 12
             pfadds = 0
-            while time.monotonic() < deadline:
+            for _ in range(OPERATIONS):  # a count, not a time: a loaded run did 72 PFADDs in 12 s
                 key = rnd.choice(keys)
                 if rnd.random() < 0.6:
                     r.cmd([b"PFADD", key, *elements(rnd, rnd.choice([1, 3, 40, 300]))])
@@ -345,7 +346,7 @@ def test_replica_pfadd_pfcount_workload_never_resyncs(valkey):
             wait_for(lambda: rep.status()["offset"] == master_offset(r), timeout=30, what="catch-up")
             st = rep.status()
             assert st["full_syncs"] == 1 and st["last_error"] is None, st
-            assert pfadds > 100 and b"PFCOUNT" in [a.upper() for a in seen]
+            assert pfadds > OPERATIONS // 2 and b"PFCOUNT" in [a.upper() for a in seen]
             for key in [*keys, b"before"]:
                 assert rep.get(key) == r.cmd([b"GET", key]), key
                 assert rep.pfcount(key) == reader.cmd([b"PFCOUNT", key])
