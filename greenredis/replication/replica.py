@@ -803,21 +803,20 @@ class Replica:
         )
 
     def _on_commands(self, event, proto):
-        apply = self._applier.apply
+        applier = self._applier
         argvs = event.argvs
         done = 0
         try:
             if self._queue is None:
-                for argv in argvs:
-                    apply(argv)
-                    done += 1
+                done = applier.apply_all(argvs)
             else:
-                emit, offsets = self._emit, event.offsets
+                apply, emit, offsets = applier.apply, self._emit, event.offsets
                 for argv in argvs:
                     touched = apply(argv)
                     emit("command", {"argv": argv, "offset": offsets[done], "touched": touched})
                     done += 1
         except Exception as e:
+            done = getattr(e, "index", done)
             raise self._apply_failed(argvs[done], e) from e
         finally:
             self._stats["commands_applied"] += done
