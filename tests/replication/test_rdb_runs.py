@@ -84,6 +84,9 @@ def mixed_body(rnd, n=60):
         elif k % 13 == 7:
             pairs = [(b"n%d" % f, f) for f in range(5)]  # integers: not the short-string form
             body += hash_record(b"h%d" % k, pairs, how)
+        elif k % 19 == 9 and k > 20:  # a hash past the listpack limits: the hashtable encoding
+            big = [(b"f%d" % f, b"v") for f in range(600)]
+            body += b"\x04" + rstr(b"h%d" % k) + rlen(len(big)) + b"".join(rstr(f) + rstr(v) for f, v in big)
         elif k % 17 == 8:
             long_pairs = [(b"f%d" % f, b"w" * 60) for f in range(20)]  # a 14-bit raw length
             body += hash_record(b"h%d" % k, long_pairs)
