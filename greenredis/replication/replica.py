@@ -815,9 +815,11 @@ class Replica:
                     touched = apply(argv)
                     emit("command", {"argv": argv, "offset": offsets[done], "touched": touched})
                     done += 1
-        except Exception as e:
+        except BaseException as e:
             done = getattr(e, "index", done)
-            raise self._apply_failed(argvs[done], e) from e
+            if isinstance(e, Exception):
+                raise self._apply_failed(argvs[done], e) from e
+            raise
         finally:
             self._stats["commands_applied"] += done
             if done:  # the offset follows what is applied, so a PSYNC never replays a command

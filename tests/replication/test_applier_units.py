@@ -993,3 +993,14 @@ def test_apply_all_is_apply_in_order_and_says_where_it_failed():
     with pytest.raises(ApplyError) as e:
         ap.apply_all([A("HSET", "h", "f")])  # wrong number of arguments
     assert e.value.index == 0
+
+
+def test_apply_all_tells_how_far_it_got_when_interrupted():
+    class Interrupted(Applier):
+        def cmd_boom(self, argv):
+            raise KeyboardInterrupt
+
+    ap = Interrupted()
+    with pytest.raises(KeyboardInterrupt) as e:
+        ap.apply_all([A("SET", "a", "1"), A("SET", "b", "2"), A("BOOM"), A("SET", "c", "3")])
+    assert e.value.index == 2 and data(ap) == {b"a": b"1", b"b": b"2"}

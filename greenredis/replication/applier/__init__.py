@@ -121,8 +121,9 @@ class Applier(
 
     def apply_all(self, argvs):
         """``apply()`` each command of ``argvs`` in order, dropping what they touched (the
-        replica's bulk path). Returns how many were applied; on a failure the ApplyError has
-        ``index``, the position of the command that failed (the ones before it are applied)."""
+        replica's bulk path). Returns how many were applied; on a failure the ApplyError (or
+        whatever interrupted it) has ``index``, the position of the command that failed (the
+        ones before it are applied)."""
         handlers = self._handlers
         done = 0
         try:
@@ -144,7 +145,7 @@ class Applier(
                     except _ARG_ERRORS as e:
                         raise ApplyError(f"cannot apply {argv[0]!r}: {type(e).__name__}: {e}") from e
                 done += 1
-        except ApplyError as e:
+        except BaseException as e:  # ApplyError; or an interrupt, which also applied `done`
             e.index = done
             raise
         return done
