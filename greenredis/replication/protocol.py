@@ -173,19 +173,20 @@ def encode_command(*args):
     return b"".join(out)
 
 
-# Bytes of "$<len>\r\n" + "\r\n" around an argument, for the common lengths.
-_BULK_OVERHEAD = [len(b"$%d\r\n\r\n" % n) for n in range(10000)]
+# Bytes of "$<len>\r\n<arg>\r\n" for an argument of the common lengths, and of "*<n>\r\n".
+_BULK_SIZE = [n + len(b"$%d\r\n\r\n" % n) for n in range(10000)]
 _ARRAY_HEADER = [len(b"*%d\r\n" % n) for n in range(1000)]
 
 
 def multibulk_size(argv):
     """Bytes of ``argv`` encoded as a canonical RESP array of bulk strings."""
-    n = len(argv)
-    size = _ARRAY_HEADER[n] if n < 1000 else len(b"*%d\r\n" % n)
-    for a in argv:
-        la = len(a)
-        size += la + (_BULK_OVERHEAD[la] if la < 10000 else len(b"$%d\r\n\r\n" % la))
-    return size
+    try:
+        size = _ARRAY_HEADER[len(argv)]
+        for a in argv:
+            size += _BULK_SIZE[len(a)]
+        return size
+    except IndexError:  # 1000+ arguments, or one of 10000+ bytes
+        return len(b"*%d\r\n" % len(argv)) + sum(len(a) + len(b"$%d\r\n\r\n" % len(a)) for a in argv)
 
 
 _EOF_MARK_LEN = 40
@@ -489,7 +490,12 @@ class ReplicaProtocol:
         self._reader_len += len(data)
         gets = reader.gets
         argvs, offsets = [], []
+        add_argv, add_offset = argvs.append, offsets.append
+        bulk_size, array_header, kinds = _BULK_SIZE, _ARRAY_HEADER, _NAME_KIND
         off = self._parsed  # replica offset of the end of the last parsed command
+        # hiredis drops the bytes it consumed once they reach 1 KiB (in gets(), leaving
+        # its buffer at the end of the reply): past this offset, look whether it did
+        trim_at = self._stream_start + self._reader_base + _READER_TRIM
         in_multi, multi_data, cur_db = self._in_multi, self._multi_data, self._cur_db
         # the committed positions, as locals in the loop (written back in finally)
         committed, db, data_offset, data_db = self.offset, self.db, self.data_offset, self.data_db
@@ -503,52 +509,64 @@ class ReplicaProtocol:
                         f"unexpected {argv!r} in the replication stream at offset {off}: not a command"
                     )
                 before = off
-                try:
-                    off += multibulk_size(argv)
-                except TypeError:  # an integer or nested array: not what a master sends
+                try:  # off += multibulk_size(argv), inline
+                    off += array_header[len(argv)]
+                    for a in argv:
+                        off += bulk_size[len(a)]
+                except IndexError:
+                    off = before + multibulk_size(argv)
+                except TypeError:  # an integer or nil: not what a master sends
                     self._fail(
-                        f"unexpected {argv!r} in the replication stream at offset {off}: not a command"
+                        f"unexpected {argv!r} in the replication stream at offset {before}: not a command"
                     )
-                # hiredis drops consumed bytes in steps; each step must match our count
-                n = reader.len()
-                if n != self._reader_len:
-                    self._reader_base += self._reader_len - n
-                    self._reader_len = n
-                    if self._stream_start + self._reader_base != off:
-                        self._fail(
-                            f"replication offset out of step: computed {off}, the parser "
-                            f"consumed up to {self._stream_start + self._reader_base} "
-                            f"(a non-canonical encoding?)"
-                        )
+                if off >= trim_at:
+                    n = reader.len()
+                    if n != self._reader_len:  # each step must match our count
+                        self._reader_base += self._reader_len - n
+                        self._reader_len = n
+                        if self._stream_start + self._reader_base != off:
+                            self._fail(
+                                f"replication offset out of step: computed {off}, the parser "
+                                f"consumed up to {self._stream_start + self._reader_base} "
+                                f"(a non-canonical encoding?)"
+                            )
+                    trim_at = self._stream_start + self._reader_base + _READER_TRIM
                 name = argv[0]
+                try:
+                    kind = kinds[name]
+                except KeyError:
+                    kind = _name_kind(name)
+                except TypeError:  # a nested array
+                    self._fail(
+                        f"unexpected {argv!r} in the replication stream at offset {before}: not a command"
+                    )
                 changes = True  # data: what a PSYNC after a promotion must not skip
-                if len(name) in _SPECIAL_LENS and name.upper() in _SPECIAL:
-                    name = name.upper()
-                    if name == _REPLCONF:
+                if kind is not None:
+                    if kind == _REPLCONF:
                         if len(argv) > 1 and argv[1].upper() == b"GETACK":
                             # like Redis: the ACK does not count the GETACK itself
                             self._send("REPLCONF", "ACK", committed if in_multi else before)
                         if not in_multi:
                             committed, db = off, cur_db
                         continue
-                    if name == _PING:
+                    if kind == _PING:
                         if not in_multi:
                             committed, db = off, cur_db
                         continue
-                    if name == _SELECT:
+                    if kind == _SELECT:
                         changes = False
                         if len(argv) == 2 and argv[1].isdigit():  # else the applier refuses it
                             cur_db = int(argv[1])
-                    elif name == _PUBLISH or name == _SPUBLISH:
+                    elif kind == _PUBLISH or kind == _SPUBLISH:
                         changes = False
-                    elif name == _MULTI:
+                    elif kind == _MULTI:
                         in_multi, multi_data, changes = True, False, False
-                    elif name == _EXEC:
+                    elif kind == _EXEC:
                         in_multi, changes = False, multi_data
-                    elif name == _DISCARD:
+                    elif kind == _DISCARD:
                         in_multi, changes = False, False
-                argvs.append(argv)
-                offsets.append(off)
+                add_argv(argv)
+                add_offset(off)
                 if in_multi:
                     multi_data = multi_data or changes
                 else:
@@ -567,6 +585,22 @@ class ReplicaProtocol:
                 self._reader_len = n
             if argvs:
                 events.append(Commands(argvs, offsets))
+
+
+_READER_TRIM = 1024  # hiredis's read.c: "Discard part of the buffer when we've read more than 1k"
+_NAME_KIND: dict = {}  # argv[0] as sent -> its upper-case name if in _SPECIAL, else None
+
+
+def _name_kind(name):
+    """``_NAME_KIND``'s entry for ``name``, computed (and cached, up to a bound)."""
+    kind = None
+    if len(name) in _SPECIAL_LENS:
+        upper = name.upper()
+        if upper in _SPECIAL:
+            kind = upper
+    if len(_NAME_KIND) < 1024:
+        _NAME_KIND[name] = kind
+    return kind
 
 
 # What a handshake reply means depends on the state it arrives in.

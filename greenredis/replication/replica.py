@@ -803,22 +803,23 @@ class Replica:
         )
 
     def _on_commands(self, event, proto):
-        apply = self._applier.apply
+        applier = self._applier
         argvs = event.argvs
         done = 0
         try:
             if self._queue is None:
-                for argv in argvs:
-                    apply(argv)
-                    done += 1
+                done = applier.apply_all(argvs)
             else:
-                emit, offsets = self._emit, event.offsets
+                apply, emit, offsets = applier.apply, self._emit, event.offsets
                 for argv in argvs:
                     touched = apply(argv)
                     emit("command", {"argv": argv, "offset": offsets[done], "touched": touched})
                     done += 1
-        except Exception as e:
-            raise self._apply_failed(argvs[done], e) from e
+        except BaseException as e:
+            done = getattr(e, "index", done)
+            if isinstance(e, Exception):
+                raise self._apply_failed(argvs[done], e) from e
+            raise
         finally:
             self._stats["commands_applied"] += done
             if done:  # the offset follows what is applied, so a PSYNC never replays a command

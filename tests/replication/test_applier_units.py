@@ -958,3 +958,49 @@ def test_transactions_on_big_values_apply_or_roll_back_exactly(seed):
         else:
             subject.apply([b"EXEC"])
         assert (_state(subject.keyspace), subject.db) == (_state(reference.keyspace), reference.db)
+
+
+def test_apply_all_is_apply_in_order_and_says_where_it_failed():
+    stream = [
+        A("SET", "s", "1"),
+        A("lpush", "l", "a", "b"),
+        A("HSET", "h", "f", "v", "g", "w"),
+        A("MuLtI"),
+        A("set", "t", "2"),
+        A("rpush", "l", "c"),
+        A("exec"),
+        A("SELECT", "1"),
+        A("Set", "s", "3"),
+    ]
+    one, bulk = Applier(), Applier()
+    for argv in stream:
+        one.apply(argv)
+    assert bulk.apply_all(stream) == len(stream)
+    assert one.keyspace.dbs.keys() == bulk.keyspace.dbs.keys()
+    for n in one.keyspace.dbs:
+        assert data(one, n) == data(bulk, n)
+    assert data(bulk)[b"l"] == deque([b"b", b"a", b"c"])
+    assert bulk.applied == one.applied
+
+    ap = Applier()
+    with pytest.raises(ApplyError) as e:
+        ap.apply_all([A("SET", "s", "x"), A("LPUSH", "s", "a"), A("SET", "u", "y")])
+    assert e.value.index == 1 and "WRONGTYPE" in str(e.value)
+    assert data(ap) == {b"s": b"x"}  # nothing after the failed command
+    with pytest.raises(ApplyError) as e:
+        ap.apply_all([A("DEL", "s"), A("NOSUCHCOMMAND", "s"), A("SET", "u", "y")])
+    assert e.value.index == 1 and data(ap) == {}
+    with pytest.raises(ApplyError) as e:
+        ap.apply_all([A("HSET", "h", "f")])  # wrong number of arguments
+    assert e.value.index == 0
+
+
+def test_apply_all_tells_how_far_it_got_when_interrupted():
+    class Interrupted(Applier):
+        def cmd_boom(self, argv):
+            raise KeyboardInterrupt
+
+    ap = Interrupted()
+    with pytest.raises(KeyboardInterrupt) as e:
+        ap.apply_all([A("SET", "a", "1"), A("SET", "b", "2"), A("BOOM"), A("SET", "c", "3")])
+    assert e.value.index == 2 and data(ap) == {b"a": b"1", b"b": b"2"}

@@ -218,7 +218,8 @@ def compare(keyspace, master, replica, dbs=range(3), listpack_sets=True):
             ref = _remote(replica, key)
             got = _local(db.data.get(key), listpack_sets)
             expire = db.expires.get(key) if key in db.data else None
-            local_ttl = None if expire is None else expire - now
+            # the replica's TTL was read just now: the comparison may have taken seconds so far
+            local_ttl = None if expire is None else expire - int(time.time() * 1000)
             ttl_ok = (local_ttl is None) == (ttls[1] is None) and (
                 local_ttl is None or abs(local_ttl - ttls[1]) < TTL_SLACK_MS
             )

@@ -2,6 +2,7 @@
 
 import random
 
+import hiredis
 import pytest
 
 from greenredis.replication.protocol import (
@@ -354,6 +355,65 @@ def test_non_canonical_encoding_is_caught_not_miscounted():
     events = p.receive_data(odd * 200)
     assert isinstance(events[-1], Error)
     assert "out of step" in str(events[-1].error)
+
+
+def test_a_longer_non_canonical_encoding_is_refused():
+    # "$03" would be 1 byte longer than we count: hiredis refuses it
+    p = streaming(offset=0)
+    good = cmd("DEL", "k") * 200
+    events = p.receive_data(good + b"*2\r\n$03\r\nDEL\r\n$1\r\nk\r\n")
+    assert isinstance(events[-1], Error)
+    assert "not RESP" in str(events[-1].error)
+    assert p.offset == len(good)
+
+
+def test_hiredis_drops_consumed_bytes_exactly_at_1_kib():
+    """The stream parser looks at hiredis's buffer only once 1 KiB has been consumed
+    since it last dropped bytes (read.c's rule); this is the rule it relies on."""
+    rnd = random.Random(7)
+    wire = b"".join(cmd("SET", "k" * rnd.randint(1, 300), "v" * rnd.randint(0, 50)) for _ in range(2000))
+    reader = hiredis.Reader()
+    fed = consumed = base = drops = 0
+    i = 0
+    while i < len(wire):
+        chunk = wire[i : i + rnd.randint(1, 3000)]
+        i += len(chunk)
+        reader.feed(chunk)
+        fed += len(chunk)
+        while (argv := reader.gets()) is not False:
+            consumed += len(encode_command(*argv))
+            dropped = fed - base - reader.len()
+            if consumed - base >= 1024:
+                assert dropped == consumed - base  # dropped exactly what was consumed
+                base, drops = consumed, drops + 1
+            else:
+                assert dropped == 0
+        base = fed - reader.len()  # an incomplete reply may drop bytes too
+    assert drops > 100
+
+
+def test_special_commands_in_any_case_and_a_big_stream_offsets():
+    p = streaming(offset=0)
+    wire, expected, total = b"", [], 0
+    rnd = random.Random(11)
+    for n in range(3000):
+        c = cmd(*rnd.choice([["SET", f"k{n}", "v" * rnd.randint(0, 40)], ["MuLtI"], ["exec"], ["Ping"]]))
+        wire += c
+        total += len(c)
+        if b"Ping" not in c:
+            expected.append(total)
+    offsets = []
+    for i in range(0, len(wire), 997):
+        for ev in p.receive_data(wire[i : i + 997]):
+            assert isinstance(ev, Commands), ev
+            offsets += ev.offsets
+    assert offsets == expected
+
+
+def test_a_nested_array_as_the_command_name_is_an_error():
+    p = streaming(offset=0)
+    (ev,) = p.receive_data(b"*2\r\n*1\r\n$3\r\nDEL\r\n$1\r\nk\r\n")
+    assert isinstance(ev, Error) and "not a command" in str(ev.error)
 
 
 def test_an_integer_argument_is_an_error():

@@ -119,6 +119,37 @@ class Applier(
         except _ARG_ERRORS as e:
             raise ApplyError(f"cannot apply {argv[0]!r}: {type(e).__name__}: {e}") from e
 
+    def apply_all(self, argvs):
+        """``apply()`` each command of ``argvs`` in order, dropping what they touched (the
+        replica's bulk path). Returns how many were applied; on a failure the ApplyError (or
+        whatever interrupted it) has ``index``, the position of the command that failed (the
+        ones before it are applied)."""
+        handlers = self._handlers
+        done = 0
+        try:
+            for argv in argvs:
+                handler = None
+                if self._queue is None:
+                    try:
+                        handler = handlers[argv[0]]
+                    except (KeyError, IndexError, TypeError):
+                        pass
+                if handler is None or handler.__name__ == "_multi":
+                    self.apply(argv)  # the general path: names in any case, transactions
+                else:
+                    self.applied += 1
+                    try:
+                        handler(self, argv)
+                    except ApplyError:
+                        raise
+                    except _ARG_ERRORS as e:
+                        raise ApplyError(f"cannot apply {argv[0]!r}: {type(e).__name__}: {e}") from e
+                done += 1
+        except BaseException as e:  # ApplyError; or an interrupt, which also applied `done`
+            e.index = done
+            raise
+        return done
+
     # ---- transactions ----
 
     def _multi(self, argv):

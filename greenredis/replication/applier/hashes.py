@@ -20,10 +20,12 @@ class HashesMixin(Core):
         if n < 4 or n % 2:
             raise ApplyError("HSET: wrong number of arguments")
         key = argv[1]
-        h = self._hash(key)
+        h = self.data.get(key)
         if h is None:
             h = {}
             self._put(key, h)
+        elif type(h) is not dict:
+            self._wrongtype(key, h, "hash")
         if n == 4:
             h[argv[2]] = argv[3]
         else:

@@ -13,12 +13,14 @@ class ListsMixin(Core):
         if len(argv) < 3:
             raise ApplyError("PUSH: wrong number of arguments")
         key = argv[1]
-        lst = self._list(key)
+        lst = self.data.get(key)
         if lst is None:
             if only_existing:
                 return []
             lst = deque()
             self._put(key, lst)
+        elif type(lst) is not deque:
+            self._wrongtype(key, lst, "list")
         if left:
             lst.extendleft(argv[2:])
         else:

@@ -33,8 +33,12 @@ class StringsMixin(Core):
 
     def cmd_set(self, argv):
         key = argv[1]
-        if len(argv) == 3:  # the hot path
-            self._put(key, argv[2])
+        if len(argv) == 3:  # the hot path: _put, inline
+            self.data[key] = argv[2]
+            if self.expires:
+                self.expires.pop(key, None)
+            if self.fexp:
+                self.fexp.pop(key, None)
             return [(self._db, key)]
         nx = xx = get = keepttl = False
         expire = ifeq = ifne = None

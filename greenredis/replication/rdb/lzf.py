@@ -56,6 +56,10 @@ except ImportError:  # pragma: no cover - depends on the environment
     _lzf = None
     HAVE_C_LZF = False
 
+# python-lzf's own decompress(data, max_len) (None without it), for a hot loop that checks
+# its result itself: it returns None or a shorter string, or raises ValueError, on bad data
+c_decompress = _lzf.decompress if _lzf is not None else None
+
 
 def decompress(data, out_len):
     """Expand LZF ``data`` to exactly ``out_len`` bytes or raise LZFError."""

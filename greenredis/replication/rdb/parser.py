@@ -53,7 +53,7 @@ from greenredis.replication.rdb.encodings import (
     ziplist_entries,
     zipmap_pairs,
 )
-from greenredis.replication.rdb.lzf import LZFError
+from greenredis.replication.rdb.lzf import LZFError, c_decompress
 from greenredis.replication.rdb.lzf import decompress as _lzf_decompress
 from greenredis.replication.rdb.names import (
     FIRST_OPCODE,
@@ -110,6 +110,7 @@ class _Bad(Exception):
 _STRING, _HASH_LISTPACK = int(RDBType.STRING), int(RDBType.HASH_LISTPACK)
 _FIRST_OPCODE, _EXPIRETIME_MS, _EOF = int(FIRST_OPCODE), int(Opcode.EXPIRETIME_MS), int(Opcode.EOF)
 _32BITLEN, _64BITLEN = 0x80, 0x81  # RDB_32BITLEN, RDB_64BITLEN
+_LZF_STRING = 0xC0 | int(Enc.LZF)  # RDB_ENCVAL | RDB_ENC_LZF
 _ENC_INT8, _ENC_INT16, _ENC_INT32, _ENC_LZF = map(int, (Enc.INT8, Enc.INT16, Enc.INT32, Enc.LZF))
 
 _unpack_double = struct.Struct("<d").unpack_from
@@ -713,6 +714,11 @@ class RDBParser:
                         self._commit(key, value, None)
                         continue
                 if t == _HASH_LISTPACK:  # common, kept out of the handler table
+                    if self._plain():
+                        j = self._hash_run(buf, i, n)
+                        if j != i:
+                            i = j
+                            continue
                     kl = buf[i + 1]
                     if kl < 64:
                         j = i + 2 + kl
@@ -789,6 +795,76 @@ class RDBParser:
             if added != count:
                 if self.duplicates == "error":
                     raise _Bad("duplicated key (in a run of strings)")
+                self.duplicates_replaced += count - added
+        return i
+
+    def _hash_run(self, buf, i, n):
+        """Store consecutive plain RDB_TYPE_HASH_LISTPACK records with a short key and a
+        raw or LZF blob, from ``buf[i]``; return the index of the first record it did not
+        take. Anything unusual (a long key, a bad or empty blob, a short buffer) stops the
+        run, and the general path takes that record (and reports what is wrong with it)."""
+        if self._db is None:
+            self._select(0)
+        data = self._db.data
+        before = len(data)
+        count = 0
+        decompress, decode = c_decompress, listpack_dict
+        try:
+            while buf[i] == _HASH_LISTPACK:
+                kl = buf[i + 1]
+                if kl > 63:
+                    break
+                j = i + 2 + kl
+                b = buf[j]
+                if b < 64:  # raw blob, 6-bit length
+                    k = j + 1 + b
+                    if k > n:
+                        break
+                    blob = buf[j + 1 : k]
+                elif b == _LZF_STRING and decompress is not None:
+                    c = buf[j + 1]  # compressed length: 6- or 14-bit
+                    if c < 64:
+                        j += 2
+                    elif c < 128:
+                        c = ((c & 0x3F) << 8) | buf[j + 2]
+                        j += 3
+                    else:
+                        break
+                    u = buf[j]  # uncompressed length: 6- or 14-bit
+                    if u < 64:
+                        j += 1
+                    elif u < 128:
+                        u = ((u & 0x3F) << 8) | buf[j + 1]
+                        j += 2
+                    else:
+                        break
+                    k = j + c
+                    if k > n or not u or u > 100 * c + 64:
+                        break
+                    blob = decompress(buf[j:k], u)
+                    if blob is None or len(blob) != u:
+                        break
+                elif 64 <= b < 128:  # raw blob, 14-bit length
+                    k = j + 2 + (((b & 0x3F) << 8) | buf[j + 1])
+                    if k > n:
+                        break
+                    blob = buf[j + 2 : k]
+                else:
+                    break
+                value = decode(blob)
+                if not value:
+                    break
+                data[buf[i + 2 : i + 2 + kl]] = value
+                i = k
+                count += 1
+        except (IndexError, ValueError, SystemError):  # EncodingError, corrupt LZF: the general path says
+            pass
+        finally:
+            added = len(data) - before
+            self.keys_loaded += added
+            if added != count:
+                if self.duplicates == "error":
+                    raise _Bad("duplicated key (in a run of hashes)")
                 self.duplicates_replaced += count - added
         return i
 
