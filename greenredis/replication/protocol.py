@@ -44,6 +44,8 @@ history (its ``replid2``) up to the offset it had reached. Asking the new master
 resync; re-receiving a tail of PINGs, PUBLISHes and SELECTs changes nothing.
 """
 
+import reprlib
+
 import hiredis
 
 __all__ = [
@@ -180,13 +182,14 @@ _ARRAY_HEADER = [len(b"*%d\r\n" % n) for n in range(1000)]
 
 def multibulk_size(argv):
     """Bytes of ``argv`` encoded as a canonical RESP array of bulk strings."""
+    lens = list(map(bytes.__len__, argv))  # TypeError for anything but bytes (a nested array)
     try:
-        size = _ARRAY_HEADER[len(argv)]
-        for a in argv:
-            size += _BULK_SIZE[len(a)]
+        size = _ARRAY_HEADER[len(lens)]
+        for n in lens:
+            size += _BULK_SIZE[n]
         return size
     except IndexError:  # 1000+ arguments, or one of 10000+ bytes
-        return len(b"*%d\r\n" % len(argv)) + sum(len(a) + len(b"$%d\r\n\r\n" % len(a)) for a in argv)
+        return len(b"*%d\r\n" % len(lens)) + sum(n + len(b"$%d\r\n\r\n" % n) for n in lens)
 
 
 _EOF_MARK_LEN = 40
@@ -293,6 +296,11 @@ class ReplicaProtocol:
 
     def _fail(self, message, retry_later=False):
         raise ReplicationError(message, retry_later)
+
+    def _not_a_command(self, reply, offset):
+        self._fail(
+            f"unexpected {reprlib.repr(reply)} in the replication stream at offset {offset}: not a command"
+        )
 
     def _line(self):
         # Handshake replies are single status lines and the payload follows them raw,
@@ -492,6 +500,7 @@ class ReplicaProtocol:
         argvs, offsets = [], []
         add_argv, add_offset = argvs.append, offsets.append
         bulk_size, array_header, kinds = _BULK_SIZE, _ARRAY_HEADER, _NAME_KIND
+        size = bytes.__len__  # len() of a nested array would pass: its size is not counted
         off = self._parsed  # replica offset of the end of the last parsed command
         # hiredis drops the bytes it consumed once they reach 1 KiB (in gets(), leaving
         # its buffer at the end of the reply): past this offset, look whether it did
@@ -505,20 +514,17 @@ class ReplicaProtocol:
                 if argv is False:
                     break
                 if type(argv) is not list or not argv:
-                    self._fail(
-                        f"unexpected {argv!r} in the replication stream at offset {off}: not a command"
-                    )
+                    self._not_a_command(argv, off)
                 before = off
-                try:  # off += multibulk_size(argv), inline
-                    off += array_header[len(argv)]
-                    for a in argv:
-                        off += bulk_size[len(a)]
-                except IndexError:
-                    off = before + multibulk_size(argv)
-                except TypeError:  # an integer or nil: not what a master sends
-                    self._fail(
-                        f"unexpected {argv!r} in the replication stream at offset {before}: not a command"
-                    )
+                try:
+                    try:  # off += multibulk_size(argv), inline
+                        off += array_header[len(argv)]
+                        for a in argv:
+                            off += bulk_size[size(a)]
+                    except IndexError:
+                        off = before + multibulk_size(argv)
+                except TypeError:  # an integer, nil or array: not what a master sends
+                    self._not_a_command(argv, before)
                 if off >= trim_at:
                     n = reader.len()
                     if n != self._reader_len:  # each step must match our count
@@ -537,9 +543,7 @@ class ReplicaProtocol:
                 except KeyError:
                     kind = _name_kind(name)
                 except TypeError:  # a nested array
-                    self._fail(
-                        f"unexpected {argv!r} in the replication stream at offset {before}: not a command"
-                    )
+                    self._not_a_command(argv, before)
                 changes = True  # data: what a PSYNC after a promotion must not skip
                 if kind is not None:
                     if kind == _REPLCONF:

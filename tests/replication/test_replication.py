@@ -469,3 +469,36 @@ def test_full_resync_resets_the_data_offset_and_db():
     p = ReplicaProtocol(replid=REPLID, offset=700, db=4)
     handshake(p)  # +FULLRESYNC <replid> 100
     assert (p.offset, p.db, p.data_offset, p.data_db) == (100, 0, 100, 0)
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n*1\r\n$1\r\nv\r\n",  # a nested array as the value
+        b"*2\r\n$3\r\nDEL\r\n*0\r\n",  # an empty one
+    ],
+)
+def test_a_nested_array_as_an_argument_is_an_error_at_once(wire):
+    # Its size is not what we count, and hiredis's bookkeeping would only show that at
+    # its next 1 KiB drop: meanwhile a GETACK would be answered with a wrong offset and
+    # the applier would store a list as the value.
+    p = streaming(offset=0)
+    events = p.receive_data(wire + cmd("REPLCONF", "GETACK", "*"))
+    assert [type(e) for e in events] == [Error]
+    assert "not a command" in str(events[0].error)
+    assert p.offset == 0 and p.data_to_send() == b""
+
+
+def test_a_nested_array_in_a_long_or_huge_command_is_an_error_in_one_short_line():
+    # 1000+ arguments, or one over 1 MiB, take the slower size path: it refuses it too,
+    # and the error does not carry the whole command
+    many = b"".join(encode_command(b"RPUSH", b"l", *[b"x"] * 1500).split(b"\r\n", 1)[1:])
+    huge = b"".join(encode_command(b"SET", b"k", b"v" * (1 << 20 | 1)).split(b"\r\n", 1)[1:])
+    for argv_wire in (b"*1503\r\n" + many + b"*0\r\n", b"*4\r\n" + huge + b"*1\r\n$1\r\nv\r\n"):
+        p = streaming(offset=0)
+        events = []
+        for i in range(0, len(argv_wire), 65536):  # in chunks, as a socket gives it
+            events += p.receive_data(argv_wire[i : i + 65536])
+        assert [type(e) for e in events] == [Error]
+        assert "not a command" in str(events[0].error) and len(str(events[0].error)) < 500
+        assert p.offset == 0
