@@ -24,7 +24,7 @@ from gevent.event import Event
 
 from greenredis.backoff import Backoff
 from greenredis.client.connection import Connection, open_connection, pack
-from greenredis.client.redis import Redis, _route
+from greenredis.client.redis import _MULTI, Redis, _route
 from greenredis.client.sentinel_view import (
     CHANNELS,
     Address,
@@ -709,14 +709,29 @@ class SentinelRedis(Redis):
 
     def _on_a_replica(self, packed: Any, timeout: Optional[float], many: bool) -> Any:
         """A call on the shared connection that moves to another replica (or the master) when
-        the replica answers -LOADING or -MASTERDOWN: nothing ran there (a replica refuses
-        writes, so a batch that partly ran re-runs only reads)."""
+        the replica answers -LOADING or -MASTERDOWN: nothing ran there. Of a batch, only the
+        commands so refused are sent again (those that got a reply ran: PUBLISH runs on a
+        loading replica); a transaction is sent whole again (nothing of it ran)."""
         deadline = None if timeout is None else monotonic() + timeout
         moves = 0
+        todo = None  # of a batch, the positions to send again (None: all of it)
         while True:
             conn, left = self._shared_conn(timeout)
-            reply = conn.call_many(packed, left) if many else conn.call(packed, left)
-            refusal = next((r for r in (reply if many else (reply,)) if _refused_here(r)), None)
+            if many:
+                if todo is None:
+                    reply = list(conn.call_many(packed, left))
+                else:  # what did get a reply ran there (a PUBLISH, a write to a writable replica)
+                    for i, r in zip(todo, conn.call_many([packed[i] for i in todo], left)):
+                        reply[i] = r
+                refused = [
+                    i for i in (range(len(reply)) if todo is None else todo) if _refused_here(reply[i])
+                ]
+                refusal = reply[refused[0]] if refused else None
+                # a refused MULTI ... EXEC ran nothing (EXECABORT): all of it again
+                todo = None if packed and packed[0] is _MULTI else refused
+            else:
+                reply = conn.call(packed, left)
+                refusal = reply if _refused_here(reply) else None
             if refusal is None or moves >= LOADING_MOVES or getattr(conn, "sentinel_role", None) != "slave":
                 return reply
             moves += 1

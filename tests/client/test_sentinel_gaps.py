@@ -6,6 +6,7 @@ import time
 import gevent
 import hiredis
 import pytest
+import redis
 
 import greenredis
 from greenredis.server import _command, free_port
@@ -93,6 +94,55 @@ def test_a_batch_on_a_loading_replica_moves_too(sentinel_healed, sentinel):
     reload = Reloading(group, first)
     try:
         assert ro.cmd([["GET", "shared"], ["EXISTS", "shared"]]) == [b"y", 1]
+        assert ro.params.port != first.port
+    finally:
+        reload.finish()
+    ro.close()
+
+
+def test_a_batch_that_moves_off_a_loading_replica_resends_only_what_was_refused(sentinel_healed, sentinel):
+    # PUBLISH runs on a loading replica (its LOADING flag); the GET beside it is refused.
+    # Only the GET may go to the next replica: the whole batch again published twice.
+    group = sentinel_healed
+    group.node_command(group.master, "SET", "shared", "z")
+    group.node_command(group.master, "WAIT", "2", "5000", timeout=6)
+    ro = sentinel.replica_for("mymaster", timeout=10)
+    assert ro.cmd(["GET", "shared"]) == b"z"
+    first = next(s for s in group.replicas if s.port == ro.params.port)
+    listeners = []
+    for server in group.replicas:  # a subscriber on each replica, made before the reload
+        listener = redis.Redis(port=server.port, socket_timeout=10).pubsub()
+        listener.subscribe("review2")
+        assert listener.get_message(timeout=5)["type"] == "subscribe"
+        listeners.append(listener)
+    reload = Reloading(group, first)
+    try:
+        assert ro.cmd([["PUBLISH", "review2", "once"], ["GET", "shared"]]) == [1, b"z"]
+        assert ro.params.port != first.port
+        gevent.sleep(0.5)  # (a second copy would arrive by now)
+        got = []
+        for listener in listeners:
+            while (message := listener.get_message(timeout=0.5)) is not None:
+                got.append(message["data"])
+        assert got == [b"once"]
+    finally:
+        reload.finish()
+        for listener in listeners:
+            listener.close()
+    ro.close()
+
+
+def test_a_transaction_on_a_loading_replica_moves_whole(sentinel_healed, sentinel):
+    # its queued commands are refused, so EXEC aborts: nothing ran, all of it goes again
+    group = sentinel_healed
+    group.node_command(group.master, "SET", "shared", "t")
+    group.node_command(group.master, "WAIT", "2", "5000", timeout=6)
+    ro = sentinel.replica_for("mymaster", timeout=10)
+    assert ro.cmd(["GET", "shared"]) == b"t"
+    first = next(s for s in group.replicas if s.port == ro.params.port)
+    reload = Reloading(group, first)
+    try:
+        assert ro.transaction([["GET", "shared"], ["EXISTS", "shared"]]) == [b"t", 1]
         assert ro.params.port != first.port
     finally:
         reload.finish()
