@@ -74,6 +74,20 @@ def _refused_here(reply: Any) -> bool:
     return isinstance(reply, ReplyError) and reply.prefix in ("LOADING", "MASTERDOWN")
 
 
+_RETIRING: weakref.WeakSet[Connection] = weakref.WeakSet()  # shared connections left to drain
+
+
+def _close_when_answered(conn: Connection, reason: ConnectionError) -> None:
+    """Close a shared connection once the calls in flight on it have their replies: those
+    a loading replica refused move to another (closing it at once failed them instead)."""
+    try:
+        conn.call(_PING, conn.params.connect_timeout)  # replies come in order: theirs first
+    except (ConnectionError, TimeoutError):
+        pass
+    finally:
+        conn.close(reason)
+
+
 def _close_outcome(greenlet: gevent.Greenlet) -> None:
     if isinstance(greenlet.value, Connection):
         greenlet.value.close()
@@ -500,7 +514,13 @@ class Sentinel:
         for client in list(self._clients):
             if client.service == service and client.role == "replica":
                 for conn in list(client._owned.conns):
-                    if (conn.params.host, conn.params.port) == address:
+                    if (conn.params.host, conn.params.port) != address:
+                        continue
+                    if conn is client._shared:  # new calls connect elsewhere; those in flight
+                        client._shared = None  # get their own replies (and move on -LOADING)
+                        _RETIRING.add(conn)
+                        gevent.spawn(_close_when_answered, conn, reason)
+                    elif conn not in _RETIRING:
                         conn.close(reason)
 
     def _demoted(self, service: str, address: Address, message: str) -> None:

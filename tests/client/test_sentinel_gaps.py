@@ -149,6 +149,42 @@ def test_a_transaction_on_a_loading_replica_moves_whole(sentinel_healed, sentine
     ro.close()
 
 
+def test_concurrent_calls_on_a_replica_that_begins_loading_all_move(sentinel_healed, sentinel):
+    # The first caller to get -LOADING closed the shared connection at once: the other calls in
+    # flight on it (refused too, nothing ran) failed with ConnectionError instead of moving.
+    group = sentinel_healed
+    group.node_command(group.master, "SET", "shared", "p")
+    group.node_command(group.master, "WAIT", "2", "5000", timeout=6)
+    ro = sentinel.replica_for("mymaster", timeout=10)
+    assert ro.cmd(["GET", "shared"]) == b"p"
+    first = next(s for s in group.replicas if s.port == ro.params.port)
+    outcomes = []
+    stop = []
+
+    def reader():
+        while not stop:
+            try:
+                outcomes.append(ro.cmd(["GET", "shared"]))
+            except Exception as e:
+                outcomes.append(repr(e))
+            gevent.sleep(0)
+
+    readers = [gevent.spawn(reader) for _ in range(30)]
+    wait_for(lambda: len(outcomes) > 300, what="the readers to run")
+    reload = Reloading(group, first)
+    try:
+        wait_for(lambda: ro.params.port != first.port, what="the client to move")
+        counted = len(outcomes)
+        wait_for(lambda: len(outcomes) > counted + 300, what="the readers to go on elsewhere")
+    finally:
+        stop.append(True)
+        gevent.joinall(readers, timeout=20)
+        reload.finish()
+    ro.close()
+    assert sentinel.stats["replicas_loading"] >= 1
+    assert [o for o in outcomes if o != b"p"] == []
+
+
 def _subscribers(sentinel_server):
     """Ages (s) of the sentinel's clients subscribed to our three channels."""
     listing = sentinel_server.command("CLIENT", "LIST").decode()
