@@ -514,6 +514,10 @@ class ShardedSubscription(_PubSubShell):
         finally:
             self._resyncer = None
             self._holding = None
+            if self.closed:  # close() ran meanwhile: it could not close a shard made after it
+                for shard in list(self._shards.values()):
+                    shard.close()
+                self._shards.clear()
 
     def _warn_failure(self, error, failures, delay):
         now = gevent.get_hub().loop.now()

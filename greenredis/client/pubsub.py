@@ -75,8 +75,14 @@ class _PushStream:
     # -- connection ----------------------------------------------------------
 
     def _connect(self, resubscribe=False):
-        self._conn = self.redis._open(on_push=self._on_reply, backoff=False)
-        self._conn.on_close = self._on_close
+        conn = self.redis._open(on_push=self._on_reply, backoff=False)
+        if self.closed:
+            # close() ran while the reconnector was connecting: it closed the connection
+            # it saw, and its kill lands later, so nobody else would close this one.
+            conn.close()
+            raise ConnectionError(f"{self} was closed while it reconnected")
+        self._conn = conn
+        conn.on_close = self._on_close
         self._paused = False
         for command in self._setup_commands(resubscribe):
             self._conn.send(pack(command))
@@ -107,6 +113,8 @@ class _PushStream:
                     self._confirm(None, raise_refused=False)  # resubscribed before the gap
                 except RedisError as e:
                     self._holding = None
+                    if self.closed:
+                        return
                     delay = backoff.failure()
                     self._warn_failure(e, backoff.failures, delay)
                     if self._conn is not None:
@@ -125,6 +133,8 @@ class _PushStream:
         finally:
             self._holding = None
             self._reconnecting = False
+            if self.closed and self._conn is not None:
+                self._conn.close()  # whatever close() could not see: never a subscriber left behind
 
     def _warn_failure(self, error, failures, delay):
         """One WARNING with the reason when reconnecting starts failing, then one per

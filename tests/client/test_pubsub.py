@@ -149,3 +149,31 @@ def test_log_lines_name_a_subscription_without_its_repr(redis_server, caplog):
     assert "<Subscription" not in caplog.text
     sub.close()
     r.close()
+
+
+@pytest.mark.parametrize("kind", ["subscription", "monitor"])
+def test_closed_while_its_reconnector_connects_leaves_no_connection(redis_server, kind):
+    """close() from another greenlet just as the reconnector has opened the new
+    connection: close() cannot see that one and its kill of the reconnector lands later,
+    so the reconnector must close it itself (it stayed open, subscribed, forever)."""
+    r = greenredis.Redis(port=redis_server.port)
+    stream = r.subscribe("c") if kind == "subscription" else r.monitor()
+    check = redispy.Redis(port=redis_server.port)
+    real_open = r._open
+
+    def open_then_close(*args, **kwargs):
+        conn = real_open(*args, **kwargs)
+        if gevent.getcurrent() is stream._reconnector:
+            stream.close()
+        return conn
+
+    r._open = open_then_close
+    flag = "P" if kind == "subscription" else "O"  # CLIENT LIST flags: pubsub, monitor
+    theirs = lambda: [c for c in check.client_list() if flag in c["flags"]]
+    check.execute_command("CLIENT", "KILL", "TYPE", "pubsub" if kind == "subscription" else "normal")
+    wait_for(lambda: stream.closed, what="closed as it reconnected")
+    wait_for(lambda: stream._reconnector.dead, what="its reconnector ended")
+    gevent.sleep(0.3)  # a leftover connection's SUBSCRIBE/MONITOR is handled by now
+    assert theirs() == []
+    del r._open
+    r.close()

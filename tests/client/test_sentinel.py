@@ -418,3 +418,65 @@ def test_a_db_without_the_password_a_master_needs_is_an_authentication_error():
         finally:
             r.close()
             s.close()
+
+
+def _numsub(group, server, channel):
+    return group.node_command(server, "PUBSUB", "NUMSUB", channel)[1]
+
+
+def _fail_over_closing_one(group, client, steady, channel):
+    """SIGKILL the master while two subscriptions of ``client`` listen on ``channel``;
+    one of them is closed the instant its reconnector has opened the new master's
+    connection. The new master."""
+    doomed = client.subscribe(channel)
+    old = group.master
+    wait_for(lambda: _numsub(group, old, channel) == 2, what="both subscribed")
+    real_open = client._open
+
+    def open_then_close(*args, **kwargs):
+        conn = real_open(*args, **kwargs)
+        mine = gevent.getcurrent() is doomed._reconnector
+        if mine and conn.params.port != old.port and not doomed.closed:
+            doomed.close()  # as the grid's resubscribe does, from another greenlet, just then
+        return conn
+
+    client._open = open_then_close
+    try:
+        epoch = group.config_epoch()
+        old.kill()
+        new = group.wait_failed_over(epoch, timeout=60)
+        wait_for(lambda: doomed.closed, timeout=30, what="the doomed subscription closed")
+        wait_for(lambda: doomed._reconnector.dead, what="its reconnector ended")
+    finally:
+        del client._open
+    wait_for(
+        lambda: not steady._reconnecting and steady._conn.params.port == new.port,
+        timeout=30,
+        what="the steady one resubscribed on the new master",
+    )
+    return new
+
+
+def test_a_subscription_closed_while_it_reconnects_through_a_failover_leaves_no_subscriber(
+    sentinel_healed, sentinel
+):
+    """A subscription closed (from another greenlet: the grid's resubscribe) while its
+    reconnector is opening the new master's connection must not leave that connection
+    subscribed there: close() closes the connection it sees, and its kill of the
+    reconnector lands later. A subscription left alone ends on exactly one connection.
+    Two failovers: each one leaked one more subscriber."""
+    group = sentinel_healed
+    channel = "leak-check"
+    client = sentinel.master_for(group.service, connect_timeout=1)
+    steady = client.subscribe(channel)
+    try:
+        for round_ in range(2):
+            new = _fail_over_closing_one(group, client, steady, channel)
+            gevent.sleep(0.2)  # a leaked connection's SUBSCRIBE is answered by now
+            assert _numsub(group, new, channel) == 1, (
+                f"failover {round_}: a closed subscription left a subscriber"
+            )
+            group.heal()  # the killed master is back, as a replica; the next round kills the new one
+    finally:
+        steady.close()
+        client.close()

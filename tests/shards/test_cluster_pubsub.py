@@ -313,3 +313,30 @@ def test_channel_names_given_as_int_bytes_or_memoryview_are_their_text(rc, c):
             sub.ssubscribe(None)
     finally:
         sub.close()
+
+
+def test_closed_while_it_resubscribes_leaves_no_shard_connection(rc, c):
+    """close() from another greenlet just as the resync has opened a node's new
+    connection: that shard was not there for close() to close, so the resync must."""
+    by_port = channels_on_every_primary(rc, per_node=1, prefix="leak-")
+    victim, port = next((chans[0], p) for p, chans in by_port.items())
+    sub = c.ssubscribe(victim)
+    redis = next(r for r in c._clients.values() if r.params.port == port)
+    real_open = redis._open
+
+    def open_then_close(*args, **kwargs):
+        conn = real_open(*args, **kwargs)
+        if gevent.getcurrent() is sub._resyncer:
+            sub.close()
+        return conn
+
+    redis._open = open_then_close
+    try:
+        assert rc.call(port, "CLIENT", "KILL", "TYPE", "pubsub") >= 1
+        wait_for(lambda: sub.closed, what="closed as it resubscribed")
+        wait_for(lambda: sub._resyncer is None, what="its resync ended")
+        gevent.sleep(0.3)  # a leftover shard's SSUBSCRIBE is handled by now
+        assert rc.call(port, "PUBSUB", "SHARDNUMSUB", victim)[1] == 0
+    finally:
+        del redis._open
+        sub.close()
