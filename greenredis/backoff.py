@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from typing import Callable
 
-__all__ = ["delay", "Backoff"]
+__all__ = ["delay", "Backoff", "RECONNECT_LONGEST", "reconnect"]
 
 
 def delay(
@@ -45,3 +45,14 @@ class Backoff:
 
     def __repr__(self) -> str:
         return f"Backoff(failures={self.failures}, first={self.first}, most={self.most})"
+
+
+#: The clients' reconnect policy (a connection, a subscription): first and longest base wait.
+RECONNECT_FIRST, RECONNECT_MOST = 0.05, 2.0
+#: Its longest wait, jitter included: how long a live peer may take to notice Redis is back.
+RECONNECT_LONGEST = RECONNECT_MOST * 1.2
+
+
+def reconnect() -> Backoff:
+    """A fresh Backoff with the clients' reconnect policy."""
+    return Backoff(RECONNECT_FIRST, RECONNECT_MOST)

@@ -30,7 +30,7 @@ import gevent
 from gevent.event import Event
 from gevent.lock import RLock
 
-from greenredis.backoff import Backoff
+from greenredis.backoff import reconnect
 from greenredis.client.cluster_pubsub_routes import Routes, plan_shards
 from greenredis.client.connection import pack
 from greenredis.client.pubsub import GAP, Message, Subscription
@@ -480,7 +480,7 @@ class ShardedSubscription(_PubSubShell):
             self._resyncer = gevent.spawn(self._resync, refresh)
 
     def _resync(self, refresh):
-        backoff = Backoff(0.05, 2.0)
+        backoff = reconnect()
         refused = []
         try:
             while not self.closed:

@@ -20,7 +20,7 @@ from time import monotonic
 import gevent
 from gevent.event import Event
 
-from greenredis.backoff import Backoff
+from greenredis.backoff import reconnect
 from greenredis.client.connection import pack
 from greenredis.errors import ConnectionError, RedisError, ReplyError
 
@@ -98,7 +98,7 @@ class _PushStream:
         self._reconnector = gevent.spawn(self._reconnect)
 
     def _reconnect(self):
-        backoff = Backoff(0.05, 2.0)
+        backoff = reconnect()
         try:
             while not self.closed:
                 if self.redis.closed:  # nothing to reconnect with: end the iteration

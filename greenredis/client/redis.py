@@ -10,7 +10,7 @@ from gevent.event import AsyncResult
 from gevent.lock import Semaphore
 from gevent.monkey import get_original
 
-from greenredis.backoff import Backoff
+from greenredis.backoff import reconnect
 from greenredis.client.connection import open_connection, pack
 from greenredis.errors import ConnectionError, RedisError, ReplyError, TimeoutError, WatchError
 from greenredis.url import ConnectionParams, is_cluster_url, is_sentinel_url, parse_url
@@ -309,7 +309,7 @@ class Redis(_Commands):
         """Everything tied to this process and thread (called again in a forked child)."""
         self._thread = get_ident()
         self._connecting = None  # AsyncResult of the connect attempt every caller waits for
-        self._backoff = Backoff(0.05, 2.0)
+        self._backoff = reconnect()
         self._retry_at = 0.0
         self._last_error = None
         self._idle = []  # connections kept for blocking commands

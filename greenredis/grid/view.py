@@ -58,6 +58,8 @@ import string
 from collections import namedtuple
 from typing import NamedTuple, Optional
 
+from greenredis.backoff import RECONNECT_LONGEST
+
 __all__ = [
     "Layout",
     "GridView",
@@ -373,7 +375,9 @@ class GridView:
         self.interval = float(interval)
         self.keep_gone = float(10 * ttl if keep_gone is None else keep_gone)
         self.stale_after = 2.5 * self.interval  # no sign of life for longer: health says "stale"
-        self.grace = min(self.ttl, 2 * self.interval + 1.0)
+        # after Redis is back, a live peer may still wait out its client's reconnect backoff,
+        # then its writer's (<= 1.2 interval), then its next beat
+        self.grace = min(self.ttl, 2 * self.interval + 1.0 + RECONNECT_LONGEST)
         self.stale_since = None
         self.counters = {"bad_data": 0, "bad_messages": 0, "expired": 0, "left": 0, "twin_leaves": 0}
         self._nodes = {} if self_name is None else {self_name: _Node(dict(meta), now)}

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from greenredis.backoff import RECONNECT_LONGEST
 from greenredis.grid.view import GridDataError, GridView, Layout, clean_meta, valid_name
 
 pytestmark = pytest.mark.unit  # pure: no server, no sockets
@@ -243,6 +244,19 @@ def test_stale_view_does_not_expire_and_recovery_gives_grace():
     assert not v.stale
     assert v.tick(1000 + v.grace - 0.1) == []
     assert [e.name for e in v.tick(1000 + v.grace)] == ["a"]
+
+
+def test_recovery_grace_covers_a_live_node_s_longest_reconnect_wait():
+    """A live node's client may be in its longest reconnect wait (the client's backoff, with
+    jitter) when Redis comes back, then in its writer's backoff, then due a beat: the view
+    that recovered first must not expire it meanwhile (it did with a short interval)."""
+    v = GridView("me", {}, ttl=4, interval=0.5, now=100)
+    v.seen("b", A, 100)
+    v.mark_stale(101)
+    v.recover(110)
+    back = RECONNECT_LONGEST + min(2.0, v.interval) * 1.2 + v.interval
+    assert v.tick(110 + back) == []
+    assert "b" in v.nodes()
 
 
 def test_health_states_and_gone_nodes_kept_a_while():
