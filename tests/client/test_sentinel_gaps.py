@@ -59,13 +59,18 @@ class Reloading:
         self.greenlet.join(60)
 
 
-def test_replica_for_moves_off_a_loading_replica(sentinel_healed, sentinel):
-    group = sentinel_healed
-    group.node_command(group.master, "SET", "shared", "x")
+def _reading_a_replica(group, sentinel, value):
+    """``shared`` set to ``value`` on every replica; a replica_for client that read it, and its server."""
+    group.node_command(group.master, "SET", "shared", value)
     group.node_command(group.master, "WAIT", "2", "5000", timeout=6)
     ro = sentinel.replica_for("mymaster", timeout=10)
-    assert ro.cmd(["GET", "shared"]) == b"x"
-    first = next(s for s in group.replicas if s.port == ro.params.port)
+    assert ro.cmd(["GET", "shared"]) == value.encode()
+    return ro, next(s for s in group.replicas if s.port == ro.params.port)
+
+
+def test_replica_for_moves_off_a_loading_replica(sentinel_healed, sentinel):
+    group = sentinel_healed
+    ro, first = _reading_a_replica(group, sentinel, "x")
     reload = Reloading(group, first)
     try:
         # the connected client gets -LOADING from its replica: it moves, the call succeeds
@@ -86,11 +91,7 @@ def test_replica_for_moves_off_a_loading_replica(sentinel_healed, sentinel):
 
 def test_a_batch_on_a_loading_replica_moves_too(sentinel_healed, sentinel):
     group = sentinel_healed
-    group.node_command(group.master, "SET", "shared", "y")
-    group.node_command(group.master, "WAIT", "2", "5000", timeout=6)
-    ro = sentinel.replica_for("mymaster", timeout=10)
-    assert ro.cmd(["GET", "shared"]) == b"y"
-    first = next(s for s in group.replicas if s.port == ro.params.port)
+    ro, first = _reading_a_replica(group, sentinel, "y")
     reload = Reloading(group, first)
     try:
         assert ro.cmd([["GET", "shared"], ["EXISTS", "shared"]]) == [b"y", 1]
@@ -104,11 +105,7 @@ def test_a_batch_that_moves_off_a_loading_replica_resends_only_what_was_refused(
     # PUBLISH runs on a loading replica (its LOADING flag); the GET beside it is refused.
     # Only the GET may go to the next replica: the whole batch again published twice.
     group = sentinel_healed
-    group.node_command(group.master, "SET", "shared", "z")
-    group.node_command(group.master, "WAIT", "2", "5000", timeout=6)
-    ro = sentinel.replica_for("mymaster", timeout=10)
-    assert ro.cmd(["GET", "shared"]) == b"z"
-    first = next(s for s in group.replicas if s.port == ro.params.port)
+    ro, first = _reading_a_replica(group, sentinel, "z")
     listeners = []
     for server in group.replicas:  # a subscriber on each replica, made before the reload
         listener = redis.Redis(port=server.port, socket_timeout=10).pubsub()
@@ -135,11 +132,7 @@ def test_a_batch_that_moves_off_a_loading_replica_resends_only_what_was_refused(
 def test_a_transaction_on_a_loading_replica_moves_whole(sentinel_healed, sentinel):
     # its queued commands are refused, so EXEC aborts: nothing ran, all of it goes again
     group = sentinel_healed
-    group.node_command(group.master, "SET", "shared", "t")
-    group.node_command(group.master, "WAIT", "2", "5000", timeout=6)
-    ro = sentinel.replica_for("mymaster", timeout=10)
-    assert ro.cmd(["GET", "shared"]) == b"t"
-    first = next(s for s in group.replicas if s.port == ro.params.port)
+    ro, first = _reading_a_replica(group, sentinel, "t")
     reload = Reloading(group, first)
     try:
         assert ro.transaction([["GET", "shared"], ["EXISTS", "shared"]]) == [b"t", 1]
@@ -153,11 +146,7 @@ def test_concurrent_calls_on_a_replica_that_begins_loading_all_move(sentinel_hea
     # The first caller to get -LOADING closed the shared connection at once: the other calls in
     # flight on it (refused too, nothing ran) failed with ConnectionError instead of moving.
     group = sentinel_healed
-    group.node_command(group.master, "SET", "shared", "p")
-    group.node_command(group.master, "WAIT", "2", "5000", timeout=6)
-    ro = sentinel.replica_for("mymaster", timeout=10)
-    assert ro.cmd(["GET", "shared"]) == b"p"
-    first = next(s for s in group.replicas if s.port == ro.params.port)
+    ro, first = _reading_a_replica(group, sentinel, "p")
     outcomes = []
     stop = []
 
@@ -235,11 +224,7 @@ def test_replica_for_moves_off_a_replica_that_answers_masterdown(sentinel_healed
     # replica-serve-stale-data no and its link down: -MASTERDOWN, which the sentinels take
     # for a healthy answer to their PING (sentinel.c) and which nothing ran behind
     group = sentinel_healed
-    group.node_command(group.master, "SET", "shared", "z")
-    group.node_command(group.master, "WAIT", "2", "5000", timeout=6)
-    ro = sentinel.replica_for("mymaster", timeout=10)
-    assert ro.cmd(["GET", "shared"]) == b"z"
-    first = next(s for s in group.replicas if s.port == ro.params.port)
+    ro, first = _reading_a_replica(group, sentinel, "z")
     group.node_command(first, "CONFIG", "SET", "replica-serve-stale-data", "no")
     try:
         group.node_command(first, "REPLICAOF", "127.0.0.1", str(free_port()))  # nothing listens there
