@@ -790,13 +790,16 @@ class RDBParser:
         except IndexError:
             pass
         finally:
-            added = len(data) - before
-            self.keys_loaded += added
-            if added != count:
-                if self.duplicates == "error":
-                    raise _Bad("duplicated key (in a run of strings)")
-                self.duplicates_replaced += count - added
+            self._ran(len(data) - before, count, "strings")
         return i
+
+    def _ran(self, added: int, count: int, kind: str) -> None:
+        """Account for a run of ``count`` records that added ``added`` keys."""
+        self.keys_loaded += added
+        if added != count:
+            if self.duplicates == "error":
+                raise _Bad(f"duplicated key (in a run of {kind})")
+            self.duplicates_replaced += count - added
 
     def _hash_run(self, buf, i, n):
         """Store consecutive plain RDB_TYPE_HASH_LISTPACK records with a short key and a
@@ -860,12 +863,7 @@ class RDBParser:
         except (IndexError, ValueError, SystemError):  # EncodingError, corrupt LZF: the general path says
             pass
         finally:
-            added = len(data) - before
-            self.keys_loaded += added
-            if added != count:
-                if self.duplicates == "error":
-                    raise _Bad("duplicated key (in a run of hashes)")
-                self.duplicates_replaced += count - added
+            self._ran(len(data) - before, count, "hashes")
         return i
 
     def _hash_listpack(self, key, buf, i):
