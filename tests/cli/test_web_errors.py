@@ -54,15 +54,15 @@ def get(port, path, headers=""):
     return data.split(b"\r\n", 1)[0]
 
 
-def failing_request(tmp_path, app, *extra, path="/boom?password=hunter2-query"):
-    """(stdout, stderr) of ``greenredis web --app failing:APP`` that served one /boom."""
+def run_web(tmp_path, app, during, *extra, **env):
+    """(stdout, stderr) of ``greenredis web --app failing:APP`` (``env`` added to a clean
+    one) once it listens and ``during(port)`` has run."""
     (tmp_path / "failing.py").write_text(APP)
     port = free_port()
-    env = clean_env(PYTHONPATH=tmp_path, REDIS_URL="redis://:s3cret-pw@127.0.0.1:1/0")
     proc = subprocess.Popen(
         [*CLI, "web", "--app", f"failing:{app}", "--port", str(port), "--no-access-log", *extra],
         cwd=ROOT,
-        env=env,
+        env=clean_env(PYTHONPATH=tmp_path, **env),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -75,13 +75,22 @@ def failing_request(tmp_path, app, *extra, path="/boom?password=hunter2-query"):
                 return s.connect_ex(("127.0.0.1", port)) == 0
 
         wait_for(up, timeout=30, what="web to listen")
-        status = get(port, path, "Authorization: Bearer tok-in-a-header\r\n")
-        assert b"500" in status, status
-        time.sleep(0.5)  # let the error line be written
+        during(port)
     finally:
         proc.terminate()
         out, err = proc.communicate(timeout=30)
     return out, err
+
+
+def failing_request(tmp_path, app, *extra, path="/boom?password=hunter2-query"):
+    """(stdout, stderr) of ``greenredis web --app failing:APP`` that served one /boom."""
+
+    def boom(port):
+        status = get(port, path, "Authorization: Bearer tok-in-a-header\r\n")
+        assert b"500" in status, status
+        time.sleep(0.5)  # let the error line be written
+
+    return run_web(tmp_path, app, boom, *extra, REDIS_URL="redis://:s3cret-pw@127.0.0.1:1/0")
 
 
 @pytest.mark.parametrize("app", ["raw", "flask_app"])
@@ -118,31 +127,13 @@ def test_debug_level_shows_the_traceback_masked(tmp_path, app):
 
 
 def test_a_bad_request_is_one_warning_line(tmp_path):
-    (tmp_path / "failing.py").write_text(APP)
-    port = free_port()
-    proc = subprocess.Popen(
-        [*CLI, "web", "--app", "failing:raw", "--port", str(port), "--no-access-log"],
-        cwd=ROOT,
-        env=clean_env(PYTHONPATH=tmp_path),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-
-        def up():
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", port)) == 0
-
-        wait_for(up, timeout=30, what="web to listen")
+    def bad_length(port):
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
             s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n")
             assert b"400" in s.recv(65536).split(b"\r\n", 1)[0]
         time.sleep(0.5)
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=30)
+
+    _, err = run_web(tmp_path, "raw", bad_length)
     bad = [line for line in err.splitlines() if "abc" in line]
     assert len(bad) == 1 and "WARNING greenredis.tempo.http: tempo: " in bad[0], err
     assert "<gevent" not in err and "Traceback" not in err, err  # no socket repr, no traceback
@@ -151,28 +142,7 @@ def test_a_bad_request_is_one_warning_line(tmp_path):
 def test_a_greenlet_that_dies_is_one_masked_line(tmp_path):
     # gevent's hub printed the traceback of any greenlet that died of an exception (the
     # app's or ours) to stderr, unmasked, with a "<Greenlet at 0x...>" line
-    (tmp_path / "failing.py").write_text(APP)
-    port = free_port()
-    proc = subprocess.Popen(
-        [*CLI, "web", "--app", "failing:crash_later()", "--port", str(port), "--no-access-log"],
-        cwd=ROOT,
-        env=clean_env(PYTHONPATH=tmp_path),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-
-        def up():
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", port)) == 0
-
-        wait_for(up, timeout=30, what="web to listen")
-        time.sleep(1.0)  # the background greenlet has died
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=30)
+    _, err = run_web(tmp_path, "crash_later()", lambda port: time.sleep(1.0))  # the background greenlet died
     assert "s3cret-pw" not in err and "Traceback" not in err and "<Greenlet" not in err, err
     failed = [line for line in err.splitlines() if "RuntimeError" in line]
     assert len(failed) == 1 and " ERROR " in failed[0] and "background" in failed[0], err
