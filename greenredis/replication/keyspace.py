@@ -7,7 +7,8 @@ string     ``bytes`` (int-encoded strings become their decimal bytes)
 list       ``collections.deque`` of ``bytes``
 set        ``Set``: a ``dict`` ``member -> None`` in Redis's iteration order
            where Redis has one (intset, listpack), with Redis's encoding
-hash       ``dict`` ``bytes -> bytes``
+hash       ``dict`` ``bytes -> bytes``, or ``PackedHash`` as loaded (a read-only
+           mapping over Redis's listpack bytes, decoded on first read)
 zset       ``ZSet``: a ``dict`` ``member -> float score``, ordered on demand
 stream     ``Stream``
 =========  ===========================================================
@@ -17,6 +18,7 @@ Hash field expiry (Redis 7.4 / Valkey 9) is kept per key as ``field -> ms``.
 """
 
 from collections import deque
+from collections.abc import Mapping
 from typing import NamedTuple
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "Db",
     "ZSet",
     "Set",
+    "PackedHash",
     "Stream",
     "StreamID",
     "ConsumerGroup",
@@ -180,6 +183,78 @@ class ZSet(dict):
         return f"ZSet({dict.__repr__(self)})"
 
 
+class PackedHash(Mapping):
+    """A hash as the RDB stored it: Redis's listpack bytes, decoded on first read.
+
+    Redis itself serves a small hash from its listpack; keeping the bytes makes a full sync
+    of listpack hashes several times faster than building their dicts, and an unread hash
+    costs only its blob. It is a read-only ``Mapping`` of ``bytes -> bytes`` (``==`` a dict
+    of the same fields); the applier replaces it with a dict (``unpack()``) on the first
+    write. The load checks the header (size, element count, terminator); a blob that is
+    corrupt inside raises ``EncodingError`` on its first read, where Redis, which checks no
+    more by default, would crash.
+    """
+
+    __slots__ = ("_listpack", "_fields")
+
+    def __init__(self, listpack: bytes):
+        self._listpack = listpack
+        self._fields = None
+
+    def fields(self) -> dict:
+        """The decoded fields, cached (shared: do not change them)."""
+        f = self._fields
+        if f is None:
+            from greenredis.replication.rdb.encodings import listpack_dict  # rdb imports this module
+
+            f = self._fields = listpack_dict(self._listpack)
+            self._listpack = None
+        return f
+
+    def unpack(self) -> dict:
+        """A new dict of the fields, to change."""
+        return dict(self.fields())
+
+    def __getitem__(self, field):
+        return self.fields()[field]
+
+    def __iter__(self):
+        return iter(self.fields())
+
+    def __len__(self):
+        return len(self.fields())
+
+    def __bool__(self):
+        return True  # the load packs only listpacks that hold fields
+
+    def __contains__(self, field):
+        return field in self.fields()
+
+    def get(self, field, default=None):
+        return self.fields().get(field, default)
+
+    def keys(self):
+        return self.fields().keys()
+
+    def items(self):
+        return self.fields().items()
+
+    def values(self):
+        return self.fields().values()
+
+    def __eq__(self, other):
+        if isinstance(other, PackedHash):
+            other = other.fields()
+        return self.fields() == other if isinstance(other, dict) else NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self):
+        if self._fields is None:
+            return f"PackedHash(<{len(self._listpack)} bytes, not read yet>)"
+        return f"PackedHash({self._fields!r})"
+
+
 class StreamID(NamedTuple):
     ms: int
     seq: int
@@ -281,7 +356,15 @@ class Stream:
         return f"Stream({len(self.entries)} entries, last_id={self.last_id}, groups={list(self.groups)})"
 
 
-_TYPE_NAMES = {bytes: "string", deque: "list", Set: "set", dict: "hash", ZSet: "zset", Stream: "stream"}
+_TYPE_NAMES = {
+    bytes: "string",
+    deque: "list",
+    Set: "set",
+    dict: "hash",
+    PackedHash: "hash",
+    ZSet: "zset",
+    Stream: "stream",
+}
 
 
 def type_name(value):

@@ -49,7 +49,7 @@ from greenredis.client.sockets import connect
 from greenredis.errors import ConnectionError, TimeoutError
 from greenredis.replication.applier import Applier, ApplyError
 from greenredis.replication.keymatch import match_keys
-from greenredis.replication.keyspace import Keyspace, Set, Stream, ZSet, type_name
+from greenredis.replication.keyspace import Keyspace, PackedHash, Set, Stream, ZSet, type_name
 from greenredis.replication.protocol import (
     Commands,
     Continue,
@@ -87,6 +87,8 @@ def _copy(value, field_exp=None, now=None):
         return value
     if t is deque:
         return list(value)
+    if t is PackedHash:
+        value, t = value.fields(), dict
     if t is dict:
         if field_exp:
             return {f: v for f, v in value.items() if (e := field_exp.get(f)) is None or e >= now}

@@ -4,7 +4,7 @@ import time
 from fractions import Fraction
 
 from greenredis.errors import RedisError
-from greenredis.replication.keyspace import _TYPE_NAMES, Set, Stream, ZSet, type_name
+from greenredis.replication.keyspace import _TYPE_NAMES, PackedHash, Set, Stream, ZSet, type_name
 
 __all__ = ["ApplyError", "Core", "now_ms", "parse_int", "parse_float", "copy_value"]
 
@@ -56,7 +56,7 @@ def parse_float(arg, what="value"):
 def copy_value(value):
     """A copy that shares nothing mutable with ``value`` (COPY, transaction snapshots)."""
     t = type(value)
-    if t is bytes:
+    if t is bytes or t is PackedHash:  # immutable
         return value
     if t is Stream or t is Set:
         return value.copy()  # a Set keeps its encoding and order, as setTypeDup does
@@ -143,7 +143,10 @@ class Core:
         """The value at ``key`` if it is a ``cls``, None if absent; another type raises WRONGTYPE."""
         value = self.data.get(key)
         if value is not None and type(value) is not cls:
-            self._wrongtype(key, value, _TYPE_NAMES[cls])
+            if type(value) is PackedHash and cls is dict:
+                value = self.data[key] = value.unpack()  # written next: a dict of its own
+            else:
+                self._wrongtype(key, value, _TYPE_NAMES[cls])
         return value
 
     def _wrongtype(self, key, value, wanted):

@@ -25,7 +25,7 @@ class HashesMixin(Core):
             h = {}
             self._put(key, h)
         elif type(h) is not dict:
-            self._wrongtype(key, h, "hash")
+            h = self._hash(key)
         if n == 4:
             h[argv[2]] = argv[3]
         else:

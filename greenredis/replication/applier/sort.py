@@ -4,7 +4,7 @@ import functools
 from collections import deque
 
 from greenredis.replication.applier.base import ApplyError, Core, parse_int
-from greenredis.replication.keyspace import Set, ZSet
+from greenredis.replication.keyspace import PackedHash, Set, ZSet
 
 
 class SortMixin(Core):
@@ -25,7 +25,7 @@ class SortMixin(Core):
         if value is None:
             return None
         if field is not None:
-            return value.get(field) if type(value) is dict else None
+            return value.get(field) if type(value) in (dict, PackedHash) else None
         return value if type(value) is bytes else None
 
     def cmd_sort(self, argv):

@@ -38,6 +38,7 @@ from greenredis.replication.keyspace import (
     Consumer,
     ConsumerGroup,
     Keyspace,
+    PackedHash,
     PendingEntry,
     Set,
     Stream,
@@ -114,6 +115,7 @@ _LZF_STRING = 0xC0 | int(Enc.LZF)  # RDB_ENCVAL | RDB_ENC_LZF
 _ENC_INT8, _ENC_INT16, _ENC_INT32, _ENC_LZF = map(int, (Enc.INT8, Enc.INT16, Enc.INT32, Enc.LZF))
 
 _unpack_double = struct.Struct("<d").unpack_from
+_listpack_header = struct.Struct("<IH").unpack_from  # total bytes, element count
 
 
 def _rlen(buf, i):
@@ -186,6 +188,18 @@ def _rstr(buf, i):
         except LZFError as exc:
             raise _Bad(str(exc)) from None
     raise _Bad(f"unknown string encoding {enc}")
+
+
+def _hash_value(lp):
+    """A RDB_TYPE_HASH_LISTPACK value: kept packed if the listpack's header holds up (its
+    size, an even non-zero element count, the terminator), as Redis checks it on load;
+    else decoded now, which says what is wrong (or gives the empty dict of an empty one)."""
+    n = len(lp)
+    if n > 6:
+        size, count = _listpack_header(lp)
+        if size == n and count and not count & 1 and lp[n - 1] == 0xFF:  # 65535, "not known", is odd
+            return PackedHash(lp)
+    return listpack_dict(lp)
 
 
 def _rfixed(buf, i, width):
@@ -811,7 +825,7 @@ class RDBParser:
         data = self._db.data
         before = len(data)
         count = 0
-        decompress, decode = c_decompress, listpack_dict
+        decompress, decode = c_decompress, _hash_value
         try:
             while buf[i] == _HASH_LISTPACK:
                 kl = buf[i + 1]
@@ -869,7 +883,7 @@ class RDBParser:
     def _hash_listpack(self, key, buf, i):
         """The value of a RDB_TYPE_HASH_LISTPACK record whose key is read."""
         blob, i = _rstr(buf, i)
-        value = listpack_dict(blob)
+        value = self._listpack_hash(blob)
         db = self._db
         if db is not None and self._plain() and key not in db.data and value:
             db.data[key] = value
@@ -1163,7 +1177,11 @@ class RDBParser:
 
     def _h_hash_listpack(self, buf, i):
         blob, i = _rstr(buf, i)
-        return (listpack_dict(blob), None), i
+        return (self._listpack_hash(blob), None), i
+
+    def _listpack_hash(self, blob):
+        # on_key gets a plain dict, what it is told a hash is; the Keyspace may keep it packed
+        return listpack_dict(blob) if self.on_key is not None else _hash_value(blob)
 
     def _h_hash_listpack_ex(self, buf, i, relative=False):
         blob, i = _rstr(buf, i)
