@@ -9,7 +9,7 @@ from test_applier import assert_same_dataset, raw_client
 
 from greenredis.replication.applier import REFUSED, Applier, ApplyError, commands
 from greenredis.replication.applier.base import copy_value
-from greenredis.replication.keyspace import Keyspace, Set, Stream, StreamID, ZSet
+from greenredis.replication.keyspace import Keyspace, PackedHash, Set, Stream, StreamID, ZSet
 
 
 def A(*argv):
@@ -830,7 +830,7 @@ def _canon(v):
         return ("s", v.encoding, frozenset(v) if v.encoding == "hashtable" else tuple(v.ordered()))
     if t is ZSet:
         return ("z", tuple(sorted(v.items())))
-    if t is dict:
+    if t is dict or t is PackedHash:
         return ("h", tuple(sorted(v.items())))
     groups = tuple(
         sorted(

@@ -19,7 +19,7 @@ import pytest
 from test_applier import MasterStream, Workload, _info, _pairs, _replica_caught_up, raw_client
 
 from greenredis.replication.applier import Applier, ApplyError
-from greenredis.replication.keyspace import Set, Stream, ZSet
+from greenredis.replication.keyspace import PackedHash, Set, Stream, ZSet
 from greenredis.server import find_valkey_server
 
 SEEDS = [int(s) for s in os.environ.get("GREENREDIS_DIFF_SEEDS", "1,2").split(",") if s.strip()]
@@ -170,7 +170,7 @@ def _local(value, listpack_sets=True):
             encoding = "hashtable"  # before 7.2 a set is an intset or a hashtable
         members = value.ordered() if encoding != "hashtable" else sorted(value)
         return "set", (encoding, members)
-    if t is dict:
+    if t is dict or t is PackedHash:
         return "hash", sorted(value.items())
     if t is ZSet:
         return "zset", [(m, _score(s)) for m, s in value.ordered()]

@@ -1344,6 +1344,11 @@ def decode_dump(payload, with_field_expiry=False):
             raise RDBError("DUMP payload holds a module value, which cannot be decoded")
         raise RDBError("DUMP payload holds an empty collection")
     value = db.data[b""]
+    if type(value) is PackedHash:  # a payload is decoded whole: checked now, a plain dict
+        try:
+            value = value.unpack()
+        except EncodingError as exc:
+            raise RDBError(f"bad DUMP payload: {exc}") from None
     if with_field_expiry:
         return value, db.field_expires.get(b"", {})
     return value

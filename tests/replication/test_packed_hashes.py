@@ -1,0 +1,172 @@
+"""Listpack hashes load packed (``PackedHash``) and are decoded on first use: reads see the
+fields, the first write turns the value into a dict of its own, and what a real replica
+holds after any write is what greenredis holds."""
+
+import random
+
+import pytest
+from test_rdb_runs import hash_record, listpack, rdb, rlzf, rstr
+from test_replica import DISK_SYNC, assert_same, caught_up, client, make_server, replicas  # noqa: F401 (fixtures)
+from waiting import wait_for
+
+from greenredis.replication.applier import Applier, ApplyError
+from greenredis.replication.keyspace import PackedHash
+from greenredis.replication.rdb import encodings
+from greenredis.replication.rdb.parser import RDBError, RDBParser, decode_dump
+from greenredis.replication.replica import _copy
+
+PAIRS = [(b"f1", b"v1"), (b"n", b"42"), (b"e", b"")]
+
+
+def load(body, **kwargs):
+    p = RDBParser(**kwargs)
+    p.feed(rdb(body))
+    return p.finish()
+
+
+def counting_decodes(monkeypatch):
+    calls = []
+    real = encodings.listpack_dict
+    monkeypatch.setattr(encodings, "listpack_dict", lambda lp: calls.append(lp) or real(lp))
+    return calls
+
+
+@pytest.mark.unit
+def test_a_listpack_hash_loads_packed_and_is_decoded_on_its_first_read(monkeypatch):
+    decodes = counting_decodes(monkeypatch)
+    body = hash_record(b"h", PAIRS) + hash_record(b"z", PAIRS, "lzf")
+    body += b"\xfc" + (4102444800000).to_bytes(8, "little") + hash_record(b"t", PAIRS)  # the general path
+    ks = load(body)
+    values = ks.db(0).data
+    assert {type(v) for v in values.values()} == {PackedHash} and decodes == []
+    h = values[b"h"]
+    assert h == dict(PAIRS) and dict(PAIRS) == h and list(h) == [f for f, _ in PAIRS]
+    assert h[b"n"] == b"42" and h.get(b"nope") is None and b"e" in h and len(h) == 3
+    assert len(decodes) == 1  # decoded once, then cached
+    assert values[b"t"] == values[b"z"] == h and ks.db(0).expires == {b"t": 4102444800000}
+    got = _copy(values[b"t"])  # what Replica.get returns: a dict the caller may change
+    got[b"x"] = b"y"
+    assert type(got) is dict and b"x" not in values[b"t"]
+
+
+@pytest.mark.unit
+def test_on_key_and_decode_dump_get_plain_dicts():
+    seen = []
+    load(hash_record(b"h", PAIRS), on_key=lambda db, k, v, e: seen.append(v))
+    assert [type(v) for v in seen] == [dict] and seen[0] == dict(PAIRS)
+    lp = listpack([x for pair in PAIRS for x in pair])
+    payload = b"\x10" + rstr(lp) + b"\x0a\x00"
+    from greenredis.replication.rdb.crc64 import crc64
+
+    value = decode_dump(payload + crc64(payload).to_bytes(8, "little"))
+    assert type(value) is dict and value == dict(PAIRS)
+
+
+@pytest.mark.unit
+def test_writes_to_a_packed_hash_change_a_dict_of_its_own():
+    ks = load(hash_record(b"h", PAIRS) + hash_record(b"g", PAIRS) + hash_record(b"k", PAIRS))
+    ap = Applier(ks)
+    data = ks.db(0).data
+    ap.apply([b"COPY", b"h", b"h2"])
+    assert data[b"h2"] is data[b"h"]  # immutable until written: shared
+    ap.apply([b"HSET", b"h", b"f1", b"new"])
+    assert type(data[b"h"]) is dict and data[b"h"] == {b"f1": b"new", b"n": b"42", b"e": b""}
+    assert type(data[b"h2"]) is PackedHash and data[b"h2"] == dict(PAIRS)
+    ap.apply([b"HINCRBY", b"h2", b"n", b"-50"])
+    ap.apply([b"HSETNX", b"g", b"f1", b"no"])
+    ap.apply([b"HSETNX", b"g", b"new", b"yes"])
+    ap.apply([b"HDEL", b"k", b"f1", b"n", b"e"])
+    assert data[b"h2"][b"n"] == b"-8" and data[b"g"][b"f1"] == b"v1" and data[b"g"][b"new"] == b"yes"
+    assert b"k" not in data  # emptied: deleted
+    ap.apply([b"RENAME", b"g", b"g2"])
+    ap.apply([b"COPY", b"h2", b"p"])  # h2 is a dict now; p's value comes from the load:
+    data[b"p"] = ks.db(0).data[b"g2"] = load(hash_record(b"p", PAIRS)).db(0).data[b"p"]
+    ap.apply([b"RPUSH", b"l", b"p"])
+    ap.apply([b"SORT", b"l", b"BY", b"nosort", b"GET", b"*->n", b"STORE", b"s"])
+    assert type(data[b"p"]) is PackedHash and list(data[b"s"]) == [b"42"]
+    with pytest.raises(ApplyError, match="WRONGTYPE"):
+        ap.apply([b"LPUSH", b"g2", b"x"])
+
+
+@pytest.mark.unit
+def test_a_transaction_that_fails_puts_the_packed_value_back():
+    ks = load(hash_record(b"h", PAIRS))
+    ap = Applier(ks)
+    before = ks.db(0).data[b"h"]
+    for cmd in ([b"MULTI"], [b"HSET", b"h", b"f1", b"changed"], [b"HINCRBY", b"h", b"f1", b"1"]):
+        ap.apply(cmd)
+    with pytest.raises(ApplyError):
+        ap.apply([b"EXEC"])
+    assert ks.db(0).data[b"h"] is before and before == dict(PAIRS)
+
+
+@pytest.mark.unit
+def test_a_listpack_corrupt_inside_loads_and_fails_at_its_first_use():
+    lp = bytearray(listpack([b"f", b"v", b"g", b"w"]))
+    lp[6] = 0x85  # the first field claims 5 bytes: the entries no longer line up
+    ks = load(b"\x10" + rstr(b"bad") + rlzf(bytes(lp)) + hash_record(b"ok", PAIRS))
+    bad = ks.db(0).data[b"bad"]
+    assert type(bad) is PackedHash and ks.db(0).data[b"ok"] == dict(PAIRS)
+    with pytest.raises(encodings.EncodingError):
+        bad.get(b"f")
+    with pytest.raises(ApplyError):  # the replica resyncs in full rather than guess
+        Applier(ks).apply([b"HSET", b"bad", b"f", b"x"])
+    # a header that does not hold up is refused by the load itself, as before
+    lp[4] = 3
+    with pytest.raises(RDBError, match="key b'bad'"):
+        load(b"\x10" + rstr(b"bad") + rstr(bytes(lp)))
+
+
+def test_hashes_loaded_packed_then_written_equal_the_master(make_server, replicas):  # noqa: F811
+    server = make_server(args=DISK_SYNC)
+    r, r3 = client(server), client(server, 3)
+    rnd = random.Random(7)
+    keys = [f"h:{i}" for i in range(300)]
+    for i, key in enumerate(keys):
+        fields = []
+        for f in range(rnd.randint(1, 12)):
+            fields += [
+                f"f{f}",
+                rnd.choice(["", "x" * rnd.randint(1, 70), str(rnd.randint(-9000, 9000)), "1.5"]),
+            ]
+        r.cmd(["HSET", key, *fields])
+        if i % 10 == 0:
+            r.cmd(["PEXPIRE", key, 3_600_000])
+    r.cmd(["HSET", "big", *[f"f{f}" for f in range(600) for _ in (0, 1)]])  # past the listpack limits
+    r3.cmd(["HSET", "h:in3", "a", "1"])
+    rep = replicas(server.url)
+    rep.start(timeout=60)
+    listpacks = {k for k in r.cmd(["KEYS", "*"]) if r.cmd(["OBJECT", "ENCODING", k]) == b"listpack"}
+    packed = {k for k, v in rep.keyspace.db(0).data.items() if type(v) is PackedHash}
+    assert packed == listpacks and len(packed) > 200  # the load kept them packed: what this test is about
+    for _ in range(600):
+        key = rnd.choice(keys)
+        field = f"f{rnd.randint(0, 14)}"
+        op = rnd.randrange(9)
+        if op == 0:
+            r.cmd(["HSET", key, field, "new", "g", "1"])
+        elif op == 1:
+            r.cmd(["HDEL", key, field, "f0", "f1", "f2"])
+        elif op == 2:
+            r.cmd(["HSETNX", key, field, "nx"])
+        elif op == 3:
+            r.cmd([["HSET", key, "ctr", "10"], ["HINCRBY", key, "ctr", rnd.randint(-5, 5)]])
+        elif op == 4:
+            r.cmd(["HINCRBYFLOAT", key, "fl", "0.25"])
+        elif op == 5:
+            r.cmd(["COPY", key, f"{key}:copy", "REPLACE"])
+            r.cmd(["HSET", f"{key}:copy", "c", "1"])
+        elif op == 6 and r.cmd(["EXISTS", key]):
+            r.cmd(["RENAME", key, f"{key}:moved"])
+            r.cmd(["RENAME", f"{key}:moved", key])
+        elif op == 7:
+            r.cmd(["MOVE", key, 3])
+        else:
+            r.cmd(["RPUSH", "order", key[2:]])
+            r.cmd(["SORT", "order", "ALPHA", "GET", "h:*->f1", "GET", "#", "STORE", "sorted"])
+    r.cmd(["HSET", "big", "f0", "changed"])
+    wait_for(caught_up(rep, r), what="the replica to catch up")
+    assert rep.status()["full_syncs"] == 1 and rep.status()["last_error"] is None
+    assert_same(rep, server)
+    r.close()
+    r3.close()
