@@ -196,6 +196,8 @@ class PackedHash(Mapping):
     """
 
     __slots__ = ("_listpack", "_fields")
+    _listpack: bytes | None  # dropped once decoded
+    _fields: dict | None
 
     def __init__(self, listpack: bytes):
         self._listpack = listpack
@@ -251,7 +253,7 @@ class PackedHash(Mapping):
 
     def __repr__(self):
         if self._fields is None:
-            return f"PackedHash(<{len(self._listpack)} bytes, not read yet>)"
+            return f"PackedHash(<{len(self._listpack or b'')} bytes, not read yet>)"
         return f"PackedHash({self._fields!r})"
 
 
