@@ -114,6 +114,7 @@ _LZF_STRING = 0xC0 | int(Enc.LZF)  # RDB_ENCVAL | RDB_ENC_LZF
 _ENC_INT8, _ENC_INT16, _ENC_INT32, _ENC_LZF = map(int, (Enc.INT8, Enc.INT16, Enc.INT32, Enc.LZF))
 
 _unpack_double = struct.Struct("<d").unpack_from
+_RUN_BLOCK = range(256)
 
 
 def _rlen(buf, i):
@@ -567,6 +568,7 @@ class RDBParser:
         self._error = None
         self._module_pending = None
         self._need_abs = 0
+        self._shifted = None  # (buf, buf[1:], buf[2:] + sentinel) for _string_run
 
     # public API -----------------------------------------------------------------
 
@@ -706,7 +708,7 @@ class RDBParser:
                     continue
                 t = buf[i]
                 if t == _STRING and self._plain():
-                    i = start = self._string_run(buf, i, n)
+                    i = start = self._string_run(buf, i)
                     t = buf[i]
                     if t == _STRING:  # one the run could not take (long, or encoded)
                         key, i = _rstr(buf, i + 1)
@@ -750,6 +752,8 @@ class RDBParser:
             raise self._fail(str(exc), start, key) from None
         except RecursionError:  # pragma: no cover - defensive
             raise self._fail("unparseable record", start, key) from None
+        finally:
+            self._shifted = None  # the copies are for this buffer only
 
     def _plain(self):
         """No per-key state pending and nothing to call per key: a run of strings can
@@ -762,36 +766,47 @@ class RDBParser:
             and self.store
         )
 
-    def _string_run(self, buf, i, n):
-        """Store consecutive plain string records with short key and value, from
-        ``buf[i]``; return the index of the first record it did not take."""
+    def _string_run(self, buf, i):
+        """Store consecutive plain string records with short key and value (6-bit lengths)
+        from ``buf[i]``, a string record; return the index of the first record it did not take."""
         if self._db is None:
             self._select(0)
         data = self._db.data
         before = len(data)
-        count = 0
+        shifted = self._shifted
+        if shifted is None or shifted[0] is not buf:
+            # buf shifted by one and by two bytes (with a non-string type byte after its
+            # end): indexing these, a record costs three additions of big ints, not eight
+            shifted = self._shifted = (buf, buf[1:], b"".join((memoryview(buf)[2:], b"\xff")))
+        _, b1, b2 = shifted
+        x = i + 1  # the key's length byte
+        stored = c = t = 0
         try:
             while True:
-                if buf[i]:
-                    break
-                kl = buf[i + 1]
-                if kl > 63:
-                    break
-                j = i + 2 + kl
-                vl = buf[j]
-                if vl > 63:
-                    break
-                k = j + 1 + vl
-                if k > n:
-                    break
-                data[buf[i + 2 : j]] = buf[j + 1 : k]
-                i = k
-                count += 1
+                # counted in blocks: a count below 257 is a cached int, a bigger one is allocated
+                for c in _RUN_BLOCK:
+                    if t:  # the previous record's value is followed by another type
+                        break
+                    kl = buf[x]
+                    if kl > 63:
+                        break
+                    a = x + kl  # b1[x:a] is the key
+                    vl = b1[a]
+                    if vl > 63:
+                        break
+                    b = a + vl  # b2[a:b] is the value
+                    t = b2[b]  # the next record's type; IndexError: this one is cut
+                    data[b1[x:a]] = b2[a:b]
+                    x = b + 3
+                else:
+                    stored += 256
+                    continue
+                break
         except IndexError:
             pass
         finally:
-            self._ran(len(data) - before, count, "strings")
-        return i
+            self._ran(len(data) - before, stored + c, "strings")
+        return x - 1
 
     def _ran(self, added: int, count: int, kind: str) -> None:
         """Account for a run of ``count`` records that added ``added`` keys."""
