@@ -114,7 +114,6 @@ _LZF_STRING = 0xC0 | int(Enc.LZF)  # RDB_ENCVAL | RDB_ENC_LZF
 _ENC_INT8, _ENC_INT16, _ENC_INT32, _ENC_LZF = map(int, (Enc.INT8, Enc.INT16, Enc.INT32, Enc.LZF))
 
 _unpack_double = struct.Struct("<d").unpack_from
-_RUN_BLOCK = range(256)
 
 
 def _rlen(buf, i):
@@ -511,6 +510,27 @@ def _decode_stream_entries(entries, base_ms, base_seq, e):
             entries[sid] = pairs
 
 
+# --- runs of plain strings ----------------------------------------------------------
+
+_RUN_BLOCK = range(256)
+_WINDOW = 1 << 20  # bytes of a buffer copied at a time (three times) for runs of strings
+_LONGEST_STRING = 129  # the longest record a run takes: type, lengths, 63 + 63 bytes
+
+
+def _string_window(buf, i):
+    """(buf, limit, base - 1, w, w[1:], w[2:]): a window ``w`` of ``buf`` from ``base`` (all
+    of a buffer that is not too big), for the string runs that start from ``i`` up to
+    ``limit``. Indexing ``w`` and its copies shifted by one and two bytes, a record costs the
+    run three additions of big ints (each a new object) instead of eight."""
+    if len(buf) <= _WINDOW:
+        base, w, limit = 0, buf, len(buf)
+    else:
+        base, w = i, buf[i : i + _WINDOW]
+        # a run decides on a record from its bytes and the type byte after it
+        limit = len(buf) if i + _WINDOW >= len(buf) else i + _WINDOW - _LONGEST_STRING - 1
+    return buf, limit, base - 1, w, w[1:], w[2:]
+
+
 # --- the parser -----------------------------------------------------------------------
 
 
@@ -568,7 +588,7 @@ class RDBParser:
         self._error = None
         self._module_pending = None
         self._need_abs = 0
-        self._shifted = None  # (buf, buf[1:], buf[2:] + sentinel) for _string_run
+        self._window = None  # the last _string_window, for the buffer being parsed
 
     # public API -----------------------------------------------------------------
 
@@ -753,7 +773,7 @@ class RDBParser:
         except RecursionError:  # pragma: no cover - defensive
             raise self._fail("unparseable record", start, key) from None
         finally:
-            self._shifted = None  # the copies are for this buffer only
+            self._window = None  # its copies are of this buffer only
 
     def _plain(self):
         """No per-key state pending and nothing to call per key: a run of strings can
@@ -773,40 +793,43 @@ class RDBParser:
             self._select(0)
         data = self._db.data
         before = len(data)
-        shifted = self._shifted
-        if shifted is None or shifted[0] is not buf:
-            # buf shifted by one and by two bytes (with a non-string type byte after its
-            # end): indexing these, a record costs three additions of big ints, not eight
-            shifted = self._shifted = (buf, buf[1:], b"".join((memoryview(buf)[2:], b"\xff")))
-        _, b1, b2 = shifted
-        x = i + 1  # the key's length byte
-        stored = c = t = 0
-        try:
-            while True:
-                # counted in blocks: a count below 257 is a cached int, a bigger one is allocated
-                for c in _RUN_BLOCK:
-                    if t:  # the previous record's value is followed by another type
-                        break
-                    kl = buf[x]
-                    if kl > 63:
-                        break
-                    a = x + kl  # b1[x:a] is the key
-                    vl = b1[a]
-                    if vl > 63:
-                        break
-                    b = a + vl  # b2[a:b] is the value
-                    t = b2[b]  # the next record's type; IndexError: this one is cut
-                    data[b1[x:a]] = b2[a:b]
-                    x = b + 3
-                else:
-                    stored += 256
-                    continue
+        count = 0
+        while True:
+            w = self._window
+            if w is None or w[0] is not buf or not w[2] < i <= w[1]:
+                w = self._window = _string_window(buf, i)
+            _, limit, off, b0, b1, b2 = w
+            x = i - off  # at the key's length byte, in the window
+            c = t = 0
+            try:
+                while True:
+                    # counted in blocks: a count below 257 is a cached int, a bigger one is allocated
+                    for c in _RUN_BLOCK:  # noqa: B007 - c, the records of this block, is read after it
+                        if t:  # the previous record's value is followed by another type
+                            break
+                        kl = b0[x]
+                        if kl > 63:
+                            break
+                        a = x + kl  # b1[x:a] is the key
+                        vl = b1[a]
+                        if vl > 63:
+                            break
+                        b = a + vl  # b2[a:b] is the value
+                        t = b2[b]  # the next record's type (IndexError at the end of the window)
+                        data[b1[x:a]] = b2[a:b]
+                        x = b + 3
+                    else:
+                        count += 256
+                        continue
+                    break
+            except IndexError:
+                pass
+            count += c
+            i = x + off
+            if i <= limit or buf[i]:  # stopped at a record it does not take, not at the window's end
                 break
-        except IndexError:
-            pass
-        finally:
-            self._ran(len(data) - before, stored + c, "strings")
-        return x - 1
+        self._ran(len(data) - before, count, "strings")
+        return i
 
     def _ran(self, added: int, count: int, kind: str) -> None:
         """Account for a run of ``count`` records that added ``added`` keys."""
