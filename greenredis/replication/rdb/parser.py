@@ -513,7 +513,7 @@ def _decode_stream_entries(entries, base_ms, base_seq, e):
 # --- runs of plain strings ----------------------------------------------------------
 
 _RUN_BLOCK = range(256)
-_WINDOW = 1 << 20  # bytes of a buffer copied at a time (three times) for runs of strings
+_WINDOW = 1 << 20  # bytes of a big buffer copied at a time (three copies) for string runs
 _LONGEST_STRING = 129  # the longest record a run takes: type, lengths, 63 + 63 bytes
 
 
