@@ -524,6 +524,27 @@ def _decode_stream_entries(entries, base_ms, base_seq, e):
             entries[sid] = pairs
 
 
+# --- runs of plain strings ----------------------------------------------------------
+
+_RUN_BLOCK = range(256)
+_WINDOW = 1 << 20  # bytes of a big buffer copied at a time (three copies) for string runs
+_LONGEST_STRING = 129  # the longest record a run takes: type, lengths, 63 + 63 bytes
+
+
+def _string_window(buf, i):
+    """(buf, limit, base - 1, w, w[1:], w[2:]): a window ``w`` of ``buf`` from ``base`` (all
+    of a buffer that is not too big), for the string runs that start from ``i`` up to
+    ``limit``. Indexing ``w`` and its copies shifted by one and two bytes, a record costs the
+    run three additions of big ints (each a new object) instead of eight."""
+    if len(buf) <= _WINDOW:
+        base, w, limit = 0, buf, len(buf)
+    else:
+        base, w = i, buf[i : i + _WINDOW]
+        # a run decides on a record from its bytes and the type byte after it
+        limit = len(buf) if i + _WINDOW >= len(buf) else i + _WINDOW - _LONGEST_STRING - 1
+    return buf, limit, base - 1, w, w[1:], w[2:]
+
+
 # --- the parser -----------------------------------------------------------------------
 
 
@@ -581,6 +602,7 @@ class RDBParser:
         self._error = None
         self._module_pending = None
         self._need_abs = 0
+        self._window = None  # the last _string_window, for the buffer being parsed
 
     # public API -----------------------------------------------------------------
 
@@ -720,7 +742,7 @@ class RDBParser:
                     continue
                 t = buf[i]
                 if t == _STRING and self._plain():
-                    i = start = self._string_run(buf, i, n)
+                    i = start = self._string_run(buf, i)
                     t = buf[i]
                     if t == _STRING:  # one the run could not take (long, or encoded)
                         key, i = _rstr(buf, i + 1)
@@ -764,6 +786,8 @@ class RDBParser:
             raise self._fail(str(exc), start, key) from None
         except RecursionError:  # pragma: no cover - defensive
             raise self._fail("unparseable record", start, key) from None
+        finally:
+            self._window = None  # its copies are of this buffer only
 
     def _plain(self):
         """No per-key state pending and nothing to call per key: a run of strings can
@@ -776,35 +800,49 @@ class RDBParser:
             and self.store
         )
 
-    def _string_run(self, buf, i, n):
-        """Store consecutive plain string records with short key and value, from
-        ``buf[i]``; return the index of the first record it did not take."""
+    def _string_run(self, buf, i):
+        """Store consecutive plain string records with short key and value (6-bit lengths)
+        from ``buf[i]``, a string record; return the index of the first record it did not take."""
         if self._db is None:
             self._select(0)
         data = self._db.data
         before = len(data)
         count = 0
-        try:
-            while True:
-                if buf[i]:
+        while True:
+            w = self._window
+            if w is None or w[0] is not buf or not w[2] < i <= w[1]:
+                w = self._window = _string_window(buf, i)
+            _, limit, off, b0, b1, b2 = w
+            x = i - off  # at the key's length byte, in the window
+            c = t = 0
+            try:
+                while True:
+                    # counted in blocks: a count below 257 is a cached int, a bigger one is allocated
+                    for c in _RUN_BLOCK:  # noqa: B007 - c, the records of this block, is read after it
+                        if t:  # the previous record's value is followed by another type
+                            break
+                        kl = b0[x]
+                        if kl > 63:
+                            break
+                        a = x + kl  # b1[x:a] is the key
+                        vl = b1[a]
+                        if vl > 63:
+                            break
+                        b = a + vl  # b2[a:b] is the value
+                        t = b2[b]  # the next record's type (IndexError at the end of the window)
+                        data[b1[x:a]] = b2[a:b]
+                        x = b + 3
+                    else:
+                        count += 256
+                        continue
                     break
-                kl = buf[i + 1]
-                if kl > 63:
-                    break
-                j = i + 2 + kl
-                vl = buf[j]
-                if vl > 63:
-                    break
-                k = j + 1 + vl
-                if k > n:
-                    break
-                data[buf[i + 2 : j]] = buf[j + 1 : k]
-                i = k
-                count += 1
-        except IndexError:
-            pass
-        finally:
-            self._ran(len(data) - before, count, "strings")
+            except IndexError:
+                pass
+            count += c
+            i = x + off
+            if i <= limit or buf[i]:  # stopped at a record it does not take, not at the window's end
+                break
+        self._ran(len(data) - before, count, "strings")
         return i
 
     def _ran(self, added: int, count: int, kind: str) -> None:
