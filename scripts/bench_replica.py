@@ -23,7 +23,7 @@
    offset, sampled every 0.1 s, in bytes and in seconds until we reached that offset.
 
 Usage: .venv/bin/python scripts/bench_replica.py [--strings 1000000] [--hashes 100000]
-       [--bench-requests 2000000]
+       [--resyncs 5] [--bench-requests 1000000]
 """
 
 import argparse
@@ -346,7 +346,8 @@ def main(argv=None):
         gc.collect()
         rss1 = rss_bytes()
         ours, theirs = alternate(master, rep, r, n, ours_s, "strings")
-        full_resyncs(master, rep, r, args.resyncs - 2)  # the 2 timed ones count
+        resyncs = max(args.resyncs, 2)  # the 2 timed ones count
+        full_resyncs(master, rep, r, resyncs - 2)
         rss5 = rss_bytes()  # no gc.collect(): reference counting alone must free old copies
         mem = (rss1 - rss0, used, used - startup, rss5 - rss0)
         rep.stop()
@@ -417,7 +418,7 @@ def main(argv=None):
     print(f"| master used_memory | {used / 1e6:,.1f} MB | |")
     print(f"| local copy (RSS growth) | {rss / 1e6:,.1f} MB | {rss / used:.2f}x |")
     print(
-        f"| RSS growth after {args.resyncs} more full resyncs (goal: within 1.3x of one copy) "
+        f"| RSS growth after {resyncs} more full resyncs (goal: within 1.3x of one copy) "
         f"| {rss_after / 1e6:,.1f} MB | {rss_after / used:.2f}x ({rss_after / max(rss, 1):.2f}x one copy) |"
     )
     print()
