@@ -2,27 +2,38 @@
 
 1. Full sync of N string keys (DEBUG POPULATE) and of M hashes of 10 fields
    (listpack-encoded): seconds and keys/s for greenredis.Replica (RDB streamed from
-   a disk-based sync, parsed as it arrives), for RDBParser alone on the same file, and
-   for redis-server itself loading that file at startup ("DB loaded from disk: X
-   seconds" in its log).
+   a disk-based sync, parsed as it arrives: ``last_full_sync_seconds``, from the
+   ``$<size>`` header to the verified end), against a real redis-server replica of the
+   same master (``replicaof``, its default disk-based load), timed from its log lines
+   "MASTER <-> REPLICA sync: receiving N bytes from master" to "... Finished with
+   success" (the same span, transfer included). Each is run 3 times in alternation (ours,
+   theirs, ours, ...; ours 2 and 3 are forced full resyncs of the same Replica): median
+   (min-max). Beside them: RDBParser alone on the same file, and redis-server loading
+   that file at startup ("DB loaded from disk: X seconds", no transfer: a stricter
+   number). Then the time to read every hash once (``Replica.get``) after the load.
 2. Memory of the local copy of the N strings (RSS growth of this process) against
-   the master's used_memory, and after 5 more full resyncs (each old copy must be
-   freed at the swap); the longest stall of a ticker greenlet (10 ms interval) in
-   this process during the N-string load (goal < 100 ms).
+   the master's used_memory, and after 5 more full resyncs (the 2 timed ones and 3
+   more; each old copy must be freed at the swap); the longest stall of a ticker
+   greenlet (10 ms interval) in this process during the first N-string load (goal
+   < 100 ms).
 3. Stream apply rate (commands/s) while redis-benchmark hammers the master with
-   SET/LPUSH/HSET, and the lag behind the master: master_repl_offset vs our offset,
-   sampled every 0.1 s, in bytes and in seconds until we reached that offset.
+   SET/LPUSH/HSET, the CPU seconds this process spent per applied command
+   (``time.process_time()`` over the run: what redis-server and redis-benchmark on the
+   same cores do not stretch), and the lag behind the master: master_repl_offset vs our
+   offset, sampled every 0.1 s, in bytes and in seconds until we reached that offset.
 
 Usage: .venv/bin/python scripts/bench_replica.py [--strings 1000000] [--hashes 100000]
-       [--bench-requests 2000000]
+       [--resyncs 5] [--bench-requests 1000000]
 """
 
 import argparse
+import datetime
 import gc
 import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -78,6 +89,74 @@ def redis_own_load(master):
     finally:
         loader.stop()
     return seconds, size, d
+
+
+_LOG_TIME = r"(\d+ \w{3} \d{4} \d\d:\d\d:\d\d\.\d{3}) . "
+
+
+def _log_time(text):
+    return datetime.datetime.strptime(text, "%d %b %Y %H:%M:%S.%f").timestamp()
+
+
+def redis_replica_sync(master, expect):
+    """A real redis-server replica of ``master`` (default config: disk-based load): the
+    seconds from its "receiving N bytes from master" to "Finished with success" log lines."""
+    replica = RedisServer(replicaof=("127.0.0.1", master.port))
+    try:
+        replica.start(timeout=60)
+        start = end = None
+        deadline = time.monotonic() + 600
+        while end is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the redis-server replica did not sync: {replica.log_tail()}")
+            with open(replica.log_path) as f:
+                log = f.read()
+            m = re.search(_LOG_TIME + r"MASTER <-> REPLICA sync: receiving", log)
+            done = re.search(_LOG_TIME + r"MASTER <-> REPLICA sync: Finished with success", log)
+            if m and done:
+                start, end = _log_time(m.group(1)), _log_time(done.group(1))
+            else:
+                progress(f"redis-server replica: syncing ({log.count(chr(10))} log lines)")
+                gevent.sleep(0.1)
+        r = Redis.from_url(replica.url, timeout=60)
+        keys = r.cmd(["DBSIZE"])
+        r.close()
+        assert keys == expect, (keys, expect)
+    finally:
+        replica.close()
+    progress("")
+    sys.stderr.write("\r")
+    return end - start
+
+
+def alternate(master, rep, r, expect, first_seconds, label):
+    """Ours (the load already done, ``first_seconds``), theirs, ours (a forced full
+    resync of ``rep``), theirs, ours, theirs: ([our seconds], [their seconds])."""
+    ours, theirs = [first_seconds], []
+    for n in range(3):
+        progress(f"{label}: redis-server replica {n + 1}/3")
+        theirs.append(redis_replica_sync(master, expect))
+        if n < 2:
+            full_resyncs(master, rep, r, 1)
+            st = rep.status()
+            assert st["keys"] == expect, (st["keys"], expect)
+            ours.append(st["last_full_sync_seconds"])
+    return ours, theirs
+
+
+def median_range(values):
+    v = sorted(values)
+    return f"{statistics.median(v):.2f} ({v[0]:.2f}-{v[-1]:.2f})"
+
+
+def read_every_hash(rep, n):
+    """Replica.get of each of the n hashes once: seconds."""
+    get = rep.get
+    t = time.perf_counter()
+    for i in range(n):
+        if get(f"hash:{i}") is None:
+            raise AssertionError(f"hash:{i} missing")
+    return time.perf_counter() - t
 
 
 def parse_file(path):
@@ -204,6 +283,7 @@ def apply_rate(master, rep, requests, pipeline):
         done = g.ready
         writer = "gevent writer (SET x300 batches)"
     t0 = time.perf_counter()
+    cpu0 = time.process_time()
     last_count = start_applied
     while True:
         now = time.perf_counter()
@@ -229,13 +309,14 @@ def apply_rate(master, rep, requests, pipeline):
         gevent.sleep(0.1)
     # from the writer's start until we had applied all it wrote
     elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
     applied = rep.status()["commands_applied"] - start_applied
     out = proc.stdout.read().decode() if bench else ""
     progress("")
     sys.stderr.write("\r")
     r.close()
     del last_count
-    return applied, elapsed, max_lag_s, max_lag_bytes, samples, writer, out
+    return applied, elapsed, cpu, max_lag_s, max_lag_bytes, samples, writer, out
 
 
 def main(argv=None):
@@ -264,7 +345,9 @@ def main(argv=None):
         rep, ours_s, n = full_sync(master, "strings", args.strings, gaps)
         gc.collect()
         rss1 = rss_bytes()
-        full_resyncs(master, rep, r, args.resyncs)
+        ours, theirs = alternate(master, rep, r, n, ours_s, "strings")
+        resyncs = max(args.resyncs, 2)  # the 2 timed ones count
+        full_resyncs(master, rep, r, resyncs - 2)
         rss5 = rss_bytes()  # no gc.collect(): reference counting alone must free old copies
         mem = (rss1 - rss0, used, used - startup, rss5 - rss0)
         rep.stop()
@@ -272,7 +355,7 @@ def main(argv=None):
         gc.collect()
         parse_s, _ = parse_file(os.path.join(d, "dump.rdb"))
         shutil.rmtree(d, ignore_errors=True)
-        rows.append((f"full sync {n:,} strings ({size / 1e6:.0f} MB RDB)", ours_s, n, redis_s, parse_s))
+        rows.append((f"{n:,} strings ({size / 1e6:.0f} MB RDB)", ours, theirs, n, redis_s, parse_s))
 
         # 2. hashes ---------------------------------------------------------------------
         r.cmd(["FLUSHALL"])
@@ -283,7 +366,9 @@ def main(argv=None):
         parse_s, _ = parse_file(os.path.join(d, "dump.rdb"))
         shutil.rmtree(d, ignore_errors=True)
         rep, ours_s, n = full_sync(master, "hashes", args.hashes)
-        rows.append((f"full sync {n:,} hashes x10 ({enc}, {size / 1e6:.0f} MB)", ours_s, n, redis_s, parse_s))
+        ours, theirs = alternate(master, rep, r, n, ours_s, "hashes")
+        read_s = read_every_hash(rep, args.hashes)
+        rows.append((f"{n:,} hashes x10 ({enc}, {size / 1e6:.0f} MB)", ours, theirs, n, redis_s, parse_s))
 
         # 3. the command stream -----------------------------------------------------------
         streams = [
@@ -301,17 +386,31 @@ def main(argv=None):
     )
     print()
     print(
-        "| full sync | greenredis s | keys/s | parser alone keys/s | redis-server load s | keys/s "
-        "| greenredis time / redis time |"
+        "| full sync (3 each, alternating: median (min-max)) | greenredis s | keys/s "
+        "| redis-server replica s | greenredis / redis replica | parser alone keys/s "
+        "| redis-server load at startup s | greenredis / startup load |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for label, ours, n, theirs, parse_s in rows:
-        print(
-            f"| {label} | {ours:.2f} | {n / ours:,.0f} | {n / parse_s:,.0f} | {theirs:.2f} | "
-            f"{n / theirs:,.0f} | {ours / theirs:.2f}x |"
-            if theirs > 0
-            else f"| {label} | {ours:.2f} | {n / ours:,.0f} | {n / parse_s:,.0f} | {theirs} | - | - |"
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for label, ours, theirs, n, startup_s, parse_s in rows:
+        mine, real = statistics.median(ours), statistics.median(theirs)
+        vs_load = f"{mine / startup_s:.2f}x" if startup_s > 0 else "-"
+        # its log has ms timestamps: a tiny dataset can sync "in 0 s"
+        vs_real = (
+            f"{mine / real:.2f}x ({min(ours) / max(theirs):.2f}-{max(ours) / min(theirs):.2f})"
+            if min(theirs) > 0
+            else "-"
         )
+        print(
+            f"| {label} | {median_range(ours)} | {n / mine:,.0f} | {median_range(theirs)} | {vs_real} "
+            f"| {n / parse_s:,.0f} | {startup_s:.2f} | {vs_load} |"
+        )
+    print()
+    print("| after the hash load | seconds | hashes/s |")
+    print("|---|---:|---:|")
+    print(
+        f"| reading every hash once (Replica.get of {args.hashes:,}) | {read_s:.2f} "
+        f"| {args.hashes / read_s:,.0f} |"
+    )
     print()
     rss, used, dataset, rss_after = mem
     print(f"| memory, {args.strings:,} strings | bytes | local / master |")
@@ -319,7 +418,7 @@ def main(argv=None):
     print(f"| master used_memory | {used / 1e6:,.1f} MB | |")
     print(f"| local copy (RSS growth) | {rss / 1e6:,.1f} MB | {rss / used:.2f}x |")
     print(
-        f"| RSS growth after {args.resyncs} more full resyncs (goal: within 1.3x of one copy) "
+        f"| RSS growth after {resyncs} more full resyncs (goal: within 1.3x of one copy) "
         f"| {rss_after / 1e6:,.1f} MB | {rss_after / used:.2f}x ({rss_after / max(rss, 1):.2f}x one copy) |"
     )
     print()
@@ -331,11 +430,15 @@ def main(argv=None):
         f"of this process's CPU ({len(gaps)} ticks) |"
     )
     print()
-    for applied, elapsed, lag_s, lag_b, samples, writer, bench_out in streams:
+    for applied, elapsed, cpu, lag_s, lag_b, samples, writer, bench_out in streams:
         print(f"| stream: {writer} | value |")
         print("|---|---:|")
         print(f"| commands applied (writer start to caught up) | {applied:,} in {elapsed:.2f}s |")
-        print(f"| apply rate | {applied / elapsed:,.0f} commands/s |")
+        print(f"| apply rate (end to end) | {applied / elapsed:,.0f} commands/s |")
+        print(
+            f"| this process's CPU (time.process_time()) | {cpu:.2f} s: {cpu / applied * 1e6:.2f} us "
+            f"per command, {cpu / applied * 300_000:.2f} s per 300k ({applied / cpu:,.0f} commands/CPU s) |"
+        )
         print(f"| max lag behind master_repl_offset | {lag_s:.2f} s, {lag_b:,} bytes ({samples} samples) |")
         if bench_out:
             lines = [

@@ -182,7 +182,9 @@ _ARRAY_HEADER = [len(b"*%d\r\n" % n) for n in range(1000)]
 
 def multibulk_size(argv):
     """Bytes of ``argv`` encoded as a canonical RESP array of bulk strings."""
-    lens = list(map(bytes.__len__, argv))  # TypeError for anything but bytes (a nested array)
+    if not all(type(a) is bytes for a in argv):
+        raise TypeError("a command's arguments are bytes, not a nested array, an integer or nil")
+    lens = list(map(len, argv))
     try:
         size = _ARRAY_HEADER[len(lens)]
         for n in lens:
@@ -494,13 +496,15 @@ class ReplicaProtocol:
 
     def _stream(self, data, events):
         reader = self._reader
-        reader.feed(data)
-        self._reader_len += len(data)
+        # fed in pieces: hiredis moves its whole unread buffer each time it drops 1 KiB, so
+        # a 64 KiB chunk fed at once costs ~32 bytes moved per byte parsed
+        fed, total = min(len(data), _FEED), len(data)
+        reader.feed(data, 0, fed)
+        self._reader_len += fed
         gets = reader.gets
         argvs, offsets = [], []
         add_argv, add_offset = argvs.append, offsets.append
         bulk_size, array_header, kinds = _BULK_SIZE, _ARRAY_HEADER, _NAME_KIND
-        size = bytes.__len__  # len() of a nested array would pass: its size is not counted
         off = self._parsed  # replica offset of the end of the last parsed command
         # hiredis drops the bytes it consumed once they reach 1 KiB (in gets(), leaving
         # its buffer at the end of the reply): past this offset, look whether it did
@@ -512,19 +516,34 @@ class ReplicaProtocol:
             while True:
                 argv = gets()
                 if argv is False:
-                    break
+                    if fed == total:
+                        break
+                    n = reader.len()
+                    if n != self._reader_len:  # dropped after an incomplete reply (as in finally)
+                        self._reader_base += self._reader_len - n
+                        trim_at = self._stream_start + self._reader_base + _READER_TRIM
+                    n = min(total - fed, _FEED)
+                    reader.feed(data, fed, n)
+                    fed += n
+                    self._reader_len = reader.len()
+                    continue
                 if type(argv) is not list or not argv:
                     self._not_a_command(argv, off)
                 before = off
-                try:
-                    try:  # off += multibulk_size(argv), inline
-                        off += array_header[len(argv)]
-                        for a in argv:
-                            off += bulk_size[size(a)]
-                    except IndexError:
+                try:  # off += multibulk_size(argv), inline
+                    # summed apart from off: a command's size is mostly a cached small int,
+                    # where every addition to the big offset would allocate one
+                    n = array_header[len(argv)]
+                    for a in argv:
+                        if type(a) is not bytes:  # an integer, nil or array: not what a master sends
+                            self._not_a_command(argv, before)
+                        n += bulk_size[len(a)]
+                    off += n
+                except IndexError:  # 1000+ arguments, or one of 10000+ bytes
+                    try:
                         off = before + multibulk_size(argv)
-                except TypeError:  # an integer, nil or array: not what a master sends
-                    self._not_a_command(argv, before)
+                    except TypeError:
+                        self._not_a_command(argv, before)
                 if off >= trim_at:
                     n = reader.len()
                     if n != self._reader_len:  # each step must match our count
@@ -542,33 +561,39 @@ class ReplicaProtocol:
                     kind = kinds[name]
                 except KeyError:
                     kind = _name_kind(name)
-                except TypeError:  # a nested array
-                    self._not_a_command(argv, before)
+                if kind is None:  # the common case: a command that changes data
+                    add_argv(argv)
+                    add_offset(off)
+                    if in_multi:
+                        multi_data = True
+                    else:
+                        committed = data_offset = off
+                        db = data_db = cur_db
+                    continue
                 changes = True  # data: what a PSYNC after a promotion must not skip
-                if kind is not None:
-                    if kind == _REPLCONF:
-                        if len(argv) > 1 and argv[1].upper() == b"GETACK":
-                            # like Redis: the ACK does not count the GETACK itself
-                            self._send("REPLCONF", "ACK", committed if in_multi else before)
-                        if not in_multi:
-                            committed, db = off, cur_db
-                        continue
-                    if kind == _PING:
-                        if not in_multi:
-                            committed, db = off, cur_db
-                        continue
-                    if kind == _SELECT:
-                        changes = False
-                        if len(argv) == 2 and argv[1].isdigit():  # else the applier refuses it
-                            cur_db = int(argv[1])
-                    elif kind == _PUBLISH or kind == _SPUBLISH:
-                        changes = False
-                    elif kind == _MULTI:
-                        in_multi, multi_data, changes = True, False, False
-                    elif kind == _EXEC:
-                        in_multi, changes = False, multi_data
-                    elif kind == _DISCARD:
-                        in_multi, changes = False, False
+                if kind == _REPLCONF:
+                    if len(argv) > 1 and argv[1].upper() == b"GETACK":
+                        # like Redis: the ACK does not count the GETACK itself
+                        self._send("REPLCONF", "ACK", committed if in_multi else before)
+                    if not in_multi:
+                        committed, db = off, cur_db
+                    continue
+                if kind == _PING:
+                    if not in_multi:
+                        committed, db = off, cur_db
+                    continue
+                if kind == _SELECT:
+                    changes = False
+                    if len(argv) == 2 and argv[1].isdigit():  # else the applier refuses it
+                        cur_db = int(argv[1])
+                elif kind == _PUBLISH or kind == _SPUBLISH:
+                    changes = False
+                elif kind == _MULTI:
+                    in_multi, multi_data, changes = True, False, False
+                elif kind == _EXEC:
+                    in_multi, changes = False, multi_data
+                elif kind == _DISCARD:
+                    in_multi, changes = False, False
                 add_argv(argv)
                 add_offset(off)
                 if in_multi:
@@ -592,6 +617,7 @@ class ReplicaProtocol:
 
 
 _READER_TRIM = 1024  # hiredis's read.c: "Discard part of the buffer when we've read more than 1k"
+_FEED = 4096  # bytes given to hiredis at a time
 _NAME_KIND: dict = {}  # argv[0] as sent -> its upper-case name if in _SPECIAL, else None
 
 

@@ -502,3 +502,39 @@ def test_a_nested_array_in_a_long_or_huge_command_is_an_error_in_one_short_line(
         assert [type(e) for e in events] == [Error]
         assert "not a command" in str(events[0].error) and len(str(events[0].error)) < 500
         assert p.offset == 0
+
+
+@pytest.mark.parametrize("sizes", ["64k", "random"])
+def test_big_reads_are_parsed_in_pieces_with_exact_offsets_and_acks(sizes):
+    # hiredis is fed a read in pieces (it moves its unread buffer at every 1 KiB it drops):
+    # offsets, GETACK replies and MULTI positions stay exact across the pieces' borders,
+    # for commands of any size, however the reads fall
+    rnd = random.Random(5)
+    p = streaming(offset=0)
+    parts, expected, acks, total, in_multi, committed = [], [], [], 0, False, 0
+    for n in range(3000):
+        kind = rnd.random()
+        if kind < 0.02:
+            c = cmd("REPLCONF", "GETACK", "*")
+            acks.append(committed if in_multi else total)
+        elif kind < 0.04:
+            c = cmd("MULTI" if not in_multi else "EXEC")
+            in_multi = not in_multi
+        else:
+            size = rnd.choice([5000, 12000]) if kind > 0.98 else rnd.choice([1, 10, 40, 300])
+            c = cmd("SET", f"k{n}", "v" * size)
+        parts.append(c)
+        total += len(c)
+        if b"GETACK" not in c:
+            expected.append(total)
+        if not in_multi:
+            committed = total
+    wire, offsets, i = b"".join(parts), [], 0
+    while i < len(wire):
+        n = 65536 if sizes == "64k" else rnd.randint(1, 70000)
+        for ev in p.receive_data(wire[i : i + n]):
+            assert isinstance(ev, Commands), ev
+            offsets += ev.offsets
+        i += n
+    assert offsets == expected
+    assert p.offset == committed and p.data_to_send() == b"".join(cmd("REPLCONF", "ACK", a) for a in acks)

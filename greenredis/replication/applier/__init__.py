@@ -125,30 +125,32 @@ class Applier(
         whatever interrupted it) has ``index``, the position of the command that failed (the
         ones before it are applied)."""
         handlers = self._handlers
-        done = 0
+        multi = _multi_function(type(self))
+        slow = 0  # commands left to apply(), which counts its own
+        i = -1
         try:
-            for argv in argvs:
-                handler = None
+            for i, argv in enumerate(argvs):  # noqa: B007 (i is read after the loop)
                 if self._queue is None:
                     try:
                         handler = handlers[argv[0]]
                     except (KeyError, IndexError, TypeError):
-                        pass
-                if handler is None or handler.__name__ == "_multi":
-                    self.apply(argv)  # the general path: names in any case, transactions
-                else:
-                    self.applied += 1
-                    try:
-                        handler(self, argv)
-                    except ApplyError:
-                        raise
-                    except _ARG_ERRORS as e:
-                        raise ApplyError(f"cannot apply {argv[0]!r}: {type(e).__name__}: {e}") from e
-                done += 1
-        except BaseException as e:  # ApplyError; or an interrupt, which also applied `done`
-            e.index = done
+                        handler = multi  # to the general path
+                    if handler is not multi:
+                        try:
+                            handler(self, argv)
+                        except ApplyError:
+                            raise
+                        except _ARG_ERRORS as e:
+                            raise ApplyError(f"cannot apply {argv[0]!r}: {type(e).__name__}: {e}") from e
+                        continue
+                slow += 1
+                self.apply(argv)  # the general path: names in any case, transactions
+        except BaseException as e:  # ApplyError; or an interrupt, which also applied the ones before
+            e.index = i
+            self.applied += i + 1 - slow
             raise
-        return done
+        self.applied += i + 1 - slow
+        return i + 1
 
     # ---- transactions ----
 
@@ -188,6 +190,11 @@ class Applier(
                 raise ApplyError(f"cannot apply {args[0]!r} in EXEC: {type(e).__name__}: {e}") from e
             raise
         return list(dict.fromkeys(touched))
+
+
+@functools.cache
+def _multi_function(cls):
+    return _dispatch_table(cls)[b"MULTI"]
 
 
 @functools.cache

@@ -28,10 +28,20 @@ class ListsMixin(Core):
         return [(self._db, key)]
 
     def cmd_lpush(self, argv):
-        return self._push(argv, True, False)
+        key = argv[1] if len(argv) == 3 else None
+        lst = self.data.get(key) if key is not None else None
+        if type(lst) is not deque:  # a new key, another type, more items: the general path
+            return self._push(argv, True, False)
+        lst.appendleft(argv[2])  # the hot path, inline
+        return [(self._db, key)]
 
     def cmd_rpush(self, argv):
-        return self._push(argv, False, False)
+        key = argv[1] if len(argv) == 3 else None
+        lst = self.data.get(key) if key is not None else None
+        if type(lst) is not deque:
+            return self._push(argv, False, False)
+        lst.append(argv[2])
+        return [(self._db, key)]
 
     def cmd_lpushx(self, argv):
         return self._push(argv, True, True)
