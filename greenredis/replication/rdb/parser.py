@@ -767,13 +767,15 @@ class RDBParser:
 
     def _plain(self):
         """No per-key state pending and nothing to call per key: a run of strings can
-        go straight into the db."""
+        go straight into the db. (With duplicates="replace" a run cannot tell which key
+        replaced one, whose TTLs must go with it: the general path loads those.)"""
         return (
             self._expire is None
             and self.idle is None
             and self.freq is None
             and self.on_key is None
             and self.store
+            and self.duplicates == "error"
         )
 
     def _string_run(self, buf, i, n):
@@ -811,9 +813,7 @@ class RDBParser:
         """Account for a run of ``count`` records that added ``added`` keys."""
         self.keys_loaded += added
         if added != count:
-            if self.duplicates == "error":
-                raise _Bad(f"duplicated key (in a run of {kind})")
-            self.duplicates_replaced += count - added
+            raise _Bad(f"duplicated key (in a run of {kind})")
 
     def _hash_run(self, buf, i, n):
         """Store consecutive plain RDB_TYPE_HASH_LISTPACK records with a short key and a
