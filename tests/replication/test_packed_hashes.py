@@ -117,6 +117,19 @@ def test_a_listpack_corrupt_inside_loads_and_fails_at_its_first_use():
         load(b"\x10" + rstr(b"bad") + rstr(bytes(lp)))
 
 
+@pytest.mark.unit
+def test_a_load_that_keeps_nothing_still_checks_each_listpack_whole():
+    # store=False keeps no value whose first use could report a corrupt listpack: the load must
+    lp = bytearray(listpack([b"f", b"v", b"g", b"w"]))
+    lp[6] = 0x85
+    body = hash_record(b"ok", PAIRS) + b"\x10" + rstr(b"bad") + rstr(bytes(lp))
+    with pytest.raises(RDBError, match="key b'bad'"):
+        load(body, store=False)
+    seen = []
+    load(hash_record(b"ok", PAIRS), store=False, on_key=lambda db, k, v, e: seen.append(v))
+    assert seen == [dict(PAIRS)] and type(seen[0]) is dict
+
+
 def test_hashes_loaded_packed_then_written_equal_the_master(make_server, replicas):  # noqa: F811
     server = make_server(args=DISK_SYNC)
     r, r3 = client(server), client(server, 3)

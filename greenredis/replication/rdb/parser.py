@@ -1180,8 +1180,11 @@ class RDBParser:
         return (self._listpack_hash(blob), None), i
 
     def _listpack_hash(self, blob):
-        # on_key gets a plain dict, what it is told a hash is; the Keyspace may keep it packed
-        return listpack_dict(blob) if self.on_key is not None else _hash_value(blob)
+        # on_key gets a plain dict, what it is told a hash is; the Keyspace may keep it packed,
+        # but a load that keeps nothing (store=False) has no first use to check it later
+        if self.on_key is not None or not self.store:
+            return listpack_dict(blob)
+        return _hash_value(blob)
 
     def _h_hash_listpack_ex(self, buf, i, relative=False):
         blob, i = _rstr(buf, i)
