@@ -1335,23 +1335,20 @@ def decode_dump(payload, with_field_expiry=False):
         if t >= _FIRST_OPCODE or t not in _KNOWN_TYPES:
             raise _Bad(f"unknown RDB value type {t}")
         end = p._object(t, buf, 1, b"")
+        db = p.keyspace.db(0)
+        value = db.data.get(b"")
+        if type(value) is PackedHash:  # a payload is decoded whole: checked now, a plain dict
+            value = value.unpack()
     except (_Incomplete, IndexError):
         raise RDBError("DUMP payload is truncated") from None
     except (_Bad, EncodingError) as exc:
         raise RDBError(f"bad DUMP payload: {exc}") from None
     if end != len(buf):
         raise RDBError(f"DUMP payload has {len(buf) - end} unexpected bytes after the value")
-    db = p.keyspace.db(0)
-    if b"" not in db.data:
+    if value is None:
         if p.modules_skipped:
             raise RDBError("DUMP payload holds a module value, which cannot be decoded")
         raise RDBError("DUMP payload holds an empty collection")
-    value = db.data[b""]
-    if type(value) is PackedHash:  # a payload is decoded whole: checked now, a plain dict
-        try:
-            value = value.unpack()
-        except EncodingError as exc:
-            raise RDBError(f"bad DUMP payload: {exc}") from None
     if with_field_expiry:
         return value, db.field_expires.get(b"", {})
     return value
