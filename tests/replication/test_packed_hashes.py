@@ -9,6 +9,7 @@ from test_rdb_runs import hash_record, listpack, rdb, rlzf, rstr
 from test_replica import DISK_SYNC, assert_same, caught_up, client, make_server, replicas  # noqa: F401 (fixtures)
 from waiting import wait_for
 
+from greenredis.replication import keyspace
 from greenredis.replication.applier import Applier, ApplyError
 from greenredis.replication.keyspace import PackedHash
 from greenredis.replication.rdb import encodings
@@ -24,10 +25,17 @@ def load(body, **kwargs):
     return p.finish()
 
 
+def corrupt_inside():
+    """A listpack whose header holds up and whose entries do not."""
+    lp = bytearray(listpack([b"f", b"v", b"g", b"w"]))
+    lp[6] = 0x85  # the first field claims 5 bytes: the entries no longer line up
+    return lp
+
+
 def counting_decodes(monkeypatch):
     calls = []
     real = encodings.listpack_dict
-    monkeypatch.setattr(encodings, "listpack_dict", lambda lp: calls.append(lp) or real(lp))
+    monkeypatch.setattr(keyspace, "_listpack_dict", lambda: lambda lp: calls.append(lp) or real(lp))
     return calls
 
 
@@ -102,8 +110,7 @@ def test_a_transaction_that_fails_puts_the_packed_value_back():
 
 @pytest.mark.unit
 def test_a_listpack_corrupt_inside_loads_and_fails_at_its_first_use():
-    lp = bytearray(listpack([b"f", b"v", b"g", b"w"]))
-    lp[6] = 0x85  # the first field claims 5 bytes: the entries no longer line up
+    lp = corrupt_inside()
     ks = load(b"\x10" + rstr(b"bad") + rlzf(bytes(lp)) + hash_record(b"ok", PAIRS))
     bad = ks.db(0).data[b"bad"]
     assert type(bad) is PackedHash and ks.db(0).data[b"ok"] == dict(PAIRS)
@@ -115,6 +122,18 @@ def test_a_listpack_corrupt_inside_loads_and_fails_at_its_first_use():
     lp[4] = 3
     with pytest.raises(RDBError, match="key b'bad'"):
         load(b"\x10" + rstr(b"bad") + rstr(bytes(lp)))
+
+
+@pytest.mark.unit
+def test_a_load_that_keeps_nothing_still_checks_each_listpack_whole():
+    # store=False keeps no value whose first use could report a corrupt listpack: the load must
+    lp = corrupt_inside()
+    body = hash_record(b"ok", PAIRS) + b"\x10" + rstr(b"bad") + rstr(bytes(lp))
+    with pytest.raises(RDBError, match="key b'bad'"):
+        load(body, store=False)
+    seen = []
+    load(hash_record(b"ok", PAIRS), store=False, on_key=lambda db, k, v, e: seen.append(v))
+    assert seen == [dict(PAIRS)] and type(seen[0]) is dict
 
 
 def test_hashes_loaded_packed_then_written_equal_the_master(make_server, replicas):  # noqa: F811

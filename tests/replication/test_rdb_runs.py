@@ -115,6 +115,23 @@ def test_a_duplicated_hash_key_in_a_run():
     assert got[0] == {b"h0": {b"f": b"3"}, b"h1": {b"f": b"4"}, b"h2": {b"f": b"2"}} and got[4] == 2
 
 
+@pytest.mark.parametrize("kind", ["string", "hash"])
+def test_a_key_replaced_in_a_run_loses_the_ttl_of_the_record_it_replaces(kind):
+    # duplicates="replace" deletes the earlier key whole, as Redis's RDBFLAGS_ALLOW_DUP load
+    # does: the later record, which has no TTL, must not inherit the earlier one's
+    def record(value):
+        if kind == "string":
+            return b"\x00" + rstr(b"k") + rstr(value)
+        return hash_record(b"k", [(b"f", value)])
+
+    ttl = b"\xfc" + (4102444800000).to_bytes(8, "little")
+    data = rdb(ttl + record(b"old") + record(b"new") + record(b"newer"))
+    got = outcome(data, duplicates="replace")
+    assert got == outcome(data, general=True, duplicates="replace")
+    assert got[1:] == ({}, 1, 0, 2)
+    assert got[0] == {b"k": b"newer" if kind == "string" else {b"f": b"newer"}}
+
+
 def test_an_empty_hash_listpack_in_a_run_is_skipped_and_counted():
     body = hash_record(b"a", [(b"f", b"1")]) + hash_record(b"e", []) + hash_record(b"b", [(b"f", b"2")])
     got = outcome(rdb(body))

@@ -791,13 +791,15 @@ class RDBParser:
 
     def _plain(self):
         """No per-key state pending and nothing to call per key: a run of strings can
-        go straight into the db."""
+        go straight into the db. (With duplicates="replace" a run cannot tell which key
+        replaced one, whose TTLs must go with it: the general path loads those.)"""
         return (
             self._expire is None
             and self.idle is None
             and self.freq is None
             and self.on_key is None
             and self.store
+            and self.duplicates == "error"
         )
 
     def _string_run(self, buf, i):
@@ -849,9 +851,7 @@ class RDBParser:
         """Account for a run of ``count`` records that added ``added`` keys."""
         self.keys_loaded += added
         if added != count:
-            if self.duplicates == "error":
-                raise _Bad(f"duplicated key (in a run of {kind})")
-            self.duplicates_replaced += count - added
+            raise _Bad(f"duplicated key (in a run of {kind})")
 
     def _hash_run(self, buf, i, n):
         """Store consecutive plain RDB_TYPE_HASH_LISTPACK records with a short key and a
@@ -1218,8 +1218,11 @@ class RDBParser:
         return (self._listpack_hash(blob), None), i
 
     def _listpack_hash(self, blob):
-        # on_key gets a plain dict, what it is told a hash is; the Keyspace may keep it packed
-        return listpack_dict(blob) if self.on_key is not None else _hash_value(blob)
+        # on_key gets a plain dict, what it is told a hash is; the Keyspace may keep it packed,
+        # but a load that keeps nothing (store=False) has no first use to check it later
+        if self.on_key is not None or not self.store:
+            return listpack_dict(blob)
+        return _hash_value(blob)
 
     def _h_hash_listpack_ex(self, buf, i, relative=False):
         blob, i = _rstr(buf, i)
@@ -1370,23 +1373,20 @@ def decode_dump(payload, with_field_expiry=False):
         if t >= _FIRST_OPCODE or t not in _KNOWN_TYPES:
             raise _Bad(f"unknown RDB value type {t}")
         end = p._object(t, buf, 1, b"")
+        db = p.keyspace.db(0)
+        value = db.data.get(b"")
+        if type(value) is PackedHash:  # a payload is decoded whole: checked now, a plain dict
+            value = value.unpack()
     except (_Incomplete, IndexError):
         raise RDBError("DUMP payload is truncated") from None
     except (_Bad, EncodingError) as exc:
         raise RDBError(f"bad DUMP payload: {exc}") from None
     if end != len(buf):
         raise RDBError(f"DUMP payload has {len(buf) - end} unexpected bytes after the value")
-    db = p.keyspace.db(0)
-    if b"" not in db.data:
+    if value is None:
         if p.modules_skipped:
             raise RDBError("DUMP payload holds a module value, which cannot be decoded")
         raise RDBError("DUMP payload holds an empty collection")
-    value = db.data[b""]
-    if type(value) is PackedHash:  # a payload is decoded whole: checked now, a plain dict
-        try:
-            value = value.unpack()
-        except EncodingError as exc:
-            raise RDBError(f"bad DUMP payload: {exc}") from None
     if with_field_expiry:
         return value, db.field_expires.get(b"", {})
     return value
