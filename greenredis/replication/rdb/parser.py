@@ -531,6 +531,14 @@ _WINDOW = 1 << 20  # bytes of a big buffer copied at a time (three copies) for s
 _LONGEST_STRING = 129  # the longest record a run takes: type, lengths, 63 + 63 bytes
 
 
+def _run_keys(buf, i, end):
+    """The keys of the string run ``buf[i:end]`` (records of 6-bit lengths)."""
+    while i < end:
+        j = i + 2 + buf[i + 1]
+        yield buf[i + 2 : j]
+        i = j + 1 + buf[j]
+
+
 def _string_window(buf, i):
     """(buf, limit, base - 1, w, w[1:], w[2:]): a window ``w`` of ``buf`` from ``base`` (all
     of a buffer that is not too big), for the string runs that start from ``i`` up to
@@ -808,6 +816,7 @@ class RDBParser:
         data = self._db.data
         before = len(data)
         count = 0
+        start = i
         while True:
             w = self._window
             if w is None or w[0] is not buf or not w[2] < i <= w[1]:
@@ -842,16 +851,23 @@ class RDBParser:
             i = x + off
             if i <= limit or buf[i]:  # stopped at a record it does not take, not at the window's end
                 break
-        self._ran(len(data) - before, count, "strings")
+        self._ran(len(data) - before, count, "strings", lambda: _run_keys(buf, start, i))
         return i
 
-    def _ran(self, added: int, count: int, kind: str) -> None:
-        """Account for a run of ``count`` records that added ``added`` keys."""
+    def _ran(self, added: int, count: int, kind: str, keys) -> None:
+        """Account for a run of ``count`` records that added ``added`` keys (``keys()``: the
+        keys of the run, looked at only if some replaced a key)."""
         self.keys_loaded += added
         if added != count:
             if self.duplicates == "error":
                 raise _Bad(f"duplicated key (in a run of {kind})")
             self.duplicates_replaced += count - added
+            db = self._db
+            if db.expires or db.field_expires:
+                # a run's records have no TTL: a key with one is an earlier record it replaced
+                for key in keys():
+                    db.expires.pop(key, None)
+                    db.field_expires.pop(key, None)
 
     def _hash_run(self, buf, i, n):
         """Store consecutive plain RDB_TYPE_HASH_LISTPACK records with a short key and a
@@ -864,6 +880,7 @@ class RDBParser:
         before = len(data)
         count = 0
         decompress, decode = c_decompress, _hash_value
+        keys = []  # for the TTLs of the keys it replaces (see _ran)
         try:
             while buf[i] == _HASH_LISTPACK:
                 kl = buf[i + 1]
@@ -909,13 +926,15 @@ class RDBParser:
                 value = decode(blob)
                 if not value:
                     break
-                data[buf[i + 2 : i + 2 + kl]] = value
+                key = buf[i + 2 : i + 2 + kl]
+                data[key] = value
+                keys.append(key)
                 i = k
                 count += 1
         except (IndexError, ValueError, SystemError):  # EncodingError, corrupt LZF: the general path says
             pass
         finally:
-            self._ran(len(data) - before, count, "hashes")
+            self._ran(len(data) - before, count, "hashes", lambda: keys)
         return i
 
     def _hash_listpack(self, key, buf, i):
