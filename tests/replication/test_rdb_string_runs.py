@@ -172,3 +172,21 @@ def test_a_buffer_bigger_than_the_run_window_is_taken_window_by_window(monkeypat
     monkeypatch.setattr(parser, "_string_window", lambda buf, i: copied.append(i) or real(buf, i))
     assert outcome(data) == want
     assert len(copied) >= len(data) // window // 2  # one window after another, not one copy
+
+
+def test_a_run_replacing_a_key_with_a_ttl_drops_the_ttl():
+    """duplicates="replace": a key the run stores again is the run's plain value, no longer
+    the earlier record's TTL (or field TTLs), as the general path gives."""
+    from test_rdb_runs import hash_record
+
+    ttl = b"\xfc" + (4102444800000).to_bytes(8, "little")
+    head = b"".join(string(b"k%d" % k, b"v") for k in range(300))
+    for run in (
+        head + string(b"t", b"plain") + head.replace(b"k", b"j"),
+        hash_record(b"h0", [(b"f", b"v")]) + hash_record(b"t", [(b"f", b"new")]),
+    ):
+        data = rdb(ttl + string(b"t", b"old") + run)
+        want = outcome(data, general=True, duplicates="replace")
+        assert want[1] == {} and want[3] == 1
+        for chunk in (None, 7):
+            assert outcome(data, chunk=chunk, duplicates="replace") == want, chunk

@@ -538,3 +538,88 @@ def test_big_reads_are_parsed_in_pieces_with_exact_offsets_and_acks(sizes):
         i += n
     assert offsets == expected
     assert p.offset == committed and p.data_to_send() == b"".join(cmd("REPLCONF", "ACK", a) for a in acks)
+
+
+def expected_positions(start, argvs):
+    """What a replica at ``start`` must make of ``argvs`` (Redis's rules, written out plainly):
+    (each returned command's end offset, GETACK replies, offset, db, data_offset, data_db)."""
+    off, ends, acks = start, [], []
+    committed, db, data_offset, data_db, cur_db = start, 0, start, 0, 0
+    in_multi = multi_data = False
+    for argv in argvs:
+        before, off, name = off, off + len(cmd(*argv)), argv[0].upper()
+        if name in (b"REPLCONF", b"PING"):
+            if name == b"REPLCONF":
+                acks.append(committed if in_multi else before)
+            if not in_multi:
+                committed, db = off, cur_db
+            continue
+        ends.append(off)
+        changes = name not in (b"SELECT", b"PUBLISH", b"MULTI", b"DISCARD")
+        if name == b"SELECT":
+            cur_db = int(argv[1])
+        elif name == b"MULTI":
+            in_multi, multi_data = True, False
+        elif name in (b"EXEC", b"DISCARD"):
+            in_multi, changes = False, changes and multi_data
+        if in_multi:
+            multi_data = multi_data or changes
+        else:
+            committed, db = off, cur_db
+            if changes:
+                data_offset, data_db = off, cur_db
+    return ends, acks, committed, db, data_offset, data_db
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_every_position_is_byte_exact_across_the_pieces_hiredis_is_fed(seed):
+    """PING, SELECT, PUBLISH, GETACK, MULTI/EXEC/DISCARD in any case, among arguments of
+    4 KiB +-1, 10000 +-1 bytes and 1000 +-1 of them, in reads of 1 byte to 100 KB: the
+    command ends, the ACKs, offset/db and data_offset/data_db are all those Redis counts."""
+    rnd = random.Random(seed)
+    argvs, in_multi = [], False
+    for _ in range(300):
+        r = rnd.random()
+        if r < 0.05:
+            argv = [b"SELECT", b"%d" % rnd.randrange(16)]
+        elif r < 0.1:
+            argv = [rnd.choice([b"PING", b"ping"])]
+        elif r < 0.15:
+            argv = [b"REPLCONF", rnd.choice([b"GETACK", b"getack"]), b"*"]
+        elif r < 0.22:
+            argv = [
+                rnd.choice([b"EXEC", b"DISCARD", b"exec"]) if in_multi else rnd.choice([b"MULTI", b"multi"])
+            ]
+            in_multi = not in_multi
+        elif r < 0.25:
+            argv = [b"PUBLISH", b"ch", b"m"]
+        elif r < 0.29:
+            argv = [b"SET", b"big", b"x" * rnd.choice([4095, 4096, 4097, 9999, 10000, 10001, 70000])]
+        elif r < 0.3:
+            argv = [b"RPUSH", b"l"] + [b"e"] * rnd.choice([997, 998, 999, 1000])
+        else:
+            argv = [rnd.choice([b"SET", b"set"]), b"k%d" % rnd.randrange(100), b"v" * rnd.randrange(50)]
+        argvs.append(argv)
+    wire = b"".join(cmd(*a) for a in argvs)
+    start = rnd.choice([0, 12345, 2**40])
+    want = expected_positions(start, argvs)
+    sizes = [1, 2, 1023, 1024, 1025, 4095, 4096, 4097, 65536, 100_000]
+    for reads in ("64k", "random"):
+        p = streaming(offset=start)
+        p.data_to_send()
+        ends, acks, i = [], [], 0
+        while i < len(wire):
+            n = 65536 if reads == "64k" else rnd.choice(sizes)
+            for ev in p.receive_data(wire[i : i + n]):
+                assert isinstance(ev, Commands), ev
+                ends += ev.offsets
+            out = p.data_to_send()
+            while out:
+                reply = hiredis.Reader()
+                reply.feed(out)
+                argv = reply.gets()
+                assert argv[:2] == [b"REPLCONF", b"ACK"], argv
+                acks.append(int(argv[2]))
+                out = out[len(cmd(*argv)) :]
+            i += n
+        assert (ends, acks, p.offset, p.db, p.data_offset, p.data_db) == want, reads
