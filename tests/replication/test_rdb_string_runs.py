@@ -8,33 +8,16 @@ import random
 
 import lzf
 import pytest
+from test_rdb_runs import rdb, rlen, rstr
 
 from greenredis.replication.rdb import parser
-from greenredis.replication.rdb.crc64 import crc64
 from greenredis.replication.rdb.parser import RDBError, RDBParser
 
 pytestmark = pytest.mark.unit
 
 
-def rlen(n):
-    if n < 64:
-        return bytes([n])
-    if n < 16384:
-        return bytes([0x40 | n >> 8, n & 0xFF])
-    return b"\x80" + n.to_bytes(4, "big")
-
-
-def rstr(b):
-    return rlen(len(b)) + b
-
-
 def string(key, value):
     return b"\x00" + rstr(key) + rstr(value)
-
-
-def rdb(body):
-    data = b"REDIS0011\xfe\x00" + body + b"\xff"
-    return data + crc64(data).to_bytes(8, "little")
 
 
 def outcome(data, chunk=None, general=False, **kwargs):
