@@ -84,7 +84,11 @@ class Watch:
             gevent.sleep(0.02)
 
     def stop(self):
+        """Stop watching: no more samples, and no more leave events recorded (a leave
+        queued before this, such as a stopped node's, would land after it)."""
         self._greenlet.kill()
+        for g in self.views:
+            g.on_leave = None
 
 
 def _grid(grids, url):
