@@ -518,14 +518,12 @@ class ReplicaProtocol:
                 if argv is False:
                     if fed == total:
                         break
-                    n = reader.len()
-                    if n != self._reader_len:  # dropped after an incomplete reply (as in finally)
-                        self._reader_base += self._reader_len - n
-                        trim_at = self._stream_start + self._reader_base + _READER_TRIM
+                    self._count_dropped()
+                    trim_at = self._stream_start + self._reader_base + _READER_TRIM
                     n = min(total - fed, _FEED)
                     reader.feed(data, fed, n)
                     fed += n
-                    self._reader_len = reader.len()
+                    self._reader_len += n
                     continue
                 if type(argv) is not list or not argv:
                     self._not_a_command(argv, off)
@@ -608,12 +606,15 @@ class ReplicaProtocol:
             self._parsed = off
             self._in_multi, self._multi_data, self._cur_db = in_multi, multi_data, cur_db
             self.offset, self.db, self.data_offset, self.data_db = committed, db, data_offset, data_db
-            n = reader.len()
-            if n != self._reader_len:  # dropped after an incomplete reply: keep count
-                self._reader_base += self._reader_len - n
-                self._reader_len = n
+            self._count_dropped()
             if argvs:
                 events.append(Commands(argvs, offsets))
+
+    def _count_dropped(self):
+        """Count the bytes hiredis dropped after an incomplete reply (its buffer shrank)."""
+        n = self._reader.len()
+        self._reader_base += self._reader_len - n
+        self._reader_len = n
 
 
 _READER_TRIM = 1024  # hiredis's read.c: "Discard part of the buffer when we've read more than 1k"
