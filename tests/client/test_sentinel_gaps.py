@@ -52,6 +52,12 @@ class Reloading:
             self.finish()  # never leave the next test a replica that loads for minutes
             raise
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.finish()
+
     def finish(self):
         _command(
             self.server.port, "CONFIG", "SET", "key-load-delay", "0", timeout=10
@@ -71,8 +77,7 @@ def _reading_a_replica(group, sentinel, value):
 def test_replica_for_moves_off_a_loading_replica(sentinel_healed, sentinel):
     group = sentinel_healed
     ro, first = _reading_a_replica(group, sentinel, "x")
-    reload = Reloading(group, first)
-    try:
+    with Reloading(group, first):
         # the connected client gets -LOADING from its replica: it moves, the call succeeds
         assert ro.cmd(["GET", "shared"]) == b"x"
         assert ro.params.port != first.port
@@ -84,20 +89,15 @@ def test_replica_for_moves_off_a_loading_replica(sentinel_healed, sentinel):
             fresh.close()
         assert _loading(first), "the replica stopped loading before the test was done: slow it more"
         assert sentinel.stats["replicas_loading"] >= 1
-    finally:
-        reload.finish()
     ro.close()
 
 
 def test_a_batch_on_a_loading_replica_moves_too(sentinel_healed, sentinel):
     group = sentinel_healed
     ro, first = _reading_a_replica(group, sentinel, "y")
-    reload = Reloading(group, first)
-    try:
+    with Reloading(group, first):
         assert ro.cmd([["GET", "shared"], ["EXISTS", "shared"]]) == [b"y", 1]
         assert ro.params.port != first.port
-    finally:
-        reload.finish()
     ro.close()
 
 
@@ -112,18 +112,17 @@ def test_a_batch_that_moves_off_a_loading_replica_resends_only_what_was_refused(
         listener.subscribe("review2")
         assert listener.get_message(timeout=5)["type"] == "subscribe"
         listeners.append(listener)
-    reload = Reloading(group, first)
     try:
-        assert ro.cmd([["PUBLISH", "review2", "once"], ["GET", "shared"]]) == [1, b"z"]
-        assert ro.params.port != first.port
-        gevent.sleep(0.5)  # (a second copy would arrive by now)
-        got = []
-        for listener in listeners:
-            while (message := listener.get_message(timeout=0.5)) is not None:
-                got.append(message["data"])
-        assert got == [b"once"]
+        with Reloading(group, first):
+            assert ro.cmd([["PUBLISH", "review2", "once"], ["GET", "shared"]]) == [1, b"z"]
+            assert ro.params.port != first.port
+            gevent.sleep(0.5)  # (a second copy would arrive by now)
+            got = []
+            for listener in listeners:
+                while (message := listener.get_message(timeout=0.5)) is not None:
+                    got.append(message["data"])
+            assert got == [b"once"]
     finally:
-        reload.finish()
         for listener in listeners:
             listener.close()
     ro.close()
@@ -133,12 +132,9 @@ def test_a_transaction_on_a_loading_replica_moves_whole(sentinel_healed, sentine
     # its queued commands are refused, so EXEC aborts: nothing ran, all of it goes again
     group = sentinel_healed
     ro, first = _reading_a_replica(group, sentinel, "t")
-    reload = Reloading(group, first)
-    try:
+    with Reloading(group, first):
         assert ro.transaction([["GET", "shared"], ["EXISTS", "shared"]]) == [b"t", 1]
         assert ro.params.port != first.port
-    finally:
-        reload.finish()
     ro.close()
 
 
@@ -160,15 +156,14 @@ def test_concurrent_calls_on_a_replica_that_begins_loading_all_move(sentinel_hea
 
     readers = [gevent.spawn(reader) for _ in range(30)]
     wait_for(lambda: len(outcomes) > 300, what="the readers to run")
-    reload = Reloading(group, first)
-    try:
-        wait_for(lambda: ro.params.port != first.port, what="the client to move")
-        counted = len(outcomes)
-        wait_for(lambda: len(outcomes) > counted + 300, what="the readers to go on elsewhere")
-    finally:
-        stop.append(True)
-        gevent.joinall(readers, timeout=20)
-        reload.finish()
+    with Reloading(group, first):
+        try:
+            wait_for(lambda: ro.params.port != first.port, what="the client to move")
+            counted = len(outcomes)
+            wait_for(lambda: len(outcomes) > counted + 300, what="the readers to go on elsewhere")
+        finally:
+            stop.append(True)
+            gevent.joinall(readers, timeout=20)
     ro.close()
     assert sentinel.stats["replicas_loading"] >= 1
     assert [o for o in outcomes if o != b"p"] == []
