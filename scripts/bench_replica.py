@@ -11,6 +11,8 @@
    (min-max). Beside them: RDBParser alone on the same file, and redis-server loading
    that file at startup ("DB loaded from disk: X seconds", no transfer: a stricter
    number). Then the time to read every hash once (``Replica.get``) after the load.
+   For the strings, what building the same dict costs with no parsing at all: a Python
+   loop of two slices and an insert per key, and ``pickle.loads`` (C) of that dict.
 2. Memory of the local copy of the N strings (RSS growth of this process) against
    the master's used_memory, and after 5 more full resyncs (the 2 timed ones and 3
    more; each old copy must be freed at the swap); the longest stall of a ticker
@@ -30,6 +32,7 @@ import argparse
 import datetime
 import gc
 import os
+import pickle
 import platform
 import re
 import shutil
@@ -174,6 +177,43 @@ def parse_file(path):
     del ks, p
     gc.collect()
     return seconds, n
+
+
+def dict_floors(path, times=3):
+    """What building the same dict costs in this process, without any parsing: the
+    pure-Python floor (two slices and a dict insert per key, from offsets worked out in
+    advance: the least a Python loop over the records does) and the C floor
+    (``pickle.loads`` of that dict: CPython's own C code creating the same objects, what a
+    compiled parser could reach). ([python seconds], [pickle seconds])."""
+    p = RDBParser()
+    with open(path, "rb") as f:
+        p.feed(f.read())
+    data = p.finish().db(0).data
+    flat, offsets, at = [], [], 0
+    for k, v in data.items():
+        flat += (k, v)
+        offsets.append((at, at + len(k), at + len(k) + len(v)))
+        at += len(k) + len(v)
+    flat = b"".join(flat)
+    dumped = pickle.dumps(dict(data), pickle.HIGHEST_PROTOCOL)
+    del p, data
+    gc.collect()
+
+    def python_loop():
+        d, b = {}, flat
+        for ka, va, vb in offsets:
+            d[b[ka:va]] = b[va:vb]
+        return d
+
+    py, c = [], []
+    for _ in range(times):
+        for build, into in ((python_loop, py), (lambda: pickle.loads(dumped), c)):
+            t = time.perf_counter()
+            d = build()
+            into.append(time.perf_counter() - t)
+            del d
+            gc.collect()
+    return py, c
 
 
 def ticker(gaps, interval=0.01):
@@ -354,7 +394,9 @@ def main(argv=None):
         del rep
         gc.collect()
         parse_s, _ = parse_file(os.path.join(d, "dump.rdb"))
+        floors = dict_floors(os.path.join(d, "dump.rdb"))
         shutil.rmtree(d, ignore_errors=True)
+        strings_theirs = theirs
         rows.append((f"{n:,} strings ({size / 1e6:.0f} MB RDB)", ours, theirs, n, redis_s, parse_s))
 
         # 2. hashes ---------------------------------------------------------------------
@@ -404,6 +446,18 @@ def main(argv=None):
             f"| {label} | {median_range(ours)} | {n / mine:,.0f} | {median_range(theirs)} | {vs_real} "
             f"| {n / parse_s:,.0f} | {startup_s:.2f} | {vs_load} |"
         )
+    print()
+    real = statistics.median(strings_theirs)
+    print(
+        f"| building the same {args.strings:,}-key dict, no parsing (3 each) | s "
+        "| / redis-server replica's sync |"
+    )
+    print("|---|---:|---:|")
+    for label, times in zip(
+        ("pure-Python floor: two slices + a dict insert per key, offsets known", "C floor: pickle.loads"),
+        floors,
+    ):
+        print(f"| {label} | {median_range(times)} | {statistics.median(times) / real:.2f}x |")
     print()
     print("| after the hash load | seconds | hashes/s |")
     print("|---|---:|---:|")
