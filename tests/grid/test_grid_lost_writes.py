@@ -267,3 +267,43 @@ def test_a_closed_client_does_not_make_the_listener_spin(redis_server):
         raise AssertionError("the listener spun: the process never got past gevent.sleep(1)") from None
     assert proc.returncode == 0, proc.stderr
     assert int(proc.stdout.split()[-1]) < 40
+
+
+def test_a_reread_answered_after_a_newer_update_does_not_undo_it(redis_server, grids):
+    """The observer's listener reconnects (a gap) and it re-reads every registration; a
+    node's meta changes on the server just after that read ran, and the change's update
+    message reaches the observer before the read's older reply does (two connections:
+    nothing orders them). The view must end with the new meta, not go back to the old one
+    for good (nothing re-announces an unchanged meta). The order is forced: the re-read's
+    reply is held until the update was heard. Only the observer's subscription is killed
+    (its own ACL user), so no node re-announces its meta by itself."""
+    r = greenredis.Redis.from_url(redis_server.url)
+    r.cmd(["ACL", "SETUSER", "watcher", "on", ">pw", "~*", "&*", "+@all"])
+    nodes = [grids(redis_server.url, name=n, meta={"v": "1"}) for n in ("a", "b", "c")]
+    observer = grids(f"redis://watcher:pw@127.0.0.1:{redis_server.port}/0", observe=True)
+    views = nodes + [observer]
+    wait_for(lambda: all(set(g.nodes()) == {"a", "b", "c"} for g in views), what="convergence")
+    a = nodes[0]
+    held, updates = [], []
+    send = observer._batch
+
+    def hold_the_reread(commands, timeout=None):
+        replies = send(commands, timeout)
+        if not held and ["HGETALL", "redgrid:::a"] in commands:
+            held.append(replies[commands.index(["HGETALL", "redgrid:::a"])])
+            a.update_meta(v="2")  # written after the read ran
+            wait_for(lambda: observer.nodes()["a"]["v"] == "2", what="the update heard before the reply")
+        return replies
+
+    observer._batch = hold_the_reread
+    observer.on_update = lambda name, meta: updates.append((name, meta["v"]))
+    assert r.cmd(["CLIENT", "KILL", "TYPE", "pubsub", "USER", "watcher"]) == 1
+    wait_for(lambda: held, what="the observer's re-read after its gap")
+    assert held[0] == [b"ip", b"127.0.0.1", b"v", b"1", b"_instance", a.instance.encode()]  # the old meta
+    start = observer.stats["batches"]
+    wait_for(lambda: observer.stats["batches"] >= start + 3, what="three more batches")
+    assert observer.nodes()["a"]["v"] == "2", updates
+    assert updates[-1] == ("a", "2")
+    assert observer.stats["rereads"] >= 1  # the overtaken read was sent again
+    assert r.cmd(["HGET", "redgrid:::a", "v"]) == b"2"
+    r.close()
