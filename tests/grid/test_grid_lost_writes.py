@@ -8,6 +8,7 @@ import gevent
 import gevent.server
 from gevent import socket
 from waiting import wait_for
+from watching import Watch
 
 import greenredis
 
@@ -61,34 +62,6 @@ class SwitchProxy:
     def close(self):
         self.switch(self.target)
         self.server.stop()
-
-
-class Watch:
-    """Samples every view while the test runs: the leave events and any view that
-    ever lacked one of the nodes that keep beating."""
-
-    def __init__(self, views, names):
-        self.views, self.names = views, set(names)
-        self.leaves = []
-        self.short = []  # (view, nodes) samples missing a live node
-        for g in views:
-            g.on_leave = lambda name, meta, g=g: self.leaves.append((g.name, name))
-        self._greenlet = gevent.spawn(self._sample)
-
-    def _sample(self):
-        while True:
-            for g in self.views:
-                seen = set(g.nodes())
-                if not self.names <= seen:
-                    self.short.append((g.name, sorted(seen)))
-            gevent.sleep(0.02)
-
-    def stop(self):
-        """Stop watching: no more samples, and no more leave events recorded (a leave
-        queued before this, such as a stopped node's, would land after it)."""
-        self._greenlet.kill()
-        for g in self.views:
-            g.on_leave = None
 
 
 def _grid(grids, url):
