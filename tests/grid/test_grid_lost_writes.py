@@ -280,3 +280,67 @@ def test_a_reread_answered_after_a_newer_update_does_not_undo_it(redis_server, g
     assert observer.stats["rereads"] >= 1  # the overtaken read was sent again
     assert r.cmd(["HGET", "redgrid:::a", "v"]) == b"2"
     r.close()
+
+
+def test_a_listener_back_while_a_beat_is_out_gets_its_own_reread(make_server, grids):
+    """The grid's address leads to an empty server now. The observer's beat is out there
+    (its ZRANGE finds nobody yet) when a node registers there with a new meta, published
+    before the observer listens there; then the observer's subscription drops, reconnects
+    there and asks for a re-read (a gap), still before the beat's reply is in. That
+    reply must not answer the request: its ZRANGE ran before the SUBSCRIBE. The order is
+    forced by holding the beat's reply; only the observer's subscription is killed (its
+    own ACL user), so no node re-announces its meta by itself."""
+    old, new = make_server(), make_server()
+    for server in (old, new):
+        admin = greenredis.Redis.from_url(server.url)
+        admin.cmd(["ACL", "SETUSER", "watcher", "on", ">pw", "~*", "&*", "+@all"])
+        admin.close()
+    nodes_proxy, observer_proxy = SwitchProxy(old.port), SwitchProxy(old.port)
+    r = greenredis.Redis.from_url(new.url)
+    try:
+        nodes = [grids(nodes_proxy.url, name=n, meta={"v": "1"}) for n in ("a", "b", "c")]
+        url = observer_proxy.url.replace("redis://", "redis://watcher:pw@")
+        observer = grids(url, observe=True)
+        wait_for(
+            lambda: all(set(g.nodes()) == {"a", "b", "c"} for g in nodes + [observer]), what="convergence"
+        )
+        a = nodes[0]
+        send = observer._batch
+
+        def hold_the_beat(commands, timeout=None):
+            if held or not any(c[0] == "ZRANGE" for c in commands):
+                return send(commands, timeout)
+            observer_proxy.switch(new.port, cut=False)
+            observer.redis._shared.close()  # idle (we are its writer): this beat goes to the new server
+            replies = send(commands, timeout)
+            held.append(replies)
+            try:
+                nodes_proxy.switch(new.port, cut=False)
+                a.redis._shared.close()  # a's next call goes to the new server
+                a.update_meta(v="3")
+                wait_for(lambda: r.cmd(["HGET", "redgrid:::a", "v"]) == b"3", what="a registered there")
+                old_admin = greenredis.Redis.from_url(old.url)
+                killed = old_admin.cmd(["CLIENT", "KILL", "TYPE", "pubsub", "USER", "watcher"])
+                old_admin.close()
+                assert killed == 1, "the observer's subscription was not on the old server"
+                wait_for(
+                    lambda: observer._hb.need_full, what="the observer's listener back, asking for a re-read"
+                )
+                done.append(True)
+            except Exception as e:
+                problems.append(e)
+            return replies
+
+        held, problems, done = [], [], []
+        observer._batch = hold_the_beat
+        wait_for(lambda: held, what="the observer's beat on the new server")
+        wait_for(lambda: problems or done, what="the order forced")
+        assert not problems
+        assert held[0][-1] == []  # its ZRANGE: nobody there yet
+        wait_for(
+            lambda: observer.nodes()["a"]["v"] == "3", timeout=10, what="a's new meta in the observer's view"
+        )
+    finally:
+        r.close()
+        nodes_proxy.close()
+        observer_proxy.close()
