@@ -344,3 +344,35 @@ def test_a_listener_back_while_a_beat_is_out_gets_its_own_reread(make_server, gr
         r.close()
         nodes_proxy.close()
         observer_proxy.close()
+
+
+def test_a_node_changing_its_meta_faster_than_a_read_costs_a_few_reads(redis_server, grids):
+    """Every read of a's key is overtaken by a's next update (forced: each read's reply is
+    held until the observer heard the next one): the observer reads it again a few times,
+    then lets a's messages alone tell, and beats on; it never spins on the reads."""
+    r = greenredis.Redis.from_url(redis_server.url)
+    r.cmd(["ACL", "SETUSER", "watcher", "on", ">pw", "~*", "&*", "+@all"])
+    nodes = [grids(redis_server.url, name=n, meta={"v": "1"}) for n in ("a", "b", "c")]
+    observer = grids(f"redis://watcher:pw@127.0.0.1:{redis_server.port}/0", observe=True)
+    wait_for(lambda: all(set(g.nodes()) == {"a", "b", "c"} for g in nodes + [observer]), what="convergence")
+    a = nodes[0]
+    reads = []
+    send = observer._batch
+
+    def overtake(commands, timeout=None):
+        replies = send(commands, timeout)
+        if ["HGETALL", "redgrid:::a"] in commands and len(reads) < 10:
+            reads.append(commands)
+            v = f"x{len(reads)}"
+            a.update_meta(v=v)
+            wait_for(lambda: observer.nodes()["a"]["v"] == v, what=f"the update to {v} heard")
+        return replies
+
+    observer._batch = overtake
+    assert r.cmd(["CLIENT", "KILL", "TYPE", "pubsub", "USER", "watcher"]) == 1  # a gap: a full re-read
+    wait_for(lambda: len(reads) >= 4, what="four reads of a")
+    start = observer.stats["batches"]
+    wait_for(lambda: observer.stats["batches"] >= start + 3, what="three more batches")
+    assert len(reads) == 4 and observer.stats["rereads"] == 3
+    assert observer.nodes()["a"]["v"] == "x4" and r.cmd(["HGET", "redgrid:::a", "v"]) == b"x4"
+    r.close()
