@@ -600,3 +600,18 @@ def test_what_was_heard_during_reads_stays_bounded():
     assert n.hb.heard_since(since, ["p1", "never"]) == ["p1", "never"]
     late = n.hb.heard
     assert n.hb.heard_since(late, ["p1", "never"]) == []
+
+
+def test_a_registration_read_before_a_leave_heard_does_not_bring_the_node_back():
+    """The same race with a leave: a read that ran before the node's DEL must not make
+    it join again after its leave was heard (it would linger for a ttl)."""
+    n = Node(observe=True)
+    _knows_peer(n, "1")
+    since = n.hb.heard
+    leave = n.lay.message("leave", "peer", instance="bbbb")
+    events, _, _ = n.hb.on_messages([(b"message", n.lay.channel.encode(), leave)], n.now)
+    assert [e.kind for e in events] == ["leave"]
+    stale = [[b"ip", b"2", b"v", b"1", b"_instance", b"bbbb"]]
+    assert n.hb.fetched(["peer"], stale, n.now, since=since) == []
+    assert n.view.get("peer") is None
+    assert n.hb.heard_since(since, ["peer"]) == ["peer"]  # read again: the key is gone by now
