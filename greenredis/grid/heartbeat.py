@@ -41,6 +41,9 @@ class Plan:
     register: bool = False
     answered: bool = False
     meta: Mapping[str, str] = field(default_factory=dict)
+    #: a full reconcile: it answers the requests for one made before it (``full_asked``)
+    full: bool = False
+    full_asked: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +70,9 @@ class Resubscribe:
 
 
 Action = Any  # Fetch | Emit | Resubscribe
+
+#: peers whose latest message is remembered to judge reads out at the time (``heard_since``)
+_HEARD_KEPT = 4096
 
 
 class ServerClock:
@@ -187,6 +193,7 @@ class Heartbeat:
             "pings_answered": 0,
             "events_dropped": 0,
             "reregistered": 0,
+            "rereads": 0,  # registrations read again: a message overtook the read
         }
         self.ready = False  # registered (if a member) and reconciled once
         self.twins: Dict[str, float] = {}  # other process ids seen under our name -> when (local)
@@ -195,6 +202,7 @@ class Heartbeat:
         self._announced: Optional[Dict[str, str]] = None  # meta last registered
         self._published: set = set()  # meta fields written (removed ones are HDEL'd)
         self.need_register = self.need_ping = not observe
+        self._full_asked = 0  # requests for a full reconcile so far: one planned answers those before it
         self.need_full = True
         self._force_update = False
         self._answer_ping = False
@@ -211,6 +219,23 @@ class Heartbeat:
         # Redis failed us and the listener has not reconnected since: when Redis is back
         # (maybe another server: a failover), the listener must move too
         self._relisten = False
+        #: messages about peers handled so far: a mark taken when a read is sent (``fetched``)
+        self.heard = 0
+        self._heard_of: Dict[str, int] = {}  # peer -> ``heard`` at its latest message
+        self._heard_floor = 0  # ``_heard_of`` was forgotten at this mark: older reads are overtaken
+
+    @property
+    def need_full(self) -> bool:
+        """A full reconcile is due: every fresh registration read again (after a gap, a
+        resubscription, an error...). Asking again while one is out keeps it due: that one's
+        ZRANGE may have run before the reason for asking (a SUBSCRIBE confirmed meanwhile)."""
+        return self._need_full
+
+    @need_full.setter
+    def need_full(self, value: bool) -> None:
+        if value:
+            self._full_asked += 1
+        self._need_full = bool(value)
 
     # -- the writer -------------------------------------------------------------
 
@@ -319,7 +344,7 @@ class Heartbeat:
             self.need_register = self._answer_ping = self._force_update = False
             if answered:
                 self._answered_at = now
-        return Plan(tuple(cmds), tuple(roles), now, mono, register, answered, meta)
+        return Plan(tuple(cmds), tuple(roles), now, mono, register, answered, meta, full, self._full_asked)
 
     def on_replies(self, plan: Plan, replies: Sequence[Any], now: float) -> List[Action]:
         """The replies of ``plan``'s batch, received at ``now`` -> actions."""
@@ -396,12 +421,10 @@ class Heartbeat:
             self.stats["pings_answered"] += plan.answered
         if "zrange" in plan.roles:
             self._next_beat = plan.now + self.interval
-            full = self.need_full or self.deaf
-            self.need_full = False
             if zrange is not None:
-                actions += self._reconcile(zrange, full, now)
-            elif refused:
-                self.need_full = full
+                if self._full_asked == plan.full_asked:  # else asked for since it was sent: still due
+                    self._need_full = False
+                actions += self._reconcile(zrange, plan.full or self.deaf, now)
         self.ready = self.ready or "zrange" in plan.roles
         return actions
 
@@ -499,10 +522,14 @@ class Heartbeat:
         self.deaf = True
 
     def on_subscribed(self) -> bool:
-        """The listener (re)subscribed; True if the writer must be woken to catch up."""
+        """The listener (re)subscribed; True if the writer must be woken to catch up.
+
+        A full reconcile is asked for in any case: only one whose ZRANGE is sent after
+        the SUBSCRIBE was confirmed sees every change published before it (one planned
+        later answers this; the first one does, at start)."""
         self.deaf = self._relisten = False
+        self.need_full = True
         if self.ready:  # the writer went ahead without us: catch up on what we missed
-            self.need_full = True
             self.need_ping = not self.observe
             return True
         return False
@@ -540,6 +567,8 @@ class Heartbeat:
                 wake |= self._own_message(what, instance, now)
                 continue
             evs, need = self.view.on_message(what, name, now, meta, instance)
+            if need or what != "register":  # news of the peer's registration: a read out now is older
+                self._heard_news(name)
             events += evs
             if need and name not in fetch:
                 fetch.append(name)
@@ -591,16 +620,38 @@ class Heartbeat:
 
     # -- fetched keys -----------------------------------------------------------
 
+    def _heard_news(self, name: Optional[str]) -> None:
+        if name is None:
+            return
+        self.heard += 1
+        if name not in self._heard_of and len(self._heard_of) >= _HEARD_KEPT:
+            self._heard_of.clear()  # reads out now are taken as overtaken for every name
+            self._heard_floor = self.heard
+        self._heard_of[name] = self.heard
+
+    def heard_since(self, since: int, names: Sequence[str]) -> List[str]:
+        """Those of ``names`` a message told of after the mark ``since`` (``heard`` when a
+        read was sent): the read may be older than what the view has now. Read them again."""
+        if since < self._heard_floor:
+            return list(names)
+        return [n for n in names if self._heard_of.get(n, -1) > since]
+
     def fetched(
         self,
         names: Sequence[str],
         replies: Sequence[Any],
         now: float,
         scores: Optional[Mapping[str, float]] = None,
+        since: Optional[int] = None,
     ) -> List[GridEvent]:
-        """HGETALL replies of these nodes' keys -> events."""
+        """HGETALL replies of these nodes' keys -> events. ``since``: ``heard`` when the
+        read was sent; the replies of nodes heard of since (``heard_since``) are skipped:
+        the read and the message come on two connections, so the message may be the newer."""
         events: List[GridEvent] = []
+        overtaken = set() if since is None else set(self.heard_since(since, names))
         for name, reply in zip(names, replies):
+            if name in overtaken:
+                continue
             try:
                 got = self.layout.parse_registration(reply)
             except GridDataError as e:

@@ -35,6 +35,7 @@ __all__ = ["Grid", "default_name"]
 log = logging.getLogger("greenredis.grid")
 
 _STOP = object()
+_READS = 4  # reads of one registration at most in _fetch: one overtaken by a message is sent again
 
 
 def _elapsed():
@@ -326,11 +327,26 @@ class Grid:
         return self.redis.cmd(commands, timeout=timeout or self.timeout)
 
     def _fetch(self, names, scores=None):
-        """HGETALL the keys of these nodes in one round trip and feed the view."""
+        """HGETALL the keys of these nodes in one round trip and feed the view. A node
+        whose message the listener handled while the read was out is read again (its
+        reply may be older than the message); a few times at most, then its messages
+        alone tell (a node changing its meta faster than a round trip)."""
         if not names:
             return
-        replies = self._batch([["HGETALL", self.layout.key(n)] for n in names])
-        self._emit(self._hb.fetched(names, replies, time.time(), scores))
+        for attempt in range(_READS):
+            if attempt:
+                self.stats["rereads"] += len(names)
+            since = self._hb.heard
+            replies = self._batch([["HGETALL", self.layout.key(n)] for n in names])
+            self._emit(self._hb.fetched(names, replies, time.time(), scores, since=since))
+            names = self._hb.heard_since(since, names)
+            if not names:
+                return
+        log.debug(
+            "grid %s: %d registration(s) change faster than a read; their messages tell",
+            self._hb.who,
+            len(names),
+        )
 
     # -- the writer greenlet --------------------------------------------------
 

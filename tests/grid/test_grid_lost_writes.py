@@ -8,6 +8,7 @@ import gevent
 import gevent.server
 from gevent import socket
 from waiting import wait_for
+from watching import Watch
 
 import greenredis
 
@@ -61,34 +62,6 @@ class SwitchProxy:
     def close(self):
         self.switch(self.target)
         self.server.stop()
-
-
-class Watch:
-    """Samples every view while the test runs: the leave events and any view that
-    ever lacked one of the nodes that keep beating."""
-
-    def __init__(self, views, names):
-        self.views, self.names = views, set(names)
-        self.leaves = []
-        self.short = []  # (view, nodes) samples missing a live node
-        for g in views:
-            g.on_leave = lambda name, meta, g=g: self.leaves.append((g.name, name))
-        self._greenlet = gevent.spawn(self._sample)
-
-    def _sample(self):
-        while True:
-            for g in self.views:
-                seen = set(g.nodes())
-                if not self.names <= seen:
-                    self.short.append((g.name, sorted(seen)))
-            gevent.sleep(0.02)
-
-    def stop(self):
-        """Stop watching: no more samples, and no more leave events recorded (a leave
-        queued before this, such as a stopped node's, would land after it)."""
-        self._greenlet.kill()
-        for g in self.views:
-            g.on_leave = None
 
 
 def _grid(grids, url):
@@ -267,3 +240,153 @@ def test_a_closed_client_does_not_make_the_listener_spin(redis_server):
         raise AssertionError("the listener spun: the process never got past gevent.sleep(1)") from None
     assert proc.returncode == 0, proc.stderr
     assert int(proc.stdout.split()[-1]) < 40
+
+
+def _wait_listening(r, count):
+    """Until ``count`` subscribers listen on the grid's channel (the observer's is back)."""
+    wait_for(lambda: r.cmd(["PUBSUB", "NUMSUB", "redgrid::"])[1] == count, what=f"{count} listeners")
+
+
+def test_a_reread_answered_after_a_newer_update_does_not_undo_it(redis_server, grids):
+    """The observer's listener reconnects (a gap) and it re-reads every registration; a
+    node's meta changes on the server just after that read ran, and the change's update
+    message reaches the observer before the read's older reply does (two connections:
+    nothing orders them). The view must end with the new meta, not go back to the old one
+    for good (nothing re-announces an unchanged meta). The order is forced: the re-read's
+    reply is held until the update was heard. Only the observer's subscription is killed
+    (its own ACL user), so no node re-announces its meta by itself."""
+    r = greenredis.Redis.from_url(redis_server.url)
+    r.cmd(["ACL", "SETUSER", "watcher", "on", ">pw", "~*", "&*", "+@all"])
+    nodes = [grids(redis_server.url, name=n, meta={"v": "1"}) for n in ("a", "b", "c")]
+    observer = grids(f"redis://watcher:pw@127.0.0.1:{redis_server.port}/0", observe=True)
+    views = nodes + [observer]
+    wait_for(lambda: all(set(g.nodes()) == {"a", "b", "c"} for g in views), what="convergence")
+    a = nodes[0]
+    held, updates, killed = [], [], []
+    send = observer._batch
+
+    def hold_the_reread(commands, timeout=None):
+        after_the_kill = bool(killed)
+        replies = send(commands, timeout)
+        if after_the_kill and not held and all(["HGETALL", k] in commands for k in KEYS):  # the gap's re-read
+            held.append(replies[commands.index(["HGETALL", "redgrid:::a"])])
+            _wait_listening(r, 4)
+            a.update_meta(v="2")  # written after the read ran
+            wait_for(lambda: observer.nodes()["a"]["v"] == "2", what="the update heard before the reply")
+        return replies
+
+    observer._batch = hold_the_reread
+    observer.on_update = lambda name, meta: updates.append((name, meta["v"]))
+    assert r.cmd(["CLIENT", "KILL", "TYPE", "pubsub", "USER", "watcher"]) == 1
+    killed.append(True)
+    wait_for(lambda: held, what="the observer's re-read after its gap")
+    assert held[0] == [b"ip", b"127.0.0.1", b"v", b"1", b"_instance", a.instance.encode()]  # the old meta
+    start = observer.stats["batches"]
+    wait_for(lambda: observer.stats["batches"] >= start + 3, what="three more batches")
+    assert observer.nodes()["a"]["v"] == "2", updates
+    assert updates[-1] == ("a", "2")
+    assert observer.stats["rereads"] >= 1  # the overtaken read was sent again
+    assert r.cmd(["HGET", "redgrid:::a", "v"]) == b"2"
+    r.close()
+
+
+def test_a_listener_back_while_a_beat_is_out_gets_its_own_reread(make_server, grids):
+    """The grid's address leads to an empty server now. The observer's beat is out there
+    (its ZRANGE finds nobody yet) when a node registers there with a new meta, published
+    before the observer listens there; then the observer's subscription drops, reconnects
+    there and asks for a re-read (a gap), still before the beat's reply is in. That
+    reply must not answer the request: its ZRANGE ran before the SUBSCRIBE. The order is
+    forced by holding the beat's reply; only the observer's subscription is killed (its
+    own ACL user), so no node re-announces its meta by itself."""
+    old, new = make_server(), make_server()
+    for server in (old, new):
+        admin = greenredis.Redis.from_url(server.url)
+        admin.cmd(["ACL", "SETUSER", "watcher", "on", ">pw", "~*", "&*", "+@all"])
+        admin.close()
+    nodes_proxy, observer_proxy = SwitchProxy(old.port), SwitchProxy(old.port)
+    r = greenredis.Redis.from_url(new.url)
+    try:
+        nodes = [grids(nodes_proxy.url, name=n, meta={"v": "1"}) for n in ("a", "b", "c")]
+        url = observer_proxy.url.replace("redis://", "redis://watcher:pw@")
+        observer = grids(url, observe=True)
+        wait_for(
+            lambda: all(set(g.nodes()) == {"a", "b", "c"} for g in nodes + [observer]), what="convergence"
+        )
+        a = nodes[0]
+        send = observer._batch
+
+        def hold_the_beat(commands, timeout=None):
+            if held or not any(c[0] == "ZRANGE" for c in commands):
+                return send(commands, timeout)
+            observer_proxy.switch(new.port, cut=False)
+            observer.redis._shared.close()  # idle (we are its writer): this beat goes to the new server
+            replies = send(commands, timeout)
+            held.append(replies)
+            try:
+                nodes_proxy.switch(new.port, cut=False)
+                a.redis._shared.close()  # a's next call goes to the new server
+                a.update_meta(v="3")
+                wait_for(lambda: r.cmd(["HGET", "redgrid:::a", "v"]) == b"3", what="a registered there")
+                old_admin = greenredis.Redis.from_url(old.url)
+                killed = old_admin.cmd(["CLIENT", "KILL", "TYPE", "pubsub", "USER", "watcher"])
+                old_admin.close()
+                assert killed == 1, "the observer's subscription was not on the old server"
+                wait_for(
+                    lambda: observer._hb.need_full, what="the observer's listener back, asking for a re-read"
+                )
+                done.append(True)
+            except Exception as e:
+                problems.append(e)
+            return replies
+
+        held, problems, done = [], [], []
+        observer._batch = hold_the_beat
+        wait_for(lambda: held, what="the observer's beat on the new server")
+        wait_for(lambda: problems or done, what="the order forced")
+        assert not problems
+        assert held[0][-1] == []  # its ZRANGE: nobody there yet
+        wait_for(
+            lambda: observer.nodes()["a"]["v"] == "3", timeout=10, what="a's new meta in the observer's view"
+        )
+    finally:
+        r.close()
+        nodes_proxy.close()
+        observer_proxy.close()
+
+
+def test_a_node_changing_its_meta_faster_than_a_read_costs_a_few_reads(redis_server, grids):
+    """Every read of a's key is overtaken by a's next update (forced: each read's reply is
+    held until the observer heard the next one): the observer reads it again a few times,
+    then lets a's messages alone tell, and beats on; it never spins on the reads."""
+    r = greenredis.Redis.from_url(redis_server.url)
+    r.cmd(["ACL", "SETUSER", "watcher", "on", ">pw", "~*", "&*", "+@all"])
+    nodes = [grids(redis_server.url, name=n, meta={"v": "1"}) for n in ("a", "b", "c")]
+    observer = grids(f"redis://watcher:pw@127.0.0.1:{redis_server.port}/0", observe=True)
+    wait_for(lambda: all(set(g.nodes()) == {"a", "b", "c"} for g in nodes + [observer]), what="convergence")
+    a = nodes[0]
+    reads, killed = [], []
+    send = observer._batch
+
+    def overtake(commands, timeout=None):
+        after_the_kill = bool(killed)
+        replies = send(commands, timeout)
+        # the gap's re-read of everyone, then its reads of a again
+        first = all(["HGETALL", k] in commands for k in KEYS)
+        if after_the_kill and (reads or first) and ["HGETALL", "redgrid:::a"] in commands and len(reads) < 10:
+            reads.append(commands)
+            _wait_listening(r, 4)
+            v = f"x{len(reads)}"
+            a.update_meta(v=v)
+            wait_for(lambda: observer.nodes()["a"]["v"] == v, what=f"the update to {v} heard")
+        return replies
+
+    observer._batch = overtake
+    before = observer.stats["rereads"]  # the start-up's updates may have overtaken its first reads
+    assert r.cmd(["CLIENT", "KILL", "TYPE", "pubsub", "USER", "watcher"]) == 1  # a gap: a full re-read
+    killed.append(True)
+    wait_for(lambda: len(reads) >= 4, what="four reads of a")
+    start = observer.stats["batches"]
+    wait_for(lambda: observer.stats["batches"] >= start + 3, what="three more batches")
+    assert len(reads) == 4 and observer.stats["rereads"] - before == 3
+    assert observer.nodes()["a"]["v"] == "x4" and r.cmd(["HGET", "redgrid:::a", "v"]) == b"x4"
+    r.close()

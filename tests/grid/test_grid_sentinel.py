@@ -7,6 +7,7 @@ node that is alive. One sentinel group per module; counts and orders, no timings
 import gevent
 import pytest
 from waiting import wait_for
+from watching import Watch
 
 import greenredis
 from greenredis.grid.node import Grid
@@ -34,28 +35,6 @@ def grid(sentinel_group):
     finally:
         for g in views:
             g.stop(timeout=1)
-
-
-class Watch:
-    """Every view sampled while the test runs: leave events, and samples lacking a node."""
-
-    def __init__(self, views):
-        self.views = views
-        self.leaves, self.short = [], []
-        for g in views:
-            g.on_leave = lambda name, meta, g=g: self.leaves.append((g.name, name))
-        self._greenlet = gevent.spawn(self._sample)
-
-    def _sample(self):
-        while True:
-            for g in self.views:
-                missing = set(NAMES) - set(g.nodes())
-                if missing:
-                    self.short.append((g.name, sorted(missing)))
-            gevent.sleep(0.05)
-
-    def stop(self):
-        self._greenlet.kill()
 
 
 def _master_client(sentinel_group):
@@ -91,7 +70,7 @@ def _settled_on_the_new_master(sentinel_group, nodes, observer, marker):
 def test_twenty_nodes_through_a_forced_failover(sentinel_healed, grid):
     sentinel_group = sentinel_healed
     nodes, observer = grid
-    watch = Watch(nodes + [observer])
+    watch = Watch(nodes + [observer], NAMES, every=0.05)
     old = sentinel_group.master
     new = sentinel_group.failover()
     assert new.port != old.port
@@ -108,7 +87,7 @@ def test_twenty_nodes_through_a_sigkilled_master_that_lost_their_last_writes(sen
     the new master with its current meta, and no view drops a live node."""
     sentinel_group = sentinel_healed
     nodes, observer = grid
-    watch = Watch(nodes + [observer])
+    watch = Watch(nodes + [observer], NAMES, every=0.05)
     old = sentinel_group.master
     epoch = sentinel_group.config_epoch()
     r = _master_client(sentinel_group)
@@ -143,7 +122,7 @@ def test_twenty_nodes_through_a_paused_master(sentinel_healed, grid):
     node meanwhile."""
     sentinel_group = sentinel_healed
     nodes, observer = grid
-    watch = Watch(nodes + [observer])
+    watch = Watch(nodes + [observer], NAMES, every=0.05)
     old = sentinel_group.master
     epoch = sentinel_group.config_epoch()
     old.pause()
@@ -180,7 +159,7 @@ def test_twenty_nodes_through_two_failovers_in_a_row(sentinel_healed, grid):
     """A second failover right after the first (a spurious one on a loaded machine)."""
     sentinel_group = sentinel_healed
     nodes, observer = grid
-    watch = Watch(nodes + [observer])
+    watch = Watch(nodes + [observer], NAMES, every=0.05)
     first = sentinel_group.failover(demote=False)
     second = sentinel_group.failover(demote=False)
     assert second.port != first.port

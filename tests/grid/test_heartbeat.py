@@ -520,3 +520,98 @@ def test_a_slow_time_reply_is_not_taken_for_a_clock_step():
     before = n.view.health(n.now)["me"]["last_seen"]
     n.hb.clock_step(n.now, n.mono)
     assert n.view.health(n.now)["me"]["last_seen"] == before
+
+
+def _knows_peer(n, v):
+    """An observer that has read the peer's registration ``{"ip": "2", "v": v}`` (a node
+    that heartbeats in the index)."""
+    (fetch,) = [a for a in n.settle(index=[("peer", n.t)]) if isinstance(a, Fetch)]
+    n.hb.fetched(["peer"], [[b"ip", b"2", b"v", v.encode(), b"_instance", b"bbbb"]], n.now, fetch.scores)
+    assert n.view.get("peer") == {"ip": "2", "v": v}
+
+
+def _update(n, v):
+    data = n.lay.message("update", "peer", {"ip": "2", "v": v}, "bbbb")
+    return n.hb.on_messages([(b"message", n.lay.channel.encode(), data)], n.now)
+
+
+@pytest.mark.parametrize("how", ["resubscribed", "gap"])
+def test_a_resubscription_while_a_beat_is_out_gets_a_reread_of_its_own(how):
+    """The listener comes back while a beat is out: the beat's ZRANGE may have run before
+    the SUBSCRIBE (here: on a server that did not have the peer yet), and a change made in
+    between was published where nobody listened. The reconcile the listener asked for must
+    still come after that beat, with a ZRANGE sent after the SUBSCRIBE (it was dropped:
+    the beat's reply cleared the request)."""
+    n = Node(observe=True)
+    _knows_peer(n, "1")
+    n.advance(INTERVAL)
+    beat = n.plan()
+    assert "zrange" in beat.roles and not n.hb.need_full
+    if how == "gap":
+        n.hb.on_messages([(b"gap", None, None)], n.now)
+    else:
+        n.hb.on_subscribed()
+    assert n.answer(beat, index=[]) == [] and n.hb.need_full  # the peer was not in that ZRANGE
+    again = n.plan()
+    assert "zrange" in again.roles
+    actions = n.answer(again, index=[("peer", n.t)])
+    assert [a.names for a in actions if isinstance(a, Fetch)] == [("peer",)]  # re-read: it may have changed
+    assert not n.hb.need_full
+
+
+def test_a_request_for_a_reread_made_before_the_plan_is_answered_by_it():
+    """A resubscription before the writer's first plan costs no second reconcile."""
+    n = Node(observe=True)
+    n.hb.on_subscribed()
+    n.settle()
+    assert not n.hb.need_full and n.plan() is None
+
+
+def test_a_registration_read_before_an_update_heard_does_not_undo_it():
+    """A re-read is out when the peer's update arrives on the channel (its key changed
+    just after the read ran; two connections: nothing orders the read's reply and the
+    message): the older read is not applied, and the shell is told to read that node
+    again, so the view converges on what is in Redis whatever the order."""
+    n = Node(observe=True)
+    _knows_peer(n, "1")
+    since = n.hb.heard
+    events, _, _ = _update(n, "2")
+    assert [(e.kind, e.meta["v"]) for e in events] == [("update", "2")]
+    stale = [[b"ip", b"2", b"v", b"1", b"_instance", b"bbbb"], [b"ip", b"3"]]
+    events = n.hb.fetched(["peer", "other"], stale, n.now, since=since)
+    assert [(e.kind, e.name) for e in events] == [("join", "other")]  # "other": nothing heard, applied
+    assert n.view.get("peer")["v"] == "2"
+    assert n.hb.heard_since(since, ["peer", "other"]) == ["peer"]
+    since = n.hb.heard
+    assert n.hb.fetched(["peer"], [[b"ip", b"2", b"v", b"2"]], n.now, since=since) == []
+    assert n.hb.heard_since(since, ["peer"]) == []
+
+
+def test_what_was_heard_during_reads_stays_bounded():
+    """Names heard of are kept only to judge reads out at the time: past a bound they are
+    forgotten, and a read older than that is taken as overtaken for every name (read again)."""
+    n = Node(observe=True)
+    n.settle()
+    since = n.hb.heard
+    for i in range(5000):
+        data = n.lay.message("update", f"p{i}", {"ip": "2"}, "bbbb")
+        n.hb.on_messages([(b"message", n.lay.channel.encode(), data)], n.now)
+    assert len(n.hb._heard_of) <= 4096
+    assert n.hb.heard_since(since, ["p1", "never"]) == ["p1", "never"]
+    late = n.hb.heard
+    assert n.hb.heard_since(late, ["p1", "never"]) == []
+
+
+def test_a_registration_read_before_a_leave_heard_does_not_bring_the_node_back():
+    """The same race with a leave: a read that ran before the node's DEL must not make
+    it join again after its leave was heard (it would linger for a ttl)."""
+    n = Node(observe=True)
+    _knows_peer(n, "1")
+    since = n.hb.heard
+    leave = n.lay.message("leave", "peer", instance="bbbb")
+    events, _, _ = n.hb.on_messages([(b"message", n.lay.channel.encode(), leave)], n.now)
+    assert [e.kind for e in events] == ["leave"]
+    stale = [[b"ip", b"2", b"v", b"1", b"_instance", b"bbbb"]]
+    assert n.hb.fetched(["peer"], stale, n.now, since=since) == []
+    assert n.view.get("peer") is None
+    assert n.hb.heard_since(since, ["peer"]) == ["peer"]  # read again: the key is gone by now
