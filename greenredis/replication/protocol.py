@@ -250,6 +250,8 @@ class ReplicaProtocol:
         self._in_multi = False
         self._multi_data = False
         self._cur_db = db
+        self._plus = []  # stream offsets of the "+" of each "\r\n+" seen and not yet passed
+        self._last2 = b""  # the stream's last two bytes received
         self.error = None
 
     # -- output ------------------------------------------------------------------
@@ -493,9 +495,15 @@ class ReplicaProtocol:
         self._in_multi = False
         self._multi_data = False  # the open transaction holds a data-changing command
         self._cur_db = self.db  # selected by the last SELECT parsed (inside a MULTI too)
+        self._plus = []
+        self._last2 = b""
 
     def _stream(self, data, events):
         reader = self._reader
+        plus = self._plus
+        if b"+" in data:  # a memchr: where "+" is rare (as in most data), nearly free
+            self._find_plus(data)
+        self._last2 = data[-2:] if len(data) > 1 else (self._last2 + data)[-2:]
         # fed in pieces: hiredis moves its whole unread buffer each time it drops 1 KiB, so
         # a 64 KiB chunk fed at once costs ~32 bytes moved per byte parsed
         fed, total = min(len(data), _FEED), len(data)
@@ -509,6 +517,8 @@ class ReplicaProtocol:
         # hiredis drops the bytes it consumed once they reach 1 KiB (in gets(), leaving
         # its buffer at the end of the reply): past this offset, look whether it did
         trim_at = self._stream_start + self._reader_base + _READER_TRIM
+        if plus and plus[0] < trim_at:  # and at the next "\r\n+", to see what it is
+            trim_at = plus[0] + 1
         in_multi, multi_data, cur_db = self._in_multi, self._multi_data, self._cur_db
         # the committed positions, as locals in the loop (written back in finally)
         committed, db, data_offset, data_db = self.offset, self.db, self.data_offset, self.data_db
@@ -520,6 +530,8 @@ class ReplicaProtocol:
                         break
                     self._count_dropped()
                     trim_at = self._stream_start + self._reader_base + _READER_TRIM
+                    if plus and plus[0] < trim_at:
+                        trim_at = plus[0] + 1
                     n = min(total - fed, _FEED)
                     reader.feed(data, fed, n)
                     fed += n
@@ -543,6 +555,8 @@ class ReplicaProtocol:
                     except TypeError:
                         self._not_a_command(argv, before)
                 if off >= trim_at:
+                    if plus and plus[0] < off:
+                        self._refuse_simple_strings(argv, before, off)
                     n = reader.len()
                     if n != self._reader_len:  # each step must match our count
                         self._reader_base += self._reader_len - n
@@ -554,6 +568,8 @@ class ReplicaProtocol:
                                 f"(a non-canonical encoding?)"
                             )
                     trim_at = self._stream_start + self._reader_base + _READER_TRIM
+                    if plus and plus[0] < trim_at:
+                        trim_at = plus[0] + 1
                 name = argv[0]
                 try:
                     kind = kinds[name]
@@ -609,6 +625,35 @@ class ReplicaProtocol:
             self._count_dropped()
             if argvs:
                 events.append(Commands(argvs, offsets))
+
+    def _find_plus(self, data):
+        """Note where ``data`` holds "\r\n+": a simple string if that is where an element of
+        a command starts. hiredis gives "+v" the bytes it gives "$1 v", so the argv alone
+        cannot tell; sized as a bulk string, the offset would run ahead until the next check
+        of hiredis's buffer (a GETACK answered wrong, a PSYNC from a wrong offset)."""
+        tail = self._last2
+        s = tail + data
+        base = self._stream_start + self._reader_base + self._reader_len - len(tail)
+        p = s.find(b"\r\n+")
+        while p >= 0:
+            self._plus.append(base + p + 2)
+            p = s.find(b"\r\n+", p + 3)
+
+    def _refuse_simple_strings(self, argv, before, end):
+        """Fail if one of the "+" noted before ``end`` starts an element of ``argv``, the
+        command at ``before`` (each other one is inside a bulk string: data)."""
+        plus = self._plus
+        starts = set()
+        pos = before + len(b"*%d\r\n" % len(argv))
+        for a in argv:
+            starts.add(pos)
+            pos += len(a) + len(b"$%d\r\n\r\n" % len(a))
+        while plus and plus[0] < end:
+            if plus.pop(0) in starts:
+                self._fail(
+                    f"a simple string (+...) in {reprlib.repr(argv)} at offset {before} of the "
+                    "replication stream: a master sends a command's arguments as bulk strings"
+                )
 
     def _count_dropped(self):
         """Count the bytes hiredis dropped after an incomplete reply (its buffer shrank)."""
