@@ -250,8 +250,10 @@ class ReplicaProtocol:
         self._in_multi = False
         self._multi_data = False
         self._cur_db = db
-        self._plus = []  # stream offsets of the "+" of each "\r\n+" seen and not yet passed
-        self._last2 = b""  # the stream's last two bytes received
+        self._held = []  # chunks from the start of the command being parsed, for errors
+        self._held_base = 0  # the stream offset of the first (-1: too many to keep)
+        self._held_size = 0
+        self._last2 = b""  # the stream's last two bytes so far
         self.error = None
 
     # -- output ------------------------------------------------------------------
@@ -495,15 +497,23 @@ class ReplicaProtocol:
         self._in_multi = False
         self._multi_data = False  # the open transaction holds a data-changing command
         self._cur_db = self.db  # selected by the last SELECT parsed (inside a MULTI too)
-        self._plus = []
+        self._held = []
+        self._held_base = self.offset
+        self._held_size = 0
         self._last2 = b""
 
     def _stream(self, data, events):
+        """Parse the commands in ``data``. Each is sized as canonical RESP (an array of bulk
+        strings), and the sizes are checked against hiredis's bookkeeping at each 1 KiB it
+        drops and at the end of each call: the last command parsed must end where the next
+        one starts ("\\r\\n*", or the end of the bytes). A simple string in a command is
+        shorter than sized (hiredis gives "+v" the bytes of "$1 v"), so it fails that check
+        before the call returns: the call's commands are not delivered, its ACKs not sent,
+        the offsets stay where the call began, and the error says which command it was."""
         reader = self._reader
-        plus = self._plus
-        if b"+" in data:  # a memchr: where "+" is rare (as in most data), nearly free
-            self._find_plus(data)
-        self._last2 = data[-2:] if len(data) > 1 else (self._last2 + data)[-2:]
+        parsed0 = self._parsed  # where this call's first command starts
+        base = self._stream_start + self._reader_base + self._reader_len  # data[0]'s offset
+        outbox0 = len(self._outbox)
         # fed in pieces: hiredis moves its whole unread buffer each time it drops 1 KiB, so
         # a 64 KiB chunk fed at once costs ~32 bytes moved per byte parsed
         fed, total = min(len(data), _FEED), len(data)
@@ -517,8 +527,6 @@ class ReplicaProtocol:
         # hiredis drops the bytes it consumed once they reach 1 KiB (in gets(), leaving
         # its buffer at the end of the reply): past this offset, look whether it did
         trim_at = self._stream_start + self._reader_base + _READER_TRIM
-        if plus and plus[0] < trim_at:  # and at the next "\r\n+", to see what it is
-            trim_at = plus[0] + 1
         in_multi, multi_data, cur_db = self._in_multi, self._multi_data, self._cur_db
         # the committed positions, as locals in the loop (written back in finally)
         committed, db, data_offset, data_db = self.offset, self.db, self.data_offset, self.data_db
@@ -530,8 +538,6 @@ class ReplicaProtocol:
                         break
                     self._count_dropped()
                     trim_at = self._stream_start + self._reader_base + _READER_TRIM
-                    if plus and plus[0] < trim_at:
-                        trim_at = plus[0] + 1
                     n = min(total - fed, _FEED)
                     reader.feed(data, fed, n)
                     fed += n
@@ -555,21 +561,25 @@ class ReplicaProtocol:
                     except TypeError:
                         self._not_a_command(argv, before)
                 if off >= trim_at:
-                    if plus and plus[0] < off:
-                        self._refuse_simple_strings(argv, before, off)
                     n = reader.len()
                     if n != self._reader_len:  # each step must match our count
                         self._reader_base += self._reader_len - n
                         self._reader_len = n
                         if self._stream_start + self._reader_base != off:
-                            self._fail(
+                            why = (
                                 f"replication offset out of step: computed {off}, the parser "
-                                f"consumed up to {self._stream_start + self._reader_base} "
-                                f"(a non-canonical encoding?)"
+                                f"consumed up to {self._stream_start + self._reader_base}"
                             )
+                            argvs.clear()
+                            committed, db, data_offset, data_db = (
+                                self.offset,
+                                self.db,
+                                self.data_offset,
+                                self.data_db,
+                            )
+                            off = parsed0
+                            self._refuse(data, base, outbox0, why)
                     trim_at = self._stream_start + self._reader_base + _READER_TRIM
-                    if plus and plus[0] < trim_at:
-                        trim_at = plus[0] + 1
                 name = argv[0]
                 try:
                     kind = kinds[name]
@@ -616,9 +626,28 @@ class ReplicaProtocol:
                     committed, db = off, cur_db
                     if changes:
                         data_offset, data_db = off, cur_db
+            if off != parsed0:  # a command ended in this call: does the next one start there?
+                i = off - base
+                if (
+                    i > total
+                    or (i < total and data[i] != 42)
+                    or (data[i - 2 : i] if i > 1 else (self._last2 + data[:i])[-2:]) != b"\r\n"
+                ):
+                    argvs.clear()
+                    committed, db, data_offset, data_db = self.offset, self.db, self.data_offset, self.data_db
+                    off = parsed0
+                    self._refuse(data, base, outbox0, f"the commands sized to end at offset {off} do not")
         except hiredis.ProtocolError as e:
             self._fail(f"the replication stream is not RESP after offset {off}: {e}")
         finally:
+            if off != parsed0:  # keep the bytes from the start of the command in progress
+                self._held, self._held_base, self._held_size = [data], base, total
+            elif self._held_size < _HOLD:
+                self._held.append(data)
+                self._held_size += total
+            else:
+                self._held_base = -1  # a huge command: an error would say less
+            self._last2 = data[-2:] if total > 1 else (self._last2 + data)[-2:]
             self._parsed = off
             self._in_multi, self._multi_data, self._cur_db = in_multi, multi_data, cur_db
             self.offset, self.db, self.data_offset, self.data_db = committed, db, data_offset, data_db
@@ -626,34 +655,20 @@ class ReplicaProtocol:
             if argvs:
                 events.append(Commands(argvs, offsets))
 
-    def _find_plus(self, data):
-        """Note where ``data`` holds "\r\n+": a simple string if that is where an element of
-        a command starts. hiredis gives "+v" the bytes it gives "$1 v", so the argv alone
-        cannot tell; sized as a bulk string, the offset would run ahead until the next check
-        of hiredis's buffer (a GETACK answered wrong, a PSYNC from a wrong offset)."""
-        tail = self._last2
-        s = tail + data
-        base = self._stream_start + self._reader_base + self._reader_len - len(tail)
-        p = s.find(b"\r\n+")
-        while p >= 0:
-            self._plus.append(base + p + 2)
-            p = s.find(b"\r\n+", p + 3)
-
-    def _refuse_simple_strings(self, argv, before, end):
-        """Fail if one of the "+" noted before ``end`` starts an element of ``argv``, the
-        command at ``before`` (each other one is inside a bulk string: data)."""
-        plus = self._plus
-        starts = set()
-        pos = before + len(b"*%d\r\n" % len(argv))
-        for a in argv:
-            starts.add(pos)
-            pos += len(a) + len(b"$%d\r\n\r\n" % len(a))
-        while plus and plus[0] < end:
-            if plus.pop(0) in starts:
-                self._fail(
-                    f"a simple string (+...) in {reprlib.repr(argv)} at offset {before} of the "
-                    "replication stream: a master sends a command's arguments as bulk strings"
-                )
+    def _refuse(self, data, base, outbox0, why):
+        """Fail on a stream whose commands were sized wrong since ``self._parsed``: drop the
+        ACKs this call queued (sized wrong too) and say which command is not canonical."""
+        del self._outbox[outbox0:]
+        where = None
+        if self._held_base >= 0:
+            where = _non_canonical(b"".join([*self._held, data]), self._parsed - self._held_base)
+        if where is None:
+            self._fail(f"{why}: a non-canonical encoding after offset {self._parsed}")
+        at, what = where
+        self._fail(
+            f"{what} in the command at offset {self._held_base + at} of the replication stream: "
+            "a master sends a command as an array of bulk strings"
+        )
 
     def _count_dropped(self):
         """Count the bytes hiredis dropped after an incomplete reply (its buffer shrank)."""
@@ -664,7 +679,31 @@ class ReplicaProtocol:
 
 _READER_TRIM = 1024  # hiredis's read.c: "Discard part of the buffer when we've read more than 1k"
 _FEED = 4096  # bytes given to hiredis at a time
+_HOLD = 1 << 20  # bytes of a command in progress kept to say what is wrong with it
 _NAME_KIND: dict = {}  # argv[0] as sent -> its upper-case name if in _SPECIAL, else None
+
+
+def _non_canonical(buf, i):
+    """(where, what) of the first command from ``buf[i]`` that is not an array of bulk
+    strings, or None if none is (or ``buf`` does not hold enough to tell)."""
+    try:
+        while i < len(buf):
+            start = i
+            if buf[i] != 42:
+                return start, f"{reprlib.repr(buf[i : i + 1])} where a command starts"
+            j = buf.index(b"\r\n", i)
+            n, i = int(buf[i + 1 : j]), j + 2
+            for _ in range(n):
+                t = buf[i]
+                if t == 43:
+                    return start, "a simple string (+...)"
+                if t != 36:
+                    return start, f"a {reprlib.repr(buf[i : i + 1])} element (not a bulk string)"
+                j = buf.index(b"\r\n", i)
+                i = j + 2 + int(buf[i + 1 : j]) + 2
+    except (ValueError, IndexError):
+        pass
+    return None
 
 
 def _name_kind(name):

@@ -888,7 +888,7 @@ class RDBParser:
                 raise _BadRecord(f"duplicated key in db {self._dbnum}", at, key)
             seen.add(key)
             _, i = _rstr(buf, i)  # the value: a raw string, or an LZF one for a hash
-        raise _Bad(f"duplicated key in a run of {end - i} bytes")  # pragma: no cover - not found
+        raise _Bad(f"duplicated key in db {self._dbnum}")  # pragma: no cover - not found: said anyway
 
     def _hash_run(self, buf, i, n):
         """Store consecutive plain RDB_TYPE_HASH_LISTPACK records with a short key and a
