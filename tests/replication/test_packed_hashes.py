@@ -276,3 +276,31 @@ def test_a_packed_hash_reads_like_a_read_only_mapping_proxy():
     g |= other  # as for a proxy: a new dict, the hash unchanged
     assert type(g) is dict and h == dict(PAIRS)
     assert not isinstance(h, dict) and "read-only" in PackedHash.__doc__ and "copy()" in PackedHash.__doc__
+
+
+def test_a_master_holding_a_listpack_corrupt_inside_serves_it_to_the_replica_as_an_error(
+    make_server,  # noqa: F811
+    replicas,  # noqa: F811
+):
+    # RESTORE checks what a load checks by default (the header): the master keeps the value and
+    # its snapshot carries it; the replica loads it packed, serves every other key, and a read of
+    # this one says which key and db, as an RDBError
+    from greenredis.replication.rdb import CorruptValueError
+    from greenredis.replication.rdb.crc64 import crc64
+
+    server = make_server(args=DISK_SYNC)
+    r, r3 = client(server), client(server, 3)
+    body = b"\x10" + rstr(bytes(corrupt_inside())) + b"\x0a\x00"  # RDB version 10: any server takes it
+    try:
+        r3.cmd(["RESTORE", "bad", 0, body + crc64(body).to_bytes(8, "little")])
+    except Exception as e:  # pragma: no cover - a server that checks deeper refuses it: nothing to test
+        pytest.skip(f"the server refuses the payload: {e}")
+    r.cmd(["HSET", "ok", "f", "v"])
+    rep = replicas(server.url)
+    rep.start(timeout=60)
+    assert rep.get("ok") == {b"f": b"v"} and rep.type("bad", db=3) == "hash"
+    with pytest.raises(CorruptValueError, match=r"key b'bad', db 3"):
+        rep.get("bad", db=3)
+    assert rep.status()["last_error"] is None  # a read error: the link goes on
+    r.close()
+    r3.close()
