@@ -30,8 +30,10 @@ The conversation, as a Redis replica has it:
 Offsets are byte-exact: hiredis gives argv lists, not their sizes, so each command's
 size is computed from its argv (a master always writes canonical multibulk), and the
 sum is checked against hiredis's own buffer bookkeeping each time it drops consumed
-bytes (``Reader.len()`` shrinks by exactly what was parsed); a mismatch is an error,
-never a silently wrong offset. Like Redis, the offset does not advance inside
+bytes (``Reader.len()`` shrinks by exactly what was parsed), and at the end of each read
+the last command must end where the next one starts; a mismatch (a simple string or a
+RESP3 element in a command, which no master sends) is an error before that read delivers
+anything, never a silently wrong offset. Like Redis, the offset does not advance inside
 MULTI ... EXEC, so a reconnect resumes before an incomplete transaction.
 
 Besides ``offset``, the protocol tracks ``data_offset``: the offset just after the last
@@ -633,10 +635,11 @@ class ReplicaProtocol:
                     or (i < total and data[i] != 42)
                     or (data[i - 2 : i] if i > 1 else (self._last2 + data[:i])[-2:]) != b"\r\n"
                 ):
+                    why = f"the commands are sized to end at offset {off}, where no command starts"
                     argvs.clear()
                     committed, db, data_offset, data_db = self.offset, self.db, self.data_offset, self.data_db
                     off = parsed0
-                    self._refuse(data, base, outbox0, f"the commands sized to end at offset {off} do not")
+                    self._refuse(data, base, outbox0, why)
         except hiredis.ProtocolError as e:
             self._fail(f"the replication stream is not RESP after offset {off}: {e}")
         finally:
