@@ -189,11 +189,15 @@ class PackedHash(Mapping):
 
     Redis itself serves a small hash from its listpack; keeping the bytes makes a full sync
     of listpack hashes several times faster than building their dicts, and an unread hash
-    costs only its blob. It is a read-only ``Mapping`` of ``bytes -> bytes`` (``==`` a dict
-    of the same fields); the applier replaces it with a dict (``unpack()``) on the first
-    write. The load checks the header (size, element count, terminator); a blob that is
-    corrupt inside raises ``EncodingError`` on its first read, where Redis, which checks no
-    more by default, would crash.
+    costs only its blob. It is a read-only ``Mapping`` of ``bytes -> bytes``, read like a
+    ``types.MappingProxyType`` of the fields: ``h[f]``, ``get``, ``in``, ``len``, iteration
+    and ``reversed()`` in the listpack's order, ``keys()``/``items()``/``values()``, ``==`` a
+    dict of the same fields, ``copy()`` (a plain ``dict``, to change) and ``h | other`` (a
+    new dict). It is not a ``dict`` (``isinstance(h, dict)`` is False) and cannot be changed:
+    the applier replaces it with a dict (``unpack()``) at the first command that changes the
+    hash. The load checks the header (size, element count, terminator); a blob that is
+    corrupt inside raises ``CorruptValueError`` (an ``RDBError`` and an ``EncodingError``) on
+    every read, where Redis, which checks no more by default, would crash.
     """
 
     __slots__ = ("_listpack", "_fields")
@@ -208,13 +212,33 @@ class PackedHash(Mapping):
         """The decoded fields, cached (shared: do not change them)."""
         f = self._fields
         if f is None:
-            f = self._fields = _listpack_dict()(self._listpack)
+            lp = self._listpack
+            try:
+                f = _listpack_dict()(lp)
+            except ValueError as exc:  # EncodingError
+                from greenredis.replication.rdb.parser import CorruptValueError
+
+                raise CorruptValueError(f"corrupt listpack hash of {len(lp or b'')} bytes: {exc}") from None
+            self._fields = f
             self._listpack = None
         return f
 
     def unpack(self) -> dict:
         """A new dict of the fields, to change."""
         return dict(self.fields())
+
+    copy = unpack
+
+    def __reversed__(self):
+        return reversed(self.fields())
+
+    def __or__(self, other):
+        if isinstance(other, PackedHash):
+            other = other.fields()
+        return self.fields().__or__(other)
+
+    def __ror__(self, other):
+        return self.fields().__ror__(other)
 
     def __getitem__(self, field):
         return self.fields()[field]

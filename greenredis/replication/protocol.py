@@ -30,8 +30,10 @@ The conversation, as a Redis replica has it:
 Offsets are byte-exact: hiredis gives argv lists, not their sizes, so each command's
 size is computed from its argv (a master always writes canonical multibulk), and the
 sum is checked against hiredis's own buffer bookkeeping each time it drops consumed
-bytes (``Reader.len()`` shrinks by exactly what was parsed); a mismatch is an error,
-never a silently wrong offset. Like Redis, the offset does not advance inside
+bytes (``Reader.len()`` shrinks by exactly what was parsed), and at the end of each read
+the last command must end where the next one starts; a mismatch (a simple string or a
+RESP3 element in a command, which no master sends) is an error before that read delivers
+anything, never a silently wrong offset. Like Redis, the offset does not advance inside
 MULTI ... EXEC, so a reconnect resumes before an incomplete transaction.
 
 Besides ``offset``, the protocol tracks ``data_offset``: the offset just after the last
@@ -250,6 +252,10 @@ class ReplicaProtocol:
         self._in_multi = False
         self._multi_data = False
         self._cur_db = db
+        self._held = []  # chunks from the start of the command being parsed, for errors
+        self._held_base = 0  # the stream offset of the first (-1: too many to keep)
+        self._held_size = 0
+        self._last2 = b""  # the stream's last two bytes so far
         self.error = None
 
     # -- output ------------------------------------------------------------------
@@ -493,9 +499,23 @@ class ReplicaProtocol:
         self._in_multi = False
         self._multi_data = False  # the open transaction holds a data-changing command
         self._cur_db = self.db  # selected by the last SELECT parsed (inside a MULTI too)
+        self._held = []
+        self._held_base = self.offset
+        self._held_size = 0
+        self._last2 = b""
 
     def _stream(self, data, events):
+        """Parse the commands in ``data``. Each is sized as canonical RESP (an array of bulk
+        strings), and the sizes are checked against hiredis's bookkeeping at each 1 KiB it
+        drops and at the end of each call: the last command parsed must end where the next
+        one starts ("\\r\\n*", or the end of the bytes). A simple string in a command is
+        shorter than sized (hiredis gives "+v" the bytes of "$1 v"), so it fails that check
+        before the call returns: the call's commands are not delivered, its ACKs not sent,
+        the offsets stay where the call began, and the error says which command it was."""
         reader = self._reader
+        parsed0 = self._parsed  # where this call's first command starts
+        base = self._stream_start + self._reader_base + self._reader_len  # data[0]'s offset
+        outbox0 = len(self._outbox)
         # fed in pieces: hiredis moves its whole unread buffer each time it drops 1 KiB, so
         # a 64 KiB chunk fed at once costs ~32 bytes moved per byte parsed
         fed, total = min(len(data), _FEED), len(data)
@@ -548,11 +568,19 @@ class ReplicaProtocol:
                         self._reader_base += self._reader_len - n
                         self._reader_len = n
                         if self._stream_start + self._reader_base != off:
-                            self._fail(
+                            why = (
                                 f"replication offset out of step: computed {off}, the parser "
-                                f"consumed up to {self._stream_start + self._reader_base} "
-                                f"(a non-canonical encoding?)"
+                                f"consumed up to {self._stream_start + self._reader_base}"
                             )
+                            argvs.clear()
+                            committed, db, data_offset, data_db = (
+                                self.offset,
+                                self.db,
+                                self.data_offset,
+                                self.data_db,
+                            )
+                            off = parsed0
+                            self._refuse(data, base, outbox0, why)
                     trim_at = self._stream_start + self._reader_base + _READER_TRIM
                 name = argv[0]
                 try:
@@ -600,15 +628,50 @@ class ReplicaProtocol:
                     committed, db = off, cur_db
                     if changes:
                         data_offset, data_db = off, cur_db
+            if off != parsed0:  # a command ended in this call: does the next one start there?
+                i = off - base
+                if (
+                    i > total
+                    or (i < total and data[i] != 42)
+                    or (data[i - 2 : i] if i > 1 else (self._last2 + data[:i])[-2:]) != b"\r\n"
+                ):
+                    why = f"the commands are sized to end at offset {off}, where no command starts"
+                    argvs.clear()
+                    committed, db, data_offset, data_db = self.offset, self.db, self.data_offset, self.data_db
+                    off = parsed0
+                    self._refuse(data, base, outbox0, why)
         except hiredis.ProtocolError as e:
             self._fail(f"the replication stream is not RESP after offset {off}: {e}")
         finally:
+            if off != parsed0:  # keep the bytes from the start of the command in progress
+                self._held, self._held_base, self._held_size = [data], base, total
+            elif self._held_size < _HOLD:
+                self._held.append(data)
+                self._held_size += total
+            else:
+                self._held_base = -1  # a huge command: an error would say less
+            self._last2 = data[-2:] if total > 1 else (self._last2 + data)[-2:]
             self._parsed = off
             self._in_multi, self._multi_data, self._cur_db = in_multi, multi_data, cur_db
             self.offset, self.db, self.data_offset, self.data_db = committed, db, data_offset, data_db
             self._count_dropped()
             if argvs:
                 events.append(Commands(argvs, offsets))
+
+    def _refuse(self, data, base, outbox0, why):
+        """Fail on a stream whose commands were sized wrong since ``self._parsed``: drop the
+        ACKs this call queued (sized wrong too) and say which command is not canonical."""
+        del self._outbox[outbox0:]
+        where = None
+        if self._held_base >= 0:
+            where = _non_canonical(b"".join([*self._held, data]), self._parsed - self._held_base)
+        if where is None:
+            self._fail(f"{why}: a non-canonical encoding after offset {self._parsed}")
+        at, what = where
+        self._fail(
+            f"{what} in the command at offset {self._held_base + at} of the replication stream: "
+            "a master sends a command as an array of bulk strings"
+        )
 
     def _count_dropped(self):
         """Count the bytes hiredis dropped after an incomplete reply (its buffer shrank)."""
@@ -619,7 +682,31 @@ class ReplicaProtocol:
 
 _READER_TRIM = 1024  # hiredis's read.c: "Discard part of the buffer when we've read more than 1k"
 _FEED = 4096  # bytes given to hiredis at a time
+_HOLD = 1 << 20  # bytes of a command in progress kept to say what is wrong with it
 _NAME_KIND: dict = {}  # argv[0] as sent -> its upper-case name if in _SPECIAL, else None
+
+
+def _non_canonical(buf, i):
+    """(where, what) of the first command from ``buf[i]`` that is not an array of bulk
+    strings, or None if none is (or ``buf`` does not hold enough to tell)."""
+    try:
+        while i < len(buf):
+            start = i
+            if buf[i] != 42:
+                return start, f"{reprlib.repr(buf[i : i + 1])} where a command starts"
+            j = buf.index(b"\r\n", i)
+            n, i = int(buf[i + 1 : j]), j + 2
+            for _ in range(n):
+                t = buf[i]
+                if t == 43:
+                    return start, "a simple string (+...)"
+                if t != 36:
+                    return start, f"a {reprlib.repr(buf[i : i + 1])} element (not a bulk string)"
+                j = buf.index(b"\r\n", i)
+                i = j + 2 + int(buf[i + 1 : j]) + 2
+    except (ValueError, IndexError):
+        pass
+    return None
 
 
 def _name_kind(name):

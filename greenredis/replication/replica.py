@@ -62,7 +62,7 @@ from greenredis.replication.protocol import (
     ReplicationError,
     encode_command,
 )
-from greenredis.replication.rdb.parser import RDBError, RDBParser
+from greenredis.replication.rdb.parser import CorruptValueError, RDBError, RDBParser
 from greenredis.url import is_sentinel_url, parse_url
 
 __all__ = ["Replica"]
@@ -340,15 +340,20 @@ class Replica:
 
     def get(self, key, db=0):
         """The key's value as a Python object (a copy), or None when absent or expired:
-        bytes | list | set | dict | ZSet | Stream."""
+        bytes | list | set | dict | ZSet | Stream. A hash loaded packed and corrupt inside
+        raises ``CorruptValueError`` (an ``RDBError``) naming the key and db."""
         value, _, d = self._lookup(key, db)
         if value is None:
             return None
-        fe = d.field_expires.get(_key(key)) if d.field_expires else None
-        if fe:
-            out = _copy(value, fe, _now_ms())
-            return out or None
-        return _copy(value)
+        try:
+            fe = d.field_expires.get(_key(key)) if d.field_expires else None
+            if fe:
+                out = _copy(value, fe, _now_ms())
+                return out or None
+            return _copy(value)
+        except CorruptValueError as e:  # a packed hash corrupt inside, at its first read
+            k = _key(key)
+            raise CorruptValueError(f"{e} (key {k[:64]!r}, db {db})", k, db) from None
 
     def exists(self, key, db=0):
         return self._lookup(key, db)[0] is not None

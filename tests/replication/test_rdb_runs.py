@@ -172,3 +172,28 @@ def test_a_dump_cut_anywhere_in_a_run_is_refused_whole():
         with pytest.raises(RDBError, match="truncated|checksum"):
             p.finish()
     assert not isinstance(outcome(data), str)
+
+
+@pytest.mark.parametrize("kind", ["string", "hash", "lzf hash"])
+def test_a_duplicated_key_in_a_run_is_reported_at_its_own_record_with_the_key(kind):
+    # as the general path reports it: the record that repeats a key, and that key (cut to 64
+    # bytes), whether it repeats one of the same run or one loaded before it
+    def record(key, value):
+        if kind == "string":
+            return b"\x00" + rstr(key) + rstr(value)
+        return hash_record(key, [(b"f", value)], "lzf" if kind == "lzf hash" else "raw")
+
+    long_key = b"long:" + b"k" * 58  # 63 bytes: still a run's key
+    head = b"\x01" + rstr(b"list") + rlen(1) + rstr(b"e")  # a record no run takes
+    before = record(b"early", b"x" * 30)
+    runs = b"".join(record(b"k%d" % k, b"v" * 30) for k in range(300))
+    for dup in (b"k7", b"early", long_key):
+        body = before + head + runs + record(long_key, b"first" * 6)
+        at = len(body) if dup != long_key else len(body) + len(record(b"k300", b"x"))
+        body += b"" if dup != long_key else record(b"k300", b"x")
+        data = rdb(body + record(dup, b"again" * 6) + record(b"after", b"z"))
+        msg = outcome(data)
+        assert msg == outcome(data, general=True), dup
+        assert f"duplicated key in db 0 (record at byte {11 + at}, key {dup[:64]!r})" == msg, dup
+        for chunk in (7, 4096):
+            assert outcome(data, chunk=chunk) == msg, (dup, chunk)

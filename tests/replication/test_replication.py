@@ -347,14 +347,15 @@ def test_a_reply_that_is_not_a_command_is_an_error():
 
 
 def test_non_canonical_encoding_is_caught_not_miscounted():
-    # A simple string inside the array parses to the same argv but is 3 bytes shorter
-    # than we count; the parser's own bookkeeping exposes it once it drops the
-    # consumed bytes (every >= 1 KiB).
+    # A RESP3 big number inside the array parses to bytes too, shorter than we count as a
+    # bulk string; the parser's own bookkeeping exposes it once it drops the consumed bytes
+    # (every >= 1 KiB), before the call delivers anything, and the error says where it is
     p = streaming(offset=0)
-    odd = b"*2\r\n+DEL\r\n$1\r\nk\r\n"
-    events = p.receive_data(odd * 200)
-    assert isinstance(events[-1], Error)
-    assert "out of step" in str(events[-1].error)
+    good = cmd("DEL", "k") * 10
+    odd = b"*2\r\n$3\r\nDEL\r\n(5\r\n"
+    events = p.receive_data(good + odd * 200)
+    assert [type(e) for e in events] == [Error] and p.offset == 0
+    assert f"not a bulk string) in the command at offset {len(good)}" in str(events[0].error)
 
 
 def test_a_longer_non_canonical_encoding_is_refused():
@@ -623,3 +624,78 @@ def test_every_position_is_byte_exact_across_the_pieces_hiredis_is_fed(seed):
                 out = out[len(cmd(*argv)) :]
             i += n
         assert (ends, acks, p.offset, p.db, p.data_offset, p.data_db) == want, reads
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        b"*2\r\n+DEL\r\n$1\r\nk\r\n",  # a simple string as the command name
+        b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n+v\r\n",  # ... as an argument
+        b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n+\r\n",  # an empty one
+    ],
+)
+def test_a_simple_string_in_a_command_is_an_error_at_once(wire):
+    # hiredis gives "+v" the bytes of "$1 v": counted as a bulk string, the offset would run
+    # ahead and show only at hiredis's next 1 KiB drop (a GETACK answered wrong meanwhile)
+    before = cmd("SET", "a", "1")
+    for cut in range(len(before), len(before) + len(wire) + 1):  # however the reads fall
+        p = streaming(offset=0)
+        stream = before + wire + cmd("REPLCONF", "GETACK", "*") + cmd("SET", "b", "2")
+        events = p.receive_data(stream[:cut]) + p.receive_data(stream[cut:])
+        got, offsets = commands([e for e in events if isinstance(e, Commands)])
+        # the call that holds it delivers nothing (the command before it, if it came in that
+        # call, too: a partial resync from the offset, which stays where the call began, gets it)
+        assert got in ([], [[b"SET", b"a", b"1"]]) and isinstance(events[-1], Error), cut
+        assert p.offset == (offsets or [0])[-1] and offsets in ([], [len(before)])
+        msg = str(events[-1].error)
+        assert "simple string" in msg and f"command at offset {len(before)}" in msg, (cut, msg)
+        assert p.data_to_send() == b""  # no ACK of a wrong offset
+
+
+def test_values_holding_crlf_plus_are_counted_as_bulk_strings():
+    # "\r\n+" inside a bulk string is data, not a simple string: exact offsets, in any chunking
+    argvs = [[b"SET", b"k%d" % i, b"a\r\n+b" * i + b"\r\n+"] for i in range(300)] + [[b"DEL", b"\r\n+OK"]]
+    wire = b"".join(encode_command(*a) for a in argvs)
+    for step in (1, 2, 3, 1000, len(wire)):
+        p = streaming(offset=0)
+        events = []
+        for i in range(0, len(wire), step):
+            events += p.receive_data(wire[i : i + step])
+        assert not any(isinstance(e, Error) for e in events), step
+        got, offsets = commands(events)
+        assert got == argvs and offsets[-1] == len(wire) == p.offset
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_first_simple_string_of_a_long_stream_is_refused_where_it_is(seed):
+    # among values holding "\r\n+" and commands of every size (1000+ arguments, 10000+ bytes
+    # take the slower size path), read in random pieces: every command before it is delivered
+    # with its exact offset, nothing after it
+    rnd = random.Random(seed)
+    argvs = []
+    for _ in range(rnd.randrange(50, 400)):
+        argv = random_command(rnd)
+        if rnd.random() < 0.3:
+            argv[-1] += b"\r\n+x" * rnd.randrange(1, 4)
+        argvs.append(argv)
+    wire = b"".join(encode_command(*a) for a in argvs)
+    bad = random_command(rnd)
+    i = rnd.randrange(len(bad))
+    bad[i] = bad[i].replace(b"\r", b"r").replace(b"\n", b"n")  # what a simple string can hold
+    bad_wire = b"*%d\r\n" % len(bad) + b"".join(
+        (b"+%s\r\n" if j == i else b"$%d\r\n%%s\r\n" % len(a)) % a for j, a in enumerate(bad)
+    )
+    stream = wire + bad_wire + encode_command("SET", "after", "1") * 50
+    p = streaming(offset=10)
+    events, at = [], 0
+    while at < len(stream) and not (events and isinstance(events[-1], Error)):
+        n = rnd.choice([1, 3, 1024, 4096, 65536])
+        events += p.receive_data(stream[at : at + n])
+        at += n
+    got, offsets = commands([e for e in events if isinstance(e, Commands)])
+    assert got == argvs[: len(got)] and p.offset == (offsets or [10])[-1]  # a prefix, exact offsets
+    assert offsets == [10 + sum(len(encode_command(*a)) for a in argvs[: k + 1]) for k in range(len(got))]
+    msg = str(events[-1].error)
+    assert isinstance(events[-1], Error) and len(msg) < 500
+    if len(bad_wire) < 1 << 19:  # up to a huge command, the error says which one
+        assert "simple string" in msg and f"command at offset {10 + len(wire)}" in msg, msg

@@ -9,11 +9,28 @@ from greenredis.replication.applier.base import (
     now_ms,
     parse_int,
 )
+from greenredis.replication.keyspace import PackedHash
 
 
 class HashesMixin(Core):
     def _hash(self, key):
+        """The hash at ``key`` to change (a ``PackedHash`` becomes a dict), None if absent."""
         return self._typed(key, dict)
+
+    def _hash_read(self, key):
+        """The hash at ``key`` as it is, None if absent: for a command that may change
+        nothing, which leaves a ``PackedHash`` packed (Redis writes nothing then either)."""
+        value = self.data.get(key)
+        if value is not None and type(value) is not dict and type(value) is not PackedHash:
+            self._wrongtype(key, value, "hash")
+        return value
+
+    def _hash_with_any(self, key, fields):
+        """The hash at ``key`` to change if it holds one of ``fields``, else None."""
+        h = self._hash_read(key)
+        if h is None or (type(h) is PackedHash and not any(f in h for f in fields)):
+            return None
+        return self._hash(key)
 
     def cmd_hset(self, argv):
         n = len(argv)
@@ -45,7 +62,7 @@ class HashesMixin(Core):
     def cmd_hsetnx(self, argv):
         if len(argv) != 4:
             raise ApplyError("HSETNX: wrong number of arguments")
-        h = self._hash(argv[1])
+        h = self._hash_read(argv[1])
         if h is not None and argv[2] in h:
             return []
         return self.cmd_hset(argv)
@@ -70,7 +87,7 @@ class HashesMixin(Core):
         if len(argv) < 3:
             raise ApplyError("HDEL: wrong number of arguments")
         key = argv[1]
-        h = self._hash(key)
+        h = self._hash_with_any(key, argv[2:])
         if h is None:
             return []
         return [(self._db, key)] if self._drop_fields(key, h, argv[2:]) else []
@@ -124,7 +141,7 @@ class HashesMixin(Core):
             cond = argv[i].upper()
             i += 1
         fields = self._fields_arg(argv, i)
-        h = self._hash(key)
+        h = self._hash_read(key)  # the TTLs are kept beside the hash: it stays as it is
         if h is None:
             return []
         ttl = self.fexp.get(key)
@@ -197,7 +214,7 @@ class HashesMixin(Core):
         if count <= 0 or len(pairs) != 2 * count:
             raise ApplyError("HSETEX: numfields does not match the arguments")
         fields = pairs[::2]
-        h = self._hash(key)
+        h = self._hash_read(key)
         if (nx and h is not None) or (xx and h is None):
             return []
         present = [h is not None and f in h for f in fields]
@@ -206,6 +223,8 @@ class HashesMixin(Core):
         if h is None:
             h = {}
             self._put(key, h)
+        elif type(h) is not dict:
+            h = self._hash(key)
         h.update(zip(fields, pairs[1::2]))
         ttl = self.fexp.get(key)
         if when is not None:
@@ -222,7 +241,7 @@ class HashesMixin(Core):
     def cmd_hgetdel(self, argv):
         """HGETDEL key FIELDS n field ... (Redis 8; masters propagate HDEL)."""
         fields = self._fields_arg(argv, 2)
-        h = self._hash(argv[1])
+        h = self._hash_with_any(argv[1], fields)
         if h is None:
             return []
         return [(self._db, argv[1])] if self._drop_fields(argv[1], h, fields) else []
@@ -244,7 +263,7 @@ class HashesMixin(Core):
     def cmd_hpersist(self, argv):
         key = argv[1]
         fields = self._fields_arg(argv, 2)
-        if self._hash(key) is None:
+        if self._hash_read(key) is None:
             return []
         ttl = self.fexp.get(key)
         if not ttl:

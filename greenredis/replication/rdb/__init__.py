@@ -2,6 +2,7 @@
 decodes (``encodings``), LZF and CRC-64 (C libraries with pure-Python fallbacks)."""
 
 from greenredis.replication.rdb.parser import (
+    CorruptValueError,
     RDBError,
     RDBParser,
     decode_dump,
@@ -9,4 +10,4 @@ from greenredis.replication.rdb.parser import (
     load_file,
 )
 
-__all__ = ["RDBParser", "RDBError", "decode_dump", "decode_function_dump", "load_file"]
+__all__ = ["RDBParser", "RDBError", "CorruptValueError", "decode_dump", "decode_function_dump", "load_file"]

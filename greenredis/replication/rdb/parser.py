@@ -26,6 +26,7 @@ and reported to ``on_module``. The pre-GA module format of Redis 4.0 RCs (type 6
 even be skipped and is an RDBError, as it is for redis-server without the module.
 """
 
+import itertools
 import struct
 from collections import deque
 
@@ -68,6 +69,7 @@ from greenredis.replication.rdb.names import (
 __all__ = [
     "RDBParser",
     "RDBError",
+    "CorruptValueError",
     "decode_dump",
     "decode_function_dump",
     "load_file",
@@ -81,6 +83,18 @@ VALKEY_RDB_VERSION = 80  # "VALKEY080": Valkey 9
 
 class RDBError(Exception):
     """The RDB is corrupt, truncated or uses a format this parser does not support."""
+
+
+class CorruptValueError(RDBError, EncodingError):
+    """A value the load kept packed (a listpack hash, ``PackedHash``) is corrupt inside, found
+    at its first read: the load checks what Redis checks by default (the listpack's header),
+    Redis itself would crash there. ``key`` and ``db`` name it where the reader knows them
+    (``Replica.get``; a ``PackedHash`` read directly does not know its key)."""
+
+    def __init__(self, message, key=None, db=None):
+        super().__init__(message)
+        self.key = key
+        self.db = db
 
 
 class _Incomplete(Exception):
@@ -103,6 +117,15 @@ class _CallbackFailed(Exception):
 
 class _Bad(Exception):
     """Internal: malformed input; becomes an RDBError with the byte offset."""
+
+
+class _BadRecord(_Bad):
+    """Internal: malformed input found after a run, at a record of it (``at`` in the buffer)."""
+
+    def __init__(self, message, at, key):
+        super().__init__(message)
+        self.at = at
+        self.key = key
 
 
 # --- primitive readers over (buf, i) -> (value, new_i) ------------------------------
@@ -783,6 +806,8 @@ class RDBParser:
             self._need_abs = n + 1
             return start
         except (_Bad, EncodingError) as exc:
+            if type(exc) is _BadRecord:
+                start, key = exc.at, exc.key
             raise self._fail(str(exc), start, key) from None
         except RecursionError:  # pragma: no cover - defensive
             raise self._fail("unparseable record", start, key) from None
@@ -810,6 +835,7 @@ class RDBParser:
         data = self._db.data
         before = len(data)
         count = 0
+        start = i
         while True:
             w = self._window
             if w is None or w[0] is not buf or not w[2] < i <= w[1]:
@@ -844,14 +870,25 @@ class RDBParser:
             i = x + off
             if i <= limit or buf[i]:  # stopped at a record it does not take, not at the window's end
                 break
-        self._ran(len(data) - before, count, "strings")
+        if len(data) - before != count:
+            self._duplicate_in_run(buf, start, i, data, before)
+        self.keys_loaded += count
         return i
 
-    def _ran(self, added: int, count: int, kind: str) -> None:
-        """Account for a run of ``count`` records that added ``added`` keys."""
-        self.keys_loaded += added
-        if added != count:
-            raise _Bad(f"duplicated key (in a run of {kind})")
+    def _duplicate_in_run(self, buf, i, end, data, before):
+        """Raise for the first record of the run ``buf[i:end]`` whose key was in ``data``
+        before it (``before`` keys) or earlier in the run, as ``_commit`` would have."""
+        added = len(data) - before
+        new = set(itertools.islice(reversed(data), added))  # the run's own keys, added last
+        seen = set()
+        while i < end:
+            at = i
+            key, i = _rstr(buf, i + 1)
+            if key in seen or key not in new:
+                raise _BadRecord(f"duplicated key in db {self._dbnum}", at, key)
+            seen.add(key)
+            _, i = _rstr(buf, i)  # the value: a raw string, or an LZF one for a hash
+        raise _Bad(f"duplicated key in db {self._dbnum}")  # pragma: no cover - not found: said anyway
 
     def _hash_run(self, buf, i, n):
         """Store consecutive plain RDB_TYPE_HASH_LISTPACK records with a short key and a
@@ -863,6 +900,7 @@ class RDBParser:
         data = self._db.data
         before = len(data)
         count = 0
+        start = i
         decompress, decode = c_decompress, _hash_value
         try:
             while buf[i] == _HASH_LISTPACK:
@@ -915,7 +953,9 @@ class RDBParser:
         except (IndexError, ValueError, SystemError):  # EncodingError, corrupt LZF: the general path says
             pass
         finally:
-            self._ran(len(data) - before, count, "hashes")
+            if len(data) - before != count:
+                self._duplicate_in_run(buf, start, i, data, before)
+            self.keys_loaded += count
         return i
 
     def _hash_listpack(self, key, buf, i):
