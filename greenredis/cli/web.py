@@ -54,7 +54,10 @@ def load_app(spec):
     if spec is None:
         from greenredis.tempo import create_app
 
-        return create_app()
+        try:
+            return create_app()
+        except ValueError as e:  # a TEMPO_* setting that is not a number (create_app does no I/O)
+            raise Fatal(str(e), "see the settings in greenredis.tempo.app's docstring", code=2) from None
     module, _, attr = spec.partition(":")
     attr = attr or "app"
     call = attr.endswith("()")  # "pkg.mod:factory()" calls the factory

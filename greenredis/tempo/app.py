@@ -25,6 +25,9 @@ Configuration (arguments of ``create_app`` win over the environment):
 ``TEMPO_QUEUE_SIZE``   messages queued per websocket before the oldest drop (256)
 ``TEMPO_QUEUE_BYTES``  bytes queued per websocket; past it the viewer is closed as slow (4 MiB)
 ``TEMPO_MAX_MESSAGE``  size cap of a websocket request in bytes (4096)
+``TEMPO_SEND_TIMEOUT`` a websocket that cannot take one frame in this many seconds
+                       is closed (30; a slow but reading viewer loses its oldest
+                       messages instead)
 ``GRID_TTL``           grid timing shared with the instances (``greenredis demo``
 ``GRID_INTERVAL``      reads the same): a node is gone ``GRID_TTL`` seconds after
                        its last beat (default 30, interval 5); see
@@ -104,6 +107,7 @@ class TempoConfig:
     max_message: int = 4096
     max_metrics: int = 1000
     history_bytes: int = 1 << 20
+    send_timeout: float = 30.0
     grid_ttl: float = 30.0
     grid_interval: float = 5.0
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -135,6 +139,9 @@ class TempoConfig:
                 raise ValueError(f"{var} must be a number, not {value!r}") from None
 
         d = cls()
+        send_timeout = num(float, "send_timeout", "TEMPO_SEND_TIMEOUT", d.send_timeout)
+        if not send_timeout > 0:
+            raise ValueError(f"TEMPO_SEND_TIMEOUT must be a positive number of seconds, not {send_timeout!r}")
         return cls(
             redis_url=env.get("REDIS_URL") or d.redis_url,
             password=password,
@@ -148,6 +155,7 @@ class TempoConfig:
             max_message=num(int, "max_message", "TEMPO_MAX_MESSAGE", d.max_message),
             max_metrics=num(int, "max_metrics", "TEMPO_MAX_METRICS", d.max_metrics),
             history_bytes=num(int, "history_bytes", "TEMPO_HISTORY_BYTES", d.history_bytes),
+            send_timeout=send_timeout,
             grid_ttl=grid_ttl,
             grid_interval=grid_interval,
             extra={k: v for k, v in given.items() if v is not None},
@@ -187,6 +195,7 @@ class _Tempo:
                 queue_bytes=cfg.queue_bytes,
                 max_metrics=cfg.max_metrics,
                 history_bytes=cfg.history_bytes,
+                send_timeout=cfg.send_timeout,
             )
         return self._live.start()
 

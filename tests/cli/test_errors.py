@@ -204,3 +204,11 @@ def test_nodes_on_an_empty_grid_names_what_it_looked_at(redis_server):
     )
     assert code == 0, err
     assert "no nodes" in out and "domain 'shop'" in out and "version 'v7'" in out, out
+
+
+@pytest.mark.parametrize("value", ["abc", "0"])
+def test_tempo_setting_not_a_number_is_one_line(redis_server, value):
+    env = clean_env(REDIS_URL=redis_server.url, TEMPO_SEND_TIMEOUT=value)
+    code, out, err = run_cli("web", "--port", "0", env=env)
+    assert_one_line(code, out, err, "web", "TEMPO_SEND_TIMEOUT must be a", exit_code=2)
+    assert "unexpected" not in err and "report it" not in err, err

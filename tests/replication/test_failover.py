@@ -66,8 +66,18 @@ def caught_up_with(rep, r):
 
 
 def start_pair(make_server, binary):
+    """A master and a real replica of it, in sync before anything else talks to the master.
+
+    R connects from its once-a-second cron: if the Replica synced first and M sent a PING
+    before R did, R's backlog starts past the Replica's last data offset, and a PSYNC from
+    there can only be answered +FULLRESYNC (seen on a loaded machine)."""
     m = make_server(args=FAST_SYNC, binary=binary)
     rs = make_server(args=FAST_SYNC, binary=binary, replicaof=("127.0.0.1", m.port))
+    rr = client(rs)
+    try:
+        wait_for(lambda: info(rr)["master_link_status"] == "up", what="R in sync with M")
+    finally:
+        rr.close()
     return m, rs
 
 

@@ -32,7 +32,7 @@ class WebProcess:
         }
         self.proc = None
 
-    def start(self, timeout=30):
+    def start(self, timeout=120):  # a start took over 30 s with the load average at 8
         self.proc = subprocess.Popen(
             [sys.executable, "-c", ENTRY, "web", "--port", str(self.port), "--no-access-log", *self.args],
             env=self.env,

@@ -125,3 +125,13 @@ def test_registry_merge_health():
     assert (by["solo"]["health"], by["mid"]["health"], by["old"]["health"]) == ("up", "stale", "gone")
     assert merge(health, {}, {}, 100.0, grid_stale=True)["stale"] is True
     assert merge(None, {}, {}, 100.0, redis_ok=False) == {"stale": True, "redis": False, "nodes": []}
+
+
+def test_send_timeout_comes_from_env_and_must_be_positive():
+    from greenredis.tempo.app import TempoConfig
+
+    assert TempoConfig.from_env({}).send_timeout == 30.0
+    assert TempoConfig.from_env({"TEMPO_SEND_TIMEOUT": "2.5"}).send_timeout == 2.5
+    for bad in ("0", "-1", "nan", "soon"):
+        with pytest.raises(ValueError, match="TEMPO_SEND_TIMEOUT must be a"):
+            TempoConfig.from_env({"TEMPO_SEND_TIMEOUT": bad})

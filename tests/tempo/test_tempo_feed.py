@@ -25,7 +25,10 @@ def test_refused_channels_are_reported_not_claimed(make_server):
         admin.cmd(["ACL", "SETUSER", "tempo", "allchannels"])
         c.send({"op": "unwatch", "kind": "stats", "instance": "web.1"})
         c.send({"op": "watch", "kind": "stats", "instance": "web.1"})
-        c.until(lambda m: m["type"] == "feed" and m["ok"])
+        c.until(lambda m: m["type"] == "feed" and m["ok"])  # the unwatch left no refused channel
+        # The watch's history comes after Redis confirmed its SUBSCRIBE (/healthz lists a
+        # channel as soon as it is asked for: a PUBLISH then could beat the SUBSCRIBE).
+        c.until(lambda m: m["type"] == "history")
         health = web.get_json("/healthz")
         assert health["live"] and health["channels"] == ["stats:{web.1}"] and health["refused"] == []
         Stats(admin, "web.1").publish("rps", 2)

@@ -111,7 +111,17 @@ def test_logs_backlog_then_live_lines(r, web):
     c.close()
 
 
-def test_slow_viewer_loses_oldest_and_is_told_fast_viewer_unaffected(r, web):
+@pytest.fixture
+def patient_web(redis_server):
+    # The slow viewer below reads nothing until the fast one has had all its lines: its
+    # one blocked frame waits that whole time (25 s measured with the load average at 10),
+    # and the default 30 s send timeout closed it. Dropping, not closing, is under test.
+    with WebProcess(redis_server.url, TEMPO_QUEUE_SIZE=64, TEMPO_SEND_TIMEOUT=600) as w:
+        yield w
+
+
+def test_slow_viewer_loses_oldest_and_is_told_fast_viewer_unaffected(r, patient_web):
+    web = patient_web
     Stats(r, "w").publish("x", 1)
     log = CappedLog.for_instance(r, "w", cap=10)
     slow = Client(web.ws_url, sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
@@ -142,6 +152,25 @@ def test_slow_viewer_loses_oldest_and_is_told_fast_viewer_unaffected(r, web):
     assert slow.recv() == {"type": "log", "instance": "w", "line": "after"}
     slow.close()
     fast.close()
+
+
+def test_a_viewer_that_cannot_take_a_frame_within_the_send_timeout_is_closed(r, redis_server):
+    Stats(r, "w").publish("x", 1)
+    log = CappedLog.for_instance(r, "w", cap=10)
+    with WebProcess(redis_server.url, TEMPO_QUEUE_SIZE=64, TEMPO_SEND_TIMEOUT=1) as web:
+        stuck = Client(web.ws_url, sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
+        watch(stuck, "logs", "w")
+        assert stuck.recv()["type"] == "backlog"
+        big = "x" * 4000
+
+        def closed():  # more lines than the socket buffers hold, until the viewer is gone
+            log.append(*[big] * 50)
+            return web.get_json("/healthz")["viewers"] == 0
+
+        wait_for(closed, timeout=20, what="the stuck viewer to be closed (default timeout: 30 s)")
+        with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionResetError)):
+            while True:  # what was sent, then the end
+                stuck.ws.recv()
 
 
 def test_gap_after_redis_restart_is_refilled(redis_server, web):
