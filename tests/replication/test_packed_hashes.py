@@ -304,3 +304,22 @@ def test_a_master_holding_a_listpack_corrupt_inside_serves_it_to_the_replica_as_
     assert rep.status()["last_error"] is None  # a read error: the link goes on
     r.close()
     r3.close()
+
+
+@pytest.mark.unit
+def test_a_packed_hash_or_any_mapping_gives_what_a_mapping_proxy_gives():
+    # h | x is dict | x, with Python's rules (a subclass's __ror__ first, x.__ror__ if dict's
+    # __or__ declines): an OrderedDict or defaultdict stays one, a UserDict works both ways
+    import collections
+    import types
+
+    h = load(hash_record(b"h", PAIRS)).db(0).data[b"h"]
+    proxy = types.MappingProxyType(dict(PAIRS))
+    for other in (
+        collections.OrderedDict({b"n": b"new"}),
+        collections.defaultdict(bytes, {b"z": b"1"}),
+        collections.Counter({b"c": 1}),
+        collections.UserDict({b"u": b"2"}),
+    ):
+        for got, want in ((h | other, proxy | other), (other | h, other | proxy)):
+            assert (type(got), got) == (type(want), want), type(other)
