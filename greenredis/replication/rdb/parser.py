@@ -215,12 +215,14 @@ def _rstr(buf, i):
 
 def _hash_value(lp):
     """A RDB_TYPE_HASH_LISTPACK value: kept packed if the listpack's header holds up (its
-    size, an even non-zero element count, the terminator), as Redis checks it on load;
-    else decoded now, which says what is wrong (or gives the empty dict of an empty one)."""
+    size and terminator, as Redis checks it on load, and a count of at least one pair);
+    else decoded now, which says what is wrong (or gives the empty dict of an empty one).
+    An odd count is kept packed too: Redis loads it (its length is count / 2), so the
+    master holds the key, and a read of it raises ``CorruptValueError``."""
     n = len(lp)
     if n > 6:
         size, count = _listpack_header(lp)
-        if size == n and count and not count & 1 and lp[n - 1] == 0xFF:  # 65535, "not known", is odd
+        if size == n and 2 <= count < 65535 and lp[n - 1] == 0xFF:  # 65535: "not known"
             return PackedHash(lp)
     return listpack_dict(lp)
 
