@@ -1214,3 +1214,13 @@ def test_release_freed_memory_never_yields_to_other_greenlets():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "0", out.stdout
+
+
+@pytest.mark.unit
+def test_a_command_shown_in_a_log_line_or_error_has_its_control_characters_escaped():
+    # a value holding "\n" must not start a forged line in the log, nor "\x1b[" recolour a terminal
+    from greenredis.replication.replica import _show
+
+    shown = _show([b"RESTORE", b"k\nERROR forged line", b"\x1b[31m\x00\x7f", "é".encode(), b"\xff"])
+    assert "\n" not in shown and "\x1b" not in shown and "\x00" not in shown and "\x7f" not in shown
+    assert shown == "RESTORE k\\x0aERROR forged line \\x1b[31m\\x00\\x7f é \ufffd"
