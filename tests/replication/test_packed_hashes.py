@@ -354,3 +354,28 @@ def test_a_packed_hash_or_any_mapping_gives_what_a_mapping_proxy_gives():
     ):
         for got, want in ((h | other, proxy | other), (other | h, other | proxy)):
             assert (type(got), got) == (type(want), want), type(other)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("make", [corrupt_inside, odd_count])
+def test_a_restore_of_a_listpack_corrupt_inside_is_applied_packed_as_redis_applies_it(make):
+    # the master took the RESTORE (it checks a payload's header, as a load does) and propagates
+    # it: the applier keeps it packed, as the load would, rather than fail and resync in full
+    from greenredis.replication.rdb import CorruptValueError
+    from greenredis.replication.rdb.crc64 import crc64
+
+    def payload(lp):
+        body = b"\x10" + rstr(bytes(lp)) + b"\x0a\x00"
+        return body + crc64(body).to_bytes(8, "little")
+
+    ks = load(hash_record(b"ok", PAIRS))
+    ap = Applier(ks)
+    assert ap.apply([b"RESTORE", b"bad", b"0", payload(make())]) == [(0, b"bad")]
+    assert ap.apply([b"RESTORE", b"fine", b"0", payload(listpack([b"a", b"b"]))]) == [(0, b"fine")]
+    data = ks.db(0).data
+    assert type(data[b"bad"]) is PackedHash and data[b"fine"] == {b"a": b"b"}
+    with pytest.raises(CorruptValueError):
+        data[b"bad"].items()
+    assert type(decode_dump(payload(listpack([b"a", b"b"])))) is dict  # the public decoder: a dict
+    with pytest.raises(RDBError, match="corrupt listpack"):
+        decode_dump(payload(make()))

@@ -1389,11 +1389,14 @@ _OPCODE_HANDLERS = _table(
 )
 
 
-def decode_dump(payload, with_field_expiry=False):
+def decode_dump(payload, with_field_expiry=False, packed=False):
     """Decode a DUMP / RESTORE payload: one value + 2-byte RDB version + CRC-64 (checked).
 
     Returns the value in the Keyspace model (bytes, deque, set, dict, ZSet, Stream), or
     ``(value, {field: unix ms})`` with ``with_field_expiry`` (hashes with field TTLs).
+    A listpack hash is decoded whole, a dict; with ``packed`` it is kept as the load keeps
+    it, a ``PackedHash`` checked as Redis checks a payload (its header): the applier's
+    RESTORE, which must take what the master took.
     """
     payload = bytes(payload)
     if len(payload) < 11:
@@ -1417,7 +1420,7 @@ def decode_dump(payload, with_field_expiry=False):
         end = p._object(t, buf, 1, b"")
         db = p.keyspace.db(0)
         value = db.data.get(b"")
-        if type(value) is PackedHash:  # a payload is decoded whole: checked now, a plain dict
+        if type(value) is PackedHash and not packed:  # decoded whole: checked now, a plain dict
             value = value.unpack()
     except (_Incomplete, IndexError):
         raise RDBError("DUMP payload is truncated") from None
