@@ -232,13 +232,11 @@ class PackedHash(Mapping):
     def __reversed__(self):
         return reversed(self.fields())
 
-    def __or__(self, other):
-        if isinstance(other, PackedHash):
-            other = other.fields()
-        return self.fields().__or__(other)
+    def __or__(self, other):  # with the operator, as a mappingproxy: other.__ror__ gets its turn
+        return self.fields() | (other.fields() if isinstance(other, PackedHash) else other)
 
     def __ror__(self, other):
-        return self.fields().__ror__(other)
+        return other | self.fields()
 
     def __getitem__(self, field):
         return self.fields()[field]

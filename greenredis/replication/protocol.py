@@ -629,9 +629,9 @@ class ReplicaProtocol:
                     if changes:
                         data_offset, data_db = off, cur_db
             if off != parsed0:  # a command ended in this call: does the next one start there?
-                i = off - base
+                i = off - base  # where it ends in data: past its first byte (counted short: not)
                 if (
-                    i > total
+                    not 0 < i <= total
                     or (i < total and data[i] != 42)
                     or (data[i - 2 : i] if i > 1 else (self._last2 + data[:i])[-2:]) != b"\r\n"
                 ):

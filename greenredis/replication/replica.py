@@ -929,8 +929,12 @@ def _describe(e):
 
 
 def _show(argv, limit=6):
-    parts = [a[:40].decode("utf-8", "replace") for a in argv[:limit]]
+    """The start of a command for a log line or an error, its control characters escaped."""
+    parts = [a[:40].decode("utf-8", "replace").translate(_ESCAPES) for a in argv[:limit]]
     return " ".join(parts) + (" ..." if len(argv) > limit else "")
+
+
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
 
 
 # The wait that lets the loop run its timers and I/O during a load: a timer expired by the

@@ -118,10 +118,37 @@ def test_a_listpack_corrupt_inside_loads_and_fails_at_its_first_use():
         bad.get(b"f")
     with pytest.raises(ApplyError):  # the replica resyncs in full rather than guess
         Applier(ks).apply([b"HSET", b"bad", b"f", b"x"])
-    # a header that does not hold up is refused by the load itself, as before
-    lp[4] = 3
+    # a header that does not hold up (its size) is refused by the load itself, as before
+    lp[0] += 1
     with pytest.raises(RDBError, match="key b'bad'"):
         load(b"\x10" + rstr(b"bad") + rstr(bytes(lp)))
+
+
+def odd_count():
+    """A listpack whose header says 3 elements (4 there): Redis's load and RESTORE take it."""
+    lp = bytearray(listpack([b"f", b"v", b"g", b"w"]))
+    lp[4] = 3
+    return lp
+
+
+def odd_entries():
+    """A listpack of 3 elements, its header says so: not pairs, and Redis takes it too."""
+    return bytearray(listpack([b"f", b"v", b"g"]))
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("make", [odd_count, odd_entries])
+def test_a_listpack_with_an_odd_element_count_loads_and_fails_at_its_first_read(make):
+    # Redis checks a listpack's size and terminator on load, not its count: the master holds
+    # the key, so the replica's load must not refuse the whole snapshot for it
+    from greenredis.replication.rdb import CorruptValueError
+
+    for how in (rstr, rlzf):
+        ks = load(hash_record(b"ok", PAIRS) + b"\x10" + rstr(b"bad") + how(bytes(make())))
+        bad = ks.db(0).data[b"bad"]
+        assert type(bad) is PackedHash and ks.db(0).data[b"ok"] == dict(PAIRS)
+        with pytest.raises(CorruptValueError, match="listpack"):
+            dict(bad)
 
 
 @pytest.mark.unit
@@ -290,17 +317,65 @@ def test_a_master_holding_a_listpack_corrupt_inside_serves_it_to_the_replica_as_
 
     server = make_server(args=DISK_SYNC)
     r, r3 = client(server), client(server, 3)
-    body = b"\x10" + rstr(bytes(corrupt_inside())) + b"\x0a\x00"  # RDB version 10: any server takes it
-    try:
-        r3.cmd(["RESTORE", "bad", 0, body + crc64(body).to_bytes(8, "little")])
-    except Exception as e:  # pragma: no cover - a server that checks deeper refuses it: nothing to test
-        pytest.skip(f"the server refuses the payload: {e}")
+    kinds = {"bad": corrupt_inside(), "odd-count": odd_count(), "odd-entries": odd_entries()}
+    for key, lp in kinds.items():
+        body = b"\x10" + rstr(bytes(lp)) + b"\x0a\x00"  # RDB version 10: any server takes it
+        try:
+            r3.cmd(["RESTORE", key, 0, body + crc64(body).to_bytes(8, "little")])
+        except Exception as e:  # pragma: no cover - a server that checks deeper refuses it: nothing to test
+            pytest.skip(f"the server refuses the payload: {e}")
     r.cmd(["HSET", "ok", "f", "v"])
     rep = replicas(server.url)
     rep.start(timeout=60)
-    assert rep.get("ok") == {b"f": b"v"} and rep.type("bad", db=3) == "hash"
-    with pytest.raises(CorruptValueError, match=r"key b'bad', db 3"):
-        rep.get("bad", db=3)
+    assert rep.get("ok") == {b"f": b"v"}
+    for key in kinds:
+        assert rep.type(key, db=3) == "hash"
+        with pytest.raises(CorruptValueError, match=rf"key b'{key}', db 3"):
+            rep.get(key, db=3)
     assert rep.status()["last_error"] is None  # a read error: the link goes on
     r.close()
     r3.close()
+
+
+@pytest.mark.unit
+def test_a_packed_hash_or_any_mapping_gives_what_a_mapping_proxy_gives():
+    # h | x is dict | x, with Python's rules (a subclass's __ror__ first, x.__ror__ if dict's
+    # __or__ declines): an OrderedDict or defaultdict stays one, a UserDict works both ways
+    import collections
+    import types
+
+    h = load(hash_record(b"h", PAIRS)).db(0).data[b"h"]
+    proxy = types.MappingProxyType(dict(PAIRS))
+    for other in (
+        collections.OrderedDict({b"n": b"new"}),
+        collections.defaultdict(bytes, {b"z": b"1"}),
+        collections.Counter({b"c": 1}),
+        collections.UserDict({b"u": b"2"}),
+    ):
+        for got, want in ((h | other, proxy | other), (other | h, other | proxy)):
+            assert (type(got), got) == (type(want), want), type(other)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("make", [corrupt_inside, odd_count])
+def test_a_restore_of_a_listpack_corrupt_inside_is_applied_packed_as_redis_applies_it(make):
+    # the master took the RESTORE (it checks a payload's header, as a load does) and propagates
+    # it: the applier keeps it packed, as the load would, rather than fail and resync in full
+    from greenredis.replication.rdb import CorruptValueError
+    from greenredis.replication.rdb.crc64 import crc64
+
+    def payload(lp):
+        body = b"\x10" + rstr(bytes(lp)) + b"\x0a\x00"
+        return body + crc64(body).to_bytes(8, "little")
+
+    ks = load(hash_record(b"ok", PAIRS))
+    ap = Applier(ks)
+    assert ap.apply([b"RESTORE", b"bad", b"0", payload(make())]) == [(0, b"bad")]
+    assert ap.apply([b"RESTORE", b"fine", b"0", payload(listpack([b"a", b"b"]))]) == [(0, b"fine")]
+    data = ks.db(0).data
+    assert type(data[b"bad"]) is PackedHash and data[b"fine"] == {b"a": b"b"}
+    with pytest.raises(CorruptValueError):
+        data[b"bad"].items()
+    assert type(decode_dump(payload(listpack([b"a", b"b"])))) is dict  # the public decoder: a dict
+    with pytest.raises(RDBError, match="corrupt listpack"):
+        decode_dump(payload(make()))

@@ -744,6 +744,43 @@ def test_commands_before_an_error_in_their_chunk_are_not_replayed(make_server, r
     assert rep.status()["full_syncs"] == 1
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"*2\r\n$3\r\nDEL\r\n+n\r\n",  # a simple string: counted long
+        b"*3\r\n$3\r\nSET\r\n$1\r\nn\r\n=5\r\ntxt:v\r\n",  # a RESP3 verbatim string: counted short
+        b"*2\r\n$3\r\nDEL\r\n(5\r\n",  # a RESP3 big number
+    ],
+    ids=["simple", "verbatim", "bignum"],
+)
+def test_a_refused_read_resumes_at_the_last_good_command_of_the_read_before(
+    make_server, replicas, proxies, bad
+):
+    # a transaction and a non-canonical command in one read: the read is refused whole (the
+    # transaction is not applied) and the partial resync resends it from the offset where the
+    # read began; applied once, nothing lost
+    server = make_server(args=FAST_SYNC + ["--repl-ping-replica-period", "3600"])
+    r = client(server)
+    r.cmd(["SET", "n", "0"])
+    proxy = proxies(server.port)
+    rep = replicas(proxy.url, backoff=(0.05, 0.5))
+    rep.start(timeout=60)
+    wait_for(lambda: rep.get("n") == b"0", what="n=0")
+    proxy.append_once = bad
+    r.transaction([["INCR", "n"], ["HSET", "h", "f", "\r\n+x\r\n*1\r\n$"], ["INCR", "n"]])
+    wait_for(
+        lambda: (
+            rep.status()["partial_resyncs"] >= 1
+            and rep.status()["link"] == "up"
+            and rep.status()["offset"] == master_offset(r)
+        ),
+        what="the partial resync",
+    )
+    assert "not a bulk string" in rep.status()["last_error"] or "simple string" in rep.status()["last_error"]
+    assert rep.get("n") == b"2" and rep.get("h") == {b"f": b"\r\n+x\r\n*1\r\n$"}
+    assert rep.status()["full_syncs"] == 1
+
+
 def test_stop_wakes_a_blocked_start_and_works_from_a_callback(make_server):
     server = make_server()
     r = client(server)
@@ -1177,3 +1214,13 @@ def test_release_freed_memory_never_yields_to_other_greenlets():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "0", out.stdout
+
+
+@pytest.mark.unit
+def test_a_command_shown_in_a_log_line_or_error_has_its_control_characters_escaped():
+    # a value holding "\n" must not start a forged line in the log, nor "\x1b[" recolour a terminal
+    from greenredis.replication.replica import _show
+
+    shown = _show([b"RESTORE", b"k\nERROR forged line", b"\x1b[31m\x00\x7f", "é".encode(), b"\xff"])
+    assert "\n" not in shown and "\x1b" not in shown and "\x00" not in shown and "\x7f" not in shown
+    assert shown == "RESTORE k\\x0aERROR forged line \\x1b[31m\\x00\\x7f é \ufffd"

@@ -699,3 +699,32 @@ def test_the_first_simple_string_of_a_long_stream_is_refused_where_it_is(seed):
     assert isinstance(events[-1], Error) and len(msg) < 500
     if len(bad_wire) < 1 << 19:  # up to a huge command, the error says which one
         assert "simple string" in msg and f"command at offset {10 + len(wire)}" in msg, msg
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n=5\r\ntxt:v\r\n",  # RESP3 verbatim: 4 bytes over the count
+        b"*3\r\n$3\r\nSET\r\n=5\r\ntxt:k\r\n=5\r\ntxt:v\r\n",  # two: counted 8 short
+    ],
+)
+def test_a_command_longer_than_counted_is_an_error_however_the_reads_fall(wire):
+    # counted short, the command "ends" before the read that completes it begins: an Error
+    # event at the command's offset, not an IndexError out of receive_data with the offset moved
+    before = cmd("SET", "a", "1")
+    stream = before + cmd("REPLCONF", "GETACK", "*") + wire + cmd("SET", "b", "2")
+    ends = (0, len(before), len(before) + 37)  # the good commands' ends (37: the GETACK)
+    for step in range(1, len(stream) + 1):
+        p = streaming(offset=0)
+        events = []
+        for i in range(0, len(stream), step):
+            if not events or not isinstance(events[-1], Error):
+                refused = i  # where the read that failed began
+                events += p.receive_data(stream[i : i + step])
+        got, offsets = commands(events)
+        assert isinstance(events[-1], Error), step
+        assert got in ([], [[b"SET", b"a", b"1"]]) and offsets in ([], [len(before)]), step
+        assert p.offset == max(e for e in ends if e <= refused), step  # the last good command's end
+        assert f"element (not a bulk string) in the command at offset {len(before) + 37}" in str(
+            events[-1].error
+        )

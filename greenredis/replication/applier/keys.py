@@ -220,7 +220,7 @@ class KeysMixin(Core):
         if key in self.data and not replace:
             raise ApplyError(f"BUSYKEY RESTORE: target key {key!r} already exists")
         try:
-            value, fields = decode_dump(payload, with_field_expiry=True)
+            value, fields = decode_dump(payload, with_field_expiry=True, packed=True)
         except RDBError as e:
             raise ApplyError(f"RESTORE: bad DUMP payload for {key!r}: {e}") from e
         self._put(key, value)

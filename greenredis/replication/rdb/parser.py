@@ -215,12 +215,14 @@ def _rstr(buf, i):
 
 def _hash_value(lp):
     """A RDB_TYPE_HASH_LISTPACK value: kept packed if the listpack's header holds up (its
-    size, an even non-zero element count, the terminator), as Redis checks it on load;
-    else decoded now, which says what is wrong (or gives the empty dict of an empty one)."""
+    size and terminator, as Redis checks it on load, and a count of at least one pair);
+    else decoded now, which says what is wrong (or gives the empty dict of an empty one).
+    An odd count is kept packed too: Redis loads it (its length is count / 2), so the
+    master holds the key, and a read of it raises ``CorruptValueError``."""
     n = len(lp)
     if n > 6:
         size, count = _listpack_header(lp)
-        if size == n and count and not count & 1 and lp[n - 1] == 0xFF:  # 65535, "not known", is odd
+        if size == n and 2 <= count < 65535 and lp[n - 1] == 0xFF:  # 65535: "not known"
             return PackedHash(lp)
     return listpack_dict(lp)
 
@@ -1387,11 +1389,14 @@ _OPCODE_HANDLERS = _table(
 )
 
 
-def decode_dump(payload, with_field_expiry=False):
+def decode_dump(payload, with_field_expiry=False, packed=False):
     """Decode a DUMP / RESTORE payload: one value + 2-byte RDB version + CRC-64 (checked).
 
     Returns the value in the Keyspace model (bytes, deque, set, dict, ZSet, Stream), or
     ``(value, {field: unix ms})`` with ``with_field_expiry`` (hashes with field TTLs).
+    A listpack hash is decoded whole, a dict; with ``packed`` it is kept as the load keeps
+    it, a ``PackedHash`` checked as Redis checks a payload (its header): the applier's
+    RESTORE, which must take what the master took.
     """
     payload = bytes(payload)
     if len(payload) < 11:
@@ -1415,7 +1420,7 @@ def decode_dump(payload, with_field_expiry=False):
         end = p._object(t, buf, 1, b"")
         db = p.keyspace.db(0)
         value = db.data.get(b"")
-        if type(value) is PackedHash:  # a payload is decoded whole: checked now, a plain dict
+        if type(value) is PackedHash and not packed:  # decoded whole: checked now, a plain dict
             value = value.unpack()
     except (_Incomplete, IndexError):
         raise RDBError("DUMP payload is truncated") from None
