@@ -714,9 +714,9 @@ def test_stream_that_is_not_resp(make_server, replicas, proxies):
     assert rep.status()["full_syncs"] == 1  # the offset was intact: a partial resync
 
 
-def test_commands_before_an_error_in_their_chunk_are_not_replayed(make_server, replicas, proxies):
-    # The master's INCR and a broken frame arrive in one read: the INCR is applied, the
-    # link breaks, and the partial resync must start after the INCR, not before it.
+def _n_replicated_through_a_proxy(make_server, replicas, proxies):
+    """A master holding n=0 (no PINGs to move its offset), a Replica of it through a proxy
+    that can append bytes to the stream, in sync: (master client, proxy, replica)."""
     server = make_server(args=FAST_SYNC + ["--repl-ping-replica-period", "3600"])
     r = client(server)
     r.cmd(["SET", "n", "0"])
@@ -724,21 +724,28 @@ def test_commands_before_an_error_in_their_chunk_are_not_replayed(make_server, r
     rep = replicas(proxy.url, backoff=(0.05, 0.5))
     rep.start(timeout=60)
     wait_for(lambda: rep.get("n") == b"0", what="n=0")
-    proxy.append_once = b"*2\r\n$3\r\nGET\r\n$x\r\n"
-    r.cmd(["INCR", "n"])
+    return r, proxy, rep
 
-    def master_offset():
-        info = r.cmd(["INFO", "replication"]).decode()
-        return int(info.split("master_repl_offset:")[1].split()[0])
 
+def _caught_up_partially(r, rep):
     wait_for(
         lambda: (
             rep.status()["partial_resyncs"] >= 1
             and rep.status()["link"] == "up"
-            and rep.status()["offset"] == master_offset()
+            and rep.status()["offset"] == master_offset(r)
         ),
         what="the partial resync",
     )
+
+
+def test_commands_before_an_error_in_their_chunk_are_not_replayed(make_server, replicas, proxies):
+    # The master's INCR and a broken frame arrive in one read: the INCR is applied, the
+    # link breaks, and the partial resync must start after the INCR, not before it.
+    r, proxy, rep = _n_replicated_through_a_proxy(make_server, replicas, proxies)
+    proxy.append_once = b"*2\r\n$3\r\nGET\r\n$x\r\n"
+    r.cmd(["INCR", "n"])
+
+    _caught_up_partially(r, rep)
     assert r.cmd(["GET", "n"]) == b"1"
     assert rep.get("n") == b"1"  # applied once, not replayed by the resync
     assert rep.status()["full_syncs"] == 1
@@ -759,23 +766,10 @@ def test_a_refused_read_resumes_at_the_last_good_command_of_the_read_before(
     # a transaction and a non-canonical command in one read: the read is refused whole (the
     # transaction is not applied) and the partial resync resends it from the offset where the
     # read began; applied once, nothing lost
-    server = make_server(args=FAST_SYNC + ["--repl-ping-replica-period", "3600"])
-    r = client(server)
-    r.cmd(["SET", "n", "0"])
-    proxy = proxies(server.port)
-    rep = replicas(proxy.url, backoff=(0.05, 0.5))
-    rep.start(timeout=60)
-    wait_for(lambda: rep.get("n") == b"0", what="n=0")
+    r, proxy, rep = _n_replicated_through_a_proxy(make_server, replicas, proxies)
     proxy.append_once = bad
     r.transaction([["INCR", "n"], ["HSET", "h", "f", "\r\n+x\r\n*1\r\n$"], ["INCR", "n"]])
-    wait_for(
-        lambda: (
-            rep.status()["partial_resyncs"] >= 1
-            and rep.status()["link"] == "up"
-            and rep.status()["offset"] == master_offset(r)
-        ),
-        what="the partial resync",
-    )
+    _caught_up_partially(r, rep)
     assert "not a bulk string" in rep.status()["last_error"] or "simple string" in rep.status()["last_error"]
     assert rep.get("n") == b"2" and rep.get("h") == {b"f": b"\r\n+x\r\n*1\r\n$"}
     assert rep.status()["full_syncs"] == 1
