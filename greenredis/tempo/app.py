@@ -52,6 +52,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import math
 import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
@@ -131,17 +132,24 @@ class TempoConfig:
             join_grid = env.get("TEMPO_GRID", "1") not in ("0", "false", "no", "")
         grid_ttl, grid_interval = grid_timing(env)
 
-        def num(kind: Callable[[Any], Any], name: str, var: str, default: Any) -> Any:
-            value = given.pop(name, None) or env.get(var) or default
+        def num(kind: Callable[[Any], Any], name: str, var: str, default: Any, finite: bool = True) -> Any:
+            """A positive number: 0, negative, NaN (and infinity where ``finite``) are refused
+            here, not at the first request (a NaN token TTL raised at every token check)."""
+            value = given.pop(name, None)
+            if value is None:
+                value = env.get(var) or default
             try:
-                return kind(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"{var} must be a number, not {value!r}") from None
+                number = kind(value)
+            except (TypeError, ValueError, OverflowError):
+                number = None
+            if number is None or not number > 0 or (finite and not math.isfinite(number)):
+                what = "integer" if kind is int else "number"
+                raise ValueError(f"{var} must be a positive {what}, not {value!r}")
+            return number
 
         d = cls()
-        send_timeout = num(float, "send_timeout", "TEMPO_SEND_TIMEOUT", d.send_timeout)
-        if not send_timeout > 0:
-            raise ValueError(f"TEMPO_SEND_TIMEOUT must be a positive number of seconds, not {send_timeout!r}")
+        # infinite: a stuck viewer is never closed (it holds a greenlet and a socket)
+        send_timeout = num(float, "send_timeout", "TEMPO_SEND_TIMEOUT", d.send_timeout, finite=False)
         return cls(
             redis_url=env.get("REDIS_URL") or d.redis_url,
             password=password,
