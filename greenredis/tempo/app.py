@@ -36,6 +36,9 @@ Configuration (arguments of ``create_app`` win over the environment):
 ``TEMPO_MAX_METRICS``  metrics per instance sent in a history (default 1000; the
                        rest are counted in ``/healthz``'s ``metrics_capped``)
 ``TEMPO_HISTORY_BYTES`` cap of one history or backlog message in bytes (1 MiB)
+``TEMPO_GONE_AFTER``   seconds a gone instance stays on the index (3600)
+
+Every number must be positive (checked when the app is made: ``greenredis web`` exits 2).
 
 Failed logins are rate-limited per client address (10, then one per 6 s; 429
 with ``Retry-After``); a websocket token is good for one connection to the Host
@@ -109,6 +112,7 @@ class TempoConfig:
     max_metrics: int = 1000
     history_bytes: int = 1 << 20
     send_timeout: float = 30.0
+    gone_after: float = 3600.0
     grid_ttl: float = 30.0
     grid_interval: float = 5.0
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -164,6 +168,7 @@ class TempoConfig:
             max_metrics=num(int, "max_metrics", "TEMPO_MAX_METRICS", d.max_metrics),
             history_bytes=num(int, "history_bytes", "TEMPO_HISTORY_BYTES", d.history_bytes),
             send_timeout=send_timeout,
+            gone_after=num(float, "gone_after", "TEMPO_GONE_AFTER", d.gone_after),
             grid_ttl=grid_ttl,
             grid_interval=grid_interval,
             extra={k: v for k, v in given.items() if v is not None},
@@ -197,7 +202,7 @@ class _Tempo:
                 g = Grid(r, observe=True, ttl=cfg.grid_ttl, interval=cfg.grid_interval).start()
             self._live = Live(
                 r,
-                Registry(r, g),
+                Registry(r, g, gone_after=cfg.gone_after),
                 queue_size=cfg.queue_size,
                 max_message=cfg.max_message,
                 queue_bytes=cfg.queue_bytes,

@@ -174,3 +174,12 @@ def test_a_huge_send_timeout_is_taken():
 
     for value, want in (("1e9", 1e9), ("inf", float("inf"))):
         assert TempoConfig.from_env({"TEMPO_SEND_TIMEOUT": value}).send_timeout == want
+
+
+def test_gone_after_comes_from_the_config():
+    from greenredis.tempo.app import TempoConfig
+
+    assert TempoConfig.from_env({"TEMPO_GONE_AFTER": "60"}).gone_after == 60.0
+    for bad in ("abc", "0", "nan"):
+        with pytest.raises(ValueError, match="TEMPO_GONE_AFTER must be a positive number"):
+            TempoConfig.from_env({"TEMPO_GONE_AFTER": bad})
