@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import math
 import os
 from typing import Any, Mapping
 
@@ -73,7 +72,7 @@ class ServerLimits:
                 value = kind(raw)
             except (TypeError, ValueError, OverflowError):
                 value = None
-            if value is None or not value >= least or not math.isfinite(value):
+            if value is None or not value >= least:  # NaN too; inf: no deadline, as 0
                 raise ValueError(f"{var} must be {what}, not {raw!r}")
             return value
 

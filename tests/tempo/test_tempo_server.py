@@ -138,10 +138,11 @@ def test_server_limits_refuse_nonsense(var, bad):
         ServerLimits.from_env({var: bad})
 
 
-def test_server_limits_zero_means_none():
+def test_server_limits_zero_or_inf_means_none():
     from greenredis.tempo.server import ServerLimits
 
     limits = ServerLimits.from_env(
         {"TEMPO_HEADER_TIMEOUT": "0", "TEMPO_IDLE_TIMEOUT": "0", "TEMPO_MAX_PER_IP": "0"}
     )
     assert (limits.header_timeout, limits.idle_timeout, limits.max_per_ip) == (0.0, 0.0, 0)
+    assert ServerLimits.from_env({"TEMPO_HEADER_TIMEOUT": "inf"}).header_timeout == float("inf")
