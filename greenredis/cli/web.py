@@ -97,9 +97,13 @@ def load_app(spec):
 
 def make_server(app, host, port, max_connections=10000, access_log=True):
     """A Tempo server that upgrades websocket requests (not started); see greenredis.tempo.server."""
-    from greenredis.tempo.server import make_server
+    from greenredis.tempo.server import ServerLimits, make_server
 
-    return make_server(app, host, port, max_connections, access_log)
+    try:
+        limits = ServerLimits.from_env()
+    except ValueError as e:  # a TEMPO_* server limit that is no number, or out of range
+        raise Fatal(str(e), "see the limits in greenredis.tempo.server's docstring", code=2) from None
+    return make_server(app, host, port, max_connections, access_log, limits)
 
 
 def bind_error(exc, host, port):

@@ -36,6 +36,9 @@ Configuration (arguments of ``create_app`` win over the environment):
 ``TEMPO_MAX_METRICS``  metrics per instance sent in a history (default 1000; the
                        rest are counted in ``/healthz``'s ``metrics_capped``)
 ``TEMPO_HISTORY_BYTES`` cap of one history or backlog message in bytes (1 MiB)
+``TEMPO_GONE_AFTER``   seconds a gone instance stays on the index (3600)
+
+Every number must be positive (checked when the app is made: ``greenredis web`` exits 2).
 
 Failed logins are rate-limited per client address (10, then one per 6 s; 429
 with ``Retry-After``); a websocket token is good for one connection to the Host
@@ -52,6 +55,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import math
 import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
@@ -108,6 +112,7 @@ class TempoConfig:
     max_metrics: int = 1000
     history_bytes: int = 1 << 20
     send_timeout: float = 30.0
+    gone_after: float = 3600.0
     grid_ttl: float = 30.0
     grid_interval: float = 5.0
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -131,17 +136,24 @@ class TempoConfig:
             join_grid = env.get("TEMPO_GRID", "1") not in ("0", "false", "no", "")
         grid_ttl, grid_interval = grid_timing(env)
 
-        def num(kind: Callable[[Any], Any], name: str, var: str, default: Any) -> Any:
-            value = given.pop(name, None) or env.get(var) or default
+        def num(kind: Callable[[Any], Any], name: str, var: str, default: Any, finite: bool = True) -> Any:
+            """A positive number: 0, negative, NaN (and infinity where ``finite``) are refused
+            here, not at the first request (a NaN token TTL raised at every token check)."""
+            value = given.pop(name, None)
+            if value is None:
+                value = env.get(var) or default
             try:
-                return kind(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"{var} must be a number, not {value!r}") from None
+                number = kind(value)
+            except (TypeError, ValueError, OverflowError):
+                number = None
+            if number is None or not number > 0 or (finite and not math.isfinite(number)):
+                what = "integer" if kind is int else "number"
+                raise ValueError(f"{var} must be a positive {what}, not {value!r}")
+            return number
 
         d = cls()
-        send_timeout = num(float, "send_timeout", "TEMPO_SEND_TIMEOUT", d.send_timeout)
-        if not send_timeout > 0:
-            raise ValueError(f"TEMPO_SEND_TIMEOUT must be a positive number of seconds, not {send_timeout!r}")
+        # infinite: a stuck viewer is never closed (it holds a greenlet and a socket)
+        send_timeout = num(float, "send_timeout", "TEMPO_SEND_TIMEOUT", d.send_timeout, finite=False)
         return cls(
             redis_url=env.get("REDIS_URL") or d.redis_url,
             password=password,
@@ -156,6 +168,7 @@ class TempoConfig:
             max_metrics=num(int, "max_metrics", "TEMPO_MAX_METRICS", d.max_metrics),
             history_bytes=num(int, "history_bytes", "TEMPO_HISTORY_BYTES", d.history_bytes),
             send_timeout=send_timeout,
+            gone_after=num(float, "gone_after", "TEMPO_GONE_AFTER", d.gone_after),
             grid_ttl=grid_ttl,
             grid_interval=grid_interval,
             extra={k: v for k, v in given.items() if v is not None},
@@ -189,7 +202,7 @@ class _Tempo:
                 g = Grid(r, observe=True, ttl=cfg.grid_ttl, interval=cfg.grid_interval).start()
             self._live = Live(
                 r,
-                Registry(r, g),
+                Registry(r, g, gone_after=cfg.gone_after),
                 queue_size=cfg.queue_size,
                 max_message=cfg.max_message,
                 queue_bytes=cfg.queue_bytes,

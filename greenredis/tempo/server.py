@@ -61,17 +61,27 @@ class ServerLimits:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServerLimits:
+        """ValueError naming the variable for a value that is not a number, negative,
+        NaN, or 0 where 0 is not "none" (TEMPO_MAX_HEADER_BYTES)."""
         env = os.environ if env is None else env
         d = cls()
-        try:
-            return cls(
-                header_timeout=float(env.get("TEMPO_HEADER_TIMEOUT") or d.header_timeout),
-                idle_timeout=float(env.get("TEMPO_IDLE_TIMEOUT") or d.idle_timeout),
-                max_header_bytes=int(env.get("TEMPO_MAX_HEADER_BYTES") or d.max_header_bytes),
-                max_per_ip=int(env.get("TEMPO_MAX_PER_IP") or d.max_per_ip),
-            )
-        except ValueError as e:
-            raise ValueError(f"bad TEMPO_* server limit: {e}") from None
+
+        def num(kind: Any, var: str, default: Any, what: str, least: int = 0) -> Any:
+            raw = env.get(var) or default
+            try:
+                value = kind(raw)
+            except (TypeError, ValueError, OverflowError):
+                value = None
+            if value is None or not value >= least:  # NaN too; inf: no deadline, as 0
+                raise ValueError(f"{var} must be {what}, not {raw!r}")
+            return value
+
+        return cls(
+            header_timeout=num(float, "TEMPO_HEADER_TIMEOUT", d.header_timeout, "seconds >= 0 (0: none)"),
+            idle_timeout=num(float, "TEMPO_IDLE_TIMEOUT", d.idle_timeout, "seconds >= 0 (0: none)"),
+            max_header_bytes=num(int, "TEMPO_MAX_HEADER_BYTES", d.max_header_bytes, "a positive integer", 1),
+            max_per_ip=num(int, "TEMPO_MAX_PER_IP", d.max_per_ip, "an integer >= 0 (0: no cap)"),
+        )
 
 
 class _CappedLines:

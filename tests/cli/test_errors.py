@@ -212,3 +212,14 @@ def test_tempo_setting_not_a_number_is_one_line(redis_server, value):
     code, out, err = run_cli("web", "--port", "0", env=env)
     assert_one_line(code, out, err, "web", "TEMPO_SEND_TIMEOUT must be a", exit_code=2)
     assert "unexpected" not in err and "report it" not in err, err
+
+
+@pytest.mark.parametrize(
+    "var,value", [("TEMPO_GONE_AFTER", "abc"), ("TEMPO_TOKEN_TTL", "nan"), ("TEMPO_HEADER_TIMEOUT", "abc")]
+)
+def test_other_tempo_settings_are_checked_at_start(redis_server, var, value):
+    """TEMPO_GONE_AFTER=abc served every page as a 500 (read at the first request);
+    TEMPO_HEADER_TIMEOUT=abc was an 'unexpected error' (exit 1)."""
+    env = clean_env(REDIS_URL=redis_server.url, **{var: value})
+    code, out, err = run_cli("web", "--port", "0", env=env)
+    assert_one_line(code, out, err, "web", f"{var} must be", exit_code=2)

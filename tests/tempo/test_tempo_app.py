@@ -135,3 +135,51 @@ def test_send_timeout_comes_from_env_and_must_be_positive():
     for bad in ("0", "-1", "nan", "soon"):
         with pytest.raises(ValueError, match="TEMPO_SEND_TIMEOUT must be a"):
             TempoConfig.from_env({"TEMPO_SEND_TIMEOUT": bad})
+
+
+@pytest.mark.parametrize(
+    "var,bad",
+    [
+        ("TEMPO_TOKEN_TTL", "nan"),  # every token check raised (math.ceil) at the first websocket
+        ("TEMPO_TOKEN_TTL", "inf"),
+        ("TEMPO_TOKEN_TTL", "-5"),  # a token was accepted more than once: its nonce expired at once
+        ("TEMPO_TOKEN_TTL", "0"),
+        ("TEMPO_QUEUE_SIZE", "0"),
+        ("TEMPO_QUEUE_SIZE", "-1"),
+        ("TEMPO_QUEUE_BYTES", "0"),  # every viewer closed as slow at its first message
+        ("TEMPO_MAX_MESSAGE", "-1"),
+        ("TEMPO_MAX_METRICS", "0"),
+        ("TEMPO_HISTORY_BYTES", "-1"),
+    ],
+)
+def test_every_numeric_setting_must_be_a_positive_number(var, bad):
+    from greenredis.tempo.app import TempoConfig
+
+    with pytest.raises(ValueError, match=f"{var} must be a positive (number|integer)"):
+        TempoConfig.from_env({var: bad})
+
+
+def test_a_setting_given_as_an_argument_wins_even_when_falsy():
+    """``given`` values that are not None win: 0 is refused, not taken for "use the default"."""
+    from greenredis.tempo.app import TempoConfig
+
+    for name in ("token_ttl", "queue_size", "send_timeout"):
+        with pytest.raises(ValueError, match="must be a positive (number|integer)"):
+            TempoConfig.from_env({}, **{name: 0})
+    assert TempoConfig.from_env({"TEMPO_QUEUE_SIZE": "9"}, queue_size=3).queue_size == 3
+
+
+def test_a_huge_send_timeout_is_taken():
+    from greenredis.tempo.app import TempoConfig
+
+    for value, want in (("1e9", 1e9), ("inf", float("inf"))):
+        assert TempoConfig.from_env({"TEMPO_SEND_TIMEOUT": value}).send_timeout == want
+
+
+def test_gone_after_comes_from_the_config():
+    from greenredis.tempo.app import TempoConfig
+
+    assert TempoConfig.from_env({"TEMPO_GONE_AFTER": "60"}).gone_after == 60.0
+    for bad in ("abc", "0", "nan"):
+        with pytest.raises(ValueError, match="TEMPO_GONE_AFTER must be a positive number"):
+            TempoConfig.from_env({"TEMPO_GONE_AFTER": bad})

@@ -118,3 +118,31 @@ def test_upgraded_websockets_outlive_the_deadline_and_count_per_ip(redis_server)
             raise AssertionError("no slot freed")
         for c in clients:
             c.close()
+
+
+@pytest.mark.parametrize(
+    "var,bad",
+    [
+        ("TEMPO_HEADER_TIMEOUT", "nan"),  # silently no deadline: the slow-loris guard was off
+        ("TEMPO_HEADER_TIMEOUT", "-1"),
+        ("TEMPO_IDLE_TIMEOUT", "nan"),
+        ("TEMPO_MAX_HEADER_BYTES", "0"),  # every request answered 431
+        ("TEMPO_MAX_PER_IP", "-1"),  # every connection answered 503
+        ("TEMPO_MAX_PER_IP", "ten"),
+    ],
+)
+def test_server_limits_refuse_nonsense(var, bad):
+    from greenredis.tempo.server import ServerLimits
+
+    with pytest.raises(ValueError, match=f"{var} must be"):
+        ServerLimits.from_env({var: bad})
+
+
+def test_server_limits_zero_or_inf_means_none():
+    from greenredis.tempo.server import ServerLimits
+
+    limits = ServerLimits.from_env(
+        {"TEMPO_HEADER_TIMEOUT": "0", "TEMPO_IDLE_TIMEOUT": "0", "TEMPO_MAX_PER_IP": "0"}
+    )
+    assert (limits.header_timeout, limits.idle_timeout, limits.max_per_ip) == (0.0, 0.0, 0)
+    assert ServerLimits.from_env({"TEMPO_HEADER_TIMEOUT": "inf"}).header_timeout == float("inf")
