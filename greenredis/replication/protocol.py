@@ -568,19 +568,10 @@ class ReplicaProtocol:
                         self._reader_base += self._reader_len - n
                         self._reader_len = n
                         if self._stream_start + self._reader_base != off:
-                            why = (
+                            raise _Refused(
                                 f"replication offset out of step: computed {off}, the parser "
                                 f"consumed up to {self._stream_start + self._reader_base}"
                             )
-                            argvs.clear()
-                            committed, db, data_offset, data_db = (
-                                self.offset,
-                                self.db,
-                                self.data_offset,
-                                self.data_db,
-                            )
-                            off = parsed0
-                            self._refuse(data, base, outbox0, why)
                     trim_at = self._stream_start + self._reader_base + _READER_TRIM
                 name = argv[0]
                 try:
@@ -635,11 +626,12 @@ class ReplicaProtocol:
                     or (i < total and data[i] != 42)
                     or (data[i - 2 : i] if i > 1 else (self._last2 + data[:i])[-2:]) != b"\r\n"
                 ):
-                    why = f"the commands are sized to end at offset {off}, where no command starts"
-                    argvs.clear()
-                    committed, db, data_offset, data_db = self.offset, self.db, self.data_offset, self.data_db
-                    off = parsed0
-                    self._refuse(data, base, outbox0, why)
+                    raise _Refused(f"the commands are sized to end at offset {off}, where no command starts")
+        except _Refused as e:  # nothing of this call is delivered, and its offsets are undone
+            argvs.clear()
+            committed, db, data_offset, data_db = self.offset, self.db, self.data_offset, self.data_db
+            off = parsed0
+            self._refuse(data, base, outbox0, str(e))
         except hiredis.ProtocolError as e:
             self._fail(f"the replication stream is not RESP after offset {off}: {e}")
         finally:
@@ -678,6 +670,10 @@ class ReplicaProtocol:
         n = self._reader.len()
         self._reader_base += self._reader_len - n
         self._reader_len = n
+
+
+class _Refused(Exception):
+    """Internal: the commands of a call were sized wrong (a non-canonical encoding)."""
 
 
 _READER_TRIM = 1024  # hiredis's read.c: "Discard part of the buffer when we've read more than 1k"

@@ -872,10 +872,15 @@ class RDBParser:
             i = x + off
             if i <= limit or buf[i]:  # stopped at a record it does not take, not at the window's end
                 break
-        if len(data) - before != count:
-            self._duplicate_in_run(buf, start, i, data, before)
-        self.keys_loaded += count
+        self._ran(buf, start, i, data, before, count)
         return i
+
+    def _ran(self, buf, start, end, data, before, count):
+        """Account for the run ``buf[start:end]`` of ``count`` records stored into ``data``,
+        which held ``before`` keys; a key stored twice is an error at its record."""
+        if len(data) - before != count:
+            self._duplicate_in_run(buf, start, end, data, before)
+        self.keys_loaded += count
 
     def _duplicate_in_run(self, buf, i, end, data, before):
         """Raise for the first record of the run ``buf[i:end]`` whose key was in ``data``
@@ -955,9 +960,7 @@ class RDBParser:
         except (IndexError, ValueError, SystemError):  # EncodingError, corrupt LZF: the general path says
             pass
         finally:
-            if len(data) - before != count:
-                self._duplicate_in_run(buf, start, i, data, before)
-            self.keys_loaded += count
+            self._ran(buf, start, i, data, before, count)
         return i
 
     def _hash_listpack(self, key, buf, i):
