@@ -202,8 +202,9 @@ class Heartbeat:
         self._announced: Optional[Dict[str, str]] = None  # meta last registered
         self._published: set = set()  # meta fields written (removed ones are HDEL'd)
         self.need_register = self.need_ping = not observe
-        self._full_asked = 0  # requests for a full reconcile so far: one planned answers those before it
-        self.need_full = True
+        # requests for a full reconcile so far (one at start), and how many of them the last
+        # full reconcile answered: those made before it was planned
+        self._full_asked, self._full_answered = 1, 0
         self._force_update = False
         self._answer_ping = False
         self._answered_at = -1e18
@@ -229,13 +230,11 @@ class Heartbeat:
         """A full reconcile is due: every fresh registration read again (after a gap, a
         resubscription, an error...). Asking again while one is out keeps it due: that one's
         ZRANGE may have run before the reason for asking (a SUBSCRIBE confirmed meanwhile)."""
-        return self._need_full
+        return self._full_answered < self._full_asked
 
-    @need_full.setter
-    def need_full(self, value: bool) -> None:
-        if value:
-            self._full_asked += 1
-        self._need_full = bool(value)
+    def ask_full(self) -> None:
+        """Ask for a full reconcile (``need_full``): one planned from now on answers it."""
+        self._full_asked += 1
 
     # -- the writer -------------------------------------------------------------
 
@@ -422,8 +421,8 @@ class Heartbeat:
         if "zrange" in plan.roles:
             self._next_beat = plan.now + self.interval
             if zrange is not None:
-                if self._full_asked == plan.full_asked:  # else asked for since it was sent: still due
-                    self._need_full = False
+                if plan.full:  # answers the requests made before it was planned, not those since
+                    self._full_answered = max(self._full_answered, plan.full_asked)
                 actions += self._reconcile(zrange, plan.full or self.deaf, now)
         self.ready = self.ready or "zrange" in plan.roles
         return actions
@@ -435,7 +434,8 @@ class Heartbeat:
         batch) and listen anew, as after a reconnect."""
         self.stats["reregistered"] += 1
         log.warning("grid %s: Redis lost our key %s; registering again", self.who, self.key)
-        self.need_register = self.need_full = self.need_ping = True
+        self.need_register = self.need_ping = True
+        self.ask_full()
         self.clock.remeasure()
         self._relisten = False
         self._announced = None  # peers may have re-read the old meta: send ours again
@@ -471,7 +471,7 @@ class Heartbeat:
         return [Fetch(tuple(fetch), local)] if fetch else []
 
     def _wrong_index(self, now: float) -> None:
-        self.need_full = True
+        self.ask_full()
         if self.observe:
             if now - self._index_warned >= 60:
                 self._index_warned = now
@@ -495,7 +495,7 @@ class Heartbeat:
         if not self.view.stale:
             log.warning("grid %s: Redis unreachable (%s); keeping the view, retrying", self.who, err)
         self.view.mark_stale(now)
-        self.need_full = True
+        self.ask_full()
         self.need_register = self.need_ping = not self.observe
         self.clock.forget()
         self._relisten = True
@@ -528,7 +528,7 @@ class Heartbeat:
         the SUBSCRIBE was confirmed sees every change published before it (one planned
         later answers this; the first one does, at start)."""
         self.deaf = self._relisten = False
-        self.need_full = True
+        self.ask_full()
         if self.ready:  # the writer went ahead without us: catch up on what we missed
             self.need_ping = not self.observe
             return True
@@ -546,7 +546,7 @@ class Heartbeat:
         for kind, _channel, data in batch:
             if kind == b"gap":  # messages were lost: re-register, reconcile all, ping
                 self._relisten = False
-                self.need_full = True
+                self.ask_full()
                 self.need_register = self.need_ping = not self.observe
                 self._announced = None  # a peer may have re-read an older meta meanwhile
                 # Redis may be another server now (a failover the writer did not see

@@ -448,13 +448,13 @@ class Grid:
             except RedisError as e:
                 # The fetch failed: the writer notices too; reconcile all when back.
                 log.debug("grid %s: fetch failed (%s)", self.name, e)
-                self._hb.need_full = True
+                self._hb.ask_full()
                 self._wake.set()
             except Exception:
                 log.exception(
                     "grid %s: could not handle %d message(s); reconciling instead", self.name, len(batch)
                 )
-                self._hb.need_full = True
+                self._hb.ask_full()
                 self._wake.set()
 
     def _refused_channel(self, err):
